@@ -1,0 +1,2 @@
+//! Backends.
+#![no_std]

@@ -1,0 +1,277 @@
+//! CPUID identification for pvops.
+//!
+//! [`probe`] reads CPUID through a [`CpuidSource`] (the real instruction via
+//! [`NativeCpuid`], or a recorded dump in tests) and returns a [`Probe`]: the
+//! vendor and model, the [`Features`] a kernel cares about, the CPUID
+//! 0x15/0x16 frequencies and every hypervisor interface found in the
+//! hypervisor range. It never panics, whatever the leaves contain.
+//!
+//! The standard leaves are decoded with `raw-cpuid`; the hypervisor range,
+//! which `raw-cpuid` only reads at its base, is scanned here.
+#![no_std]
+
+mod hypervisor;
+mod source;
+
+pub use hypervisor::{HypervisorInterface, HypervisorKind, Interfaces, MAX_INTERFACES};
+pub use source::{CpuidResult, CpuidSource, NativeCpuid};
+
+use bitflags::bitflags;
+use raw_cpuid::CpuId;
+
+/// First leaf of the hypervisor range (Intel SDM vol. 2A, CPUID: "reserved for
+/// hypervisor use"; KVM `Documentation/virt/kvm/x86/cpuid.rst`).
+pub const HYPERVISOR_LEAF_FIRST: u32 = 0x4000_0000;
+/// One past the last base scanned (Linux scans 0x4000_0000..0x4001_0000).
+pub const HYPERVISOR_LEAF_END: u32 = 0x4001_0000;
+/// Distance between candidate bases.
+pub const HYPERVISOR_LEAF_STEP: u32 = 0x100;
+/// The cross-hypervisor timing leaf proposed by VMware (TSC and APIC bus kHz).
+pub const TIMING_LEAF: u32 = 0x4000_0010;
+
+bitflags! {
+    /// CPU features a kernel cares about when it picks its timer, clock and
+    /// paging setup.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Features: u32 {
+        /// x2APIC mode (CPUID.1:ECX[21]).
+        const X2APIC = 1 << 0;
+        /// TSC-deadline APIC timer mode (CPUID.1:ECX[24]).
+        const TSC_DEADLINE = 1 << 1;
+        /// Invariant TSC (CPUID.8000_0007:EDX[8]).
+        const INVARIANT_TSC = 1 << 2;
+        /// Process-context identifiers (CPUID.1:ECX[17]).
+        const PCID = 1 << 3;
+        /// INVPCID instruction (CPUID.7.0:EBX[10]).
+        const INVPCID = 1 << 4;
+        /// XSAVE family (CPUID.1:ECX[26]).
+        const XSAVE = 1 << 5;
+        /// 1 GiB pages (CPUID.8000_0001:EDX[26]).
+        const PAGE_1G = 1 << 6;
+        /// No-execute pages (CPUID.8000_0001:EDX[20]).
+        const NX = 1 << 7;
+        /// Running under a hypervisor (CPUID.1:ECX[31]).
+        const HYPERVISOR = 1 << 8;
+        /// Time-stamp counter (CPUID.1:EDX[4]).
+        const TSC = 1 << 9;
+        /// On-chip local APIC (CPUID.1:EDX[9]).
+        const APIC = 1 << 10;
+        /// AMD SVM (CPUID.8000_0001:ECX[2]).
+        const SVM = 1 << 11;
+    }
+}
+
+impl Features {
+    /// Stable lower-case names, in bit order, for reports.
+    pub const NAMES: [(Features, &'static str); 12] = [
+        (Features::X2APIC, "x2apic"),
+        (Features::TSC_DEADLINE, "tsc_deadline"),
+        (Features::INVARIANT_TSC, "invariant_tsc"),
+        (Features::PCID, "pcid"),
+        (Features::INVPCID, "invpcid"),
+        (Features::XSAVE, "xsave"),
+        (Features::PAGE_1G, "page_1g"),
+        (Features::NX, "nx"),
+        (Features::HYPERVISOR, "hypervisor"),
+        (Features::TSC, "tsc"),
+        (Features::APIC, "apic"),
+        (Features::SVM, "svm"),
+    ];
+}
+
+/// CPU vendor, from the leaf-0 signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vendor {
+    /// "GenuineIntel".
+    Intel,
+    /// "AuthenticAMD".
+    Amd,
+    /// "HygonGenuine".
+    Hygon,
+    /// Anything else, kept verbatim.
+    Other([u8; 12]),
+}
+
+impl Vendor {
+    /// Classifies a 12-byte vendor string.
+    pub fn from_bytes(b: [u8; 12]) -> Vendor {
+        match &b {
+            b"GenuineIntel" => Vendor::Intel,
+            b"AuthenticAMD" => Vendor::Amd,
+            b"HygonGenuine" => Vendor::Hygon,
+            _ => Vendor::Other(b),
+        }
+    }
+}
+
+/// CPUID leaf 0x15: TSC to core crystal clock ratio (Intel SDM vol. 2A).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TscLeaf {
+    /// Denominator of the TSC/crystal ratio (EAX).
+    pub denominator: u32,
+    /// Numerator of the TSC/crystal ratio (EBX).
+    pub numerator: u32,
+    /// Core crystal frequency in Hz (ECX); 0 when not enumerated.
+    pub crystal_hz: u32,
+}
+
+impl TscLeaf {
+    /// TSC frequency in Hz, when the leaf gives all three values.
+    pub fn tsc_hz(&self) -> Option<u64> {
+        if self.denominator == 0 || self.numerator == 0 || self.crystal_hz == 0 {
+            return None;
+        }
+        Some(u64::from(self.crystal_hz) * u64::from(self.numerator) / u64::from(self.denominator))
+    }
+}
+
+/// CPUID leaf 0x16: processor frequency information in MHz (Intel SDM vol. 2A).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrequencyLeaf {
+    /// Processor base frequency in MHz.
+    pub base_mhz: u16,
+    /// Maximum frequency in MHz.
+    pub max_mhz: u16,
+    /// Bus (reference) frequency in MHz.
+    pub bus_mhz: u16,
+}
+
+/// What CPUID says about this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// CPU vendor.
+    pub vendor: Vendor,
+    /// The 12-byte vendor string, verbatim.
+    pub vendor_string: [u8; 12],
+    /// Display family (base family plus extended family where it applies).
+    pub family: u32,
+    /// Display model (with the extended model where it applies).
+    pub model: u32,
+    /// Stepping.
+    pub stepping: u32,
+    /// Highest basic leaf.
+    pub max_basic_leaf: u32,
+    /// Highest extended leaf.
+    pub max_extended_leaf: u32,
+    /// Features a kernel cares about.
+    pub features: Features,
+    /// Leaf 0x15 when the CPU reports it.
+    pub tsc_leaf: Option<TscLeaf>,
+    /// Leaf 0x16 when the CPU reports it with a non-zero base frequency.
+    pub frequency_leaf: Option<FrequencyLeaf>,
+    /// Every hypervisor interface found, in ascending base order.
+    pub interfaces: Interfaces,
+}
+
+impl Probe {
+    /// Whether the hypervisor bit is set.
+    pub fn under_hypervisor(&self) -> bool {
+        self.features.contains(Features::HYPERVISOR)
+    }
+
+    /// The interface a kernel should treat as "the" hypervisor for reporting:
+    /// the lowest base when the hypervisor bit is set, else none.
+    pub fn primary_interface(&self) -> Option<&HypervisorInterface> {
+        if self.under_hypervisor() {
+            self.interfaces.as_slice().first()
+        } else {
+            None
+        }
+    }
+
+    /// The first interface of `kind`, if any.
+    pub fn find(&self, kind: HypervisorKind) -> Option<&HypervisorInterface> {
+        self.interfaces.as_slice().iter().find(|i| i.kind == kind)
+    }
+
+    /// TSC frequency from CPUID 0x15 in kHz, if the CPU enumerates it fully.
+    pub fn tsc_khz_from_leaf_15(&self) -> Option<u64> {
+        self.tsc_leaf
+            .and_then(|l| l.tsc_hz())
+            .map(|hz| hz / 1000)
+            .filter(|&k| k > 0)
+    }
+}
+
+/// Reads every leaf pvops cares about from `source` and decodes it.
+pub fn probe<S: CpuidSource + ?Sized>(source: &S) -> Probe {
+    let cpuid = CpuId::with_cpuid_reader(source::Reader(source));
+    let leaf0 = source.cpuid(0, 0);
+    let max_basic_leaf = leaf0.eax;
+    let vendor_string = source::signature(leaf0.ebx, leaf0.edx, leaf0.ecx);
+    let max_extended_leaf = source.cpuid(0x8000_0000, 0).eax;
+    let has_ext = |leaf: u32| {
+        (0x8000_0000..=max_extended_leaf).contains(&leaf) && max_extended_leaf < 0x8000_1000
+    };
+
+    let mut features = Features::empty();
+    let (mut family, mut model, mut stepping) = (0, 0, 0);
+    if let Some(fi) = cpuid.get_feature_info() {
+        family = u32::from(fi.family_id());
+        model = u32::from(fi.model_id());
+        stepping = u32::from(fi.stepping_id());
+        for (flag, on) in [
+            (Features::X2APIC, fi.has_x2apic()),
+            (Features::TSC_DEADLINE, fi.has_tsc_deadline()),
+            (Features::PCID, fi.has_pcid()),
+            (Features::XSAVE, fi.has_xsave()),
+            (Features::HYPERVISOR, fi.has_hypervisor()),
+            (Features::TSC, fi.has_tsc()),
+            (Features::APIC, fi.has_apic()),
+        ] {
+            features.set(flag, on);
+        }
+    }
+    if max_basic_leaf >= 7 {
+        if let Some(ef) = cpuid.get_extended_feature_info() {
+            features.set(Features::INVPCID, ef.has_invpcid());
+        }
+    }
+    if has_ext(0x8000_0001) {
+        let e = source.cpuid(0x8000_0001, 0);
+        features.set(Features::PAGE_1G, e.edx & (1 << 26) != 0);
+        features.set(Features::NX, e.edx & (1 << 20) != 0);
+        features.set(Features::SVM, e.ecx & (1 << 2) != 0);
+    }
+    if has_ext(0x8000_0007) {
+        features.set(
+            Features::INVARIANT_TSC,
+            source.cpuid(0x8000_0007, 0).edx & (1 << 8) != 0,
+        );
+    }
+
+    let tsc_leaf = (max_basic_leaf >= 0x15 && max_basic_leaf < 0x1000)
+        .then(|| {
+            let l = source.cpuid(0x15, 0);
+            TscLeaf {
+                denominator: l.eax,
+                numerator: l.ebx,
+                crystal_hz: l.ecx,
+            }
+        })
+        .filter(|l| l.denominator != 0 && l.numerator != 0);
+    let frequency_leaf = (max_basic_leaf >= 0x16 && max_basic_leaf < 0x1000)
+        .then(|| {
+            let l = source.cpuid(0x16, 0);
+            FrequencyLeaf {
+                base_mhz: l.eax as u16,
+                max_mhz: l.ebx as u16,
+                bus_mhz: l.ecx as u16,
+            }
+        })
+        .filter(|f| f.base_mhz != 0);
+
+    Probe {
+        vendor: Vendor::from_bytes(vendor_string),
+        vendor_string,
+        family,
+        model,
+        stepping,
+        max_basic_leaf,
+        max_extended_leaf,
+        features,
+        tsc_leaf,
+        frequency_leaf,
+        interfaces: hypervisor::scan(source),
+    }
+}

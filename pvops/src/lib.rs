@@ -1,0 +1,38 @@
+//! Paravirt-ops for x86-64 kernels written in Rust.
+//!
+//! A kernel calls CPU, MMU, interrupt and timer operations through the
+//! functions of this crate ([`cpu`], [`mmu`], [`irq`], [`time`]). Each one
+//! goes through one entry of a single operations [`Table`]. At boot every
+//! entry points at its native implementation ([`native`]); a hypervisor
+//! backend (crate `pvops-backends`) may replace entries once, early, through
+//! [`patch::install`]. After that the table is read-only: a call costs one
+//! load and one indirect call, with no lock or atomic.
+//!
+//! Which backend owns each entry is recorded and can be queried with
+//! [`owner`], for boot reports.
+//!
+//! Kernels never touch the table directly, so the dispatch mechanism (today
+//! function pointers, perhaps patched call sites later) can change without
+//! breaking them.
+#![no_std]
+
+pub mod cpu;
+pub mod irq;
+pub mod mmu;
+pub mod native;
+pub mod patch;
+mod table;
+pub mod time;
+
+pub use pvops_probe::CpuidResult;
+pub use table::{slot, Entry, Slot, Table, ENTRY_COUNT};
+
+/// The backend that owns `entry` ("native" until a backend replaces it).
+pub fn owner(entry: Entry) -> &'static str {
+    patch::owner(entry)
+}
+
+/// Every entry with its owner, in table order.
+pub fn owners() -> impl Iterator<Item = (Entry, &'static str)> {
+    Entry::all().map(|e| (e, owner(e)))
+}

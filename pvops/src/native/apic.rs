@@ -1,0 +1,172 @@
+//! Local APIC register access in xAPIC (MMIO) or x2APIC (MSR) mode.
+//!
+//! Register offsets and the x2APIC MSR mapping (MSR = 0x800 + offset / 16)
+//! are from the Intel SDM vol. 3A, 11.4 and 11.12.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// IA32_APIC_BASE MSR (Intel SDM vol. 4).
+pub const MSR_APIC_BASE: u32 = 0x1b;
+/// IA32_APIC_BASE.EN: APIC globally enabled.
+pub const APIC_BASE_ENABLE: u64 = 1 << 11;
+/// IA32_APIC_BASE.EXTD: x2APIC mode.
+pub const APIC_BASE_X2APIC: u64 = 1 << 10;
+/// IA32_TSC_DEADLINE MSR.
+pub const MSR_TSC_DEADLINE: u32 = 0x6e0;
+
+/// Local APIC registers pvops uses, by xAPIC offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Register {
+    /// Local APIC ID.
+    Id = 0x20,
+    /// Version.
+    Version = 0x30,
+    /// Task priority.
+    Tpr = 0x80,
+    /// End of interrupt.
+    Eoi = 0xb0,
+    /// Spurious interrupt vector (bit 8 = software enable).
+    Svr = 0xf0,
+    /// Error status.
+    Esr = 0x280,
+    /// Interrupt command, low half (the whole 64-bit register in x2APIC).
+    IcrLow = 0x300,
+    /// Interrupt command, high half (xAPIC only).
+    IcrHigh = 0x310,
+    /// LVT timer.
+    LvtTimer = 0x320,
+    /// LVT LINT0.
+    LvtLint0 = 0x350,
+    /// LVT LINT1.
+    LvtLint1 = 0x360,
+    /// LVT error.
+    LvtError = 0x370,
+    /// Timer initial count.
+    TimerInitialCount = 0x380,
+    /// Timer current count.
+    TimerCurrentCount = 0x390,
+    /// Timer divide configuration.
+    TimerDivide = 0x3e0,
+}
+
+/// How the local APIC is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// x2APIC: registers are MSRs.
+    X2Apic,
+    /// xAPIC: registers are 32-bit MMIO at `base`, a virtual address the
+    /// kernel has mapped uncached.
+    XApic {
+        /// Virtual address of the register page.
+        base: usize,
+    },
+}
+
+const UNSET: usize = 0;
+const X2APIC: usize = 1;
+static MODE: AtomicUsize = AtomicUsize::new(UNSET);
+
+/// The configured access mode, if any.
+pub fn mode() -> Option<Mode> {
+    match MODE.load(Ordering::Relaxed) {
+        UNSET => None,
+        X2APIC => Some(Mode::X2Apic),
+        base => Some(Mode::XApic { base }),
+    }
+}
+
+/// Switches the local APIC on in `mode` and records how to reach it.
+/// Sets IA32_APIC_BASE.EN (and EXTD for x2APIC), then software-enables the
+/// APIC with `spurious_vector`.
+///
+/// # Safety
+///
+/// For [`Mode::XApic`], `base` must be a virtual mapping of the APIC's
+/// physical register page, valid for the rest of the kernel's life. x2APIC
+/// mode must only be requested when CPUID reports it.
+pub unsafe fn enable(mode: Mode, spurious_vector: u8) {
+    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC; setting EN and,
+    // when supported (caller's duty), EXTD is the documented way to enable it.
+    unsafe {
+        let mut base = x86::msr::rdmsr(MSR_APIC_BASE) | APIC_BASE_ENABLE;
+        if mode == Mode::X2Apic {
+            base |= APIC_BASE_X2APIC;
+        }
+        x86::msr::wrmsr(MSR_APIC_BASE, base);
+    }
+    MODE.store(
+        match mode {
+            Mode::X2Apic => X2APIC,
+            Mode::XApic { base } => base.max(2),
+        },
+        Ordering::Relaxed,
+    );
+    write(Register::Svr, (1 << 8) | u32::from(spurious_vector));
+}
+
+/// Reads a register (0 when the APIC has not been configured).
+pub fn read(reg: Register) -> u32 {
+    match mode() {
+        None => 0,
+        // SAFETY: the x2APIC MSRs exist once x2APIC mode is on (`enable`).
+        Some(Mode::X2Apic) => unsafe { x86::msr::rdmsr(0x800 + (reg as u32 >> 4)) as u32 },
+        // SAFETY: `enable`'s contract makes `base` a valid mapping of the
+        // register page; every `Register` offset lies inside it, 16-aligned.
+        Some(Mode::XApic { base }) => unsafe {
+            core::ptr::read_volatile((base + reg as usize) as *const u32)
+        },
+    }
+}
+
+/// Writes a register (ignored when the APIC has not been configured).
+pub fn write(reg: Register, value: u32) {
+    match mode() {
+        None => {}
+        // SAFETY: as in `read`; writing these registers affects only
+        // interrupt delivery, never memory safety.
+        Some(Mode::X2Apic) => unsafe {
+            x86::msr::wrmsr(0x800 + (reg as u32 >> 4), u64::from(value))
+        },
+        // SAFETY: as in `read`.
+        Some(Mode::XApic { base }) => unsafe {
+            core::ptr::write_volatile((base + reg as usize) as *mut u32, value)
+        },
+    }
+}
+
+/// This CPU's APIC ID.
+pub fn id() -> u32 {
+    match mode() {
+        Some(Mode::X2Apic) => read(Register::Id),
+        _ => read(Register::Id) >> 24,
+    }
+}
+
+/// Sends a fixed, physical, edge-triggered IPI (ICR bit 14 = assert).
+pub fn send_ipi(dest: u32, vector: u8) {
+    let low = u32::from(vector) | (1 << 14);
+    match mode() {
+        None => {}
+        // SAFETY: x2APIC ICR is one 64-bit MSR (0x830), destination in 63:32.
+        Some(Mode::X2Apic) => unsafe {
+            x86::msr::wrmsr(0x830, (u64::from(dest) << 32) | u64::from(low))
+        },
+        Some(Mode::XApic { .. }) => {
+            write(Register::IcrHigh, dest << 24);
+            write(Register::IcrLow, low);
+        }
+    }
+}
+
+/// LVT timer modes (Intel SDM vol. 3A, 11.5.4, bits 18:17).
+pub mod timer_mode {
+    /// One-shot using the initial-count register.
+    pub const ONE_SHOT: u32 = 0b00 << 17;
+    /// Periodic.
+    pub const PERIODIC: u32 = 0b01 << 17;
+    /// TSC-deadline: fires when the TSC reaches IA32_TSC_DEADLINE.
+    pub const TSC_DEADLINE: u32 = 0b10 << 17;
+    /// LVT mask bit.
+    pub const MASKED: u32 = 1 << 16;
+}

@@ -1,0 +1,67 @@
+//! Native MMU operations.
+
+use super::cpu;
+
+/// CR4.PGE (Intel SDM vol. 3A, 2.5).
+const CR4_PGE: u64 = 1 << 7;
+
+/// MOV from CR2.
+pub fn read_cr2() -> u64 {
+    // SAFETY: reading CR2 has no side effects in ring 0.
+    unsafe { x86::controlregs::cr2() as u64 }
+}
+
+/// MOV from CR3.
+pub fn read_cr3() -> u64 {
+    // SAFETY: reading CR3 has no side effects in ring 0.
+    unsafe { x86::controlregs::cr3() }
+}
+
+/// MOV to CR3.
+///
+/// # Safety
+///
+/// See [`crate::mmu::write_cr3`].
+pub unsafe fn write_cr3(value: u64) {
+    // SAFETY: the caller guarantees the tables map everything in use.
+    unsafe { x86::controlregs::cr3_write(value) }
+}
+
+/// INVLPG.
+pub fn flush_page(virt: u64) {
+    // SAFETY: invalidating a TLB entry only forces a page walk later; it
+    // cannot make memory reachable that the page tables do not map.
+    unsafe { x86::tlb::flush(virt as usize) }
+}
+
+/// Reloads CR3, dropping every non-global entry.
+pub fn flush_all() {
+    // SAFETY: writing back the current CR3 changes no mapping.
+    unsafe { x86::tlb::flush_all() }
+}
+
+/// Toggles CR4.PGE (or reloads CR3 when global pages are off), dropping
+/// every entry.
+pub fn flush_all_global() {
+    let cr4 = cpu::read_cr4();
+    if cr4 & CR4_PGE != 0 {
+        // SAFETY: clearing and restoring PGE changes no mapping; it is the
+        // architectural way to flush global entries (Intel SDM vol. 3A, 4.10.4.1).
+        unsafe {
+            cpu::write_cr4(cr4 & !CR4_PGE);
+            cpu::write_cr4(cr4);
+        }
+    } else {
+        flush_all();
+    }
+}
+
+/// Lazy mode is a batching hint; native page-table writes take effect at
+/// once, so there is nothing to batch.
+pub fn lazy_enter() {}
+
+/// See [`lazy_enter`].
+pub fn lazy_leave() {}
+
+/// See [`lazy_enter`].
+pub fn lazy_flush() {}

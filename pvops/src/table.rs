@@ -1,0 +1,189 @@
+//! The operations table itself, generated from one list of entries.
+
+use crate::native;
+use pvops_probe::CpuidResult;
+use x86::dtables::DescriptorTablePointer;
+
+/// A typed handle to one table entry, used by backends to replace it
+/// (see [`crate::patch::Patch::set`]).
+pub struct Slot<F: 'static> {
+    pub(crate) entry: Entry,
+    pub(crate) field: fn(&mut Table) -> &mut F,
+}
+
+impl<F> Slot<F> {
+    /// The entry this slot refers to.
+    pub const fn entry(&self) -> Entry {
+        self.entry
+    }
+}
+
+/// One entry of the table, for queries such as [`crate::owner`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Entry(pub(crate) u8);
+
+macro_rules! define_table {
+    ($(
+        $(#[$gdoc:meta])*
+        $group:ident : $Group:ident {
+            $( $(#[$doc:meta])* $name:ident [$SLOT:ident] : $ty:ty = $native:path ; )*
+        }
+    )*) => {
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        enum Index { $( $( $SLOT, )* )* }
+
+        /// Number of entries in the table.
+        pub const ENTRY_COUNT: usize = [$( $( stringify!($SLOT), )* )*].len();
+
+        const NAMES: [&str; ENTRY_COUNT] = [$( $( concat!(stringify!($group), ".", stringify!($name)), )* )*];
+
+        $(
+            $(#[$gdoc])*
+            #[derive(Clone, Copy)]
+            pub struct $Group { $( $(#[$doc])* pub $name: $ty, )* }
+        )*
+
+        /// The operations table: one function per operation, in groups.
+        #[derive(Clone, Copy)]
+        pub struct Table { $( #[allow(missing_docs)] pub $group: $Group, )* }
+
+        impl Table {
+            /// Every entry at its native implementation.
+            pub const NATIVE: Table = Table { $( $group: $Group { $( $name: $native, )* }, )* };
+        }
+
+        /// Typed handles to every entry, for backends.
+        pub mod slot {
+            use super::*;
+            $( $(
+                #[doc = concat!("Slot of `", stringify!($group), ".", stringify!($name), "`.")]
+                pub const $SLOT: Slot<$ty> = Slot {
+                    entry: Entry(Index::$SLOT as u8),
+                    field: |t: &mut Table| &mut t.$group.$name,
+                };
+            )* )*
+        }
+    };
+}
+
+impl Entry {
+    /// Every entry in table order.
+    pub fn all() -> impl Iterator<Item = Entry> + Clone {
+        (0..ENTRY_COUNT as u8).map(Entry)
+    }
+
+    /// Stable dotted name, such as `"time.monotonic_ns"`.
+    pub fn name(self) -> &'static str {
+        NAMES.get(usize::from(self.0)).copied().unwrap_or("?")
+    }
+
+    /// Looks an entry up by its dotted name.
+    pub fn from_name(name: &str) -> Option<Entry> {
+        NAMES
+            .iter()
+            .position(|&n| n == name)
+            .map(|i| Entry(i as u8))
+    }
+
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl core::fmt::Display for Entry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+define_table! {
+    /// CPU operations: identification, model-specific and control registers,
+    /// descriptor tables, caches, halting and I/O delay.
+    cpu: CpuOps {
+        /// Executes CPUID (a backend may filter feature bits).
+        cpuid [CPU_CPUID]: fn(u32, u32) -> CpuidResult = native::cpu::cpuid;
+        /// Reads a model-specific register.
+        read_msr [CPU_READ_MSR]: unsafe fn(u32) -> u64 = native::cpu::read_msr;
+        /// Writes a model-specific register.
+        write_msr [CPU_WRITE_MSR]: unsafe fn(u32, u64) = native::cpu::write_msr;
+        /// Reads CR0.
+        read_cr0 [CPU_READ_CR0]: fn() -> u64 = native::cpu::read_cr0;
+        /// Writes CR0.
+        write_cr0 [CPU_WRITE_CR0]: unsafe fn(u64) = native::cpu::write_cr0;
+        /// Reads CR4.
+        read_cr4 [CPU_READ_CR4]: fn() -> u64 = native::cpu::read_cr4;
+        /// Writes CR4.
+        write_cr4 [CPU_WRITE_CR4]: unsafe fn(u64) = native::cpu::write_cr4;
+        /// Loads the interrupt descriptor table register.
+        load_idt [CPU_LOAD_IDT]: unsafe fn(&DescriptorTablePointer<u64>) = native::cpu::load_idt;
+        /// Loads the global descriptor table register.
+        load_gdt [CPU_LOAD_GDT]: unsafe fn(&DescriptorTablePointer<u64>) = native::cpu::load_gdt;
+        /// Writes back and invalidates caches.
+        wbinvd [CPU_WBINVD]: fn() = native::cpu::wbinvd;
+        /// Halts until the next interrupt (interrupt flag unchanged).
+        halt [CPU_HALT]: fn() = native::cpu::halt;
+        /// Delays for about one legacy I/O bus cycle (port 0x80 natively).
+        io_delay [CPU_IO_DELAY]: fn() = native::cpu::io_delay;
+        /// Reads the time-stamp counter.
+        read_tsc [CPU_READ_TSC]: fn() -> u64 = native::cpu::read_tsc;
+    }
+
+    /// MMU operations: paging registers, TLB flushes and lazy (batched) mode.
+    mmu: MmuOps {
+        /// Reads CR2 (the faulting address).
+        read_cr2 [MMU_READ_CR2]: fn() -> u64 = native::mmu::read_cr2;
+        /// Reads CR3.
+        read_cr3 [MMU_READ_CR3]: fn() -> u64 = native::mmu::read_cr3;
+        /// Writes CR3 (switches address space).
+        write_cr3 [MMU_WRITE_CR3]: unsafe fn(u64) = native::mmu::write_cr3;
+        /// Flushes the TLB entry of one virtual address on this CPU.
+        flush_page [MMU_FLUSH_PAGE]: fn(u64) = native::mmu::flush_page;
+        /// Flushes every non-global TLB entry on this CPU.
+        flush_all [MMU_FLUSH_ALL]: fn() = native::mmu::flush_all;
+        /// Flushes every TLB entry on this CPU, global ones included.
+        flush_all_global [MMU_FLUSH_ALL_GLOBAL]: fn() = native::mmu::flush_all_global;
+        /// Enters lazy MMU mode: page-table updates may be batched.
+        lazy_enter [MMU_LAZY_ENTER]: fn() = native::mmu::lazy_enter;
+        /// Leaves lazy MMU mode, making every batched update visible.
+        lazy_leave [MMU_LAZY_LEAVE]: fn() = native::mmu::lazy_leave;
+        /// Makes batched updates visible without leaving lazy mode.
+        lazy_flush [MMU_LAZY_FLUSH]: fn() = native::mmu::lazy_flush;
+    }
+
+    /// Interrupt operations: the interrupt flag, idling, EOI and IPIs.
+    irq: IrqOps {
+        /// Returns RFLAGS (only the IF bit is meaningful to callers).
+        save_flags [IRQ_SAVE_FLAGS]: fn() -> u64 = native::irq::save_flags;
+        /// Restores the interrupt flag from a value of `save_flags`.
+        restore_flags [IRQ_RESTORE_FLAGS]: fn(u64) = native::irq::restore_flags;
+        /// Disables interrupts on this CPU.
+        disable [IRQ_DISABLE]: fn() = native::irq::disable;
+        /// Enables interrupts on this CPU.
+        enable [IRQ_ENABLE]: fn() = native::irq::enable;
+        /// Enables interrupts and halts, atomically (no lost wake-up).
+        safe_halt [IRQ_SAFE_HALT]: fn() = native::irq::safe_halt;
+        /// Signals end of interrupt to the local APIC.
+        eoi [IRQ_EOI]: fn() = native::irq::eoi;
+        /// Sends a fixed interrupt `vector` to the CPU with APIC ID `dest`.
+        send_ipi [IRQ_SEND_IPI]: fn(u32, u8) = native::irq::send_ipi;
+    }
+
+    /// Time operations: TSC and timer frequencies, the clock, the one-shot
+    /// timer and steal time.
+    time: TimeOps {
+        /// TSC frequency and where it came from.
+        tsc_frequency [TIME_TSC_FREQUENCY]: fn() -> crate::time::TscFrequency = native::time::tsc_frequency;
+        /// Local APIC timer input frequency in kHz (0 when unknown).
+        apic_timer_khz [TIME_APIC_TIMER_KHZ]: fn() -> u64 = native::time::apic_timer_khz;
+        /// Monotonic clock in nanoseconds since an arbitrary origin.
+        monotonic_ns [TIME_MONOTONIC_NS]: fn() -> u64 = native::time::monotonic_ns;
+        /// Routes one-shot timer events to `vector` on this CPU.
+        timer_setup [TIME_TIMER_SETUP]: fn(u8) = native::time::timer_setup;
+        /// Arms the one-shot timer to fire `delta_ns` from now.
+        timer_arm [TIME_TIMER_ARM]: fn(u64) = native::time::timer_arm;
+        /// Cancels the one-shot timer.
+        timer_cancel [TIME_TIMER_CANCEL]: fn() = native::time::timer_cancel;
+        /// Nanoseconds this CPU was runnable but not running (0 natively).
+        steal_ns [TIME_STEAL_NS]: fn() -> u64 = native::time::steal_ns;
+    }
+}
