@@ -1,2 +1,168 @@
-//! Backends.
+//! Hypervisor backends for pvops.
+//!
+//! A [`Backend`] detects its hypervisor from the CPUID [`Probe`] (with a
+//! priority), installs its operations into a [`pvops::patch::Patch`], and
+//! describes itself. [`select`] picks the best compiled-in backend, honouring
+//! a `pvops=<name>` kernel command-line override; [`init`] does the whole
+//! boot sequence: probe, select, install (falling back to native if the
+//! chosen backend's setup fails), and make sure the native clock and timer
+//! have a TSC frequency.
+//!
+//! Backends are chosen at build time with Cargo features: `native` is
+//! always there; `vmware`, `xen` and `hyperv` add the others. Features are
+//! additive: any combination builds, and a kernel built without a backend
+//! still boots where that hypervisor runs (it picks another, or native).
 #![no_std]
+
+mod cmdline;
+pub mod native;
+mod select;
+
+pub use cmdline::override_from_cmdline;
+pub use select::{compiled_in, select, Choice, Selection};
+
+use core::ptr::NonNull;
+use pvops::patch::Patch;
+use pvops_probe::{CpuidSource, Probe};
+
+/// What a backend sees of the machine when it detects and installs.
+#[derive(Clone, Copy)]
+pub struct Environment<'a> {
+    /// The decoded CPUID probe.
+    pub probe: &'a Probe,
+    /// Raw CPUID, for backend-specific leaves (the same source the probe read).
+    pub cpuid: &'a dyn CpuidSource,
+}
+
+/// A backend's claim that it can drive this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Detection {
+    /// Higher wins. By convention (as in Linux's `hypervisor.c`) the CPUID
+    /// base at which the signature was found, so an interface stacked at
+    /// 0x4000_0100 beats a compatibility one at 0x4000_0000; native is 0.
+    pub priority: u32,
+    /// Why the backend matched, for the boot log.
+    pub reason: &'static str,
+    /// The CPUID base of the interface used, if any.
+    pub base: Option<u32>,
+}
+
+/// A setup step that failed; the backend is then not (or only partly) used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetupError {
+    /// The step that failed, e.g. "hypercall page".
+    pub step: &'static str,
+    /// What went wrong.
+    pub detail: &'static str,
+}
+
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.step, self.detail)
+    }
+}
+
+/// A 4 KiB page the kernel lends a backend, to share with the hypervisor.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedPage {
+    /// Guest-physical address (4 KiB aligned).
+    pub phys: u64,
+    /// Where the kernel mapped it (writable, cacheable, zeroed).
+    pub virt: NonNull<u8>,
+}
+
+/// Services a backend needs from the kernel during installation.
+pub trait Platform {
+    /// A zeroed 4 KiB page that stays allocated and mapped for the rest of
+    /// the kernel's life, or `None` if the kernel has none to give.
+    fn alloc_shared_page(&mut self) -> Option<SharedPage>;
+}
+
+/// A hypervisor backend.
+pub trait Backend: Sync {
+    /// Short stable name, as used in `pvops=<name>` and reports.
+    fn name(&self) -> &'static str;
+
+    /// One sentence on what the backend uses.
+    fn description(&self) -> &'static str;
+
+    /// Whether this backend can run here, and with which priority.
+    fn detect(&self, env: &Environment<'_>) -> Option<Detection>;
+
+    /// Sets up the hypervisor interfaces and replaces table entries in
+    /// `patch`. On error the caller discards the patch and installs native;
+    /// a backend that can still offer part of its entries after a failed
+    /// step reverts only the affected entries and returns `Ok`, logging why.
+    fn install(
+        &self,
+        env: &Environment<'_>,
+        patch: &mut Patch,
+        platform: &mut dyn Platform,
+    ) -> Result<(), SetupError>;
+}
+
+/// What [`init`] did, for the boot report.
+pub struct InitReport {
+    /// The CPUID probe.
+    pub probe: Probe,
+    /// The selection and why it was made.
+    pub selection: Selection,
+    /// The backend actually installed (native after a failed setup).
+    pub installed: &'static str,
+    /// The setup error that forced a fallback to native, if any.
+    pub fallback: Option<SetupError>,
+}
+
+/// Probes the CPU, selects a backend, installs it and makes sure the clock
+/// and timer have a TSC (and, for one-shot APIC mode, APIC timer) frequency.
+///
+/// The kernel must have configured the local APIC through
+/// [`pvops::native::apic::enable`] beforehand.
+///
+/// # Safety
+///
+/// The contract of [`pvops::patch::install`]: call once, on the boot CPU,
+/// with interrupts disabled, before any other CPU runs.
+pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
+    let source = pvops_probe::NativeCpuid;
+    let probe = pvops_probe::probe(&source);
+    let env = Environment {
+        probe: &probe,
+        cpuid: &source,
+    };
+    let selection = select(&env, cmdline);
+    log::info!(
+        "pvops: selected backend '{}': {}",
+        selection.backend.name(),
+        selection.why
+    );
+
+    let mut patch = Patch::new(selection.backend.name());
+    let mut fallback = None;
+    if let Err(e) = selection.backend.install(&env, &mut patch, platform) {
+        log::warn!(
+            "pvops: backend '{}' setup failed ({}); falling back to native",
+            selection.backend.name(),
+            e
+        );
+        fallback = Some(e);
+        patch = Patch::new(native::NATIVE.name());
+        // Native setup cannot fail.
+        let _ = native::NATIVE.install(&env, &mut patch, platform);
+    }
+    let installed = patch.backend();
+    for entry in patch.replaced() {
+        log::debug!("pvops: {} -> {}", entry, installed);
+    }
+    // SAFETY: forwarded to the caller.
+    if let Err(e) = unsafe { pvops::patch::install(patch) } {
+        log::error!("pvops: table not patched: {:?}", e);
+    }
+    native::finish_time_setup(&probe);
+    InitReport {
+        probe,
+        selection,
+        installed,
+        fallback,
+    }
+}
