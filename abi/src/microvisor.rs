@@ -9,6 +9,8 @@
 //! Calling convention (VMMCALL): RAX = [`HYPERCALL_MAGIC`] | code,
 //! RBX, RCX, RDX = arguments; result in RAX (0 success, negative error).
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// CPUID leaf at which the microvisor identifies itself to guests that ask.
 pub const CPUID_LEAF: u32 = 0x4fff_fff0;
 /// ECX value that must accompany [`CPUID_LEAF`]; other subleaves read zero.
@@ -26,7 +28,41 @@ pub mod code {
     pub const COUNTER_READ: u32 = 2;
     /// Total exits since the last reset. Returns the count.
     pub const EXITS_TOTAL: u32 = 3;
+    /// Copies an [`super::ExitSnapshot`] to guest memory: RBX = guest-physical
+    /// address, RCX = buffer length in bytes. Returns the bytes written, or
+    /// [`super::ERR_INVALID`] when the buffer is not entirely inside guest RAM
+    /// or is too small.
+    pub const COUNTERS_COPY: u32 = 4;
 }
+
+/// Exit counts by class, as copied by [`code::COUNTERS_COPY`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct ExitSnapshot {
+    /// Every exit.
+    pub total: u64,
+    /// CPUID exits.
+    pub cpuid: u64,
+    /// RDMSR/WRMSR exits.
+    pub msr: u64,
+    /// I/O port exits.
+    pub io: u64,
+    /// HLT exits.
+    pub hlt: u64,
+    /// VMMCALL exits (persona and microvisor hypercalls).
+    pub vmmcall: u64,
+    /// Physical-interrupt exits (the microvisor's own timer).
+    pub intr: u64,
+    /// Virtual-interrupt-window exits.
+    pub vintr: u64,
+    /// Nested page faults.
+    pub npf: u64,
+    /// Anything else.
+    pub other: u64,
+}
+static_assertions::assert_eq_size!(ExitSnapshot, [u8; 80]);
 
 /// Counter classes for [`code::COUNTER_READ`].
 pub mod class {
