@@ -5,8 +5,8 @@
 pub fn override_from_cmdline(cmdline: &str) -> Option<&str> {
     cmdline
         .split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix("pvops="))
-        .last()
+        .rev()
+        .find_map(|w| w.strip_prefix("pvops="))
 }
 
 #[cfg(test)]

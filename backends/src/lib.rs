@@ -12,7 +12,7 @@
 //! always there; `vmware`, `xen` and `hyperv` add the others. Features are
 //! additive: any combination builds, and a kernel built without a backend
 //! still boots where that hypervisor runs (it picks another, or native).
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 mod cmdline;
 pub mod native;

@@ -132,3 +132,152 @@ pub(crate) fn select_from(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Platform, SetupError};
+    use pvops::patch::Patch;
+    use pvops_probe::{CpuidResult, HypervisorKind};
+
+    /// A backend that detects when the probe shows `kind`, at that base.
+    struct Fake {
+        name: &'static str,
+        kind: HypervisorKind,
+    }
+
+    impl Backend for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn description(&self) -> &'static str {
+            "test backend"
+        }
+        fn detect(&self, env: &Environment<'_>) -> Option<Detection> {
+            env.probe.find(self.kind).map(|i| Detection {
+                priority: i.base,
+                reason: "signature",
+                base: Some(i.base),
+            })
+        }
+        fn install(
+            &self,
+            _: &Environment<'_>,
+            _: &mut Patch,
+            _: &mut dyn Platform,
+        ) -> Result<(), SetupError> {
+            Ok(())
+        }
+    }
+
+    static HYPERV: Fake = Fake {
+        name: "hyperv",
+        kind: HypervisorKind::HyperV,
+    };
+    static KVM: Fake = Fake {
+        name: "kvm",
+        kind: HypervisorKind::Kvm,
+    };
+    static ALL: &[&dyn Backend] = &[&HYPERV, &KVM, &native::NATIVE];
+    static NO_KVM: &[&dyn Backend] = &[&HYPERV, &native::NATIVE];
+
+    fn sig(s: &[u8; 12]) -> (u32, u32, u32) {
+        let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+        (w(0), w(4), w(8))
+    }
+
+    /// KVM with Hyper-V enlightenments: Hyper-V at 0x4000_0000, KVM at 0x4000_0100.
+    fn stacked(leaf: u32, _sub: u32) -> CpuidResult {
+        let r = |eax, (ebx, ecx, edx)| CpuidResult { eax, ebx, ecx, edx };
+        match leaf {
+            0 => r(0xd, sig(b"AuthenticAMD")),
+            1 => CpuidResult {
+                ecx: 1 << 31,
+                ..Default::default()
+            },
+            0x4000_0000 => r(0x4000_000a, sig(b"Microsoft Hv")),
+            0x4000_0001 => CpuidResult {
+                eax: 0x3123_7648,
+                ..Default::default()
+            },
+            0x4000_0100 => r(0x4000_0101, sig(b"KVMKVMKVM\0\0\0")),
+            _ => CpuidResult::default(),
+        }
+    }
+
+    fn with_env<R>(f: impl FnOnce(&Environment<'_>) -> R) -> R {
+        let probe = pvops_probe::probe(&stacked);
+        f(&Environment {
+            probe: &probe,
+            cpuid: &stacked,
+        })
+    }
+
+    #[test]
+    fn highest_base_wins() {
+        with_env(|env| {
+            let s = select_from(ALL, env, None);
+            assert_eq!(s.backend.name(), "kvm");
+            assert_eq!(s.choice, Choice::Detected);
+            assert_eq!(s.detection.base, Some(0x4000_0100));
+        });
+    }
+
+    #[test]
+    fn without_the_higher_backend_the_compatible_one_is_used() {
+        with_env(|env| assert_eq!(select_from(NO_KVM, env, None).backend.name(), "hyperv"));
+    }
+
+    #[test]
+    fn override_to_a_usable_backend_is_honoured() {
+        with_env(|env| {
+            let s = select_from(ALL, env, Some("hyperv"));
+            assert_eq!((s.backend.name(), s.choice), ("hyperv", Choice::Override));
+            let s = select_from(ALL, env, Some("native"));
+            assert_eq!((s.backend.name(), s.choice), ("native", Choice::Override));
+        });
+    }
+
+    #[test]
+    fn unknown_or_unusable_override_falls_back_to_detection() {
+        with_env(|env| {
+            let s = select_from(NO_KVM, env, Some("kvm"));
+            assert_eq!(
+                (s.backend.name(), s.choice),
+                ("hyperv", Choice::OverrideUnknown)
+            );
+        });
+        let bare = |leaf: u32, _: u32| match leaf {
+            0 => CpuidResult {
+                eax: 1,
+                ..Default::default()
+            },
+            _ => CpuidResult::default(),
+        };
+        let probe = pvops_probe::probe(&bare);
+        let env = Environment {
+            probe: &probe,
+            cpuid: &bare,
+        };
+        let s = select_from(ALL, &env, Some("hyperv"));
+        assert_eq!(
+            (s.backend.name(), s.choice),
+            ("native", Choice::OverrideUnusable)
+        );
+        assert_eq!(s.requested, Some("hyperv"));
+        assert!(format!("{}", s.why).contains("not usable"));
+    }
+
+    #[test]
+    fn nothing_detected_means_native() {
+        let bare = |_: u32, _: u32| CpuidResult::default();
+        let probe = pvops_probe::probe(&bare);
+        let env = Environment {
+            probe: &probe,
+            cpuid: &bare,
+        };
+        let s = select(&env, "");
+        assert_eq!(s.backend.name(), "native");
+        assert_eq!(s.choice, Choice::Detected);
+    }
+}

@@ -145,3 +145,47 @@ pub unsafe fn install(patch: Patch) -> Result<(), InstallError> {
     STATE.store(SEALED, Ordering::Release);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot;
+
+    fn fake_clock() -> u64 {
+        42
+    }
+
+    #[test]
+    fn patch_records_owner_and_replaces_entry() {
+        let mut p = Patch::new("test");
+        assert_eq!(p.replaced().count(), 0);
+        p.set(slot::TIME_MONOTONIC_NS, fake_clock);
+        assert_eq!(p.owner(slot::TIME_MONOTONIC_NS.entry()), "test");
+        assert_eq!(p.owner(slot::IRQ_EOI.entry()), NATIVE);
+        assert_eq!((p.table().time.monotonic_ns)(), 42);
+        assert_eq!(
+            p.replaced().collect::<Vec<_>>(),
+            [slot::TIME_MONOTONIC_NS.entry()]
+        );
+    }
+
+    #[test]
+    fn revert_gives_entry_back_to_native() {
+        let mut p = Patch::new("test");
+        p.set(slot::TIME_STEAL_NS, fake_clock);
+        p.revert(slot::TIME_STEAL_NS);
+        assert_eq!(p.owner(slot::TIME_STEAL_NS.entry()), NATIVE);
+        assert_eq!((p.table().time.steal_ns)(), 0);
+    }
+
+    #[test]
+    fn install_refuses_with_interrupts_enabled() {
+        // User-mode code on the host always runs with IF set, so this is the
+        // "interrupts enabled" case; the live table must stay native.
+        // SAFETY: the call is refused before anything is written.
+        let r = unsafe { install(Patch::new("test")) };
+        assert_eq!(r, Err(InstallError::InterruptsEnabled));
+        assert!(!is_sealed());
+        assert_eq!(owner(slot::TIME_MONOTONIC_NS.entry()), NATIVE);
+    }
+}

@@ -187,3 +187,71 @@ define_table! {
         steal_ns [TIME_STEAL_NS]: fn() -> u64 = native::time::steal_ns;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_grouped_and_round_trip() {
+        let names: Vec<&str> = Entry::all().map(Entry::name).collect();
+        assert_eq!(names.len(), ENTRY_COUNT);
+        for (i, n) in names.iter().enumerate() {
+            let group = n.split('.').next().unwrap();
+            assert!(["cpu", "mmu", "irq", "time"].contains(&group), "{n}");
+            assert_eq!(Entry::from_name(n), Some(Entry(i as u8)));
+            assert!(!names[..i].contains(n), "duplicate {n}");
+        }
+        assert_eq!(Entry::from_name("cpu.nonexistent"), None);
+    }
+
+    #[test]
+    fn slots_point_at_their_own_entry() {
+        assert_eq!(slot::CPU_CPUID.entry().name(), "cpu.cpuid");
+        assert_eq!(slot::MMU_FLUSH_PAGE.entry().name(), "mmu.flush_page");
+        assert_eq!(slot::IRQ_SAFE_HALT.entry().name(), "irq.safe_halt");
+        assert_eq!(slot::TIME_TIMER_ARM.entry().name(), "time.timer_arm");
+    }
+
+    #[test]
+    fn every_required_operation_is_in_the_table() {
+        for name in [
+            "cpu.cpuid",
+            "cpu.read_msr",
+            "cpu.write_msr",
+            "cpu.read_cr0",
+            "cpu.write_cr0",
+            "cpu.read_cr4",
+            "cpu.write_cr4",
+            "cpu.load_idt",
+            "cpu.load_gdt",
+            "cpu.wbinvd",
+            "cpu.halt",
+            "cpu.io_delay",
+            "cpu.read_tsc",
+            "mmu.read_cr2",
+            "mmu.read_cr3",
+            "mmu.write_cr3",
+            "mmu.flush_page",
+            "mmu.flush_all",
+            "mmu.flush_all_global",
+            "mmu.lazy_enter",
+            "mmu.lazy_leave",
+            "mmu.lazy_flush",
+            "irq.save_flags",
+            "irq.restore_flags",
+            "irq.disable",
+            "irq.enable",
+            "irq.safe_halt",
+            "irq.eoi",
+            "irq.send_ipi",
+            "time.tsc_frequency",
+            "time.monotonic_ns",
+            "time.timer_arm",
+            "time.timer_cancel",
+            "time.steal_ns",
+        ] {
+            assert!(Entry::from_name(name).is_some(), "{name} missing");
+        }
+    }
+}
