@@ -54,6 +54,13 @@ pub fn send_ipi(dest: u32, vector: u8) {
     (table().irq.send_ipi)(dest, vector)
 }
 
+/// Sends fixed interrupt `vector` to every CPU whose APIC ID (0..64) is set
+/// in `cpus`.
+#[inline]
+pub fn send_ipi_mask(cpus: u64, vector: u8) {
+    (table().irq.send_ipi_mask)(cpus, vector)
+}
+
 /// Runs `f` with interrupts disabled, restoring the previous state after.
 pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     let flags = save_flags();

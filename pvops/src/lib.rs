@@ -1,7 +1,7 @@
 //! Paravirt-ops for x86-64 kernels written in Rust.
 //!
 //! A kernel calls CPU, MMU, interrupt and timer operations through the
-//! functions of this crate ([`cpu`], [`mmu`], [`irq`], [`time`]). Each one
+//! functions of this crate ([`cpu`], [`mmu`], [`irq`], [`time`], [`system`]). Each one
 //! goes through one entry of a single operations [`Table`]. At boot every
 //! entry points at its native implementation ([`native`]); a hypervisor
 //! backend (crate `pvops-backends`) may replace entries once, early, through
@@ -21,6 +21,7 @@ pub mod irq;
 pub mod mmu;
 pub mod native;
 pub mod patch;
+pub mod system;
 mod table;
 pub mod time;
 

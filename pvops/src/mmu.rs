@@ -70,3 +70,19 @@ pub fn lazy<R>(f: impl FnOnce() -> R) -> R {
     lazy_leave();
     r
 }
+
+/// What [`flush_remote`] flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushTarget {
+    /// The page containing this virtual address.
+    Page(u64),
+    /// Every non-global entry.
+    All,
+}
+
+/// Flushes `target` on every CPU whose APIC ID (0..64) is set in `cpus`,
+/// this one included if its bit is set.
+#[inline]
+pub fn flush_remote(cpus: u64, target: FlushTarget) {
+    (table().mmu.flush_remote)(cpus, target)
+}

@@ -148,6 +148,9 @@ define_table! {
         lazy_leave [MMU_LAZY_LEAVE]: fn() = native::mmu::lazy_leave;
         /// Makes batched updates visible without leaving lazy mode.
         lazy_flush [MMU_LAZY_FLUSH]: fn() = native::mmu::lazy_flush;
+        /// Flushes `target` on the CPUs in a mask of APIC IDs 0..64
+        /// (including this one if its bit is set).
+        flush_remote [MMU_FLUSH_REMOTE]: fn(u64, crate::mmu::FlushTarget) = native::mmu::flush_remote;
     }
 
     /// Interrupt operations: the interrupt flag, idling, EOI and IPIs.
@@ -166,6 +169,8 @@ define_table! {
         eoi [IRQ_EOI]: fn() = native::irq::eoi;
         /// Sends a fixed interrupt `vector` to the CPU with APIC ID `dest`.
         send_ipi [IRQ_SEND_IPI]: fn(u32, u8) = native::irq::send_ipi;
+        /// Sends fixed interrupt `vector` to every CPU in a mask of APIC IDs 0..64.
+        send_ipi_mask [IRQ_SEND_IPI_MASK]: fn(u64, u8) = native::irq::send_ipi_mask;
     }
 
     /// Time operations: TSC and timer frequencies, the clock, the one-shot
@@ -185,6 +190,20 @@ define_table! {
         timer_cancel [TIME_TIMER_CANCEL]: fn() = native::time::timer_cancel;
         /// Nanoseconds this CPU was runnable but not running (0 natively).
         steal_ns [TIME_STEAL_NS]: fn() -> u64 = native::time::steal_ns;
+        /// Acknowledges a timer event at the start of the timer interrupt
+        /// handler (a paravirtual timer may need its event source cleared;
+        /// nothing to do natively).
+        timer_ack [TIME_TIMER_ACK]: fn() = native::time::timer_ack;
+    }
+
+    /// System operations: ending the run and reporting a crash.
+    system: SystemOps {
+        /// Powers the machine off (or reports a crash) and returns only if
+        /// that did not happen, so the caller can try something else.
+        shutdown [SYSTEM_SHUTDOWN]: fn(crate::system::ShutdownReason) = native::system::shutdown;
+        /// Hands a crash message to the hypervisor before the kernel dies
+        /// (nothing to do natively).
+        report_crash [SYSTEM_REPORT_CRASH]: fn(&str) = native::system::report_crash;
     }
 }
 
@@ -198,7 +217,10 @@ mod tests {
         assert_eq!(names.len(), ENTRY_COUNT);
         for (i, n) in names.iter().enumerate() {
             let group = n.split('.').next().unwrap();
-            assert!(["cpu", "mmu", "irq", "time"].contains(&group), "{n}");
+            assert!(
+                ["cpu", "mmu", "irq", "time", "system"].contains(&group),
+                "{n}"
+            );
             assert_eq!(Entry::from_name(n), Some(Entry(i as u8)));
             assert!(!names[..i].contains(n), "duplicate {n}");
         }

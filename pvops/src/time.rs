@@ -98,3 +98,11 @@ pub fn timer_cancel() {
 pub fn steal_ns() -> u64 {
     (table().time.steal_ns)()
 }
+
+/// Call at the start of the timer interrupt handler, before
+/// [`crate::irq::eoi`]: acknowledges the event at its (possibly
+/// paravirtual) source.
+#[inline]
+pub fn timer_ack() {
+    (table().time.timer_ack)()
+}

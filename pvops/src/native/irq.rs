@@ -53,3 +53,13 @@ pub fn eoi() {
 pub fn send_ipi(dest: u32, vector: u8) {
     apic::send_ipi(dest, vector);
 }
+
+/// One ICR write per destination.
+pub fn send_ipi_mask(cpus: u64, vector: u8) {
+    let mut rest = cpus;
+    while rest != 0 {
+        let id = rest.trailing_zeros();
+        apic::send_ipi(id, vector);
+        rest &= rest - 1;
+    }
+}

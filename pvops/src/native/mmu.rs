@@ -1,6 +1,8 @@
 //! Native MMU operations.
 
 use super::cpu;
+use crate::mmu::FlushTarget;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// CR4.PGE (Intel SDM vol. 3A, 2.5).
 const CR4_PGE: u64 = 1 << 7;
@@ -65,3 +67,38 @@ pub fn lazy_leave() {}
 
 /// See [`lazy_enter`].
 pub fn lazy_flush() {}
+
+/// How a kernel asks its other CPUs to flush (typically an IPI whose handler
+/// flushes), set with [`set_remote_flush_hook`].
+pub type RemoteFlushHook = fn(u64, FlushTarget);
+
+static REMOTE_FLUSH: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers the kernel's cross-CPU flush (called with the mask of *other*
+/// CPUs). Without one, only this CPU is flushed: correct while it is the only
+/// one running.
+pub fn set_remote_flush_hook(hook: RemoteFlushHook) {
+    REMOTE_FLUSH.store(hook as *mut (), Ordering::Release);
+}
+
+/// Flushes locally if this CPU is in `cpus`, and asks the kernel's hook to
+/// flush the others.
+pub fn flush_remote(cpus: u64, target: FlushTarget) {
+    let me = super::apic::id();
+    let self_bit = if me < 64 { 1u64 << me } else { 0 };
+    if cpus & self_bit != 0 {
+        match target {
+            FlushTarget::Page(va) => flush_page(va),
+            FlushTarget::All => flush_all(),
+        }
+    }
+    let others = cpus & !self_bit;
+    let hook = REMOTE_FLUSH.load(Ordering::Acquire);
+    if others != 0 && !hook.is_null() {
+        // SAFETY: the pointer was stored from a `RemoteFlushHook` in
+        // `set_remote_flush_hook` and is never anything else.
+        let hook: RemoteFlushHook =
+            unsafe { core::mem::transmute::<*mut (), RemoteFlushHook>(hook) };
+        hook(others, target);
+    }
+}

@@ -11,4 +11,5 @@ pub mod cpu;
 pub mod irq;
 pub mod mmu;
 pub mod pit;
+pub mod system;
 pub mod time;

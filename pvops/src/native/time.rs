@@ -123,6 +123,9 @@ pub fn timer_cancel() {
     }
 }
 
+/// The local APIC timer needs no acknowledgement beyond the EOI.
+pub fn timer_ack() {}
+
 /// Bare metal steals nothing.
 pub fn steal_ns() -> u64 {
     0
