@@ -67,7 +67,8 @@ impl core::fmt::Display for SetupError {
 pub struct SharedPage {
     /// Guest-physical address (4 KiB aligned).
     pub phys: u64,
-    /// Where the kernel mapped it (writable, cacheable, zeroed).
+    /// Where the kernel mapped it: readable, writable, executable (a
+    /// hypervisor may overlay it with hypercall code), cacheable, zeroed.
     pub virt: NonNull<u8>,
 }
 
