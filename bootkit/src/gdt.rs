@@ -1,0 +1,146 @@
+//! A runtime GDT with a TSS, so faults such as a double fault run on a
+//! known-good stack (IST1).
+//!
+//! Layout: null, 64-bit code ([`CODE`]), data ([`DATA`]), 64-bit TSS
+//! ([`TSS`], two slots).
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+pub use x86::dtables::DescriptorTablePointer;
+
+/// Kernel code selector.
+pub const CODE: u16 = 0x08;
+/// Kernel data selector.
+pub const DATA: u16 = 0x10;
+/// TSS selector.
+pub const TSS: u16 = 0x18;
+/// IST index (1-based, as in the IDT gate) of the double-fault stack.
+pub const IST_DOUBLE_FAULT: u8 = 1;
+
+/// How a GDT or IDT pointer is loaded: plain LGDT/LIDT, or a paravirt-ops
+/// table entry such as `pvops::cpu::load_gdt`.
+pub type Loader = unsafe fn(&DescriptorTablePointer<u64>);
+
+const IST_STACK_SIZE: usize = 16 * 1024;
+
+#[repr(C, packed(4))]
+struct TaskState {
+    reserved0: u32,
+    rsp: [u64; 3],
+    reserved1: u64,
+    ist: [u64; 7],
+    reserved2: u64,
+    reserved3: u16,
+    iomap_base: u16,
+}
+
+#[repr(C, align(16))]
+struct Tables {
+    gdt: [u64; 5],
+    tss: TaskState,
+    ist_stack: [u8; IST_STACK_SIZE],
+}
+
+struct TablesCell(UnsafeCell<Tables>);
+
+// SAFETY: written once in `init` (guarded by INITIALISED) before the CPU
+// uses it; afterwards only the CPU reads it.
+unsafe impl Sync for TablesCell {}
+
+static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
+    gdt: [0; 5],
+    tss: TaskState {
+        reserved0: 0,
+        rsp: [0; 3],
+        reserved1: 0,
+        ist: [0; 7],
+        reserved2: 0,
+        reserved3: 0,
+        iomap_base: core::mem::size_of::<TaskState>() as u16,
+    },
+    ist_stack: [0; IST_STACK_SIZE],
+}));
+
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+
+/// The GDT pointer (valid after [`init`]), e.g. to compare with SGDT.
+pub fn pointer() -> DescriptorTablePointer<u64> {
+    let t = TABLES.0.get();
+    // SAFETY: only the address of the field is taken, no reference.
+    let base = unsafe { core::ptr::addr_of!((*t).gdt) } as *const u64;
+    DescriptorTablePointer {
+        limit: (5 * 8 - 1) as u16,
+        base,
+    }
+}
+
+/// Builds the GDT and TSS, loads the GDT with `load`, reloads CS, the data
+/// segments and TR. Only the first call does anything.
+///
+/// # Safety
+///
+/// Must run in ring 0 in long mode; `load` must load GDTR with the given
+/// pointer (LGDT or an equivalent).
+pub unsafe fn init(load: Loader) {
+    if INITIALISED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let t = TABLES.0.get();
+    // SAFETY: first and only writer (INITIALISED), before the CPU uses the
+    // tables; raw pointers avoid references to the packed TSS.
+    unsafe {
+        let ist_top = (core::ptr::addr_of!((*t).ist_stack) as u64 + IST_STACK_SIZE as u64) & !0xf;
+        let tss = core::ptr::addr_of_mut!((*t).tss);
+        core::ptr::addr_of_mut!((*tss).ist)
+            .cast::<u64>()
+            .add(usize::from(IST_DOUBLE_FAULT - 1))
+            .write_unaligned(ist_top);
+        let tss_base = tss as u64;
+        let tss_limit = (core::mem::size_of::<TaskState>() - 1) as u64;
+        let gdt = &mut (*t).gdt;
+        gdt[0] = 0;
+        gdt[1] = 0x00af_9b00_0000_ffff; // 64-bit code, DPL 0, accessed
+        gdt[2] = 0x00cf_9300_0000_ffff; // data, DPL 0, accessed
+                                        // 64-bit available TSS (type 9), present (AMD APM vol. 2, 4.8.3).
+        gdt[3] = (tss_limit & 0xffff)
+            | ((tss_base & 0xff_ffff) << 16)
+            | (0x89 << 40)
+            | (((tss_limit >> 16) & 0xf) << 48)
+            | (((tss_base >> 24) & 0xff) << 56);
+        gdt[4] = tss_base >> 32;
+    }
+    let ptr = pointer();
+    // SAFETY: the table is complete and static; the caller's `load` loads
+    // it. The far return then reloads CS with a selector of this table, the
+    // data segments and TR follow; all refer to valid descriptors.
+    unsafe {
+        load(&ptr);
+        core::arch::asm!(
+            "push {code}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ds, {data:e}",
+            "mov es, {data:e}",
+            "mov ss, {data:e}",
+            "mov fs, {data:e}",
+            "mov gs, {data:e}",
+            "ltr {tss:x}",
+            code = in(reg) u64::from(CODE),
+            data = in(reg) u32::from(DATA),
+            tss = in(reg) TSS,
+            tmp = out(reg) _,
+        );
+    }
+}
+
+/// Plain LGDT, for binaries that do not use paravirt-ops.
+///
+/// # Safety
+///
+/// `ptr` must describe a valid GDT that outlives its use.
+pub unsafe fn lgdt(ptr: &DescriptorTablePointer<u64>) {
+    // SAFETY: forwarded to the caller.
+    unsafe { x86::dtables::lgdt(ptr) }
+}
