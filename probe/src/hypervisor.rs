@@ -80,8 +80,10 @@ pub const HV_INTERFACE_HV1: u32 = 0x3123_7648;
 pub struct HypervisorInterface {
     /// Base leaf (0x4000_0000, 0x4000_0100, ...).
     pub base: u32,
-    /// Highest leaf of this interface, as reported in EAX of the base
-    /// (clamped to the base's own block, see [`HypervisorInterface::leaf_count`]).
+    /// Highest leaf of this interface, from EAX of the base leaf, always in
+    /// `base..=base + 0xFF`: values past the base's own 0x100 block are
+    /// clamped to it, values below the base or past the hypervisor range
+    /// give `base` (`base + 1` for KVM, whose old hosts report 0).
     pub max_leaf: u32,
     /// The signature in EBX, ECX, EDX, verbatim.
     pub signature: [u8; 12],
@@ -90,8 +92,9 @@ pub struct HypervisorInterface {
 }
 
 impl HypervisorInterface {
-    /// Leaves above the base that the interface claims (0 when EAX was below
-    /// the base, as some old KVM versions report).
+    /// Leaves above the base that the interface claims (`max_leaf - base`;
+    /// 0 when EAX was below the base or junk, except for KVM, whose EAX of 0
+    /// from old hosts means base + 1).
     pub fn leaf_count(&self) -> u32 {
         self.max_leaf.saturating_sub(self.base)
     }
@@ -193,37 +196,27 @@ impl<'a> InterfaceSlice<'a> {
 
 /// Scans 0x4000_0000..0x4001_0000 in steps of 0x100.
 ///
-/// A base counts as an interface when its signature is not all zero and not
-/// the mirror of the highest basic leaf (Intel CPUs answer leaves above the
-/// maximum with that leaf's values; bhyve mirrors its base leaf across the
-/// whole range). Scanning does not depend on the hypervisor bit, so the
-/// result shows what is there; consumers decide whether to trust it.
+/// A base counts as an interface when its signature is not all zero, its
+/// answer is not the mirror of the highest basic leaf (Intel CPUs answer
+/// leaves above the maximum with that leaf's values, Intel SDM vol. 2A,
+/// CPUID instruction reference; KVM does the same for Intel guests), and its signature was not already reported at a
+/// lower base (bhyve mirrors its base leaf across the range, tycho/cpuid#12).
+/// Scanning does not depend on the hypervisor bit, so the result shows what
+/// is there; consumers decide whether to trust it.
 pub(crate) fn scan<S: CpuidSource + ?Sized>(source: &S) -> Interfaces {
     let mut found = Interfaces::default();
     let max_basic = source.cpuid(0, 0).eax;
-    let mirror = source.cpuid(max_basic, 0);
-    let mut previous: Option<[u8; 12]> = None;
+    // Only a basic leaf can be mirrored; a "maximum" inside or above the
+    // hypervisor range is junk and must not hide real interfaces.
+    let mirror = (max_basic < HYPERVISOR_LEAF_FIRST).then(|| source.cpuid(max_basic, 0));
     let mut base = HYPERVISOR_LEAF_FIRST;
     while base < HYPERVISOR_LEAF_END {
         let r = source.cpuid(base, 0);
         let sig = signature(r.ebx, r.ecx, r.edx);
-        let is_mirror = r == mirror && base != HYPERVISOR_LEAF_FIRST;
-        let repeated = previous == Some(sig);
+        let is_mirror = mirror == Some(r);
+        let repeated = found.iter().any(|i| i.signature == sig);
         if sig != [0; 12] && !is_mirror && !repeated {
-            // EAX outside this base's 0x100 block is either an old KVM's 0 or
-            // garbage; clamp so later reads stay inside the interface.
-            let block_end = base + (HYPERVISOR_LEAF_STEP - 1);
-            let max_leaf = if r.eax >= base && r.eax <= block_end {
-                r.eax
-            } else if r.eax > block_end
-                && base == HYPERVISOR_LEAF_FIRST
-                && r.eax < HYPERVISOR_LEAF_END
-            {
-                // A 0x4000_0000 interface may not claim leaves of other bases.
-                block_end
-            } else {
-                base
-            };
+            let max_leaf = clamp_max_leaf(base, r.eax, &sig);
             let interface = (max_leaf > base).then(|| source.cpuid(base + 1, 0).eax);
             let kind = HypervisorKind::classify(&sig, interface);
             if !found.push(HypervisorInterface {
@@ -234,11 +227,109 @@ pub(crate) fn scan<S: CpuidSource + ?Sized>(source: &S) -> Interfaces {
             }) {
                 break;
             }
-            previous = Some(sig);
-        } else if sig == [0; 12] {
-            previous = None;
         }
         base += HYPERVISOR_LEAF_STEP;
     }
     found
+}
+
+/// The highest leaf an interface at `base` may be read at, from the EAX of
+/// its base leaf.
+///
+/// - EAX inside the base's own 0x100 block is taken as is.
+/// - EAX above the block but inside the hypervisor range is clamped to the
+///   block: an interface may not claim the leaves of the next base (Linux
+///   accepts Hyper-V maxima up to 0x4000_FFFF, so such values exist).
+/// - EAX below the base: old KVM hosts report 0, which KVM's
+///   `Documentation/virt/kvm/x86/cpuid.rst` says to read as 0x4000_0001
+///   (base + 1); for any other signature the interface has no leaf above
+///   its base.
+/// - EAX at or above 0x4001_0000 is junk: no leaf above the base.
+fn clamp_max_leaf(base: u32, eax: u32, sig: &[u8; 12]) -> u32 {
+    let block_end = base.saturating_add(HYPERVISOR_LEAF_STEP - 1);
+    if eax >= base && eax <= block_end {
+        eax
+    } else if eax > block_end && eax < HYPERVISOR_LEAF_END {
+        block_end
+    } else if eax < base && sig == KVM_SIGNATURE {
+        base.saturating_add(1)
+    } else {
+        base
+    }
+}
+
+/// KVM's signature (KVM `Documentation/virt/kvm/x86/cpuid.rst`).
+const KVM_SIGNATURE: &[u8; 12] = b"KVMKVMKVM\0\0\0";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamp_rules() {
+        let other = b"XenVMMXenVMM";
+        assert_eq!(clamp_max_leaf(0x4000_0000, 0x4000_0005, other), 0x4000_0005);
+        assert_eq!(clamp_max_leaf(0x4000_0000, 0x4000_FFFF, other), 0x4000_00FF);
+        assert_eq!(clamp_max_leaf(0x4000_0100, 0x4000_0200, other), 0x4000_01FF);
+        assert_eq!(clamp_max_leaf(0x4000_0100, 0x4000_0000, other), 0x4000_0100);
+        assert_eq!(clamp_max_leaf(0x4000_0000, 0xFFFF_FFFF, other), 0x4000_0000);
+        assert_eq!(clamp_max_leaf(0x4000_0000, 0, KVM_SIGNATURE), 0x4000_0001);
+        assert_eq!(clamp_max_leaf(0x4000_0100, 0, KVM_SIGNATURE), 0x4000_0101);
+        assert_eq!(clamp_max_leaf(0x4000_FF00, 0x4001_0000, other), 0x4000_FF00);
+        assert_eq!(clamp_max_leaf(0x4000_FF00, 0x4000_FFFF, other), 0x4000_FFFF);
+    }
+
+    #[test]
+    fn classify_needs_hv1() {
+        let sig = b"Microsoft Hv";
+        assert_eq!(
+            HypervisorKind::classify(sig, Some(HV_INTERFACE_HV1)),
+            HypervisorKind::HyperV
+        );
+        assert_eq!(
+            HypervisorKind::classify(sig, Some(0)),
+            HypervisorKind::Unknown
+        );
+        assert_eq!(HypervisorKind::classify(sig, None), HypervisorKind::Unknown);
+    }
+
+    #[test]
+    fn signature_display() {
+        let s = SignatureStr(*b"KVMKVMKVM\0\0\0");
+        assert_eq!(format_sig(s).as_str(), "KVMKVMKVM");
+        let s = SignatureStr(*b"a\x01b\0c\xffd   \0\0");
+        assert_eq!(format_sig(s).as_str(), "a.b.c.d   ");
+    }
+
+    /// Formats into a fixed buffer (no alloc in this crate's tests either).
+    fn format_sig(s: SignatureStr) -> Buf {
+        use core::fmt::Write;
+        let mut b = Buf::default();
+        write!(b, "{s}").unwrap();
+        b
+    }
+
+    #[derive(Default)]
+    struct Buf {
+        bytes: [u8; 32],
+        len: usize,
+    }
+
+    impl Buf {
+        fn as_str(&self) -> &str {
+            core::str::from_utf8(&self.bytes[..self.len]).unwrap()
+        }
+    }
+
+    impl core::fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len + s.len();
+            self.bytes
+                .get_mut(self.len..end)
+                .ok_or(core::fmt::Error)?
+                .copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
 }

@@ -7,13 +7,23 @@
 //! hypervisor range. It never panics, whatever the leaves contain.
 //!
 //! The standard leaves are decoded with `raw-cpuid`; the hypervisor range,
-//! which `raw-cpuid` only reads at its base, is scanned here.
+//! which `raw-cpuid` only reads at its base, is scanned here. Family and
+//! model are computed here too (`raw-cpuid`'s `family_id` adds two `u8`
+//! fields and overflows on junk).
+//!
+//! [`dump::Dump`] parses the text of `cpuid -r` so host tools and tests can
+//! probe a recorded machine.
 #![no_std]
 
+pub mod dump;
 mod hypervisor;
 mod source;
 
-pub use hypervisor::{HypervisorInterface, HypervisorKind, Interfaces, MAX_INTERFACES};
+pub use dump::{Dump, DumpEntry, DumpError};
+pub use hypervisor::{
+    HypervisorInterface, HypervisorKind, InterfaceSlice, Interfaces, SignatureStr,
+    HV_INTERFACE_HV1, MAX_INTERFACES,
+};
 pub use source::{CpuidResult, CpuidSource, NativeCpuid};
 
 use bitflags::bitflags;
@@ -26,8 +36,12 @@ pub const HYPERVISOR_LEAF_FIRST: u32 = 0x4000_0000;
 pub const HYPERVISOR_LEAF_END: u32 = 0x4001_0000;
 /// Distance between candidate bases.
 pub const HYPERVISOR_LEAF_STEP: u32 = 0x100;
-/// The cross-hypervisor timing leaf proposed by VMware (TSC and APIC bus kHz).
+/// The cross-hypervisor timing leaf proposed by VMware (TSC and APIC bus kHz;
+/// VMware KB 1009458, LWN 301888 "hypervisor CPUID" RFC).
 pub const TIMING_LEAF: u32 = 0x4000_0010;
+/// First extended leaf; its EAX is the highest extended leaf (Intel SDM
+/// vol. 2A, AMD APM vol. 3, CPUID Fn8000_0000).
+pub const EXTENDED_LEAF_FIRST: u32 = 0x8000_0000;
 
 bitflags! {
     /// CPU features a kernel cares about when it picks its timer, clock and
@@ -125,6 +139,17 @@ impl TscLeaf {
     }
 }
 
+/// CPUID 0x4000_0010 (VMware KB 1009458; also filled by QEMU with
+/// `vmware-cpuid-freq`, ACRN and cloud-hypervisor): virtual TSC and local
+/// APIC timer (bus) frequencies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimingLeaf {
+    /// TSC frequency in kHz (EAX); never 0 in a [`Probe`].
+    pub tsc_khz: u32,
+    /// Local APIC bus (timer) frequency in kHz (EBX); 0 when not reported.
+    pub apic_bus_khz: u32,
+}
+
 /// CPUID leaf 0x16: processor frequency information in MHz (Intel SDM vol. 2A).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrequencyLeaf {
@@ -161,6 +186,8 @@ pub struct Probe {
     pub frequency_leaf: Option<FrequencyLeaf>,
     /// Every hypervisor interface found, in ascending base order.
     pub interfaces: Interfaces,
+    /// Leaf 0x4000_0010, see [`Probe::timing_leaf`].
+    pub timing: Option<TimingLeaf>,
 }
 
 impl Probe {
@@ -184,6 +211,15 @@ impl Probe {
         self.interfaces.as_slice().iter().find(|i| i.kind == kind)
     }
 
+    /// The 0x4000_0010 timing leaf: present only when an interface sits at
+    /// 0x4000_0000 with a max leaf of at least 0x4000_0010 and the leaf's
+    /// TSC frequency (EAX) is non-zero (some hypervisors claim the leaf but
+    /// leave it empty). Like the scan, this does not look at the hypervisor
+    /// bit.
+    pub fn timing_leaf(&self) -> Option<TimingLeaf> {
+        self.timing
+    }
+
     /// TSC frequency from CPUID 0x15 in kHz, if the CPU enumerates it fully.
     pub fn tsc_khz_from_leaf_15(&self) -> Option<u64> {
         self.tsc_leaf
@@ -194,40 +230,57 @@ impl Probe {
 }
 
 /// Reads every leaf pvops cares about from `source` and decodes it.
+///
+/// Never panics, whatever `source` answers: every leaf is bounded by the
+/// maxima the CPU reports, and all arithmetic on reported values is done in
+/// ranges that cannot overflow.
 pub fn probe<S: CpuidSource + ?Sized>(source: &S) -> Probe {
     let cpuid = CpuId::with_cpuid_reader(source::Reader(source));
     let leaf0 = source.cpuid(0, 0);
     let max_basic_leaf = leaf0.eax;
+    // The vendor string is EBX, EDX, ECX in that order (SDM vol. 2A, CPUID).
     let vendor_string = source::signature(leaf0.ebx, leaf0.edx, leaf0.ecx);
-    let max_extended_leaf = source.cpuid(0x8000_0000, 0).eax;
-    let has_ext = |leaf: u32| {
-        (0x8000_0000..=max_extended_leaf).contains(&leaf) && max_extended_leaf < 0x8000_1000
-    };
+    let vendor = Vendor::from_bytes(vendor_string);
+    let has_basic = |leaf: u32| leaf <= max_basic_leaf;
+    let max_extended_leaf = source.cpuid(EXTENDED_LEAF_FIRST, 0).eax;
+    // Linux (`get_cpu_cap`) trusts the extended range only when the reported
+    // maximum itself lies in 0x8000_xxxx; anything else is junk (old CPUs
+    // answer with the highest basic leaf).
+    let extended_valid = max_extended_leaf & 0xFFFF_0000 == EXTENDED_LEAF_FIRST;
+    let has_ext = |leaf: u32| extended_valid && leaf <= max_extended_leaf;
 
     let mut features = Features::empty();
     let (mut family, mut model, mut stepping) = (0, 0, 0);
-    if let Some(fi) = cpuid.get_feature_info() {
-        family = u32::from(fi.family_id());
-        model = u32::from(fi.model_id());
-        stepping = u32::from(fi.stepping_id());
-        for (flag, on) in [
-            (Features::X2APIC, fi.has_x2apic()),
-            (Features::TSC_DEADLINE, fi.has_tsc_deadline()),
-            (Features::PCID, fi.has_pcid()),
-            (Features::XSAVE, fi.has_xsave()),
-            (Features::HYPERVISOR, fi.has_hypervisor()),
-            (Features::TSC, fi.has_tsc()),
-            (Features::APIC, fi.has_apic()),
-        ] {
-            features.set(flag, on);
+    if has_basic(1) {
+        if let Some(fi) = cpuid.get_feature_info() {
+            (family, model) = display_family_model(
+                vendor,
+                u32::from(fi.base_family_id()),
+                u32::from(fi.extended_family_id()),
+                u32::from(fi.base_model_id()),
+                u32::from(fi.extended_model_id()),
+            );
+            stepping = u32::from(fi.stepping_id());
+            for (flag, on) in [
+                (Features::X2APIC, fi.has_x2apic()),
+                (Features::TSC_DEADLINE, fi.has_tsc_deadline()),
+                (Features::PCID, fi.has_pcid()),
+                (Features::XSAVE, fi.has_xsave()),
+                (Features::HYPERVISOR, fi.has_hypervisor()),
+                (Features::TSC, fi.has_tsc()),
+                (Features::APIC, fi.has_apic()),
+            ] {
+                features.set(flag, on);
+            }
         }
     }
-    if max_basic_leaf >= 7 {
+    if has_basic(7) {
         if let Some(ef) = cpuid.get_extended_feature_info() {
             features.set(Features::INVPCID, ef.has_invpcid());
         }
     }
     if has_ext(0x8000_0001) {
+        // Bits defined identically by the SDM and the APM (Fn8000_0001).
         let e = source.cpuid(0x8000_0001, 0);
         features.set(Features::PAGE_1G, e.edx & (1 << 26) != 0);
         features.set(Features::NX, e.edx & (1 << 20) != 0);
@@ -240,29 +293,43 @@ pub fn probe<S: CpuidSource + ?Sized>(source: &S) -> Probe {
         );
     }
 
-    let tsc_leaf = (max_basic_leaf >= 0x15 && max_basic_leaf < 0x1000)
-        .then(|| {
-            let l = source.cpuid(0x15, 0);
-            TscLeaf {
-                denominator: l.eax,
-                numerator: l.ebx,
-                crystal_hz: l.ecx,
-            }
+    // SDM vol. 2A, CPUID leaf 15H: "If EBX[31:0] is 0, the TSC/"core crystal
+    // clock" ratio is not enumerated"; EAX is the denominator.
+    let tsc_leaf = cpuid
+        .get_tsc_info()
+        .filter(|_| has_basic(0x15))
+        .map(|l| TscLeaf {
+            denominator: l.denominator(),
+            numerator: l.numerator(),
+            crystal_hz: l.nominal_frequency(),
         })
         .filter(|l| l.denominator != 0 && l.numerator != 0);
-    let frequency_leaf = (max_basic_leaf >= 0x16 && max_basic_leaf < 0x1000)
-        .then(|| {
-            let l = source.cpuid(0x16, 0);
-            FrequencyLeaf {
-                base_mhz: l.eax as u16,
-                max_mhz: l.ebx as u16,
-                bus_mhz: l.ecx as u16,
-            }
+    // SDM vol. 2A, CPUID leaf 16H: frequencies in bits 15:0 of EAX/EBX/ECX.
+    let frequency_leaf = cpuid
+        .get_processor_frequency_info()
+        .filter(|_| has_basic(0x16))
+        .map(|l| FrequencyLeaf {
+            base_mhz: l.processor_base_frequency(),
+            max_mhz: l.processor_max_frequency(),
+            bus_mhz: l.bus_frequency(),
         })
         .filter(|f| f.base_mhz != 0);
 
+    let interfaces = hypervisor::scan(source);
+    let timing = interfaces
+        .iter()
+        .find(|i| i.base == HYPERVISOR_LEAF_FIRST && i.has_leaf(TIMING_LEAF))
+        .map(|_| {
+            let l = source.cpuid(TIMING_LEAF, 0);
+            TimingLeaf {
+                tsc_khz: l.eax,
+                apic_bus_khz: l.ebx,
+            }
+        })
+        .filter(|t| t.tsc_khz != 0);
+
     Probe {
-        vendor: Vendor::from_bytes(vendor_string),
+        vendor,
         vendor_string,
         family,
         model,
@@ -272,6 +339,78 @@ pub fn probe<S: CpuidSource + ?Sized>(source: &S) -> Probe {
         features,
         tsc_leaf,
         frequency_leaf,
-        interfaces: hypervisor::scan(source),
+        interfaces,
+        timing,
+    }
+}
+
+/// Display family and model from the CPUID.1:EAX fields.
+///
+/// Intel SDM vol. 2A (CPUID, "Version Information"): the extended family is
+/// added only when the base family is 0Fh; the extended model is prepended
+/// when the base family is 06h or 0Fh. AMD APM vol. 3 (CPUID Fn0000_0001_EAX)
+/// and Hygon: both extensions apply only when the base family is 0Fh. Other
+/// vendors follow the Intel rule, as Linux does. All inputs are 4- or 8-bit
+/// fields, so the sums cannot overflow a `u32`.
+fn display_family_model(
+    vendor: Vendor,
+    base_family: u32,
+    ext_family: u32,
+    base_model: u32,
+    ext_model: u32,
+) -> (u32, u32) {
+    let family = if base_family == 0xF {
+        base_family + ext_family
+    } else {
+        base_family
+    };
+    let extend_model = match vendor {
+        Vendor::Amd | Vendor::Hygon => base_family == 0xF,
+        Vendor::Intel | Vendor::Other(_) => base_family == 0x6 || base_family == 0xF,
+    };
+    let model = if extend_model {
+        (ext_model << 4) | base_model
+    } else {
+        base_model
+    };
+    (family, model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_model_rules() {
+        // Intel Skylake client: 0x000506E3.
+        assert_eq!(display_family_model(Vendor::Intel, 6, 0, 0xE, 5), (6, 0x5E));
+        // Intel Pentium 4 style: family 0Fh, extended family 0.
+        assert_eq!(display_family_model(Vendor::Intel, 0xF, 0, 2, 0), (0xF, 2));
+        // AMD Zen 2 (0x00830F10): family 17h, model 31h.
+        assert_eq!(
+            display_family_model(Vendor::Amd, 0xF, 8, 1, 3),
+            (0x17, 0x31)
+        );
+        // AMD K7 (family 6): the extended model is not used.
+        assert_eq!(display_family_model(Vendor::Amd, 6, 0, 2, 1), (6, 2));
+        // Extreme fields cannot overflow.
+        assert_eq!(
+            display_family_model(Vendor::Other([0; 12]), 0xF, 0xFF, 0xF, 0xF),
+            (0x10E, 0xFF)
+        );
+    }
+
+    #[test]
+    fn all_ones_source() {
+        let p = probe(&|_, _| CpuidResult {
+            eax: u32::MAX,
+            ebx: u32::MAX,
+            ecx: u32::MAX,
+            edx: u32::MAX,
+        });
+        assert_eq!(p.family, 0x10E);
+        assert!(p.interfaces.len() <= MAX_INTERFACES);
+        // Every base answers the same signature: reported once.
+        assert_eq!(p.interfaces.len(), 1);
     }
 }
