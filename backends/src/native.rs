@@ -48,13 +48,21 @@ impl Backend for Native {
 }
 
 /// After installation: give the native clock and timer a TSC frequency
-/// (the installed backend's, else CPUID 0x15, else a PIT measurement) and,
+/// (the installed backend's, else the hypervisor timing leaf 0x4000_0010,
+/// else CPUID 0x15, else a PIT measurement) and,
 /// when the native timer runs in one-shot APIC mode, an APIC timer frequency.
 pub(crate) fn finish_time_setup(probe: &Probe) {
     ntime::set_use_tsc_deadline(probe.features.contains(Features::TSC_DEADLINE));
     let current = pvops::time::tsc_frequency();
+    let timing = probe.timing_leaf();
     if current.khz != 0 {
         ntime::set_tsc_frequency(current.khz, current.source);
+    } else if let Some(t) = timing {
+        // Leaf 0x4000_0010 is the cross-hypervisor timing leaf VMware
+        // proposed; KVM/QEMU publish it too (`vmware-cpuid-freq`). Whoever
+        // publishes it vouches for the TSC rate, which beats measuring.
+        log::info!("pvops: TSC {} kHz from CPUID 0x40000010", t.tsc_khz);
+        ntime::set_tsc_frequency(u64::from(t.tsc_khz), TscSource::TimingLeaf);
     } else if let Some(khz) = probe.tsc_khz_from_leaf_15() {
         log::info!("pvops: TSC {} kHz from CPUID 0x15", khz);
         ntime::set_tsc_frequency(khz, TscSource::Cpuid15);
@@ -69,8 +77,11 @@ pub(crate) fn finish_time_setup(probe: &Probe) {
     }
     if !ntime::uses_tsc_deadline() {
         let apic = pvops::time::apic_timer_khz();
+        let leaf_apic = timing.map_or(0, |t| u64::from(t.apic_bus_khz));
         if apic != 0 {
             ntime::set_apic_timer_khz(apic);
+        } else if leaf_apic != 0 {
+            ntime::set_apic_timer_khz(leaf_apic);
         } else if let Some(khz) = ntime::calibrate_apic_timer(10) {
             log::info!("pvops: APIC timer {} kHz calibrated against the TSC", khz);
             ntime::set_apic_timer_khz(khz);
