@@ -1,1 +1,257 @@
-fn main() {}
+//! `cargo run`: build the pvops kernels, boot the scenarios, print a table.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use qemu_runner::{report, scenario, RunOptions, ScenarioReport, Status};
+
+/// Builds the pvops kernels and boots them in QEMU scenarios.
+///
+/// With no SCENARIO, boots every scenario of the default set and prints a
+/// table; scenarios the host cannot run (e.g. kvm without /dev/kvm) are
+/// listed as skipped. Exits non-zero when a scenario fails.
+#[derive(Debug, Parser)]
+#[command(name = "qemu-runner", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Scenarios to boot (names, or a prefix ending in `*` such as
+    /// `microvisor:*`); default: all of the default set.
+    #[arg(value_name = "SCENARIO")]
+    pub scenarios: Vec<String>,
+    /// Print one JSON object per scenario per line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the guest's serial console (on stderr) as it runs.
+    #[arg(long)]
+    pub serial: bool,
+    /// Per-scenario timeout in seconds (default: the scenario's own).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Subcommands.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands besides booting scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode a CPUID dump (raw `cpuid -r` format) as the guest's probe
+    /// would, and show which backend it would select.
+    ProbeDump {
+        /// The dump file.
+        file: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot SCENARIO with `dump=cpuid` and write the guest's CPUID, in
+    /// `cpuid -r` format, to FILE.
+    RecordCpuid {
+        /// The scenario to boot.
+        scenario: String,
+        /// Where to write the dump.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::ProbeDump { ref file, json }) => probe_dump(file, json),
+        Some(Command::RecordCpuid {
+            ref scenario,
+            ref file,
+        }) => record_cpuid(scenario, file),
+        None if cli.list => {
+            for s in scenario::ALL {
+                println!(
+                    "{:<40} {}{}",
+                    s.name,
+                    s.description,
+                    if s.in_default_set {
+                        ""
+                    } else {
+                        " (not in the default set)"
+                    }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        None => boot(&cli),
+    }
+}
+
+fn probe_dump(file: &PathBuf, json: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match qemu_runner::probe_dump::decode(&text) {
+        Ok(info) => {
+            if json {
+                println!("{}", info.to_json());
+            } else {
+                print!("{}", info.to_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn record_cpuid(name: &str, file: &PathBuf) -> ExitCode {
+    let Some(s) = scenario::find(name) else {
+        eprintln!(
+            "error: {}",
+            scenario::select(&[name.to_string()]).unwrap_err()
+        );
+        return ExitCode::FAILURE;
+    };
+    eprintln!("booting {name} with dump=cpuid ...");
+    match qemu_runner::record_cpuid(s).and_then(|text| {
+        std::fs::write(file, &text)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))
+            .map(|()| {
+                text.lines()
+                    .filter(|l| l.trim_start().starts_with("0x"))
+                    .count()
+            })
+    }) {
+        Ok(n) => {
+            eprintln!("wrote {n} leaves to {}", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn boot(cli: &Cli) -> ExitCode {
+    let selected = match scenario::select(&cli.scenarios) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match qemu_runner::qemu() {
+        Ok(q) => eprintln!("using {} ({})", q.path.display(), q.version),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let opts = RunOptions {
+        stream_serial: cli.serial,
+        timeout: cli.timeout.map(Duration::from_secs),
+        extra_guest_cmdline: String::new(),
+    };
+    // With --serial, one at a time so the console stays readable;
+    // otherwise in parallel (the runner allows one QEMU per CPU).
+    let reports: Vec<ScenarioReport> = if cli.serial {
+        selected
+            .iter()
+            .map(|s| run_one(s, &opts, cli.json))
+            .collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = selected
+                .iter()
+                .map(|s| scope.spawn(|| run_one(s, &opts, cli.json)))
+                .collect();
+            handles
+                .into_iter()
+                .zip(&selected)
+                .map(|(h, s)| {
+                    h.join().unwrap_or_else(|_| ScenarioReport {
+                        scenario: s,
+                        skipped: None,
+                        raw: None,
+                        result: Default::default(),
+                        failures: vec!["runner thread panicked".to_string()],
+                    })
+                })
+                .collect()
+        })
+    };
+    if !cli.json {
+        print!("{}", report::table(&reports));
+    }
+    if reports.iter().any(|r| r.status() == Status::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_one(s: &'static scenario::Scenario, opts: &RunOptions, json: bool) -> ScenarioReport {
+    eprintln!("booting {} ...", s.name);
+    let r = qemu_runner::run_scenario(s, opts);
+    let took = r.raw.as_ref().map_or(String::new(), |raw| {
+        format!(" in {:.1} s", raw.duration.as_secs_f64())
+    });
+    match r.status() {
+        Status::Skip => eprintln!(
+            "{}: skipped: {}",
+            s.name,
+            r.skipped.as_deref().unwrap_or("")
+        ),
+        st => eprintln!("{}: {}{took}", s.name, st.name()),
+    }
+    if json {
+        // Print as soon as known; lock so lines from threads never mix.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", report::to_json(&r));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parsing() {
+        let c = Cli::try_parse_from(["qemu-runner"]).unwrap();
+        assert!(c.scenarios.is_empty() && c.command.is_none() && !c.json);
+        let c = Cli::try_parse_from(["qemu-runner", "tcg", "microvisor:*", "--json", "--serial"])
+            .unwrap();
+        assert_eq!(c.scenarios, ["tcg", "microvisor:*"]);
+        assert!(c.json && c.serial);
+        let c = Cli::try_parse_from(["qemu-runner", "probe-dump", "d.txt", "--json"]).unwrap();
+        match c.command {
+            Some(Command::ProbeDump { file, json }) => {
+                assert_eq!(file, PathBuf::from("d.txt"));
+                assert!(json);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["qemu-runner", "record-cpuid", "kvm", "out.txt"]).unwrap();
+        assert!(
+            matches!(c.command, Some(Command::RecordCpuid { ref scenario, .. }) if scenario == "kvm")
+        );
+        assert!(Cli::try_parse_from(["qemu-runner", "probe-dump"]).is_err());
+        assert!(Cli::try_parse_from(["qemu-runner", "--bogus"]).is_err());
+        let c = Cli::try_parse_from(["qemu-runner", "--timeout", "5", "kvm"]).unwrap();
+        assert_eq!(c.timeout, Some(5));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,1 +1,178 @@
-//! Integration tests live in `tests/`.
+//! Helpers for the integration tests in `tests/tests/`: boot a scenario
+//! through the runner's library and assert on what the guest and the
+//! microvisor reported.
+//!
+//! Every assertion message carries the runner's failures and the tail of
+//! the serial console, so a failing test says what the guest did.
+#![forbid(unsafe_code)]
+
+use pvops::time::TscSource;
+use qemu_runner::parse::BootResult;
+use qemu_runner::{scenario, RunOptions, ScenarioReport, Status};
+
+/// Self-test groups every completed boot must cover (the table's groups).
+pub const SELFTEST_GROUPS: [&str; 4] = ["cpu", "mmu", "irq", "time"];
+
+/// Every `tsc source=` name the guest may report (not `unknown`).
+pub fn known_tsc_sources() -> [&'static str; 7] {
+    [
+        TscSource::PitCalibration,
+        TscSource::Cpuid15,
+        TscSource::TimingLeaf,
+        TscSource::VmwareBackdoor,
+        TscSource::Pvclock,
+        TscSource::HypervMsr,
+        TscSource::Platform,
+    ]
+    .map(TscSource::name)
+}
+
+/// Boots scenario `name`. Returns `None` (after printing `SKIP <name>: <why>`
+/// on stderr) when the host cannot run it; panics when `name` is unknown.
+pub fn boot(name: &str) -> Option<ScenarioReport> {
+    let s = scenario::find(name).unwrap_or_else(|| panic!("no scenario named {name}"));
+    let r = qemu_runner::run_scenario(s, &RunOptions::default());
+    if r.status() == Status::Skip {
+        eprintln!(
+            "SKIP {name}: {}",
+            r.skipped.as_deref().unwrap_or("requirement not met")
+        );
+        return None;
+    }
+    Some(r)
+}
+
+/// Context for assertion messages: failures, QEMU status and stderr, and the
+/// last lines of the serial console.
+pub fn context(r: &ScenarioReport) -> String {
+    let mut s = format!(
+        "scenario {}: status {:?}\nfailures:\n",
+        r.scenario.name,
+        r.exit_status()
+    );
+    for f in &r.failures {
+        s.push_str(&format!("  - {f}\n"));
+    }
+    if let Some(raw) = &r.raw {
+        let lines: Vec<&str> = raw.serial.lines().collect();
+        let from = lines.len().saturating_sub(60);
+        s.push_str(&format!("serial (last {} lines):\n", lines.len() - from));
+        for l in &lines[from..] {
+            s.push_str(&format!("  | {l}\n"));
+        }
+        if !raw.stderr.trim().is_empty() {
+            s.push_str(&format!("QEMU stderr:\n{}\n", raw.stderr.trim_end()));
+        }
+    }
+    s
+}
+
+/// The runner's own verdict: every expectation of the scenario met.
+pub fn assert_verdict_pass(r: &ScenarioReport) {
+    assert!(r.passed(), "{}", context(r));
+}
+
+/// A guest that completed: its hypervisor and backend, a non-empty list of
+/// self-tests covering every group and all passing, every table entry owned
+/// by `owner`, and a TSC frequency from a known source.
+pub fn assert_guest(r: &ScenarioReport, hypervisor: &str, backend: &str, owner: &str) {
+    let res: &BootResult = &r.result;
+    let ctx = || context(r);
+    assert_eq!(res.hypervisor.as_deref(), Some(hypervisor), "{}", ctx());
+    assert_eq!(res.backend.as_deref(), Some(backend), "{}", ctx());
+    assert!(res.panic.is_none(), "guest panicked\n{}", ctx());
+    assert!(
+        !res.selftests.is_empty(),
+        "no self-test reported\n{}",
+        ctx()
+    );
+    for group in SELFTEST_GROUPS {
+        assert!(
+            res.selftests
+                .keys()
+                .any(|n| n.split('.').next() == Some(group)),
+            "no self-test of group {group}: {:?}\n{}",
+            res.selftests.keys().collect::<Vec<_>>(),
+            ctx()
+        );
+    }
+    let failed: Vec<_> = res.selftests.iter().filter(|(_, t)| !t.pass).collect();
+    assert!(failed.is_empty(), "failed self-tests {failed:?}\n{}", ctx());
+    let done = res
+        .done
+        .as_ref()
+        .unwrap_or_else(|| panic!("no done\n{}", ctx()));
+    assert_eq!(done.verdict, "pass", "{}", ctx());
+    assert_eq!(done.total as usize, res.selftests.len(), "{}", ctx());
+    for entry in pvops::Entry::all() {
+        assert_eq!(
+            res.owners.get(entry.name()).map(String::as_str),
+            Some(owner),
+            "owner of {}\n{}",
+            entry.name(),
+            ctx()
+        );
+    }
+    assert!(res.tsc_khz.unwrap_or(0) > 0, "no TSC frequency\n{}", ctx());
+    let source = res.tsc_source.as_deref().unwrap_or("");
+    assert!(
+        known_tsc_sources().contains(&source),
+        "unknown TSC source {source:?}\n{}",
+        ctx()
+    );
+}
+
+/// Microvisor counters of a run whose guest booted: exits were counted,
+/// including CPUID exits, and PIT exits when the guest calibrated its TSC
+/// against the PIT.
+pub fn assert_exits(r: &ScenarioReport) {
+    let ctx = || context(r);
+    let exits = r
+        .result
+        .exits()
+        .unwrap_or_else(|| panic!("no microvisor counters\n{}", ctx()));
+    assert!(exits.total > 0, "no exit counted\n{}", ctx());
+    assert!(
+        exits.reason("cpuid") > 0,
+        "no CPUID exit counted: {:?}\n{}",
+        exits.reasons,
+        ctx()
+    );
+    if r.result.tsc_source.as_deref() == Some(TscSource::PitCalibration.name()) {
+        assert!(
+            exits.pit() > 0,
+            "TSC calibrated against the PIT but no PIT port exit: {:?}\n{}",
+            exits.ports,
+            ctx()
+        );
+    }
+    let sum: u64 = exits.reasons.values().sum();
+    assert!(
+        sum <= exits.total,
+        "exits by reason ({sum}) exceed the total ({})\n{}",
+        exits.total,
+        ctx()
+    );
+}
+
+/// The QEMU status, the `mv.fault` kind and the `mv.end` code of a fault case.
+pub fn assert_fault(r: &ScenarioReport, code: pvops_abi::exit::ExitCode, kind: Option<&str>) {
+    let ctx = || context(r);
+    assert_eq!(r.exit_status(), Some(code.qemu_status()), "{}", ctx());
+    let mv = r
+        .result
+        .microvisor
+        .as_ref()
+        .unwrap_or_else(|| panic!("no microvisor record\n{}", ctx()));
+    assert_eq!(
+        mv.fault.as_ref().map(|f| f.kind.as_str()),
+        kind,
+        "{}",
+        ctx()
+    );
+    let end = mv
+        .end
+        .as_ref()
+        .unwrap_or_else(|| panic!("no mv.end\n{}", ctx()));
+    assert_eq!(end.code, Some(code as u64), "{}", ctx());
+}

@@ -1,0 +1,242 @@
+//! Building the two kernels (`example-kernel/`, `microvisor/`).
+//!
+//! Each is its own Cargo workspace built for `x86_64-unknown-none` (through
+//! its `.cargo/config.toml`). Builds go to `<workspace>/target/kernels/…`,
+//! one target directory per feature set, and happen at most once per process
+//! per feature set, however many test threads ask.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use crate::scenario::{Boot, Scenario};
+
+/// The pvops workspace root (parent of this crate's manifest directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// A kernel to build: its directory (and binary name) and features.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelSpec {
+    /// Directory under the workspace root, also the binary name.
+    pub name: &'static str,
+    /// Cargo features.
+    pub features: Vec<&'static str>,
+    /// Whether `--no-default-features` is passed.
+    pub no_default_features: bool,
+}
+
+impl KernelSpec {
+    /// The example kernel as `scenario` wants it.
+    pub fn example_kernel(scenario: &Scenario) -> KernelSpec {
+        let mut features = scenario.kernel_features.to_vec();
+        features.sort_unstable();
+        features.dedup();
+        KernelSpec {
+            name: "example-kernel",
+            features,
+            no_default_features: scenario.no_default_features,
+        }
+    }
+
+    /// The microvisor with its default features.
+    pub fn microvisor() -> KernelSpec {
+        KernelSpec {
+            name: "microvisor",
+            features: Vec::new(),
+            no_default_features: false,
+        }
+    }
+
+    /// Feature-set key, used in the target directory name.
+    pub fn key(&self) -> String {
+        let mut key = if self.no_default_features {
+            "nodefault".to_string()
+        } else {
+            "default".to_string()
+        };
+        for f in &self.features {
+            key.push('+');
+            key.push_str(f);
+        }
+        key
+    }
+
+    /// `<workspace>/target/kernels/<name>-<key>`.
+    pub fn target_dir(&self) -> PathBuf {
+        workspace_root()
+            .join("target")
+            .join("kernels")
+            .join(format!("{}-{}", self.name, self.key()))
+    }
+
+    /// The `cargo build` command for this kernel.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(workspace_root().join(self.name))
+            .args([
+                "build",
+                "--release",
+                "--message-format=json-render-diagnostics",
+            ])
+            .arg("--target-dir")
+            .arg(self.target_dir());
+        if self.no_default_features {
+            cmd.arg("--no-default-features");
+        }
+        if !self.features.is_empty() {
+            cmd.arg("--features").arg(self.features.join(","));
+        }
+        // Settings of the cargo that runs us (tests, `cargo run`) must not
+        // leak into the kernel build; its own config and toolchain file rule.
+        for var in [
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "CARGO_BUILD_TARGET_DIR",
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_RUSTFLAGS",
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_MAKEFLAGS",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+}
+
+static BUILDS: Mutex<Option<HashMap<KernelSpec, Result<PathBuf, String>>>> = Mutex::new(None);
+
+/// Builds `spec` (once per process) and returns the binary's path.
+pub fn build(spec: &KernelSpec) -> Result<PathBuf, String> {
+    let mut guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = guard.get_or_insert_with(HashMap::new);
+    if let Some(r) = cache.get(spec) {
+        return r.clone();
+    }
+    let r = build_uncached(spec);
+    cache.insert(spec.clone(), r.clone());
+    r
+}
+
+fn build_uncached(spec: &KernelSpec) -> Result<PathBuf, String> {
+    let dir = workspace_root().join(spec.name);
+    if !dir.join("Cargo.toml").exists() {
+        return Err(format!(
+            "cannot build {}: {} has no Cargo.toml",
+            spec.name,
+            dir.display()
+        ));
+    }
+    eprintln!("building {} ({}) ...", spec.name, spec.key());
+    let out = spec
+        .command()
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run cargo to build {}: {e}", spec.name))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "building {} failed ({}): cd {} && cargo build --release\n{}",
+            spec.name,
+            out.status,
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ));
+    }
+    executable_from_messages(&stdout, spec.name).ok_or_else(|| {
+        format!(
+            "built {} but cargo reported no executable named {}",
+            spec.name, spec.name
+        )
+    })
+}
+
+/// Finds the executable of target `name` in cargo's JSON messages.
+pub fn executable_from_messages(stdout: &str, name: &str) -> Option<PathBuf> {
+    stdout
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == name)
+        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .next()
+}
+
+/// The images `scenario` boots, built if needed.
+pub fn images(scenario: &Scenario) -> Result<crate::qemu::Images, String> {
+    let example = build(&KernelSpec::example_kernel(scenario))?;
+    Ok(match scenario.boot {
+        Boot::Direct => crate::qemu::Images {
+            kernel: example,
+            initrd: None,
+        },
+        Boot::Microvisor { .. } => crate::qemu::Images {
+            kernel: build(&KernelSpec::microvisor())?,
+            initrd: Some(example),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_dirs() {
+        let root = workspace_root();
+        assert!(root.join("Cargo.toml").exists());
+        assert!(root.join("qemu-runner").is_dir());
+        let spec = KernelSpec {
+            name: "example-kernel",
+            features: vec!["vmware", "xen"],
+            no_default_features: true,
+        };
+        assert_eq!(spec.key(), "nodefault+vmware+xen");
+        assert!(spec
+            .target_dir()
+            .ends_with("target/kernels/example-kernel-nodefault+vmware+xen"));
+        assert_eq!(KernelSpec::microvisor().key(), "default");
+    }
+
+    #[test]
+    fn command_line() {
+        let spec = KernelSpec {
+            name: "example-kernel",
+            features: vec!["vmware"],
+            no_default_features: false,
+        };
+        let cmd = spec.command();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[..2], ["build", "--release"]);
+        assert!(args.windows(2).any(|w| w == ["--features", "vmware"]));
+        assert!(!args.contains(&"--no-default-features".to_string()));
+        assert_eq!(
+            cmd.get_current_dir(),
+            Some(workspace_root().join("example-kernel").as_path())
+        );
+    }
+
+    #[test]
+    fn artifact_messages() {
+        let msgs = r#"{"reason":"compiler-artifact","target":{"name":"bootkit"},"executable":null}
+{"reason":"compiler-artifact","target":{"name":"example-kernel"},"executable":"/t/x86_64-unknown-none/release/example-kernel"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            executable_from_messages(msgs, "example-kernel"),
+            Some(PathBuf::from(
+                "/t/x86_64-unknown-none/release/example-kernel"
+            ))
+        );
+        assert_eq!(executable_from_messages(msgs, "microvisor"), None);
+    }
+}

@@ -1,0 +1,213 @@
+//! Boots the pvops kernels in QEMU scenarios and checks what they report.
+//!
+//! The pieces, in the order a run uses them:
+//! - [`scenario`]: the declarative table of scenarios and expectations;
+//! - [`build`]: builds the example kernel and the microvisor (once per process);
+//! - [`qemu`]: finds (or installs) QEMU and builds its command line;
+//! - [`run`]: runs QEMU with a timeout, at most one instance per CPU;
+//! - [`parse`]: turns the `@@` serial records into a [`parse::BootResult`];
+//! - [`verdict`]: compares the result with the scenario's expectations;
+//! - [`report`]: the table and the JSON lines;
+//! - [`probe_dump`]: decodes a `cpuid -r` dump like the guest's probe would.
+//!
+//! [`run_scenario`] does all of it for one scenario; the integration tests in
+//! `tests/` call it once per scenario.
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod parse;
+pub mod probe_dump;
+pub mod qemu;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod verdict;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use parse::BootResult;
+use run::RawRun;
+use scenario::{Requirement, Scenario};
+
+/// How to run a scenario.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Print every serial line (to stderr, prefixed with the scenario name)
+    /// as it arrives.
+    pub stream_serial: bool,
+    /// Overrides the scenario's timeout.
+    pub timeout: Option<Duration>,
+    /// Words appended to the guest's command line (e.g. `dump=cpuid`).
+    pub extra_guest_cmdline: String,
+}
+
+/// How a scenario ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Booted and met every expectation.
+    Pass,
+    /// Booted (or tried to) and something was wrong.
+    Fail,
+    /// Not run: the host lacks a requirement.
+    Skip,
+}
+
+impl Status {
+    /// Lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Skip => "skip",
+        }
+    }
+}
+
+/// Everything known about one scenario's run.
+#[derive(Clone, Debug)]
+pub struct ScenarioReport {
+    /// The scenario.
+    pub scenario: &'static Scenario,
+    /// Why it was skipped, if it was.
+    pub skipped: Option<String>,
+    /// The QEMU process, when it ran.
+    pub raw: Option<RawRun>,
+    /// The parsed serial records (empty when it did not run).
+    pub result: BootResult,
+    /// What went wrong (build errors, QEMU errors, unmet expectations).
+    pub failures: Vec<String>,
+}
+
+impl ScenarioReport {
+    /// Pass, fail or skip.
+    pub fn status(&self) -> Status {
+        if self.skipped.is_some() {
+            Status::Skip
+        } else if self.failures.is_empty() && self.raw.is_some() {
+            Status::Pass
+        } else {
+            Status::Fail
+        }
+    }
+
+    /// Whether the scenario passed.
+    pub fn passed(&self) -> bool {
+        self.status() == Status::Pass
+    }
+
+    /// The QEMU exit status, when QEMU ran and exited.
+    pub fn exit_status(&self) -> Option<i32> {
+        self.raw.as_ref().and_then(|r| r.status)
+    }
+
+    fn failed(scenario: &'static Scenario, why: String) -> ScenarioReport {
+        ScenarioReport {
+            scenario,
+            skipped: None,
+            raw: None,
+            result: BootResult::default(),
+            failures: vec![why],
+        }
+    }
+}
+
+/// QEMU, found (or installed) once per process.
+pub fn qemu() -> Result<&'static qemu::Qemu, String> {
+    static QEMU: OnceLock<Result<qemu::Qemu, String>> = OnceLock::new();
+    QEMU.get_or_init(qemu::ensure)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Why `scenario` cannot run on this host, if it cannot.
+pub fn unmet_requirement(scenario: &Scenario) -> Option<String> {
+    scenario.requires.iter().find_map(|r| match r {
+        Requirement::Kvm => qemu::kvm_usable().err(),
+        Requirement::HostSvm => qemu::host_svm().err(),
+    })
+}
+
+/// Builds what `scenario` needs, boots it and judges the result. Never
+/// panics on a guest or host problem: those become failures in the report.
+pub fn run_scenario(scenario: &'static Scenario, opts: &RunOptions) -> ScenarioReport {
+    if let Some(why) = unmet_requirement(scenario) {
+        return ScenarioReport {
+            scenario,
+            skipped: Some(why),
+            raw: None,
+            result: BootResult::default(),
+            failures: Vec::new(),
+        };
+    }
+    let qemu = match qemu() {
+        Ok(q) => q,
+        Err(e) => return ScenarioReport::failed(scenario, e),
+    };
+    let images = match build::images(scenario) {
+        Ok(i) => i,
+        Err(e) => return ScenarioReport::failed(scenario, e),
+    };
+    let args = qemu::args(scenario, &images, &opts.extra_guest_cmdline);
+    let timeout = opts
+        .timeout
+        .unwrap_or(Duration::from_secs(scenario.timeout_secs));
+    let mut result = BootResult::default();
+    let name = scenario.name;
+    let stream = opts.stream_serial;
+    let raw = run::run_qemu(&qemu.path, &args, timeout, &mut |line| {
+        if stream {
+            eprintln!("[{name}] {line}");
+        }
+        result.feed(line);
+    });
+    match raw {
+        Err(e) => ScenarioReport::failed(scenario, e),
+        Ok(raw) => {
+            let failures = verdict::judge(scenario, &raw, &result);
+            ScenarioReport {
+                scenario,
+                skipped: None,
+                raw: Some(raw),
+                result,
+                failures,
+            }
+        }
+    }
+}
+
+/// Boots `scenario` with `dump=cpuid` and returns the guest's CPUID dump in
+/// `cpuid -r` format (one `CPU 0:` block).
+pub fn record_cpuid(scenario: &'static Scenario) -> Result<String, String> {
+    let opts = RunOptions {
+        extra_guest_cmdline: "dump=cpuid".to_string(),
+        ..RunOptions::default()
+    };
+    let report = run_scenario(scenario, &opts);
+    if let Some(why) = &report.skipped {
+        return Err(format!("{} skipped: {why}", scenario.name));
+    }
+    if report.raw.is_none() {
+        return Err(report.failures.join("; "));
+    }
+    let lines = &report.result.cpuid_lines;
+    if lines.is_empty() {
+        return Err(format!(
+            "{} printed no @@cpuid line with dump=cpuid (status {})",
+            scenario.name,
+            verdict::status_name(report.exit_status())
+        ));
+    }
+    let mut text = format!(
+        "# CPUID of the guest in scenario {} (pvops qemu-runner record-cpuid)\nCPU 0:\n",
+        scenario.name
+    );
+    for l in lines {
+        text.push_str("   ");
+        text.push_str(l);
+        text.push('\n');
+    }
+    pvops_probe::dump::Dump::parse(&text)
+        .map_err(|e| format!("the recorded dump does not parse: {e}"))?;
+    Ok(text)
+}

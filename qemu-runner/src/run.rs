@@ -1,0 +1,231 @@
+//! Running QEMU with a timeout, capturing (and optionally streaming) the
+//! serial console, with at most one QEMU per CPU at a time.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// What one QEMU process did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawRun {
+    /// Exit status; `None` when killed (timeout) or ended by a signal.
+    pub status: Option<i32>,
+    /// Whether the timeout expired and QEMU was killed.
+    pub timed_out: bool,
+    /// Everything the guest wrote to the serial port.
+    pub serial: String,
+    /// QEMU's own stderr.
+    pub stderr: String,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// A counting semaphore limiting concurrent QEMU instances.
+pub struct Semaphore {
+    free: Mutex<Option<usize>>,
+    cv: Condvar,
+}
+
+/// Holds one permit until dropped.
+pub struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    /// A semaphore whose capacity is the number of CPUs, fixed on first use.
+    pub const fn per_cpu() -> Semaphore {
+        Semaphore {
+            free: Mutex::new(None),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Waits for a permit.
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let n = free
+                .get_or_insert_with(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            if *n > 0 {
+                *n -= 1;
+                return Permit(self);
+            }
+            free = self.cv.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = free.as_mut() {
+            *n += 1;
+        }
+        self.0.cv.notify_one();
+    }
+}
+
+static QEMU_SLOTS: Semaphore = Semaphore::per_cpu();
+
+/// Runs `program args…` with a timeout, calling `on_line` for every serial
+/// line as it arrives. Waits for a free CPU slot first.
+pub fn run_qemu(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<RawRun, String> {
+    let _permit = QEMU_SLOTS.acquire();
+    run_with_timeout(program, args, timeout, on_line)
+}
+
+/// [`run_qemu`] without the concurrency limit (for any program).
+pub fn run_with_timeout(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<RawRun, String> {
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
+
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+
+    let mut serial = String::new();
+    let mut take = |line: String, serial: &mut String| {
+        on_line(line.trim_end_matches(['\n', '\r']));
+        serial.push_str(&line);
+    };
+    let deadline = start + timeout;
+    let mut timed_out = false;
+    let mut stdout_closed = false;
+    let status = loop {
+        if stdout_closed {
+            // QEMU closed stdout and is exiting; don't spin meanwhile.
+            std::thread::sleep(Duration::from_millis(10));
+        } else {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) => take(line, &mut serial),
+                Err(mpsc::RecvTimeoutError::Disconnected) => stdout_closed = true,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        if let Some(st) = child
+            .try_wait()
+            .map_err(|e| format!("waiting for QEMU: {e}"))?
+        {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().map_err(|e| format!("waiting for QEMU: {e}"))?;
+        }
+    };
+    // Drain what the reader still has.
+    for line in rx.iter() {
+        take(line, &mut serial);
+    }
+    let _ = reader.join();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(RawRun {
+        status: if timed_out { None } else { status.code() },
+        timed_out,
+        serial,
+        stderr,
+        duration: start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_lines_and_status() {
+        let mut seen = Vec::new();
+        let r = run_with_timeout(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "printf 'a\\r\\nb\\nc'; echo oops >&2; exit 33".into(),
+            ],
+            Duration::from_secs(60),
+            &mut |l| seen.push(l.to_string()),
+        )
+        .unwrap();
+        assert_eq!(seen, ["a", "b", "c"]);
+        assert_eq!(r.serial, "a\r\nb\nc");
+        assert_eq!(r.status, Some(33));
+        assert!(!r.timed_out);
+        assert_eq!(r.stderr, "oops\n");
+    }
+
+    #[test]
+    fn timeout_kills() {
+        let r = run_with_timeout(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo started; exec sleep 600".into()],
+            Duration::from_millis(300),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(r.timed_out);
+        assert_eq!(r.status, None);
+        assert_eq!(r.serial, "started\n");
+    }
+
+    #[test]
+    fn missing_program() {
+        let e = run_with_timeout(
+            Path::new("/nonexistent/qemu"),
+            &[],
+            Duration::from_secs(1),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(e.contains("/nonexistent/qemu"));
+    }
+
+    #[test]
+    fn semaphore_limits() {
+        let s = Semaphore {
+            free: Mutex::new(Some(1)),
+            cv: Condvar::new(),
+        };
+        let p = s.acquire();
+        assert_eq!(*s.free.lock().unwrap(), Some(0));
+        drop(p);
+        assert_eq!(*s.free.lock().unwrap(), Some(1));
+    }
+}

@@ -1,0 +1,296 @@
+//! Comparing what a run did against what its scenario expects.
+
+use pvops_abi::exit::ExitCode;
+
+use crate::parse::BootResult;
+use crate::run::RawRun;
+use crate::scenario::Scenario;
+
+/// Everything wrong with a run; empty = the scenario passed.
+pub fn judge(scenario: &Scenario, raw: &RawRun, r: &BootResult) -> Vec<String> {
+    let mut f = Vec::new();
+    let expect = &scenario.expect;
+
+    if raw.timed_out {
+        f.push(format!(
+            "timeout: no exit after {:.0} s (last serial line: {:?})",
+            raw.duration.as_secs_f64(),
+            raw.serial
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+        ));
+    } else {
+        match raw.status {
+            None => f.push("QEMU was killed by a signal".to_string()),
+            Some(0) => f.push(
+                "QEMU exited with status 0: the machine reset (a triple fault under -no-reboot) \
+                 or QEMU quit without an exit code"
+                    .to_string(),
+            ),
+            Some(s) => match ExitCode::from_qemu_status(s) {
+                Some(c) if c == expect.outcome => {}
+                Some(c) => f.push(format!(
+                    "exit code {} (status {s}), expected {} (status {})",
+                    c.name(),
+                    expect.outcome.name(),
+                    expect.outcome.qemu_status()
+                )),
+                None => f.push(format!(
+                    "QEMU exited with status {s}, which is no pvops exit code (QEMU error?): {}",
+                    raw.stderr.lines().next().unwrap_or("").trim()
+                )),
+            },
+        }
+    }
+
+    let check = |f: &mut Vec<String>, what: &str, want: Option<&str>, got: Option<&String>| {
+        if let Some(want) = want {
+            if got.map(String::as_str) != Some(want) {
+                f.push(format!("{what} {got:?}, expected {want:?}"));
+            }
+        }
+    };
+    check(
+        &mut f,
+        "hypervisor",
+        expect.hypervisor,
+        r.hypervisor.as_ref(),
+    );
+    check(&mut f, "backend", expect.backend, r.backend.as_ref());
+
+    if expect.guest_completes {
+        if let Some(p) = &r.panic {
+            f.push(format!("guest panicked: {p}"));
+        }
+        match &r.done {
+            None => f.push("guest never reported `done`".to_string()),
+            Some(d) => {
+                if d.verdict != "pass" {
+                    f.push(format!(
+                        "guest verdict {:?} ({}/{} self-tests)",
+                        d.verdict, d.passed, d.total
+                    ));
+                }
+                if d.total != r.selftests.len() as u64 || d.passed != r.selftests_passed() as u64 {
+                    f.push(format!(
+                        "`done` says {}/{} self-tests but {}/{} were reported",
+                        d.passed,
+                        d.total,
+                        r.selftests_passed(),
+                        r.selftests.len()
+                    ));
+                }
+            }
+        }
+        if r.selftests.is_empty() {
+            f.push("no self-test reported".to_string());
+        }
+        for (name, t) in r.selftests.iter().filter(|(_, t)| !t.pass) {
+            f.push(format!("self-test {name} failed: {}", t.detail));
+        }
+        if r.tsc_khz.unwrap_or(0) == 0 {
+            f.push("no TSC frequency reported".to_string());
+        }
+    }
+    for name in expect.selftests {
+        match r.selftests.get(*name) {
+            None => f.push(format!("self-test {name} not reported")),
+            Some(t) if !t.pass && !expect.guest_completes => {
+                f.push(format!("self-test {name} failed: {}", t.detail))
+            }
+            Some(_) => {}
+        }
+    }
+
+    if scenario.uses_microvisor() {
+        match &r.microvisor {
+            None => f.push("no microvisor record (`mv.*`) on the console".to_string()),
+            Some(mv) => {
+                match &mv.end {
+                    None => f.push("microvisor never reported `mv.end`".to_string()),
+                    Some(end) => {
+                        if let Some(code) = end.code {
+                            if code != expect.outcome as u64 {
+                                f.push(format!(
+                                    "mv.end code={code:#x}, expected {:#x}",
+                                    expect.outcome as u32
+                                ));
+                            }
+                        }
+                    }
+                }
+                match (&mv.fault, expect.fault) {
+                    (None, Some(want)) => f.push(format!("no mv.fault, expected kind={want}")),
+                    (Some(got), Some(want)) if got.kind != want => f.push(format!(
+                        "mv.fault kind={} ({}), expected kind={want}",
+                        got.kind, got.detail
+                    )),
+                    (Some(got), None) => f.push(format!(
+                        "unexpected mv.fault kind={} ({})",
+                        got.kind, got.detail
+                    )),
+                    _ => {}
+                }
+                if mv.exits.total == 0 {
+                    f.push("microvisor counted no exit".to_string());
+                }
+                for &msr in expect.msrs {
+                    if mv.exits.msr(msr) == 0 {
+                        f.push(format!("no exit counted for MSR {msr:#x}"));
+                    }
+                }
+                for &port in expect.ports {
+                    if mv.exits.port(port) == 0 {
+                        f.push(format!("no exit counted for port {port:#x}"));
+                    }
+                }
+            }
+        }
+    }
+
+    for line in &r.malformed {
+        f.push(format!("malformed record: {line}"));
+    }
+    f
+}
+
+/// The exit code a QEMU status maps to, by name (for reports).
+pub fn status_name(status: Option<i32>) -> String {
+    match status {
+        None => "killed".to_string(),
+        Some(0) => "reset".to_string(),
+        Some(s) => ExitCode::from_qemu_status(s)
+            .map_or_else(|| format!("status-{s}"), |c| c.name().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::find;
+    use std::time::Duration;
+
+    const GOOD_TCG: &str = "\
+@@ hypervisor name=qemu-tcg
+@@ backend name=native reason=x
+@@ tsc khz=3000000 source=pit-calibration
+@@ selftest name=cpu.cpuid result=pass detail=
+@@ selftest name=time.tsc result=pass detail=
+@@ done passed=2 total=2 verdict=pass
+";
+
+    fn raw(status: Option<i32>, serial: &str) -> RawRun {
+        RawRun {
+            status,
+            timed_out: false,
+            serial: serial.to_string(),
+            stderr: String::new(),
+            duration: Duration::from_secs(1),
+        }
+    }
+
+    fn judge_text(name: &str, status: Option<i32>, serial: &str) -> Vec<String> {
+        let r = raw(status, serial);
+        judge(find(name).unwrap(), &r, &BootResult::parse(serial))
+    }
+
+    #[test]
+    fn good_run_passes() {
+        assert_eq!(judge_text("tcg", Some(33), GOOD_TCG), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_runs_fail_with_reasons() {
+        let f = judge_text("tcg", Some(0), GOOD_TCG);
+        assert!(f.len() == 1 && f[0].contains("status 0"), "{f:?}");
+        let f = judge_text("tcg", Some(35), GOOD_TCG);
+        assert!(f[0].contains("exit code fail"), "{f:?}");
+        let f = judge_text("tcg", Some(1), GOOD_TCG);
+        assert!(f[0].contains("no pvops exit code"), "{f:?}");
+        let f = judge_text("kvm", Some(33), GOOD_TCG);
+        assert_eq!(f, ["hypervisor Some(\"qemu-tcg\"), expected \"kvm\""]);
+        let failing = GOOD_TCG.replace(
+            "time.tsc result=pass detail=",
+            "time.tsc result=fail detail=slow",
+        );
+        let f = judge_text("tcg", Some(33), &failing);
+        assert!(
+            f.iter().any(|m| m == "self-test time.tsc failed: slow"),
+            "{f:?}"
+        );
+        assert!(f.iter().any(|m| m.contains("`done` says 2/2")), "{f:?}");
+        let f = judge_text("tcg", Some(33), "@@ hypervisor name=qemu-tcg\n");
+        assert!(f.iter().any(|m| m.contains("never reported `done`")));
+        assert!(f.iter().any(|m| m.contains("no self-test")));
+        assert!(f.iter().any(|m| m.contains("backend None")));
+        let mut t = raw(None, "booting\n");
+        t.timed_out = true;
+        let f = judge(find("tcg").unwrap(), &t, &BootResult::default());
+        assert!(
+            f[0].starts_with("timeout") && f[0].contains("booting"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn microvisor_expectations() {
+        let serial = format!(
+            "@@ mv.start persona=none\n{}@@ selftest name=fault.bad-port result=pass detail=\n\
+             @@ mv.port port=0x1234 count=1\n@@ mv.total count=10\n@@ mv.end outcome=pass code=0x10\n",
+            GOOD_TCG
+                .replace("qemu-tcg", "none")
+                .replace("passed=2 total=2", "passed=3 total=3")
+        );
+        assert_eq!(
+            judge_text("microvisor:fault-bad-port", Some(33), &serial),
+            Vec::<String>::new()
+        );
+        let no_port = serial.replace("port=0x1234", "port=0x1235");
+        assert_eq!(
+            judge_text("microvisor:fault-bad-port", Some(33), &no_port),
+            ["no exit counted for port 0x1234"]
+        );
+        let f = judge_text("microvisor:none", Some(33), GOOD_TCG);
+        assert!(
+            f.iter().any(|m| m.contains("no microvisor record")),
+            "{f:?}"
+        );
+
+        let triple = "@@ mv.start persona=none\n@@ mv.exit reason=shutdown count=1\n\
+                      @@ mv.fault kind=triple-fault detail=x\n@@ mv.end outcome=guest-triple-fault code=0x20\n";
+        assert_eq!(
+            judge_text("microvisor:fault-triple", Some(65), triple),
+            Vec::<String>::new()
+        );
+        let f = judge_text(
+            "microvisor:fault-triple",
+            Some(33),
+            &triple.replace("triple-fault ", "watchdog "),
+        );
+        assert!(
+            f.iter().any(|m| m.contains("expected guest-triple-fault")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter().any(|m| m.contains("expected kind=triple-fault")),
+            "{f:?}"
+        );
+        let f = judge_text(
+            "microvisor:fault-triple",
+            Some(65),
+            &triple.replace("code=0x20", "code=0x22"),
+        );
+        assert_eq!(f, ["mv.end code=0x22, expected 0x20"]);
+    }
+
+    #[test]
+    fn status_names() {
+        assert_eq!(status_name(Some(33)), "pass");
+        assert_eq!(status_name(Some(69)), "guest-watchdog");
+        assert_eq!(status_name(Some(0)), "reset");
+        assert_eq!(status_name(Some(2)), "status-2");
+        assert_eq!(status_name(None), "killed");
+    }
+}

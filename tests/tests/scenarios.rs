@@ -1,0 +1,179 @@
+//! Boots every scenario through the runner's library (one test each, so a
+//! failure names its scenario) and asserts on the parsed results.
+
+use pvops_abi::exit::ExitCode;
+use pvops_tests::{assert_exits, assert_fault, assert_guest, assert_verdict_pass, boot, context};
+use qemu_runner::scenario;
+
+/// Scenarios with a dedicated test below; every other declared scenario is
+/// covered by [`every_other_scenario_meets_its_expectations`].
+const COVERED: &[&str] = &[
+    "tcg",
+    "kvm",
+    "microvisor:none",
+    "microvisor:bare",
+    "microvisor:fault-triple",
+    "microvisor:fault-bad-memory",
+    "microvisor:fault-unknown-hypercall",
+    "microvisor:fault-bad-hypercall-pointer",
+    "microvisor:fault-bad-msr",
+    "microvisor:fault-bad-port",
+    "microvisor:fault-hang",
+];
+
+#[test]
+fn tcg() {
+    let r = boot("tcg").expect("tcg has no requirement and must run");
+    assert_verdict_pass(&r);
+    assert_guest(&r, "qemu-tcg", "native", "native");
+    assert!(
+        r.result
+            .interfaces
+            .iter()
+            .any(|i| i.kind == "qemu-tcg" && i.base == 0x4000_0000),
+        "TCG signature not found at 0x40000000\n{}",
+        context(&r)
+    );
+    assert!(r.result.microvisor.is_none(), "{}", context(&r));
+}
+
+#[test]
+fn kvm() {
+    let Some(r) = boot("kvm") else {
+        // boot() printed "SKIP kvm: /dev/kvm not usable: ..."
+        return;
+    };
+    assert_verdict_pass(&r);
+    assert_guest(&r, "kvm", "native", "native");
+    assert!(
+        r.result.interfaces.iter().any(|i| i.kind == "kvm"),
+        "{}",
+        context(&r)
+    );
+}
+
+#[test]
+fn microvisor_none() {
+    let r = boot("microvisor:none").expect("TCG-only scenario must run");
+    assert_verdict_pass(&r);
+    assert_guest(&r, "none", "native", "native");
+    assert!(r.result.interfaces.is_empty(), "{}", context(&r));
+    assert_exits(&r);
+    assert_fault(&r, ExitCode::Pass, None);
+}
+
+#[test]
+fn microvisor_bare() {
+    let r = boot("microvisor:bare").expect("TCG-only scenario must run");
+    assert_verdict_pass(&r);
+    assert_guest(&r, "unknown", "native", "native");
+    assert_exits(&r);
+    assert_fault(&r, ExitCode::Pass, None);
+}
+
+#[test]
+fn microvisor_fault_triple() {
+    let r = boot("microvisor:fault-triple").expect("TCG-only scenario must run");
+    assert_verdict_pass(&r);
+    assert_fault(&r, ExitCode::GuestTripleFault, Some("triple-fault"));
+    assert!(
+        r.result.done.is_none(),
+        "guest cannot finish after a triple fault\n{}",
+        context(&r)
+    );
+}
+
+#[test]
+fn microvisor_fault_bad_memory() {
+    let r = boot("microvisor:fault-bad-memory").expect("TCG-only scenario must run");
+    assert_verdict_pass(&r);
+    assert_fault(&r, ExitCode::GuestBadMemory, Some("bad-memory"));
+    assert!(r.result.done.is_none(), "{}", context(&r));
+}
+
+/// A fault the microvisor answers (error code, #GP, all-ones read): the
+/// guest survives, reports the fault self-test as passed and finishes.
+fn survivable(name: &str, selftest: &str) -> qemu_runner::ScenarioReport {
+    let r = boot(name).expect("TCG-only scenario must run");
+    assert_verdict_pass(&r);
+    assert_fault(&r, ExitCode::Pass, None);
+    assert_guest(&r, "none", "native", "native");
+    let t = r
+        .result
+        .selftests
+        .get(selftest)
+        .unwrap_or_else(|| panic!("self-test {selftest} missing\n{}", context(&r)));
+    assert!(t.pass, "{selftest} failed: {}\n{}", t.detail, context(&r));
+    assert_exits(&r);
+    r
+}
+
+#[test]
+fn microvisor_fault_unknown_hypercall() {
+    survivable(
+        "microvisor:fault-unknown-hypercall",
+        "fault.unknown-hypercall",
+    );
+}
+
+#[test]
+fn microvisor_fault_bad_hypercall_pointer() {
+    survivable(
+        "microvisor:fault-bad-hypercall-pointer",
+        "fault.bad-hypercall-pointer",
+    );
+}
+
+#[test]
+fn microvisor_fault_bad_msr() {
+    let r = survivable("microvisor:fault-bad-msr", "fault.bad-msr");
+    let exits = r.result.exits().unwrap();
+    assert!(
+        exits.msr(0x4fff_0000) > 0,
+        "MSR 0x4fff0000 not counted: {:?}\n{}",
+        exits.msrs,
+        context(&r)
+    );
+}
+
+#[test]
+fn microvisor_fault_bad_port() {
+    let r = survivable("microvisor:fault-bad-port", "fault.bad-port");
+    let exits = r.result.exits().unwrap();
+    assert!(
+        exits.port(0x1234) > 0,
+        "port 0x1234 not counted: {:?}\n{}",
+        exits.ports,
+        context(&r)
+    );
+}
+
+#[test]
+fn microvisor_fault_hang() {
+    let r = boot("microvisor:fault-hang").expect("TCG-only scenario must run");
+    assert_verdict_pass(&r);
+    assert_fault(&r, ExitCode::GuestWatchdog, Some("watchdog"));
+    assert!(r.result.done.is_none(), "{}", context(&r));
+}
+
+/// Scenarios added to the table without a dedicated test still boot here
+/// and must meet the expectations declared with them.
+#[test]
+fn every_other_scenario_meets_its_expectations() {
+    let mut failed = Vec::new();
+    for s in scenario::ALL.iter().filter(|s| !COVERED.contains(&s.name)) {
+        if let Some(r) = boot(s.name) {
+            if !r.passed() {
+                failed.push(context(&r));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn covered_names_exist() {
+    for name in COVERED {
+        assert!(scenario::find(name).is_some(), "{name} is not a scenario");
+    }
+}
