@@ -1,0 +1,107 @@
+//! The raw instructions the kernel needs beyond what pvops offers: the
+//! unsafe leaf of the kernel. Everything here is a thin, documented wrapper.
+
+use x86::dtables::DescriptorTablePointer;
+
+/// SGDT: what the CPU's GDTR holds.
+pub fn sgdt() -> DescriptorTablePointer<u64> {
+    let mut p = DescriptorTablePointer::<u64>::default();
+    // SAFETY: SGDT stores 10 bytes into `p`, which is exactly that size
+    // (u16 limit + u64 base, packed); it has no other effect.
+    unsafe { core::arch::asm!("sgdt [{}]", in(reg) &mut p, options(nostack, preserves_flags)) };
+    p
+}
+
+/// SIDT: what the CPU's IDTR holds.
+pub fn sidt() -> DescriptorTablePointer<u64> {
+    let mut p = DescriptorTablePointer::<u64>::default();
+    // SAFETY: as `sgdt`, for IDTR.
+    unsafe { core::arch::asm!("sidt [{}]", in(reg) &mut p, options(nostack, preserves_flags)) };
+    p
+}
+
+/// Writes a byte to an I/O port.
+///
+/// # Safety
+///
+/// The port's device must tolerate the write (no memory-safety effect).
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: forwarded to the caller.
+    unsafe { bootkit::cpu::outb(port, value) }
+}
+
+/// Reads a byte from an I/O port that has no device behind it (or whose
+/// read has no side effect).
+pub fn inb_unused(port: u16) -> u8 {
+    // SAFETY: callers pass ports with no device or side-effect-free reads
+    // (the bad-port probe); an IN cannot break memory safety by itself.
+    unsafe { bootkit::cpu::inb(port) }
+}
+
+/// Remaps the legacy 8259 PICs to vectors 0x20..0x30 and masks every line,
+/// so the PIT interrupt that firmware left running never reaches the CPU
+/// (firmware leaves the master PIC at vector 8, which is #DF).
+pub fn disable_legacy_pic() {
+    const ICW1_INIT_ICW4: u8 = 0x11;
+    // SAFETY: ports 0x20/0x21/0xA0/0xA1 are the PC's two 8259s; the
+    // standard ICW1..ICW4 sequence then a full mask only reroutes and
+    // silences legacy IRQs.
+    unsafe {
+        for (cmd, data, base, cascade) in [(0x20u16, 0x21u16, 0x20u8, 4u8), (0xa0, 0xa1, 0x28, 2)] {
+            outb(cmd, ICW1_INIT_ICW4);
+            outb(data, base);
+            outb(data, cascade);
+            outb(data, 0x01); // 8086 mode
+            outb(data, 0xff); // mask all
+        }
+    }
+}
+
+/// RDMSR of an MSR that may not exist: a #GP is expected and must be
+/// handled by a vector-13 handler that skips the 2-byte instruction.
+pub fn rdmsr_expect_fault(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller installed a #GP handler that advances RIP by 2; if
+    // the MSR exists, reading it has no side effect for the MSRs used here
+    // (an unassigned index). EAX/EDX are preset to 0 so a skipped RDMSR
+    // yields 0.
+    unsafe {
+        core::arch::asm!(
+            "xor eax, eax",
+            "xor edx, edx",
+            "rdmsr",
+            in("ecx") msr,
+            out("eax") lo,
+            out("edx") hi,
+            options(nomem, nostack)
+        )
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Reads a u64 at a physical address through the identity/extra mapping.
+///
+/// # Safety
+///
+/// `paddr` must be mapped by the active page tables.
+pub unsafe fn read_phys(paddr: u64) -> u64 {
+    // SAFETY: forwarded to the caller; a volatile read of mapped memory.
+    unsafe { core::ptr::read_volatile(paddr as *const u64) }
+}
+
+/// Executes INT3.
+pub fn int3() {
+    // SAFETY: raises #BP through the IDT; with a valid IDT that is a normal
+    // exception, with an empty one it is the deliberate triple fault.
+    unsafe { core::arch::asm!("int3", options(nomem, nostack)) };
+}
+
+/// Disables interrupts and spins forever (the `fault=hang` test).
+pub fn hang() -> ! {
+    // SAFETY: CLI only masks interrupts.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    #[allow(clippy::empty_loop)]
+    loop {
+        core::hint::spin_loop();
+    }
+}

@@ -1,0 +1,241 @@
+//! Example pvops kernel.
+//!
+//! Boots through PVH (bootkit), sets up its own GDT/IDT and page tables,
+//! enables the local APIC, initialises pvops (probe, backend selection,
+//! installation, TSC calibration), runs a self-test of every operation
+//! group through the table and reports, for humans and as `@@` records
+//! (`pvops_abi::report`), then exits QEMU through `isa-debug-exit`.
+//!
+//! Command line (`-append`): `pvops=<backend>`, `dump=cpuid`,
+//! `fault=<kind>` (see [`faults::KINDS`]), `loglevel=<level>`.
+#![no_std]
+#![no_main]
+
+mod arch;
+mod cpuid_dump;
+mod faults;
+mod hypercall;
+mod interrupts;
+mod paging;
+mod selftest;
+mod text;
+
+use bootkit::start_info::StartInfo;
+use bootkit::{println, record, ExitCode};
+use pvops::system::ShutdownReason;
+use pvops_probe::Features;
+
+bootkit::pvh_entry!(crate::kmain);
+
+/// Name in the `@@ boot` record.
+const KERNEL_NAME: &str = "example-kernel";
+
+fn kmain(start_info_paddr: u64) -> ! {
+    bootkit::logger::init(log::LevelFilter::Info);
+    // SAFETY: the PVH loader passed this address in EBX; the frame
+    // allocator never hands out the frames it and its data occupy
+    // (`StartInfo::reserved`).
+    let si = match unsafe { StartInfo::from_paddr(start_info_paddr) } {
+        Ok(si) => si,
+        Err(e) => panic!("hvm_start_info at {start_info_paddr:#x}: {e}"),
+    };
+    let cmdline = si.cmdline();
+    if let Some(level) = si.cmdline_value("loglevel").and_then(bootkit::logger::parse_level) {
+        log::set_max_level(level);
+    }
+    println!();
+    println!("pvops example kernel");
+    println!("  command line: \"{cmdline}\"");
+    record!("boot", kernel = KERNEL_NAME, cmdline = cmdline);
+
+    // Descriptor tables, loaded through the (still native) pvops table.
+    // SAFETY: ring 0 long mode; the loaders are LGDT/LIDT behind the table.
+    unsafe {
+        bootkit::gdt::init(pvops::cpu::load_gdt);
+        bootkit::idt::init(pvops::cpu::load_idt);
+    }
+    interrupts::install_handlers();
+    arch::disable_legacy_pic();
+    pvops::native::system::set_shutdown_hook(shutdown_hook);
+
+    // Own page tables from RAM above the image.
+    let mut frames = paging::FrameAllocator::new(&si);
+    let aspace = match paging::AddressSpace::build(&mut frames) {
+        Ok(a) => a,
+        Err(e) => panic!("building page tables: {e:?}"),
+    };
+    aspace.activate();
+    let (ram, used) = frames.stats();
+    println!(
+        "  memory: {} MiB usable below 4 GiB, page tables at {:#x} ({} KiB), image {:#x}..{:#x}, {} module(s)",
+        ram >> 20,
+        aspace.cr3(),
+        used >> 10,
+        bootkit::image::image().start,
+        bootkit::image::image().end,
+        si.modules().len()
+    );
+
+    let apic_mode = match interrupts::enable_apic() {
+        Ok(m) => m,
+        Err(e) => panic!("local APIC: {e}"),
+    };
+    let apic_id = pvops::native::apic::id();
+    println!("  local APIC: {apic_mode:?}, id {apic_id}");
+
+    // pvops: probe, select, install, calibrate (interrupts are off).
+    pvops::irq::disable();
+    // SAFETY: boot CPU, interrupts disabled, no other CPU running.
+    let init = unsafe { pvops_backends::init(&mut frames, cmdline) };
+    pvops::time::timer_setup(interrupts::TIMER_VECTOR);
+
+    report(&init);
+
+    if si.cmdline_value("dump") == Some("cpuid") {
+        cpuid_dump::dump();
+    }
+
+    let mut tally = selftest::Tally::default();
+    if let Some(kind) = si.cmdline_value("fault") {
+        faults::run(kind, &mut tally);
+    }
+    let mut ctx = selftest::Context {
+        aspace: &aspace,
+        frames: &mut frames,
+        vendor: init.probe.vendor_string,
+        apic_id,
+        timer_works: false,
+    };
+    selftest::run_all(&mut ctx, &mut tally);
+
+    let pass = tally.passed == tally.total;
+    let verdict = if pass { "pass" } else { "fail" };
+    println!();
+    println!(
+        "Result: {}/{} self-tests passed: {}",
+        tally.passed,
+        tally.total,
+        verdict.to_ascii_uppercase_str()
+    );
+    record!("done", passed = tally.passed, total = tally.total, verdict = verdict);
+    pvops::system::shutdown(if pass { ShutdownReason::PowerOff } else { ShutdownReason::Crash });
+    // The native shutdown hook exits; a backend's shutdown might return.
+    bootkit::exit::exit(if pass { ExitCode::Pass } else { ExitCode::Fail })
+}
+
+/// Upper-case view for the human verdict.
+trait Upper {
+    fn to_ascii_uppercase_str(&self) -> &'static str;
+}
+
+impl Upper for &str {
+    fn to_ascii_uppercase_str(&self) -> &'static str {
+        if *self == "pass" {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    }
+}
+
+/// Natively the machine "powers off" through QEMU's isa-debug-exit.
+fn shutdown_hook(reason: ShutdownReason) {
+    bootkit::exit::exit(match reason {
+        ShutdownReason::PowerOff => ExitCode::Pass,
+        ShutdownReason::Crash => ExitCode::Fail,
+    })
+}
+
+/// The human boot report and its `@@` records.
+fn report(init: &pvops_backends::InitReport) {
+    let p = &init.probe;
+    let vendor = core::str::from_utf8(&p.vendor_string).unwrap_or("?");
+    let mut features = text::Text::<256>::new();
+    for (i, name) in Features::NAMES
+        .iter()
+        .filter(|(f, _)| p.features.contains(*f))
+        .map(|(_, n)| n)
+        .enumerate()
+    {
+        let _ = core::fmt::Write::write_fmt(
+            &mut features,
+            format_args!("{}{}", if i > 0 { "," } else { "" }, name),
+        );
+    }
+    println!();
+    println!("Probe:");
+    println!(
+        "  cpu: {vendor} family {:#x} model {:#x} stepping {}; max leaf {:#x}, max extended leaf {:#x}",
+        p.family, p.model, p.stepping, p.max_basic_leaf, p.max_extended_leaf
+    );
+    println!("  features: {features}");
+    record!(
+        "cpu",
+        vendor = vendor,
+        family = p.family,
+        model = p.model,
+        stepping = p.stepping,
+        features = features
+    );
+    if p.interfaces.is_empty() {
+        println!("  hypervisor interfaces: none");
+    }
+    for i in p.interfaces.iter() {
+        println!(
+            "  hypervisor interface at {:#x}: \"{}\" ({}), leaves up to {:#x}",
+            i.base,
+            i.signature_str(),
+            i.kind.name(),
+            i.max_leaf
+        );
+        record!(
+            "interface",
+            base = format_args!("{:#x}", i.base),
+            signature = i.signature_str(),
+            kind = i.kind.name(),
+            max_leaf = format_args!("{:#x}", i.max_leaf)
+        );
+    }
+    let hv = p.primary_interface().map_or("none", |i| i.kind.name());
+    println!(
+        "  hypervisor bit: {}; hypervisor: {hv}",
+        p.under_hypervisor()
+    );
+    record!("hypervisor", name = hv);
+
+    let sel = &init.selection;
+    let mut reason = text::Text::<256>::new();
+    let _ = core::fmt::Write::write_fmt(&mut reason, format_args!("{}", sel.why));
+    if let Some(e) = &init.fallback {
+        let _ = core::fmt::Write::write_fmt(
+            &mut reason,
+            format_args!("; backend '{}' setup failed ({e}), fell back to native", sel.backend.name()),
+        );
+    }
+    println!();
+    println!("Backend: {} ({})", init.installed, reason);
+    println!("  {}", sel.backend.description());
+    record!("backend", name = init.installed, reason = reason);
+
+    println!("Operations table owners:");
+    for (entry, owner) in pvops::owners() {
+        println!("  {:<24} {owner}", entry.name());
+        record!("owner", entry = entry.name(), backend = owner);
+    }
+
+    let tsc = pvops::time::tsc_frequency();
+    println!(
+        "TSC: {} kHz ({}); APIC timer {} kHz; timer mode {}",
+        tsc.khz,
+        tsc.source.name(),
+        pvops::time::apic_timer_khz(),
+        if pvops::native::time::uses_tsc_deadline() { "tsc-deadline" } else { "one-shot" }
+    );
+    record!("tsc", khz = tsc.khz, source = tsc.source.name());
+    println!();
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    bootkit::panic::handle(info, ExitCode::Fail)
+}
