@@ -1,0 +1,87 @@
+//! The microvisor's command line (`-append`):
+//! `persona=<name> [watchdog_ms=N] [guest_ram_mib=N] -- <guest command line>`.
+
+/// Default watchdog limit: no progress for this long ends the run.
+pub const DEFAULT_WATCHDOG_MS: u64 = 10_000;
+/// Default guest RAM.
+pub const DEFAULT_GUEST_RAM_MIB: u64 = 128;
+
+/// Parsed options.
+#[derive(Clone, Copy, Debug)]
+pub struct Config<'a> {
+    /// Persona name (validated later against the registry).
+    pub persona: &'a str,
+    /// Watchdog limit in milliseconds.
+    pub watchdog_ms: u64,
+    /// Guest RAM in MiB (2 MiB multiple, 4..=1024).
+    pub guest_ram_mib: u64,
+    /// Everything after ` -- `, handed to the guest verbatim.
+    pub guest_cmdline: &'a str,
+}
+
+/// A command-line error, for the report.
+#[derive(Clone, Copy, Debug)]
+pub struct Error<'a> {
+    /// What is wrong.
+    pub what: &'static str,
+    /// The offending token.
+    pub token: &'a str,
+}
+
+/// Splits off the guest command line and parses the microvisor's options.
+pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
+    let (own, guest) = split(cmdline);
+    let mut cfg = Config {
+        persona: "none",
+        watchdog_ms: DEFAULT_WATCHDOG_MS,
+        guest_ram_mib: DEFAULT_GUEST_RAM_MIB,
+        guest_cmdline: guest,
+    };
+    for token in own.split_ascii_whitespace() {
+        let (key, value) = token.split_once('=').unwrap_or((token, ""));
+        let number = || {
+            value.parse::<u64>().map_err(|_| Error {
+                what: "expected a decimal number",
+                token,
+            })
+        };
+        match key {
+            "persona" => cfg.persona = value,
+            "watchdog_ms" => cfg.watchdog_ms = number()?.max(1),
+            "guest_ram_mib" => {
+                let n = number()?;
+                if !(4..=1024).contains(&n) || n % 2 != 0 {
+                    return Err(Error {
+                        what: "guest_ram_mib must be even and 4..=1024",
+                        token,
+                    });
+                }
+                cfg.guest_ram_mib = n;
+            }
+            _ => {
+                return Err(Error {
+                    what: "unknown option",
+                    token,
+                })
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+/// `"a b -- c d"` → `("a b", "c d")`; no `--` means no guest command line.
+fn split(cmdline: &str) -> (&str, &str) {
+    let c = cmdline.trim();
+    if let Some(rest) = c.strip_prefix("--") {
+        if rest.is_empty() || rest.starts_with(' ') {
+            return ("", rest.trim_start());
+        }
+    }
+    if let Some(i) = c.find(" -- ") {
+        return (&c[..i], c[i + 4..].trim_start());
+    }
+    if let Some(own) = c.strip_suffix(" --") {
+        return (own, "");
+    }
+    (c, "")
+}

@@ -1,0 +1,194 @@
+//! Exit accounting: counts per exit reason, per MSR (reads and writes), per
+//! I/O port and per hypercall code, in fixed-size tables (no heap).
+//!
+//! Two sets are kept: the lifetime set printed at the end of the run, and a
+//! window the guest can reset and read through the microvisor hypercall
+//! (`pvops_abi::microvisor`). Every exit is counted in both, when the exit
+//! is taken and before it is handled.
+
+use crate::svm::vmcb::exit;
+use pvops_abi::microvisor::{class, ExitSnapshot};
+
+/// One key with up to two counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Entry {
+    /// The key (exit code, MSR, port, hypercall code).
+    pub key: u64,
+    /// First count (total; MSR reads).
+    pub a: u64,
+    /// Second count (MSR writes).
+    pub b: u64,
+}
+
+/// A small insertion-ordered map from keys to counts. Keys beyond the
+/// capacity are folded into `overflow`.
+#[derive(Clone, Copy, Debug)]
+pub struct Table<const N: usize> {
+    entries: [Entry; N],
+    len: usize,
+    /// Counts that did not fit.
+    pub overflow: u64,
+}
+
+impl<const N: usize> Table<N> {
+    const fn new() -> Self {
+        Table {
+            entries: [Entry { key: 0, a: 0, b: 0 }; N],
+            len: 0,
+            overflow: 0,
+        }
+    }
+
+    fn slot(&mut self, key: u64) -> Option<&mut Entry> {
+        let len = self.len;
+        if let Some(i) = self.entries[..len].iter().position(|e| e.key == key) {
+            return Some(&mut self.entries[i]);
+        }
+        if len == N {
+            return None;
+        }
+        self.len += 1;
+        self.entries[len] = Entry { key, a: 0, b: 0 };
+        Some(&mut self.entries[len])
+    }
+
+    fn bump(&mut self, key: u64, second: bool) {
+        match self.slot(key) {
+            Some(e) if second => e.b += 1,
+            Some(e) => e.a += 1,
+            None => self.overflow += 1,
+        }
+    }
+
+    /// The entries in first-seen order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries[..self.len]
+    }
+
+    /// Count(s) for `key`: `a + b`.
+    pub fn get(&self, key: u64) -> u64 {
+        self.entries()
+            .iter()
+            .find(|e| e.key == key)
+            .map_or(0, |e| e.a + e.b)
+    }
+}
+
+/// One set of counters.
+#[derive(Clone, Copy, Debug)]
+pub struct Counters {
+    /// Every exit.
+    pub total: u64,
+    /// By SVM exit code.
+    pub reasons: Table<48>,
+    /// By MSR index (a = reads, b = writes).
+    pub msrs: Table<96>,
+    /// By I/O port.
+    pub ports: Table<96>,
+    /// By hypercall code.
+    pub hypercalls: Table<64>,
+}
+
+impl Counters {
+    /// All zero.
+    pub const fn new() -> Self {
+        Counters {
+            total: 0,
+            reasons: Table::new(),
+            msrs: Table::new(),
+            ports: Table::new(),
+            hypercalls: Table::new(),
+        }
+    }
+
+    /// The class totals the guest can copy out.
+    pub fn snapshot(&self) -> ExitSnapshot {
+        let r = |c| self.reasons.get(c);
+        let known = [
+            exit::CPUID,
+            exit::MSR,
+            exit::IOIO,
+            exit::HLT,
+            exit::VMMCALL,
+            exit::INTR,
+            exit::VINTR,
+            exit::NPF,
+        ];
+        let known_sum: u64 = known.iter().map(|&c| r(c)).sum();
+        ExitSnapshot {
+            total: self.total,
+            cpuid: r(exit::CPUID),
+            msr: r(exit::MSR),
+            io: r(exit::IOIO),
+            hlt: r(exit::HLT),
+            vmmcall: r(exit::VMMCALL),
+            intr: r(exit::INTR),
+            vintr: r(exit::VINTR),
+            npf: r(exit::NPF),
+            other: self.total - known_sum,
+        }
+    }
+
+    /// One counter by class and key (`pvops_abi::microvisor::class`).
+    pub fn read(&self, cls: u64, key: u64) -> Option<u64> {
+        Some(match cls {
+            class::EXIT_REASON => self.reasons.get(key),
+            class::MSR => self.msrs.get(key),
+            class::PORT => self.ports.get(key),
+            class::HYPERCALL => self.hypercalls.get(key),
+            _ => return None,
+        })
+    }
+}
+
+/// Lifetime counters plus the guest-resettable window.
+#[derive(Debug)]
+pub struct Accounting {
+    /// Since the start of the run (printed at the end).
+    pub lifetime: Counters,
+    /// Since the guest's last reset.
+    pub window: Counters,
+}
+
+impl Accounting {
+    /// All zero.
+    pub const fn new() -> Self {
+        Accounting {
+            lifetime: Counters::new(),
+            window: Counters::new(),
+        }
+    }
+
+    fn each(&mut self, f: impl Fn(&mut Counters)) {
+        f(&mut self.lifetime);
+        f(&mut self.window);
+    }
+
+    /// Counts one exit by SVM exit code.
+    pub fn exit(&mut self, code: u64) {
+        self.each(|c| {
+            c.total += 1;
+            c.reasons.bump(code, false);
+        });
+    }
+
+    /// Counts an intercepted MSR access.
+    pub fn msr(&mut self, msr: u32, write: bool) {
+        self.each(|c| c.msrs.bump(msr as u64, write));
+    }
+
+    /// Counts an intercepted port access.
+    pub fn port(&mut self, port: u16) {
+        self.each(|c| c.ports.bump(port as u64, false));
+    }
+
+    /// Counts a hypercall by code.
+    pub fn hypercall(&mut self, code: u64) {
+        self.each(|c| c.hypercalls.bump(code, false));
+    }
+
+    /// Clears the guest's window.
+    pub fn reset_window(&mut self) {
+        self.window = Counters::new();
+    }
+}

@@ -1,0 +1,8 @@
+//! The guest: its RAM and how its kernel image is loaded into it.
+
+pub mod loader;
+pub mod mem;
+
+/// An access the guest is refused: it gets #GP(0), as hardware would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gp;

@@ -1,0 +1,73 @@
+//! CPU instructions on the host: CPUID, MSRs, TSC, interrupt flag, HLT.
+
+use core::arch::asm;
+use core::arch::x86_64::{__cpuid_count, _rdtsc, CpuidResult};
+
+/// EFER (AMD APM vol. 2, 3.1.7).
+pub const MSR_EFER: u32 = 0xC000_0080;
+/// EFER.SVME (bit 12).
+pub const EFER_SVME: u64 = 1 << 12;
+/// VM_CR (APM vol. 2, 15.30.1); bit 4 is SVMDIS.
+pub const MSR_VM_CR: u32 = 0xC001_0114;
+/// VM_HSAVE_PA (APM vol. 2, 15.30.4).
+pub const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
+/// IA32_APIC_BASE.
+pub const MSR_APIC_BASE: u32 = 0x1B;
+
+/// Executes CPUID on the host.
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    __cpuid_count(leaf, subleaf)
+}
+
+/// Reads the host TSC.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is unprivileged and side-effect free.
+    unsafe { _rdtsc() }
+}
+
+/// Reads a host MSR.
+///
+/// # Safety
+/// `msr` must exist on this CPU (otherwise #GP, which the microvisor treats
+/// as a fatal host fault).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists; RDMSR touches no memory.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (hi as u64) << 32 | lo as u64
+}
+
+/// Writes a host MSR.
+///
+/// # Safety
+/// `msr` must exist and `value` must be valid for it; the write must not
+/// break the microvisor's own execution environment.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the write is valid and harmless.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    };
+}
+
+/// Waits for an interrupt with interrupts enabled only during the wait:
+/// `sti; hlt; cli` (STI's one-instruction shadow makes the pair atomic, so a
+/// wake-up already pending is not lost).
+pub fn wait_for_interrupt() {
+    // SAFETY: the host IDT handles every vector the microvisor enables (its
+    // LAPIC timer and the spurious vector); GIF is set outside VMRUN.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
+/// Lets a pending host interrupt be taken: `sti; nop; cli`.
+pub fn poll_interrupts() {
+    // SAFETY: as for `wait_for_interrupt`.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
+/// Disables host interrupts.
+pub fn cli() {
+    // SAFETY: masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}

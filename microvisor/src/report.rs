@@ -1,0 +1,117 @@
+//! What the microvisor prints: human `[mv] ...` lines and `@@ mv.*`
+//! records (`pvops_abi::report`), only at start, at the end and on faults,
+//! each on its own line.
+
+use crate::counters::Counters;
+use crate::outcome::End;
+use crate::vcpu::exits_reason_name;
+use bootkit::record;
+use pvops_abi::exit::ExitCode;
+use pvops_abi::report::Encoded;
+
+/// Prints a human line.
+#[macro_export]
+macro_rules! mvlog {
+    ($($arg:tt)*) => { bootkit::println!("[mv] {}", format_args!($($arg)*)) };
+}
+
+/// `@@ mv.start`.
+pub fn start(persona: &str, guest_ram_mib: u64) {
+    record!("mv.start", persona = persona, guest_ram_mib = guest_ram_mib);
+}
+
+/// The final report: the fault (if any), every counter, `mv.end`.
+pub fn finish(end: &End, counters: Option<&Counters>) {
+    // The guest's last line may lack its newline.
+    bootkit::println!();
+    let (outcome, code) = match end {
+        End::GuestExit { value, .. } => ("guest-exit", *value),
+        End::Fault { kind, detail } => {
+            crate::mvlog!("fault: {}: {}", kind.name(), detail);
+            bootkit::println!(
+                "@@ mv.fault kind={} detail={}",
+                kind.name(),
+                Encoded(detail.as_str())
+            );
+            (kind.exit_code().name(), kind.exit_code() as u32)
+        }
+    };
+    if let Some(c) = counters {
+        print_counters(c);
+    }
+    if let End::GuestExit { value, .. } = end {
+        crate::mvlog!("guest wrote {value:#x} to the debug-exit port");
+    }
+    record!(
+        "mv.end",
+        outcome = outcome,
+        code = format_args!("{code:#x}")
+    );
+}
+
+fn print_counters(c: &Counters) {
+    for e in c.reasons.entries() {
+        record!("mv.exit", reason = exits_reason_name(e.key), count = e.a);
+    }
+    for e in c.msrs.entries() {
+        record!(
+            "mv.msr",
+            msr = format_args!("{:#x}", e.key),
+            reads = e.a,
+            writes = e.b
+        );
+    }
+    for e in c.ports.entries() {
+        record!("mv.port", port = format_args!("{:#x}", e.key), count = e.a);
+    }
+    for e in c.hypercalls.entries() {
+        record!(
+            "mv.hypercall",
+            code = format_args!("{:#x}", e.key),
+            count = e.a
+        );
+    }
+    let dropped = c.reasons.overflow + c.msrs.overflow + c.ports.overflow + c.hypercalls.overflow;
+    if dropped != 0 {
+        crate::mvlog!("{dropped} counts did not fit the per-key tables");
+    }
+    record!("mv.total", count = c.total);
+}
+
+/// Ends QEMU: for a guest exit, the guest's own value on the debug-exit
+/// port (same width); otherwise the fault's code.
+pub fn exit(end: &End) -> ! {
+    match *end {
+        End::GuestExit { value, size } => {
+            crate::hw::port::write(pvops_abi::exit::DEBUG_EXIT_PORT, size, value);
+            bootkit::cpu::halt_forever()
+        }
+        End::Fault { kind, .. } => bootkit::exit::exit(kind.exit_code()),
+    }
+}
+
+/// Reports a microvisor panic and exits with `MicrovisorError`.
+pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    use core::fmt::Write;
+    bootkit::serial::with_for_panic(|c| {
+        let _ = writeln!(c, "\n[mv] PANIC: {info}");
+        let mut msg = crate::fmtbuf::FmtBuf::<240>::new();
+        let _ = write!(msg, "{}", info.message());
+        if let Some(l) = info.location() {
+            let _ = write!(msg, " at {}:{}", l.file(), l.line());
+        }
+        let _ = writeln!(
+            c,
+            "@@ mv.fault kind=microvisor-panic detail={}",
+            Encoded(msg.as_str())
+        );
+        let code = ExitCode::MicrovisorError;
+        let _ = writeln!(
+            c,
+            "@@ mv.end outcome={} code={:#x}",
+            code.name(),
+            code as u32
+        );
+    });
+    bootkit::exit::exit(ExitCode::MicrovisorError)
+}

@@ -1,0 +1,425 @@
+//! The guest's virtual local APIC, offered in x2APIC mode only (MSRs
+//! 0x800..0x8FF), so no access needs an instruction decoder.
+//!
+//! Semantics follow the Intel SDM vol. 3A, chapter 11 ("Advanced
+//! Programmable Interrupt Controller"): 11.12 (x2APIC MSR map, table
+//! 11-6; #GP rules in 11.12.1.2), 11.5.4 (timer: one-shot, periodic,
+//! TSC-deadline), 11.8 (IRR/ISR/PPR, EOI), 11.6 (ICR, self-IPI).
+//!
+//! Time: the timer counts at a nominal 1 GHz bus clock (QEMU's own APIC
+//! timer rate) divided by the divide configuration; deadlines are kept in
+//! host TSC ticks (the guest runs with TSC_OFFSET = 0).
+
+/// IA32_APIC_BASE.
+pub const MSR_APIC_BASE: u32 = 0x1B;
+/// IA32_TSC_DEADLINE.
+pub const MSR_TSC_DEADLINE: u32 = 0x6E0;
+/// First and last x2APIC MSR.
+pub const X2APIC_FIRST: u32 = 0x800;
+/// Last x2APIC MSR.
+pub const X2APIC_LAST: u32 = 0x8FF;
+
+const BASE_BSP: u64 = 1 << 8;
+const BASE_EXTD: u64 = 1 << 10;
+const BASE_EN: u64 = 1 << 11;
+const BASE_ADDR: u64 = 0xFEE0_0000;
+const LVT_MASK: u32 = 1 << 16;
+const TIMER_MODE_SHIFT: u32 = 17;
+const TIMER_ONESHOT: u32 = 0;
+const TIMER_PERIODIC: u32 = 1;
+const TIMER_TSC_DEADLINE: u32 = 2;
+/// APIC version register: version 0x14, max LVT entry 5 (six LVTs), as
+/// QEMU's own APIC reports.
+const VERSION: u32 = 0x0005_0014;
+/// Nominal APIC bus clock in kHz (1 GHz).
+const BUS_KHZ: u64 = 1_000_000;
+/// ESR bit 5: send illegal vector; bit 6: receive illegal vector.
+const ESR_SEND_ILLEGAL: u32 = 1 << 5;
+
+use crate::guest::Gp;
+
+/// Register offsets (x2APIC MSR = 0x800 + offset / 16).
+mod reg {
+    pub const ID: u32 = 0x802;
+    pub const VERSION: u32 = 0x803;
+    pub const TPR: u32 = 0x808;
+    pub const PPR: u32 = 0x80A;
+    pub const EOI: u32 = 0x80B;
+    pub const LDR: u32 = 0x80D;
+    pub const SVR: u32 = 0x80F;
+    pub const ISR0: u32 = 0x810;
+    pub const TMR0: u32 = 0x818;
+    pub const IRR0: u32 = 0x820;
+    pub const ESR: u32 = 0x828;
+    pub const LVT_CMCI: u32 = 0x82F;
+    pub const ICR: u32 = 0x830;
+    pub const LVT_TIMER: u32 = 0x832;
+    pub const LVT_THERMAL: u32 = 0x833;
+    pub const LVT_PMC: u32 = 0x834;
+    pub const LVT_LINT0: u32 = 0x835;
+    pub const LVT_LINT1: u32 = 0x836;
+    pub const LVT_ERROR: u32 = 0x837;
+    pub const INIT_COUNT: u32 = 0x838;
+    pub const CUR_COUNT: u32 = 0x839;
+    pub const DIVIDE: u32 = 0x83E;
+    pub const SELF_IPI: u32 = 0x83F;
+}
+
+/// A 256-bit vector register (IRR, ISR, TMR).
+#[derive(Clone, Copy, Debug, Default)]
+struct Bits([u32; 8]);
+
+impl Bits {
+    fn set(&mut self, v: u8) {
+        self.0[v as usize / 32] |= 1 << (v % 32);
+    }
+    fn clear(&mut self, v: u8) {
+        self.0[v as usize / 32] &= !(1 << (v % 32));
+    }
+    fn highest(&self) -> Option<u8> {
+        (0..8)
+            .rev()
+            .find(|&i| self.0[i] != 0)
+            .map(|i| (i * 32 + 31 - self.0[i].leading_zeros() as usize) as u8)
+    }
+}
+
+/// The virtual local APIC of the guest's one vCPU.
+#[derive(Debug)]
+pub struct VApic {
+    apic_base: u64,
+    tpr: u32,
+    svr: u32,
+    esr: u32,
+    esr_pending: u32,
+    lvt_timer: u32,
+    lvt: [u32; 6], // CMCI, thermal, PMC, LINT0, LINT1, error
+    divide: u32,
+    initial_count: u32,
+    irr: Bits,
+    isr: Bits,
+    /// Host TSC at which the timer fires next, if armed.
+    deadline: Option<u64>,
+    /// Host TSC at which the current one-shot/periodic count started.
+    count_start: u64,
+    /// Guest-written IA32_TSC_DEADLINE (TSC-deadline mode only).
+    tsc_deadline: u64,
+    tsc_khz: u64,
+    /// Timer interrupts raised (for statistics and the watchdog).
+    pub timer_fires: u64,
+}
+
+impl VApic {
+    /// Power-on state (SDM 11.4.7.1): xAPIC enabled, BSP, all LVTs masked.
+    pub fn new(tsc_khz: u64) -> Self {
+        VApic {
+            apic_base: BASE_ADDR | BASE_EN | BASE_BSP,
+            tpr: 0,
+            svr: 0xFF,
+            esr: 0,
+            esr_pending: 0,
+            lvt_timer: LVT_MASK,
+            lvt: [LVT_MASK; 6],
+            divide: 0,
+            initial_count: 0,
+            irr: Bits::default(),
+            isr: Bits::default(),
+            deadline: None,
+            count_start: 0,
+            tsc_deadline: 0,
+            tsc_khz: tsc_khz.max(1),
+            timer_fires: 0,
+        }
+    }
+
+    /// Whether the guest switched the APIC to x2APIC mode.
+    pub fn x2apic(&self) -> bool {
+        self.apic_base & (BASE_EN | BASE_EXTD) == BASE_EN | BASE_EXTD
+    }
+
+    fn timer_mode(&self) -> u32 {
+        (self.lvt_timer >> TIMER_MODE_SHIFT) & 3
+    }
+
+    /// Divisor from the divide configuration register (SDM figure 11-10).
+    fn divisor(&self) -> u64 {
+        let d = (self.divide & 3) | ((self.divide >> 1) & 4);
+        if d == 7 {
+            1
+        } else {
+            2 << d
+        }
+    }
+
+    /// Host TSC ticks for `count` timer ticks.
+    fn count_to_tsc(&self, count: u64) -> u64 {
+        ((count as u128 * self.divisor() as u128 * self.tsc_khz as u128) / BUS_KHZ as u128) as u64
+    }
+
+    fn tsc_to_count(&self, tsc: u64) -> u64 {
+        (tsc as u128 * BUS_KHZ as u128 / (self.tsc_khz as u128 * self.divisor() as u128)) as u64
+    }
+
+    /// Processor priority (SDM 11.8.3.1).
+    fn ppr(&self) -> u32 {
+        let isrv = self.isr.highest().map_or(0, |v| v as u32);
+        if (self.tpr & 0xF0) >= (isrv & 0xF0) {
+            self.tpr & 0xFF
+        } else {
+            isrv & 0xF0
+        }
+    }
+
+    fn raise(&mut self, vector: u8) {
+        if vector < 16 {
+            self.error(1 << 6);
+            return;
+        }
+        self.irr.set(vector);
+    }
+
+    fn error(&mut self, bit: u32) {
+        self.esr_pending |= bit;
+        let lvt = self.lvt[5];
+        if lvt & LVT_MASK == 0 && (lvt & 0xFF) >= 16 {
+            self.irr.set(lvt as u8);
+        }
+    }
+
+    /// The timer's next deadline in host TSC ticks.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadline
+    }
+
+    /// Fires the timer if its deadline has passed. Returns true if it fired.
+    pub fn poll(&mut self, now: u64) -> bool {
+        let Some(d) = self.deadline else { return false };
+        if now < d {
+            return false;
+        }
+        match self.timer_mode() {
+            TIMER_PERIODIC if self.initial_count != 0 => {
+                // Re-arm from the previous deadline, not from `now`, so no tick
+                // is lost or added; ticks that passed while the guest could not
+                // take them coalesce in the IRR, as on hardware.
+                let period = self.count_to_tsc(self.initial_count as u64).max(1);
+                let missed = (now - d) / period;
+                self.count_start = d + missed * period;
+                self.deadline = Some(self.count_start + period);
+            }
+            TIMER_TSC_DEADLINE => {
+                self.tsc_deadline = 0;
+                self.deadline = None;
+            }
+            _ => self.deadline = None,
+        }
+        self.timer_fires += 1;
+        if self.lvt_timer & LVT_MASK == 0 {
+            self.raise(self.lvt_timer as u8);
+        }
+        true
+    }
+
+    /// The vector to deliver next, if any beats the processor priority.
+    pub fn pending(&self) -> Option<u8> {
+        if self.apic_base & BASE_EN == 0 {
+            return None;
+        }
+        let v = self.irr.highest()?;
+        (v as u32 & 0xF0 > self.ppr() & 0xF0).then_some(v)
+    }
+
+    /// The guest took `vector`: IRR to ISR (SDM 11.8.4).
+    pub fn accept(&mut self, vector: u8) {
+        self.irr.clear(vector);
+        self.isr.set(vector);
+    }
+
+    /// RDMSR of an APIC MSR (0x1B, 0x6E0, 0x800..0x8FF).
+    pub fn rdmsr(&mut self, msr: u32, now: u64) -> Result<u64, Gp> {
+        if msr == MSR_APIC_BASE {
+            return Ok(self.apic_base);
+        }
+        if msr == MSR_TSC_DEADLINE {
+            return Ok(if self.timer_mode() == TIMER_TSC_DEADLINE {
+                self.tsc_deadline
+            } else {
+                0
+            });
+        }
+        if !self.x2apic() {
+            return Err(Gp);
+        }
+        Ok(match msr {
+            reg::ID => 0,
+            reg::VERSION => VERSION as u64,
+            reg::TPR => self.tpr as u64,
+            reg::PPR => self.ppr() as u64,
+            // Logical ID of x2APIC ID 0: cluster 0, bit 0 (SDM 11.12.10.2).
+            reg::LDR => 1,
+            reg::SVR => self.svr as u64,
+            r @ reg::ISR0..=0x817 => self.isr.0[(r - reg::ISR0) as usize] as u64,
+            reg::TMR0..=0x81F => 0,
+            r @ reg::IRR0..=0x827 => self.irr.0[(r - reg::IRR0) as usize] as u64,
+            reg::ESR => self.esr as u64,
+            reg::LVT_CMCI => self.lvt[0] as u64,
+            reg::ICR => 0,
+            reg::LVT_TIMER => self.lvt_timer as u64,
+            reg::LVT_THERMAL => self.lvt[1] as u64,
+            reg::LVT_PMC => self.lvt[2] as u64,
+            reg::LVT_LINT0 => self.lvt[3] as u64,
+            reg::LVT_LINT1 => self.lvt[4] as u64,
+            reg::LVT_ERROR => self.lvt[5] as u64,
+            reg::INIT_COUNT => self.initial_count as u64,
+            reg::CUR_COUNT => self.current_count(now) as u64,
+            reg::DIVIDE => self.divide as u64,
+            // EOI and SELF IPI are write-only; everything else is reserved.
+            _ => return Err(Gp),
+        })
+    }
+
+    fn current_count(&self, now: u64) -> u32 {
+        match (self.timer_mode(), self.deadline) {
+            (TIMER_TSC_DEADLINE, _) | (_, None) => 0,
+            (_, Some(d)) => {
+                let left = self.tsc_to_count(d.saturating_sub(now));
+                left.min(self.initial_count as u64) as u32
+            }
+        }
+    }
+
+    /// WRMSR of an APIC MSR (0x1B, 0x6E0, 0x800..0x8FF).
+    pub fn wrmsr(&mut self, msr: u32, value: u64, now: u64) -> Result<(), Gp> {
+        if msr == MSR_APIC_BASE {
+            return self.write_base(value);
+        }
+        if msr == MSR_TSC_DEADLINE {
+            if self.timer_mode() == TIMER_TSC_DEADLINE {
+                self.tsc_deadline = value;
+                self.deadline = (value != 0).then_some(value);
+            }
+            return Ok(());
+        }
+        if !self.x2apic() {
+            return Err(Gp);
+        }
+        // x2APIC registers other than ICR are 32 bits; reserved high bits #GP.
+        if msr != reg::ICR && value >> 32 != 0 {
+            return Err(Gp);
+        }
+        let v = value as u32;
+        match msr {
+            reg::TPR => self.tpr = v & 0xFF,
+            reg::EOI => {
+                if v != 0 {
+                    return Err(Gp);
+                }
+                if let Some(top) = self.isr.highest() {
+                    self.isr.clear(top);
+                }
+            }
+            reg::SVR => {
+                self.svr = v & 0x11FF;
+                if v & 0x100 == 0 {
+                    // Software disable masks every LVT (SDM 11.4.7.2).
+                    self.lvt_timer |= LVT_MASK;
+                    for l in &mut self.lvt {
+                        *l |= LVT_MASK;
+                    }
+                }
+            }
+            reg::ESR => {
+                self.esr = self.esr_pending;
+                self.esr_pending = 0;
+            }
+            reg::ICR => self.write_icr(value),
+            reg::LVT_TIMER => self.write_lvt_timer(v),
+            reg::LVT_CMCI => self.lvt[0] = self.lvt_value(v),
+            reg::LVT_THERMAL => self.lvt[1] = self.lvt_value(v),
+            reg::LVT_PMC => self.lvt[2] = self.lvt_value(v),
+            reg::LVT_LINT0 => self.lvt[3] = self.lvt_value(v),
+            reg::LVT_LINT1 => self.lvt[4] = self.lvt_value(v),
+            reg::LVT_ERROR => self.lvt[5] = self.lvt_value(v),
+            reg::INIT_COUNT => {
+                if self.timer_mode() != TIMER_TSC_DEADLINE {
+                    self.initial_count = v;
+                    self.count_start = now;
+                    self.deadline = (v != 0).then(|| now + self.count_to_tsc(v as u64).max(1));
+                }
+            }
+            reg::DIVIDE => self.divide = v & 0xB,
+            reg::SELF_IPI => self.raise(v as u8),
+            _ => return Err(Gp),
+        }
+        Ok(())
+    }
+
+    fn lvt_value(&self, v: u32) -> u32 {
+        if self.svr & 0x100 == 0 {
+            v | LVT_MASK
+        } else {
+            v
+        }
+    }
+
+    fn write_lvt_timer(&mut self, v: u32) {
+        let old_mode = self.timer_mode();
+        self.lvt_timer = self.lvt_value(v & 0x7_10FF);
+        if self.timer_mode() != old_mode {
+            // A mode change disarms the timer (SDM 11.5.4.1).
+            self.deadline = None;
+            self.initial_count = 0;
+            self.tsc_deadline = 0;
+        }
+    }
+
+    fn write_icr(&mut self, value: u64) {
+        let vector = value as u8;
+        let delivery = (value >> 8) & 7;
+        let shorthand = (value >> 18) & 3;
+        let dest = (value >> 32) as u32;
+        let to_self = match shorthand {
+            0 => dest == 0 || dest == u32::MAX,
+            1 | 2 => true,
+            _ => false,
+        };
+        // Only fixed-delivery IPIs to this one vCPU do anything; INIT, SIPI,
+        // NMI and IPIs to absent CPUs are dropped, as on a 1-CPU machine.
+        if delivery == 0 && to_self {
+            if vector < 16 {
+                self.error(ESR_SEND_ILLEGAL);
+            } else {
+                self.irr.set(vector);
+            }
+        }
+    }
+
+    fn write_base(&mut self, value: u64) -> Result<(), Gp> {
+        // Reserved: bits 0..7, 9, and above 52 bits of address.
+        if value & 0xFFF0_0000_0000_02FF != 0 {
+            return Err(Gp);
+        }
+        let old = self.apic_base & (BASE_EN | BASE_EXTD);
+        let new = value & (BASE_EN | BASE_EXTD);
+        // Valid transitions, SDM 11.12.5 figure 11-26.
+        let ok = match (old, new) {
+            (a, b) if a == b => true,
+            (_, 0) => true,
+            (0, BASE_EN) => true,
+            (BASE_EN, x) if x == BASE_EN | BASE_EXTD => true,
+            _ => false,
+        };
+        if !ok {
+            return Err(Gp);
+        }
+        if new == 0 {
+            *self = VApic {
+                apic_base: value,
+                ..VApic::new(self.tsc_khz)
+            };
+        } else {
+            self.apic_base = (value & !BASE_BSP) | (self.apic_base & BASE_BSP);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! Building the virtual CPU: permission maps, nested paging, the VMCB in
+//! the PVH entry state (Xen `docs/misc/pvh.pandoc`: 32-bit protected mode,
+//! paging off, flat CS/DS/ES/SS, EBX = start_info).
+
+use super::{HostSave, Vcpu};
+use crate::clock::Clock;
+use crate::counters::Accounting;
+use crate::guest::{loader, mem::GuestRam};
+use crate::hw::cpu::EFER_SVME;
+use crate::once::{phys, TakeOnce};
+use crate::personas::Active;
+use crate::svm::npt::Npt;
+use crate::svm::perm::{Iopm, Msrpm};
+use crate::svm::vmcb::{attr, int_ctl, misc1, misc2, Segment, Vmcb};
+use crate::svm::vmrun::GuestRegs;
+use crate::vapic::VApic;
+use crate::watchdog::Watchdog;
+
+static VMCB: TakeOnce<Vmcb> = TakeOnce::new(Vmcb::zeroed());
+static HOST_SAVE: TakeOnce<HostSave> = TakeOnce::new(HostSave::new());
+static IOPM: TakeOnce<Iopm> = TakeOnce::new(Iopm::intercept_all());
+static MSRPM: TakeOnce<Msrpm> = TakeOnce::new(Msrpm::intercept_all());
+static NPT: TakeOnce<Npt> = TakeOnce::new(Npt::new());
+static ACCOUNTING: TakeOnce<Accounting> = TakeOnce::new(Accounting::new());
+
+/// MSRs the guest owns without exits. VMLOAD/VMSAVE switch all of them
+/// except TSC_AUX, which the microvisor does not use (APM vol. 2, 15.5.2).
+const PASS_THROUGH_MSRS: &[u32] = &[
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+    0xC000_0081, // STAR
+    0xC000_0082, // LSTAR
+    0xC000_0083, // CSTAR
+    0xC000_0084, // SFMASK
+    0xC000_0100, // FS.base
+    0xC000_0101, // GS.base
+    0xC000_0102, // KernelGSbase
+    0xC000_0103, // TSC_AUX
+];
+
+/// CR0.PE | CR0.ET.
+const CR0_PVH: u64 = 0x11;
+/// Power-on PAT (Intel SDM vol. 3A, 13.12.4; APM vol. 2, 7.8.2).
+const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
+/// Builds the vCPU for a guest loaded in `mem` with PVH entry `entry`.
+pub fn build(
+    mem: GuestRam,
+    entry: u32,
+    persona: Active,
+    clock: Clock,
+    watchdog_ms: u64,
+) -> Result<Vcpu, &'static str> {
+    let vmcb = VMCB.take().ok_or("vCPU already built")?;
+    let host_save = HOST_SAVE.take().ok_or("vCPU already built")?;
+    let iopm = IOPM.take().ok_or("vCPU already built")?;
+    let msrpm = MSRPM.take().ok_or("vCPU already built")?;
+    let npt = NPT.take().ok_or("vCPU already built")?;
+    let acct = ACCOUNTING.take().ok_or("vCPU already built")?;
+
+    for &m in PASS_THROUGH_MSRS {
+        msrpm.pass_through(m);
+    }
+    let n_cr3 = npt.map_ram(mem.hpa(), mem.size())?;
+
+    let c = &mut vmcb.control;
+    c.intercept_misc1 = misc1::INTR
+        | misc1::NMI
+        | misc1::CPUID
+        | misc1::HLT
+        | misc1::INVLPGA
+        | misc1::IOIO_PROT
+        | misc1::MSR_PROT
+        | misc1::SHUTDOWN;
+    c.intercept_misc2 = misc2::VMRUN
+        | misc2::VMMCALL
+        | misc2::VMLOAD
+        | misc2::VMSAVE
+        | misc2::STGI
+        | misc2::CLGI
+        | misc2::SKINIT;
+    c.iopm_base_pa = phys(iopm);
+    c.msrpm_base_pa = phys(msrpm);
+    c.tsc_offset = 0;
+    c.guest_asid = 1;
+    // Flush everything at the first VMRUN (TLB_CONTROL = 1).
+    c.tlb_control = 1;
+    c.int_ctl = int_ctl::V_INTR_MASKING;
+    c.nested_ctl = 1;
+    c.n_cr3 = n_cr3;
+
+    let s = &mut vmcb.state;
+    s.cs = Segment::flat(loader::SEL_CODE32, attr::CODE32);
+    for seg in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+        *seg = Segment::flat(loader::SEL_DATA, attr::DATA);
+    }
+    s.tr = Segment {
+        selector: loader::SEL_TSS,
+        attrib: attr::TSS_BUSY,
+        limit: 0x67,
+        base: loader::TSS_GPA,
+    };
+    s.ldtr = Segment::ZERO;
+    s.gdtr = Segment {
+        selector: 0,
+        attrib: 0,
+        limit: loader::GDT_LEN as u32 - 1,
+        base: loader::GDT_GPA,
+    };
+    s.idtr = Segment::ZERO;
+    s.cpl = 0;
+    s.efer = EFER_SVME;
+    s.cr0 = CR0_PVH;
+    s.cr3 = 0;
+    s.cr4 = 0;
+    s.dr6 = 0xFFFF_0FF0;
+    s.dr7 = 0x400;
+    s.rflags = 2;
+    s.rip = entry as u64;
+    s.rsp = 0;
+    s.rax = 0;
+    s.g_pat = PAT_DEFAULT;
+
+    let regs = GuestRegs {
+        rbx: loader::START_INFO_GPA,
+        ..GuestRegs::default()
+    };
+    let now = clock.now();
+    Ok(Vcpu {
+        vmcb,
+        host_save,
+        regs,
+        mem,
+        vapic: VApic::new(clock.tsc_khz),
+        persona,
+        acct,
+        clock,
+        watchdog: Watchdog::new(clock.ms(watchdog_ms), now),
+        mv_open: false,
+        pending_event: None,
+        host_timer_target: None,
+    })
+}
