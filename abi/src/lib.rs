@@ -15,3 +15,4 @@ pub mod exit;
 pub mod microvisor;
 pub mod pvh;
 pub mod report;
+pub mod vmware;

@@ -17,6 +17,8 @@
 mod cmdline;
 pub mod native;
 mod select;
+#[cfg(feature = "vmware")]
+pub mod vmware;
 
 pub use cmdline::override_from_cmdline;
 pub use select::{compiled_in, select, Choice, Selection};

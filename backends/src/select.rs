@@ -9,6 +9,8 @@ pub fn compiled_in() -> &'static [&'static dyn Backend] {
 
 static BACKENDS: &[&dyn Backend] = &[
     // Hypervisor backends go here, each behind its Cargo feature.
+    #[cfg(feature = "vmware")]
+    &crate::vmware::VMWARE,
     &native::NATIVE,
 ];
 
