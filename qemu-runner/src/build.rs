@@ -75,40 +75,46 @@ impl KernelSpec {
 
     /// The `cargo build` command for this kernel.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new("cargo");
-        cmd.current_dir(workspace_root().join(self.name))
-            .args([
-                "build",
-                "--release",
-                "--message-format=json-render-diagnostics",
-            ])
-            .arg("--target-dir")
-            .arg(self.target_dir());
+        let mut cmd = cargo_in(&workspace_root().join(self.name));
+        cmd.args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--target-dir")
+        .arg(self.target_dir());
         if self.no_default_features {
             cmd.arg("--no-default-features");
         }
         if !self.features.is_empty() {
             cmd.arg("--features").arg(self.features.join(","));
         }
-        // Settings of the cargo that runs us (tests, `cargo run`) must not
-        // leak into the kernel build; its own config and toolchain file rule.
-        for var in [
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-            "CARGO_BUILD_TARGET_DIR",
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_BUILD_RUSTFLAGS",
-            "RUSTUP_TOOLCHAIN",
-            "RUSTC",
-            "RUSTC_WRAPPER",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_MAKEFLAGS",
-        ] {
-            cmd.env_remove(var);
-        }
         cmd
     }
+}
+
+/// A `cargo` command in `dir` (a kernel's own workspace), cleared of the
+/// settings of the cargo that runs us (tests, `cargo run`), so that the
+/// kernel's own `.cargo/config.toml` and the toolchain file rule.
+pub fn cargo_in(dir: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(dir);
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 static BUILDS: Mutex<Option<HashMap<KernelSpec, Result<PathBuf, String>>>> = Mutex::new(None);
