@@ -166,7 +166,10 @@ impl Vcpu {
         if HOST_TIMER_FIRED.swap(false, Ordering::AcqRel) {
             self.host_timer_target = None;
         }
-        if self.host_timer_target != Some(target) {
+        // Re-arm only for an earlier target: a timer armed too early just
+        // costs one INTR exit, after which it is re-armed; this keeps the
+        // common exit (which moves the watchdog deadline) free of APIC writes.
+        if self.host_timer_target.is_none_or(|armed| target < armed) {
             lapic::start(self.clock.lapic_count(target.saturating_sub(now)));
             self.host_timer_target = Some(target);
         }
