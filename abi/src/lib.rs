@@ -13,6 +13,8 @@
 
 pub mod exit;
 pub mod microvisor;
+pub mod pvclock;
 pub mod pvh;
 pub mod report;
 pub mod vmware;
+pub mod xen;

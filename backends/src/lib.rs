@@ -19,6 +19,8 @@ pub mod native;
 mod select;
 #[cfg(feature = "vmware")]
 pub mod vmware;
+#[cfg(feature = "xen")]
+pub mod xen;
 
 pub use cmdline::override_from_cmdline;
 pub use select::{compiled_in, select, Choice, Selection};

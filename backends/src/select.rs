@@ -11,6 +11,8 @@ static BACKENDS: &[&dyn Backend] = &[
     // Hypervisor backends go here, each behind its Cargo feature.
     #[cfg(feature = "vmware")]
     &crate::vmware::VMWARE,
+    #[cfg(feature = "xen")]
+    &crate::xen::XEN,
     &native::NATIVE,
 ];
 

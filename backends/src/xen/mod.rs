@@ -1,0 +1,482 @@
+//! The Xen HVM backend (feature `xen`).
+//!
+//! Detection: "XenVMMXenVMM" at any base of the hypervisor range with at
+//! least two leaves above it (Linux `xen_cpuid_base`); the priority is that
+//! base, so Xen at 0x4000_0100 beats the Viridian (Hyper-V) interface Xen
+//! puts at 0x4000_0000.
+//!
+//! Setup (each step documented in `docs/backends/xen.md`):
+//! 1. hypercall page: a platform page, filled with `int3`, registered
+//!    through the MSR of base+2 EBX, then checked stub by stub. Failing this
+//!    fails the whole backend (native is installed).
+//! 2. `xen_version`, logged. From here on `cpu.io_delay` (no-op),
+//!    `system.shutdown` (`SCHEDOP_shutdown`) and `cpu.halt`
+//!    (`SCHEDOP_block`) are owned.
+//! 3. shared_info mapped with `XENMEM_add_to_physmap`; vCPU 0's pvclock must
+//!    settle to an even version with a non-zero multiplier. Then
+//!    `time.monotonic_ns`, `time.tsc_frequency` and `irq.safe_halt` are
+//!    owned.
+//! 4. `VIRQ_TIMER` bound to an event channel and unmasked, `hvm_op` probed:
+//!    then the one-shot timer entries are owned (`timer_setup`, `timer_arm`,
+//!    `timer_cancel`, `timer_ack`).
+//! 5. runstate area registered: `time.steal_ns` is owned.
+//!
+//! A failing step 3–5 leaves its entries native and logs why.
+
+mod hypercall;
+mod shared;
+
+pub use hypercall::ready as hypercalls_ready;
+pub use hypercall::{
+    evtchn_bind_virq, evtchn_send, evtchn_unmask, hvm_get_param, hvm_set_param, sched_block,
+    sched_shutdown, sched_yield, vcpu_set_singleshot_timer, vcpu_stop_singleshot_timer,
+    xen_version,
+};
+
+use crate::{Backend, Detection, Environment, Platform, SetupError};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use pvops::patch::Patch;
+use pvops::slot;
+use pvops::system::ShutdownReason;
+use pvops::time::{TscFrequency, TscSource};
+use pvops_abi::xen as abi;
+use pvops_probe::{CpuidSource, HypervisorKind, Probe};
+
+/// The Xen backend.
+pub static XEN: Xen = Xen;
+
+/// The Xen backend's type.
+#[derive(Debug)]
+pub struct Xen;
+
+/// Hypercalls the backend uses; each stub is checked before the first call.
+const USED_HYPERCALLS: [u32; 6] = [
+    abi::hypercall::MEMORY_OP,
+    abi::hypercall::XEN_VERSION,
+    abi::hypercall::VCPU_OP,
+    abi::hypercall::SCHED_OP,
+    abi::hypercall::EVENT_CHANNEL_OP,
+    abi::hypercall::HVM_OP,
+];
+
+/// Attempts of the pvclock version-retry loop before "stuck odd".
+const PVCLOCK_TRIES: u32 = 100_000;
+/// Attempts on the hot path (the clock was seen settling at install).
+const PVCLOCK_TRIES_HOT: u32 = u32::MAX;
+/// Fill pattern of the hypercall page before registration (`int3`).
+const FILL: u8 = 0xcc;
+const NO_PORT: u32 = u32::MAX;
+
+static TIMER_PORT: AtomicU32 = AtomicU32::new(NO_PORT);
+/// The callback parameter could not be set in `timer_setup`: the timer
+/// entries forward to native.
+static TIMER_NATIVE: AtomicBool = AtomicBool::new(false);
+static LAST_NS: AtomicU64 = AtomicU64::new(0);
+static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+
+/// Finds the Xen interface in a probe: the first "XenVMMXenVMM" base with
+/// at least [`abi::MIN_LEAVES`] leaves, when CPUID.1:ECX.HV is set.
+pub fn find_base(probe: &Probe) -> Option<u32> {
+    if !probe.under_hypervisor() {
+        return None;
+    }
+    probe
+        .interfaces
+        .iter()
+        .find(|i| i.kind == HypervisorKind::Xen && i.leaf_count() >= abi::MIN_LEAVES)
+        .map(|i| i.base)
+}
+
+/// The Xen CPUID leaves, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaves {
+    /// The base leaf.
+    pub base: u32,
+    /// base+1.
+    pub version: abi::Version,
+    /// base+2.
+    pub hypercall: abi::HypercallLeaf,
+    /// base+3 sub-leaf 0, when the interface has that leaf.
+    pub time: Option<abi::TimeLeaf>,
+}
+
+/// Reads the leaves of the interface at `base` (with `max_leaf` its highest).
+pub fn read_leaves(cpuid: &dyn CpuidSource, base: u32, max_leaf: u32) -> Leaves {
+    let r = |off: u32| cpuid.cpuid(base + off, 0);
+    let v = r(abi::LEAF_VERSION);
+    let h = r(abi::LEAF_HYPERCALL);
+    let time = (max_leaf >= base + abi::LEAF_TIME).then(|| {
+        let t = r(abi::LEAF_TIME);
+        abi::TimeLeaf::from_regs(t.eax, t.ebx, t.ecx, t.edx)
+    });
+    Leaves {
+        base,
+        version: abi::Version::from_eax(v.eax),
+        hypercall: abi::HypercallLeaf::from_regs(h.eax, h.ebx, h.ecx, h.edx),
+        time,
+    }
+}
+
+impl Backend for Xen {
+    fn name(&self) -> &'static str {
+        "xen"
+    }
+
+    fn description(&self) -> &'static str {
+        "Xen HVM: hypercall page, pvclock from shared_info, VIRQ_TIMER single-shot timer, \
+         SCHEDOP_block idle, runstate steal time, SCHEDOP_shutdown"
+    }
+
+    fn detect(&self, env: &Environment<'_>) -> Option<Detection> {
+        find_base(env.probe).map(|base| Detection {
+            priority: base,
+            reason: "\"XenVMMXenVMM\" CPUID signature",
+            base: Some(base),
+        })
+    }
+
+    fn install(
+        &self,
+        env: &Environment<'_>,
+        patch: &mut Patch,
+        platform: &mut dyn Platform,
+    ) -> Result<(), SetupError> {
+        let base = find_base(env.probe).ok_or(SetupError {
+            step: "detect",
+            detail: "no Xen interface with two leaves",
+        })?;
+        let max_leaf = env
+            .probe
+            .interfaces
+            .iter()
+            .find(|i| i.base == base)
+            .map_or(base + abi::MIN_LEAVES, |i| i.max_leaf);
+        let leaves = read_leaves(env.cpuid, base, max_leaf);
+        log::info!(
+            "xen: CPUID base {:#x}, version {}.{} (CPUID), {} hypercall page(s) via MSR {:#x}",
+            base,
+            leaves.version.major,
+            leaves.version.minor,
+            leaves.hypercall.pages,
+            leaves.hypercall.msr
+        );
+        if let Some(t) = leaves.time {
+            log::info!(
+                "xen: TSC mode {}, flags {:#x}, guest TSC {} kHz",
+                t.tsc_mode,
+                t.flags,
+                t.guest_tsc_khz
+            );
+        }
+
+        // 1. Hypercall page.
+        setup_hypercall_page(&leaves.hypercall, platform)?;
+        // 2. A first hypercall.
+        match hypercall::xen_version() {
+            Ok(v) => log::info!("xen: xen_version says {}.{}", v.major, v.minor),
+            Err(rc) => {
+                return Err(SetupError {
+                    step: "hypercall page",
+                    detail: errno_detail(rc, "xen_version failed"),
+                })
+            }
+        }
+        patch.set(slot::CPU_IO_DELAY, io_delay);
+        patch.set(slot::SYSTEM_SHUTDOWN, shutdown);
+        patch.set(slot::CPU_HALT, halt);
+
+        // 3. shared_info and pvclock.
+        if let Err(e) = setup_shared_info(platform) {
+            log::warn!("xen: {}; clock, timer and idle stay native", e);
+            return Ok(());
+        }
+        patch.set(slot::TIME_MONOTONIC_NS, monotonic_ns);
+        patch.set(slot::TIME_TSC_FREQUENCY, tsc_frequency);
+        patch.set(slot::IRQ_SAFE_HALT, safe_halt);
+
+        // 4. Timer event channel.
+        match setup_timer_channel() {
+            Ok(port) => {
+                TIMER_PORT.store(port, Ordering::Relaxed);
+                patch.set(slot::TIME_TIMER_SETUP, timer_setup);
+                patch.set(slot::TIME_TIMER_ARM, timer_arm);
+                patch.set(slot::TIME_TIMER_CANCEL, timer_cancel);
+                patch.set(slot::TIME_TIMER_ACK, timer_ack);
+                log::info!("xen: VIRQ_TIMER bound to event channel {}", port);
+            }
+            Err(e) => log::warn!("xen: {}; the one-shot timer stays native", e),
+        }
+
+        // 5. Runstate area.
+        match setup_runstate(platform) {
+            Ok(()) => patch.set(slot::TIME_STEAL_NS, steal_ns),
+            Err(e) => log::warn!("xen: {}; steal time stays native (0)", e),
+        }
+        Ok(())
+    }
+}
+
+fn errno_detail(rc: i64, fallback: &'static str) -> &'static str {
+    match -rc {
+        abi::errno::ENOSYS => "hypercall not implemented (-ENOSYS)",
+        abi::errno::EINVAL => "hypervisor answered -EINVAL",
+        abi::errno::EFAULT => "hypervisor answered -EFAULT",
+        abi::errno::EPERM => "hypervisor answered -EPERM",
+        abi::errno::EEXIST => "hypervisor answered -EEXIST",
+        _ => fallback,
+    }
+}
+
+fn setup_hypercall_page(
+    leaf: &abi::HypercallLeaf,
+    platform: &mut dyn Platform,
+) -> Result<(), SetupError> {
+    let err = |detail| SetupError {
+        step: "hypercall page",
+        detail,
+    };
+    if !leaf.usable() {
+        return Err(err("CPUID base+2 reports no page or no MSR"));
+    }
+    let page = platform
+        .alloc_shared_page()
+        .ok_or(err("the platform has no page to give"))?;
+    let p = page.virt.as_ptr();
+    // SAFETY: the platform lends a mapped, writable 4 KiB page for good.
+    unsafe { core::ptr::write_bytes(p, FILL, 4096) };
+    // Page index 0 in the low 12 bits (arch-x86/cpuid.h leaf 3; Linux
+    // `xen_hvm_init_hypercall_page`).
+    // SAFETY: the MSR is the one Xen names in base+2 EBX for exactly this
+    // write; the page is ours for good, so Xen overlaying it is harmless.
+    unsafe { pvops::cpu::write_msr(leaf.msr, page.phys) };
+    let mut stub = [0u8; abi::HYPERCALL_STUB_SIZE];
+    for nr in USED_HYPERCALLS {
+        for (i, b) in stub.iter_mut().enumerate() {
+            // SAFETY: `nr * 32 + i < 4096`: inside the page; volatile
+            // because the hypervisor wrote it behind the compiler's back.
+            *b = unsafe {
+                p.add(nr as usize * abi::HYPERCALL_STUB_SIZE + i)
+                    .read_volatile()
+            };
+        }
+        if !abi::stub_is_filled(&stub, nr) {
+            return Err(err("the hypervisor did not fill the page"));
+        }
+    }
+    // SAFETY: a mapped, executable (platform contract) page whose stubs were
+    // just checked, lent for the rest of the kernel's life.
+    unsafe { hypercall::set_page(p) };
+    Ok(())
+}
+
+fn setup_shared_info(platform: &mut dyn Platform) -> Result<(), SetupError> {
+    let err = |detail| SetupError {
+        step: "shared_info",
+        detail,
+    };
+    let page = platform
+        .alloc_shared_page()
+        .ok_or(err("the platform has no page to give"))?;
+    hypercall::add_shared_info_to_physmap(page.phys >> 12)
+        .map_err(|rc| err(errno_detail(rc, "XENMEM_add_to_physmap failed")))?;
+    // SAFETY: Xen now backs this guest frame with shared_info; the page is
+    // the platform's mapping of it, lent for good.
+    unsafe { shared::set_shared_info(page.virt.as_ptr()) };
+    let (t, _) = shared::read_time(PVCLOCK_TRIES).map_err(|_| SetupError {
+        step: "pvclock",
+        detail: "version stuck odd",
+    })?;
+    if t.tsc_to_system_mul == 0 {
+        return Err(SetupError {
+            step: "pvclock",
+            detail: "vcpu_time_info not published (multiplier 0)",
+        });
+    }
+    let khz = t.tsc_khz();
+    TSC_KHZ.store(khz, Ordering::Relaxed);
+    log::info!(
+        "xen: pvclock version {}, TSC {} kHz (mul {:#x}, shift {}), flags {:#x}",
+        t.version,
+        khz,
+        t.tsc_to_system_mul,
+        t.tsc_shift,
+        t.flags
+    );
+    Ok(())
+}
+
+fn setup_timer_channel() -> Result<u32, SetupError> {
+    let step = "event channel";
+    // hvm_op must work for timer_setup's HVMOP_set_param later.
+    hypercall::hvm_get_param(abi::HVM_PARAM_CALLBACK_IRQ).map_err(|rc| SetupError {
+        step: "hvm_op",
+        detail: errno_detail(rc, "HVMOP_get_param failed"),
+    })?;
+    let port = hypercall::evtchn_bind_virq(abi::VIRQ_TIMER, 0).map_err(|rc| SetupError {
+        step,
+        detail: errno_detail(rc, "EVTCHNOP_bind_virq(VIRQ_TIMER) failed"),
+    })?;
+    if port >= abi::EVTCHN_2L_NR_CHANNELS {
+        return Err(SetupError {
+            step,
+            detail: "port outside the 2-level ABI",
+        });
+    }
+    hypercall::evtchn_unmask(port).map_err(|rc| SetupError {
+        step,
+        detail: errno_detail(rc, "EVTCHNOP_unmask failed"),
+    })?;
+    Ok(port)
+}
+
+fn setup_runstate(platform: &mut dyn Platform) -> Result<(), SetupError> {
+    let err = |detail| SetupError {
+        step: "runstate",
+        detail,
+    };
+    let page = platform
+        .alloc_shared_page()
+        .ok_or(err("the platform has no page to give"))?;
+    let area = page.virt.as_ptr().cast::<abi::VcpuRunstateInfo>();
+    // SAFETY: a zeroed, page-aligned page lent for good, used only for this.
+    unsafe { hypercall::vcpu_register_runstate_memory_area(0, area as u64) }.map_err(|rc| {
+        err(errno_detail(
+            rc,
+            "VCPUOP_register_runstate_memory_area failed",
+        ))
+    })?;
+    // SAFETY: registered just now; aligned and live for good.
+    unsafe { shared::set_runstate(area) };
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Table entries
+// ---------------------------------------------------------------------------
+
+/// `cpu.io_delay`: there is no legacy bus to wait for.
+fn io_delay() {}
+
+/// `cpu.halt`: `SCHEDOP_block`, interrupt flag unchanged. With IF set this
+/// is `hlt`; with IF clear it waits for the next event instead of taking
+/// the vCPU down as an HVM `hlt` with IF clear does (Xen `hvm_hlt`).
+fn halt() {
+    let _ = hypercall::sched_block();
+}
+
+/// `irq.safe_halt`: see `docs/backends/xen.md`, "Idle". An event already
+/// pending on vCPU 0 is taken at once (no exit); otherwise `sti; hlt`,
+/// which Xen's `hvm_hlt` turns into `vcpu_block_enable_events()` — the body
+/// of `SCHEDOP_block` — after retiring the `hlt`, i.e. with the STI shadow
+/// gone, so a pending interrupt prevents the block. A `SCHEDOP_block`
+/// VMCALL cannot be made atomic with `sti`.
+fn safe_halt() {
+    if shared::upcall_pending() {
+        pvops::native::irq::enable();
+    } else {
+        pvops::native::irq::safe_halt();
+    }
+}
+
+/// `time.monotonic_ns`: pvclock system time, never going backwards.
+fn monotonic_ns() -> u64 {
+    match shared::read_time(PVCLOCK_TRIES_HOT) {
+        Ok((t, tsc)) => {
+            let now = t.ns_at(tsc);
+            let prev = LAST_NS.fetch_max(now, Ordering::Relaxed);
+            now.max(prev)
+        }
+        Err(_) => LAST_NS.load(Ordering::Relaxed),
+    }
+}
+
+/// `time.tsc_frequency`: from the pvclock multiplier and shift.
+fn tsc_frequency() -> TscFrequency {
+    TscFrequency {
+        khz: TSC_KHZ.load(Ordering::Relaxed),
+        source: TscSource::Pvclock,
+    }
+}
+
+/// `time.timer_setup`: route event-channel upcalls to `vector`.
+fn timer_setup(vector: u8) {
+    match hypercall::hvm_set_param(
+        abi::HVM_PARAM_CALLBACK_IRQ,
+        abi::callback_via_vector(vector),
+    ) {
+        Ok(()) => TIMER_NATIVE.store(false, Ordering::Relaxed),
+        Err(rc) => {
+            log::error!(
+                "xen: HVMOP_set_param(CALLBACK_IRQ) failed ({}); using the native timer",
+                abi::errno::name(rc)
+            );
+            TIMER_NATIVE.store(true, Ordering::Relaxed);
+            pvops::native::time::timer_setup(vector);
+        }
+    }
+}
+
+/// `time.timer_arm`: `VCPUOP_set_singleshot_timer` at pvclock now + delta.
+fn timer_arm(delta_ns: u64) {
+    if TIMER_NATIVE.load(Ordering::Relaxed) {
+        return pvops::native::time::timer_arm(delta_ns);
+    }
+    let now = match shared::read_time(PVCLOCK_TRIES_HOT) {
+        Ok((t, tsc)) => t.ns_at(tsc),
+        Err(_) => LAST_NS.load(Ordering::Relaxed),
+    };
+    // No VCPU_SSHOTTMR_future: a deadline already passed fires at once.
+    if let Err(rc) = hypercall::vcpu_set_singleshot_timer(0, now.saturating_add(delta_ns.max(1)), 0)
+    {
+        log::error!(
+            "xen: set_singleshot_timer failed ({})",
+            abi::errno::name(rc)
+        );
+    }
+}
+
+/// `time.timer_cancel`: `VCPUOP_stop_singleshot_timer`.
+fn timer_cancel() {
+    if TIMER_NATIVE.load(Ordering::Relaxed) {
+        return pvops::native::time::timer_cancel();
+    }
+    let _ = hypercall::vcpu_stop_singleshot_timer(0);
+}
+
+/// `time.timer_ack`: clear the upcall flag and the timer port's pending bit
+/// (Xen re-injects the callback vector while `evtchn_upcall_pending` is
+/// set). The APIC EOI stays native: a callback-vector upcall does not go
+/// through the local APIC, so the kernel's EOI after it has no in-service
+/// interrupt to retire.
+fn timer_ack() {
+    if TIMER_NATIVE.load(Ordering::Relaxed) {
+        return pvops::native::time::timer_ack();
+    }
+    let port = TIMER_PORT.load(Ordering::Relaxed);
+    if port != NO_PORT {
+        shared::ack_port(port);
+    }
+}
+
+/// `time.steal_ns`: runnable + offline time from the runstate area.
+fn steal_ns() -> u64 {
+    shared::steal_ns().unwrap_or(0)
+}
+
+/// `system.shutdown`: `SCHEDOP_shutdown` with poweroff or crash.
+fn shutdown(reason: ShutdownReason) {
+    let code = match reason {
+        ShutdownReason::PowerOff => abi::SHUTDOWN_POWEROFF,
+        ShutdownReason::Crash => abi::SHUTDOWN_CRASH,
+    };
+    if let Err(rc) = hypercall::sched_shutdown(code) {
+        log::error!(
+            "xen: SCHEDOP_shutdown failed ({}); trying native",
+            abi::errno::name(rc)
+        );
+        pvops::native::system::shutdown(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests;

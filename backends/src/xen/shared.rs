@@ -1,0 +1,186 @@
+//! Accessors for the memory Xen writes: shared_info (vCPU 0's `vcpu_info`,
+//! its pvclock, the event-channel words) and the runstate area.
+//!
+//! Xen updates these concurrently with the guest, so every read is volatile
+//! or atomic; the pvclock and runstate reads follow their seqlock protocols
+//! with fences. The unsafe code of the backend outside the hypercall leaf
+//! is here.
+
+use core::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use pvops_abi::pvclock::VcpuTimeInfo;
+use pvops_abi::xen::{self as abi, VcpuInfo, VcpuRunstateInfo};
+
+static SHARED_INFO: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+static RUNSTATE: AtomicPtr<VcpuRunstateInfo> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Records where shared_info is mapped.
+///
+/// # Safety
+///
+/// `page` must be the 4 KiB mapping of the guest frame Xen placed
+/// shared_info at, valid for the rest of the kernel's life and used for
+/// nothing else.
+pub(super) unsafe fn set_shared_info(page: *mut u8) {
+    SHARED_INFO.store(page, Ordering::Release);
+}
+
+/// Records where the runstate area is.
+///
+/// # Safety
+///
+/// `area` must be a registered, 8-byte aligned runstate area valid for the
+/// rest of the kernel's life.
+pub(super) unsafe fn set_runstate(area: *mut VcpuRunstateInfo) {
+    RUNSTATE.store(area, Ordering::Release);
+}
+
+fn shared() -> Option<*mut u8> {
+    let p = SHARED_INFO.load(Ordering::Acquire);
+    (!p.is_null()).then_some(p)
+}
+
+fn vcpu0() -> Option<*mut VcpuInfo> {
+    // vcpu_info[0] is at offset 0; the page is 4 KiB aligned.
+    shared().map(|p| p.wrapping_add(abi::vcpu_info_offset(0)).cast::<VcpuInfo>())
+}
+
+/// Why a pvclock read failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ClockError {
+    /// shared_info is not mapped.
+    NotMapped,
+    /// The version stayed odd for the whole retry budget.
+    StuckOdd,
+}
+
+/// A consistent copy of vCPU 0's pvclock and the TSC read with it, by the
+/// version-retry protocol (xen.h `vcpu_time_info` comment; Linux
+/// `pvclock_clocksource_read`): retry while the version is odd or changed.
+/// Gives up after `tries` attempts.
+pub(super) fn read_time(tries: u32) -> Result<(VcpuTimeInfo, u64), ClockError> {
+    let vi = vcpu0().ok_or(ClockError::NotMapped)?;
+    // `time` is at offset 32 of vcpu_info (checked in pvops-abi).
+    let t = vi
+        .cast::<u8>()
+        .wrapping_add(core::mem::offset_of!(VcpuInfo, time))
+        .cast::<VcpuTimeInfo>();
+    for _ in 0..tries {
+        // SAFETY: `t` points into the live shared_info page (see
+        // `set_shared_info`), 8-byte aligned; Xen writes it concurrently, so
+        // every field is read volatile.
+        let v1 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
+        if v1 & 1 != 0 {
+            core::hint::spin_loop();
+            continue;
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let snap = unsafe { t.read_volatile() };
+        // RDTSC is not ordered by the fences; LFENCE before it keeps it from
+        // running ahead of the field reads (Linux uses rdtsc_ordered()).
+        let tsc = ordered_tsc();
+        fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let v2 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
+        if v1 == v2 {
+            return Ok((
+                VcpuTimeInfo {
+                    version: v1,
+                    ..snap
+                },
+                tsc,
+            ));
+        }
+    }
+    Err(ClockError::StuckOdd)
+}
+
+fn ordered_tsc() -> u64 {
+    // SAFETY: LFENCE and RDTSC have no memory effects; the kernel runs at
+    // CPL 0 so RDTSC cannot fault on CR4.TSD.
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+/// Whether vCPU 0 has an event upcall pending.
+pub(super) fn upcall_pending() -> bool {
+    match vcpu0() {
+        // SAFETY: the byte is inside the live shared_info page; atomics on
+        // shared memory Xen also writes are how Linux treats it.
+        Some(vi) => unsafe {
+            AtomicU8::from_ptr(core::ptr::addr_of_mut!((*vi).evtchn_upcall_pending))
+                .load(Ordering::Acquire)
+                != 0
+        },
+        None => false,
+    }
+}
+
+/// Acknowledges an upcall on vCPU 0 and consumes `port`'s pending bit:
+/// clears `evtchn_upcall_pending`, takes the selector with an exchange,
+/// clears the port's bit if it was pending and unmasked, and puts back the
+/// selector bits of other words (and of the port's word when other unmasked
+/// ports there are pending) so nothing is forgotten. Returns whether the
+/// port was pending (and unmasked).
+pub(super) fn ack_port(port: u32) -> bool {
+    let (Some(page), Some(vi)) = (shared(), vcpu0()) else {
+        return false;
+    };
+    let (word, bit) = abi::port_word_bit(port);
+    if word >= 64 {
+        return false;
+    }
+    // SAFETY: every pointer below lies inside the live shared_info page at
+    // the offsets fixed by the ABI (checked in pvops-abi), naturally aligned;
+    // Xen updates these words with locked instructions, so atomics are the
+    // right access (Linux: xchg on pending_sel, lock and on pending).
+    unsafe {
+        AtomicU8::from_ptr(core::ptr::addr_of_mut!((*vi).evtchn_upcall_pending))
+            .store(0, Ordering::SeqCst);
+        let sel = AtomicU64::from_ptr(core::ptr::addr_of_mut!((*vi).evtchn_pending_sel));
+        let taken = sel.swap(0, Ordering::SeqCst);
+        let pending = AtomicU64::from_ptr(page.add(abi::evtchn_pending_offset(word)).cast::<u64>());
+        let mask = AtomicU64::from_ptr(page.add(abi::evtchn_mask_offset(word)).cast::<u64>());
+        let scan = abi::scan_port(
+            taken,
+            pending.load(Ordering::SeqCst),
+            mask.load(Ordering::SeqCst),
+            port,
+        );
+        let hit = scan.pending && !scan.masked;
+        if hit {
+            pending.fetch_and(!(1u64 << bit), Ordering::SeqCst);
+        }
+        if scan.pending_sel_rest != 0 {
+            sel.fetch_or(scan.pending_sel_rest, Ordering::SeqCst);
+        }
+        hit
+    }
+}
+
+/// Stolen time from the runstate area (runnable + offline), read
+/// consistently: `state_entry_time` before and after the copy must match
+/// and not carry `XEN_RUNSTATE_UPDATE` (Linux
+/// `xen_get_runstate_snapshot_cpu_delta`). `None` when not registered.
+pub(super) fn steal_ns() -> Option<u64> {
+    let r = RUNSTATE.load(Ordering::Acquire);
+    if r.is_null() {
+        return None;
+    }
+    loop {
+        // SAFETY: `set_runstate`'s contract: a live, aligned area Xen writes.
+        let before = unsafe { core::ptr::addr_of!((*r).state_entry_time).read_volatile() };
+        fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let snap = unsafe { r.read_volatile() };
+        fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let after = unsafe { core::ptr::addr_of!((*r).state_entry_time).read_volatile() };
+        if before == after && before & abi::XEN_RUNSTATE_UPDATE == 0 {
+            return Some(snap.steal_ns());
+        }
+        core::hint::spin_loop();
+    }
+}
