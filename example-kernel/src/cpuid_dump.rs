@@ -84,7 +84,11 @@ pub fn dump() {
         let r = c.cpuid(base, 0);
         let zero = r == CpuidResult::default();
         if !zero && r != mirror {
-            let last = if r.eax > base && r.eax - base < MAX_LEAVES { r.eax } else { base };
+            let last = if r.eax > base && r.eax - base < MAX_LEAVES {
+                r.eax
+            } else {
+                base
+            };
             for leaf in base..=last {
                 line(leaf, 0, c.cpuid(leaf, 0));
             }

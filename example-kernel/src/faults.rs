@@ -51,13 +51,14 @@ pub fn run(kind: &str, tally: &mut Tally) {
         }
         "none" | "" => {}
         other => {
-            let o: Outcome = Err(text!("unknown fault kind '{other}' (known: {:?})", KINDS));
+            let o: Outcome =
+                crate::selftest::fail(text!("unknown fault kind '{other}' (known: {:?})", KINDS));
             tally.report("fault.unknown-kind", &o);
         }
     }
 }
 
-/// A zero-limit IDT, then INT3: the #BP cannot be delivered, nor the #GP
+/// A zero-limit IDT, then UD2: the #UD cannot be delivered, nor the #GP
 /// (or #DF) that follows, so the CPU shuts down (triple fault).
 fn triple() -> ! {
     let empty = x86::dtables::DescriptorTablePointer::<u64> {
@@ -68,8 +69,8 @@ fn triple() -> ! {
     // SAFETY: deliberately invalid: the point is the triple fault. Nothing
     // runs after it (the machine resets or the hypervisor stops the guest).
     unsafe { pvops::cpu::load_idt(&empty) };
-    arch::int3();
-    bootkit::println!("fault=triple: still alive after INT3 with an empty IDT");
+    arch::ud2();
+    bootkit::println!("fault=triple: still alive after UD2 with an empty IDT");
     bootkit::exit::exit(bootkit::ExitCode::Fail)
 }
 
@@ -78,15 +79,21 @@ fn bad_memory() -> Outcome {
     // uncached); with no RAM or device there, the read returns whatever the
     // bus gives (all ones on QEMU) or traps to the hypervisor.
     let v = unsafe { arch::read_phys(BAD_MEMORY_PA) };
-    Ok(text!("read {BAD_MEMORY_PA:#x} (beyond RAM) = {v:#x}; not stopped"))
+    crate::selftest::check(
+        true,
+        text!("read {BAD_MEMORY_PA:#x} (beyond RAM) = {v:#x}; not stopped"),
+    )
 }
 
 fn unknown_hypercall() -> Outcome {
     let Some(mv) = Microvisor::detect() else {
-        return Err(text!("no microvisor"));
+        return crate::selftest::fail(text!("no microvisor"));
     };
     let r = mv.call(0xdead, [0; 3]);
-    crate::selftest::check(r == ERR_UNKNOWN, text!("code 0xdead returned {r} (expected {ERR_UNKNOWN})"))
+    crate::selftest::check(
+        r == ERR_UNKNOWN,
+        text!("code 0xdead returned {r} (expected {ERR_UNKNOWN})"),
+    )
 }
 
 /// Guest-physical address far outside any guest RAM.
@@ -94,7 +101,7 @@ const BAD_POINTER: u64 = 0xffff_f000_0000;
 
 fn bad_hypercall_pointer() -> Outcome {
     let Some(mv) = Microvisor::detect() else {
-        return Err(text!("no microvisor"));
+        return crate::selftest::fail(text!("no microvisor"));
     };
     let r = mv.call(code::COUNTERS_COPY, [BAD_POINTER, 4096, 0]);
     crate::selftest::check(
@@ -119,7 +126,10 @@ fn bad_msr() -> Outcome {
     let v = arch::rdmsr_expect_fault(BAD_MSR);
     idt::set_handler(13, old);
     let taken = GP_TAKEN.load(Ordering::SeqCst) - before;
-    crate::selftest::check(taken == 1, text!("RDMSR {BAD_MSR:#x}: #GP taken {taken} time(s), value {v:#x}"))
+    crate::selftest::check(
+        taken == 1,
+        text!("RDMSR {BAD_MSR:#x}: #GP taken {taken} time(s), value {v:#x}"),
+    )
 }
 
 /// An I/O port with no device on a PC.
@@ -127,5 +137,8 @@ const BAD_PORT: u16 = 0x1234;
 
 fn bad_port() -> Outcome {
     let v = arch::inb_unused(BAD_PORT);
-    crate::selftest::check(v == 0xff, text!("IN from port {BAD_PORT:#x} read {v:#x} (expected 0xff)"))
+    crate::selftest::check(
+        v == 0xff,
+        text!("IN from port {BAD_PORT:#x} read {v:#x} (expected 0xff)"),
+    )
 }

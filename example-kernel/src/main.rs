@@ -40,7 +40,10 @@ fn kmain(start_info_paddr: u64) -> ! {
         Err(e) => panic!("hvm_start_info at {start_info_paddr:#x}: {e}"),
     };
     let cmdline = si.cmdline();
-    if let Some(level) = si.cmdline_value("loglevel").and_then(bootkit::logger::parse_level) {
+    if let Some(level) = si
+        .cmdline_value("loglevel")
+        .and_then(bootkit::logger::parse_level)
+    {
         log::set_max_level(level);
     }
     println!();
@@ -117,8 +120,17 @@ fn kmain(start_info_paddr: u64) -> ! {
         tally.total,
         verdict.to_ascii_uppercase_str()
     );
-    record!("done", passed = tally.passed, total = tally.total, verdict = verdict);
-    pvops::system::shutdown(if pass { ShutdownReason::PowerOff } else { ShutdownReason::Crash });
+    record!(
+        "done",
+        passed = tally.passed,
+        total = tally.total,
+        verdict = verdict
+    );
+    pvops::system::shutdown(if pass {
+        ShutdownReason::PowerOff
+    } else {
+        ShutdownReason::Crash
+    });
     // The native shutdown hook exits; a backend's shutdown might return.
     bootkit::exit::exit(if pass { ExitCode::Pass } else { ExitCode::Fail })
 }
@@ -209,7 +221,10 @@ fn report(init: &pvops_backends::InitReport) {
     if let Some(e) = &init.fallback {
         let _ = core::fmt::Write::write_fmt(
             &mut reason,
-            format_args!("; backend '{}' setup failed ({e}), fell back to native", sel.backend.name()),
+            format_args!(
+                "; backend '{}' setup failed ({e}), fell back to native",
+                sel.backend.name()
+            ),
         );
     }
     println!();
@@ -229,7 +244,11 @@ fn report(init: &pvops_backends::InitReport) {
         tsc.khz,
         tsc.source.name(),
         pvops::time::apic_timer_khz(),
-        if pvops::native::time::uses_tsc_deadline() { "tsc-deadline" } else { "one-shot" }
+        if pvops::native::time::uses_tsc_deadline() {
+            "tsc-deadline"
+        } else {
+            "one-shot"
+        }
     );
     record!("tsc", khz = tsc.khz, source = tsc.source.name());
     println!();
@@ -237,5 +256,14 @@ fn report(init: &pvops_backends::InitReport) {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static REPORTING: AtomicBool = AtomicBool::new(false);
+    // Hand the message to the hypervisor's crash channel, if the backend
+    // has one (natively a no-op), unless that itself panicked.
+    if !REPORTING.swap(true, Ordering::SeqCst) {
+        let mut msg = text::Text::<256>::new();
+        let _ = core::fmt::Write::write_fmt(&mut msg, format_args!("{}", info.message()));
+        pvops::system::report_crash(msg.as_str());
+    }
     bootkit::panic::handle(info, ExitCode::Fail)
 }
