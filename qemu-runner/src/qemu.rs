@@ -264,7 +264,8 @@ mod tests {
         let i = a.iter().position(|s| s == "-append").unwrap();
         assert_eq!(a[i + 1], "persona=none watchdog_ms=3000 -- fault=hang");
         let kvm = strs(&args(find("kvm").unwrap(), &images, "dump=cpuid"));
-        assert_eq!(kvm[..4], ["-accel", "kvm", "-cpu", "host"]);
+        assert_eq!(kvm[..3], ["-accel", "kvm", "-cpu"]);
+        assert!(kvm[3].starts_with("host"));
         assert_eq!(kvm.last().unwrap(), "dump=cpuid");
     }
 

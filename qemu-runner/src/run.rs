@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct RawRun {
     /// Exit status; `None` when killed (timeout) or ended by a signal.
     pub status: Option<i32>,
+    /// The signal that ended QEMU, when one did (and it was not our kill).
+    pub signal: Option<i32>,
     /// Whether the timeout expired and QEMU was killed.
     pub timed_out: bool,
     /// Everything the guest wrote to the serial port.
@@ -158,8 +160,10 @@ pub fn run_with_timeout(
     }
     let _ = reader.join();
     let stderr = err_reader.join().unwrap_or_default();
+    use std::os::unix::process::ExitStatusExt;
     Ok(RawRun {
         status: if timed_out { None } else { status.code() },
+        signal: if timed_out { None } else { status.signal() },
         timed_out,
         serial,
         stderr,

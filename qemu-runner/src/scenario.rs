@@ -213,6 +213,10 @@ pub const ALL: &[Scenario] = &[
         name: "kvm",
         description: "KVM (-cpu host), example kernel booted directly",
         accel: Accel::Kvm,
+        // QEMU 7.2 aborts ("failed to set MSR 0x10a") when a nested KVM host
+        // (e.g. an AMD EPYC cloud VM) reports IA32_ARCH_CAPABILITIES; the
+        // guest does not need that MSR, so it is left out.
+        cpu: Some("host,-arch-capabilities"),
         requires: &[Requirement::Kvm],
         expect: Expect {
             hypervisor: Some("kvm"),
@@ -414,6 +418,8 @@ mod tests {
         assert_eq!(mv.iter().filter(|s| s.name == "microvisor:bare").count(), 1);
         let err = select(&["nope".into()]).unwrap_err();
         assert!(err.contains("nope") && err.contains("tcg"));
-        assert_eq!(select(&["kvm".into()]).unwrap()[0].cpu_model(), "host");
+        assert!(select(&["kvm".into()]).unwrap()[0]
+            .cpu_model()
+            .starts_with("host"));
     }
 }

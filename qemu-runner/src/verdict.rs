@@ -23,7 +23,11 @@ pub fn judge(scenario: &Scenario, raw: &RawRun, r: &BootResult) -> Vec<String> {
         ));
     } else {
         match raw.status {
-            None => f.push("QEMU was killed by a signal".to_string()),
+            None => f.push(format!(
+                "QEMU was killed by signal {}: {}",
+                raw.signal.map_or("?".to_string(), |s| s.to_string()),
+                last_stderr_line(raw)
+            )),
             Some(0) => f.push(
                 "QEMU exited with status 0: the machine reset (a triple fault under -no-reboot) \
                  or QEMU quit without an exit code"
@@ -39,7 +43,7 @@ pub fn judge(scenario: &Scenario, raw: &RawRun, r: &BootResult) -> Vec<String> {
                 )),
                 None => f.push(format!(
                     "QEMU exited with status {s}, which is no pvops exit code (QEMU error?): {}",
-                    raw.stderr.lines().next().unwrap_or("").trim()
+                    last_stderr_line(raw)
                 )),
             },
         }
@@ -156,6 +160,16 @@ pub fn judge(scenario: &Scenario, raw: &RawRun, r: &BootResult) -> Vec<String> {
     f
 }
 
+/// QEMU's first error line (the first line mentioning "error", else the
+/// last non-empty line of its stderr).
+fn last_stderr_line(raw: &RawRun) -> &str {
+    let lines = || raw.stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.contains("error"))
+        .or_else(|| lines().last())
+        .unwrap_or("(no stderr)")
+}
+
 /// The exit code a QEMU status maps to, by name (for reports).
 pub fn status_name(status: Option<i32>) -> String {
     match status {
@@ -184,6 +198,7 @@ mod tests {
     fn raw(status: Option<i32>, serial: &str) -> RawRun {
         RawRun {
             status,
+            signal: None,
             timed_out: false,
             serial: serial.to_string(),
             stderr: String::new(),
@@ -209,6 +224,14 @@ mod tests {
         assert!(f[0].contains("exit code fail"), "{f:?}");
         let f = judge_text("tcg", Some(1), GOOD_TCG);
         assert!(f[0].contains("no pvops exit code"), "{f:?}");
+        let mut crashed = raw(None, GOOD_TCG);
+        crashed.signal = Some(6);
+        crashed.stderr = "qemu: error: failed to set MSR 0x10a\nqemu: Assertion failed.\n".into();
+        let f = judge(find("tcg").unwrap(), &crashed, &BootResult::parse(GOOD_TCG));
+        assert_eq!(
+            f,
+            ["QEMU was killed by signal 6: qemu: error: failed to set MSR 0x10a"]
+        );
         let f = judge_text("kvm", Some(33), GOOD_TCG);
         assert_eq!(f, ["hypervisor Some(\"qemu-tcg\"), expected \"kvm\""]);
         let failing = GOOD_TCG.replace(
