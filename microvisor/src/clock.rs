@@ -40,7 +40,7 @@ impl Clock {
     }
 
     /// Milliseconds in `ticks` TSC ticks.
-    pub fn to_ms(&self, ticks: u64) -> u64 {
+    pub fn millis(&self, ticks: u64) -> u64 {
         ticks / self.tsc_khz
     }
 

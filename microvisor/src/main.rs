@@ -61,6 +61,7 @@ fn setup_error(args: core::fmt::Arguments<'_>) -> End {
 }
 
 /// Everything up to the first VMRUN.
+#[allow(clippy::result_large_err)] // See `End`: no heap to box it in.
 fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     // SAFETY: QEMU's PVH loader passed this address in EBX; the structure,
     // command line, module list and module stay untouched (guest RAM is
@@ -70,7 +71,7 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     let cfg = config::parse(info.cmdline())
         .map_err(|e| setup_error(format_args!("command line: {}: {:?}", e.what, e.token)))?;
     mvlog!("pvops microvisor; command line {:?}", info.cmdline());
-    let persona = personas::select(cfg.persona).ok_or_else(|| {
+    let mut persona = personas::select(cfg.persona).ok_or_else(|| {
         setup_error(format_args!(
             "unknown persona {:?} (known: {:?})",
             cfg.persona,
@@ -133,9 +134,18 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     );
     mvlog!("guest command line {:?}", cfg.guest_cmdline);
 
+    let persona_name = persona.get().name();
+    for page in persona.get().shared_pages() {
+        mvlog!(
+            "persona page {}: gpa {:#x}, {} page(s)",
+            page.name,
+            page.gpa,
+            page.pages
+        );
+    }
     let vcpu = vcpu::setup::build(mem, loaded.entry, persona, clock, cfg.watchdog_ms)
         .map_err(|e| setup_error(format_args!("{e}")))?;
-    report::start(cfg.persona, cfg.guest_ram_mib);
+    report::start(persona_name, cfg.guest_ram_mib);
     Ok(vcpu)
 }
 

@@ -27,6 +27,8 @@ impl<T> TakeOnce<T> {
     }
 
     /// The unique mutable reference, or `None` if it was already taken.
+    // The atomic flag, not the borrow checker, makes the `&mut` unique.
+    #[allow(clippy::mut_from_ref)]
     pub fn take(&'static self) -> Option<&'static mut T> {
         if self.taken.swap(true, Ordering::AcqRel) {
             return None;

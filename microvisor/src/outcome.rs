@@ -46,6 +46,8 @@ impl FaultKind {
 }
 
 /// The end of a run.
+// The detail text is inline: the microvisor has no heap to box it in.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum End {
     /// The guest wrote `value` (`size` bytes) to the debug-exit port.

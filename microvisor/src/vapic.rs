@@ -25,7 +25,6 @@ const BASE_EN: u64 = 1 << 11;
 const BASE_ADDR: u64 = 0xFEE0_0000;
 const LVT_MASK: u32 = 1 << 16;
 const TIMER_MODE_SHIFT: u32 = 17;
-const TIMER_ONESHOT: u32 = 0;
 const TIMER_PERIODIC: u32 = 1;
 const TIMER_TSC_DEADLINE: u32 = 2;
 /// APIC version register: version 0x14, max LVT entry 5 (six LVTs), as

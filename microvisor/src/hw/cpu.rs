@@ -59,15 +59,3 @@ pub fn wait_for_interrupt() {
     // LAPIC timer and the spurious vector); GIF is set outside VMRUN.
     unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
 }
-
-/// Lets a pending host interrupt be taken: `sti; nop; cli`.
-pub fn poll_interrupts() {
-    // SAFETY: as for `wait_for_interrupt`.
-    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
-}
-
-/// Disables host interrupts.
-pub fn cli() {
-    // SAFETY: masking interrupts cannot break memory safety.
-    unsafe { asm!("cli", options(nomem, nostack)) };
-}

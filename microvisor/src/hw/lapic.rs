@@ -74,8 +74,3 @@ pub fn current() -> u32 {
 pub fn eoi() {
     write(REG_EOI, 0);
 }
-
-/// Physical address of the APIC page (for the report of a guest touching it).
-pub fn base() -> u64 {
-    BASE.load(Ordering::Relaxed)
-}

@@ -23,6 +23,7 @@ pub const HV_LEAF_BASE: u32 = 0x4000_0000;
 pub const HV_LEAF_LAST: u32 = 0x4FFF_FFFF;
 
 /// What a persona handler may see and change of the guest.
+#[allow(dead_code)] // `none` and `bare` need only RAX; the next personas use the rest.
 pub struct GuestCx<'a> {
     /// Guest state in the VMCB (RAX, RSP, RIP, control registers, ...).
     pub state: &'a mut StateSave,

@@ -42,7 +42,11 @@ impl Npt {
     /// Maps GPA `0..size` to HPA `hpa..hpa + size`; both `hpa` and `size`
     /// must be 2 MiB multiples and `size` at most 1 GiB. Returns N_CR3.
     pub fn map_ram(&mut self, hpa: u64, size: u64) -> Result<u64, &'static str> {
-        if hpa % PAGE_2M != 0 || size % PAGE_2M != 0 || size == 0 || size > (1 << 30) {
+        if !hpa.is_multiple_of(PAGE_2M)
+            || !size.is_multiple_of(PAGE_2M)
+            || size == 0
+            || size > (1 << 30)
+        {
             return Err("guest RAM must be 2 MiB aligned and at most 1 GiB");
         }
         self.pml4 = Table([0; 512]);

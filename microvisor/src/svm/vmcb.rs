@@ -383,8 +383,6 @@ pub mod attr {
     pub const DATA: u16 = 0xC93;
     /// Busy 32-bit TSS: type 0xB, P.
     pub const TSS_BUSY: u16 = 0x8B;
-    /// LDT: type 2, P.
-    pub const LDT: u16 = 0x82;
 }
 
 impl Vmcb {

@@ -66,6 +66,7 @@ pub struct Vcpu {
 }
 
 /// What an exit handler wants next.
+#[allow(clippy::large_enum_variant)] // See `End`: no heap to box it in.
 pub enum Flow {
     /// Resume the guest.
     Continue,
@@ -180,7 +181,7 @@ impl Vcpu {
             FaultKind::Watchdog,
             format_args!(
                 "no guest progress for {} ms: rip={:#x} rflags={:#x}",
-                self.clock.to_ms(self.watchdog.idle(now)),
+                self.clock.millis(self.watchdog.idle(now)),
                 self.vmcb.state.rip,
                 self.vmcb.state.rflags
             ),
