@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod exit;
+pub mod hyperv;
 pub mod microvisor;
 pub mod pvclock;
 pub mod pvh;

@@ -15,6 +15,8 @@
 #![cfg_attr(not(test), no_std)]
 
 mod cmdline;
+#[cfg(feature = "hyperv")]
+pub mod hyperv;
 pub mod native;
 mod select;
 #[cfg(feature = "vmware")]

@@ -13,6 +13,8 @@ static BACKENDS: &[&dyn Backend] = &[
     &crate::vmware::VMWARE,
     #[cfg(feature = "xen")]
     &crate::xen::XEN,
+    #[cfg(feature = "hyperv")]
+    &crate::hyperv::HYPERV,
     &native::NATIVE,
 ];
 

@@ -1,0 +1,52 @@
+//! End of interrupt through the VP assist page's EOI assist ("lazy EOI"),
+//! else the EOI MSR (TLFS, Virtual Interrupt Control: EOI Assist, Local
+//! APIC MSR Accesses).
+
+use super::msr;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use pvops_abi::hyperv::{msr as m, APIC_ASSIST_NO_EOI_REQUIRED, VP_ASSIST_APIC_ASSIST_OFFSET};
+
+/// The boot VP's assist page, null when only the MSR is used.
+static ASSIST: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+
+/// Publishes the enabled VP assist page.
+pub(crate) fn set_assist_page(virt: *mut u8) {
+    ASSIST.store(virt, Ordering::Release);
+}
+
+/// Atomically zeroes the EOI assist word at `page` and says whether "No EOI
+/// Required" was set. `page` must map the (4 KiB aligned) VP assist page.
+pub(crate) fn take_no_eoi_required(page: *mut u8) -> bool {
+    // SAFETY: `page` is the VP assist page (or a test buffer), 4 KiB
+    // aligned, so the word at offset 0 is aligned; the hypervisor updates it
+    // concurrently, hence an atomic swap, as the TLFS prescribes.
+    let word = unsafe { AtomicU32::from_ptr(page.add(VP_ASSIST_APIC_ASSIST_OFFSET).cast()) };
+    word.swap(0, Ordering::SeqCst) & APIC_ASSIST_NO_EOI_REQUIRED != 0
+}
+
+/// `irq.eoi`: skip the EOI exit when the hypervisor said none is needed,
+/// else write HV_X64_MSR_EOI.
+pub(crate) fn eoi() {
+    let page = ASSIST.load(Ordering::Acquire);
+    if !page.is_null() && take_no_eoi_required(page) {
+        return;
+    }
+    msr::write(m::EOI, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    #[test]
+    fn lazy_eoi_clears_the_word() {
+        let mut p = Box::new(Page([0; 4096]));
+        p.0[0] = 1;
+        let base = p.0.as_mut_ptr();
+        assert!(super::take_no_eoi_required(base));
+        assert_eq!(p.0[0], 0);
+        assert!(!super::take_no_eoi_required(p.0.as_mut_ptr()));
+    }
+}

@@ -1,0 +1,455 @@
+//! The Hyper-V backend ("Hv#1", Microsoft Hypervisor TLFS).
+//!
+//! **Detection** (TLFS, Feature and Interface Discovery; Hypercall
+//! Interface: Establishing the Hypercall Interface, step 2): the hypervisor
+//! bit, "Microsoft Hv" at 0x4000_0000 with interface "Hv#1" at
+//! 0x4000_0001, a highest leaf of at least 0x4000_0005, and the
+//! AccessHypercallMsrs and AccessVpIndex privileges in 0x4000_0003 EAX.
+//! The priority is the base, 0x4000_0000, so a KVM or Xen backend that
+//! finds its own signature stacked at 0x4000_0100 wins by the generic
+//! highest-priority rule of [`crate::select`]; without such a backend
+//! compiled in, Hyper-V's compatibility interface is used.
+//!
+//! **Setup**, in TLFS order: guest OS ID (open-source encoding), hypercall
+//! page (verified overlaid before any hypercall), VP index, then each
+//! enlightenment, each only under its own privilege, feature or
+//! recommendation bit (see [`Offer`]). An entry is replaced only after its
+//! own setup step succeeded; a failed step leaves exactly the entries that
+//! depend on it native and logs why. Setup never fails as a whole.
+//!
+//! Entries it can own: `time.monotonic_ns` (reference TSC page, else the
+//! reference counter MSR), `time.tsc_frequency` and `time.apic_timer_khz`
+//! (frequency MSRs), `time.timer_setup/arm/cancel` (synthetic timer 0,
+//! direct mode), `irq.eoi` (EOI assist, else the EOI MSR),
+//! `mmu.flush_remote` (HvCallFlushVirtualAddressSpace/List),
+//! `irq.send_ipi` and `irq.send_ipi_mask` (HvCallSendSyntheticClusterIpi,
+//! fast), `system.report_crash` (crash MSRs). See `docs/backends/hyperv.md`.
+//!
+//! Per-VP state (VP assist page, synthetic timer 0) is set up for the boot
+//! CPU only: the `Backend` trait has no per-CPU hook yet.
+
+mod clock;
+mod crash;
+mod eoi;
+mod hypercall;
+mod msr;
+mod remote;
+mod timer;
+
+use crate::{Backend, Detection, Environment, Platform, SetupError, SharedPage};
+use core::sync::atomic::{AtomicU64, Ordering};
+use pvops::patch::Patch;
+use pvops::slot;
+use pvops::time::{TscFrequency, TscSource};
+use pvops_abi::hyperv::{
+    self as abi, cpuid, crash_ctl, hypercall_msr, msr as m, page_msr, Features, GuestOsId, Hints,
+    HypercallResult, Leaves, Privileges, Status,
+};
+use pvops_probe::HypervisorKind;
+
+/// The Hyper-V backend.
+pub static HYPERV: HyperV = HyperV;
+
+/// The Hyper-V backend's type.
+#[derive(Debug)]
+pub struct HyperV;
+
+/// Detection priority: the base at which "Microsoft Hv" must sit.
+pub const PRIORITY: u32 = cpuid::VENDOR_AND_MAX_FUNCTIONS;
+
+/// The guest OS identity pvops reports: open source, no allocated OS type
+/// (see [`GuestOsId::OS_TYPE_PVOPS`]), OS ID 0x70 ('p'), version = this
+/// crate's major.minor.patch as 0x00MMmmpp, build 0.
+pub const GUEST_OS_ID: GuestOsId =
+    GuestOsId::open_source(GuestOsId::OS_TYPE_PVOPS, 0x70, version_word(), 0);
+
+const fn parse(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut v = 0u32;
+    while i < b.len() {
+        v = v * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    v
+}
+
+const fn version_word() -> u32 {
+    let major = parse(env!("CARGO_PKG_VERSION_MAJOR"));
+    let minor = parse(env!("CARGO_PKG_VERSION_MINOR"));
+    let patch = parse(env!("CARGO_PKG_VERSION_PATCH"));
+    (major & 0xFF) << 16 | (minor & 0xFF) << 8 | (patch & 0xFF)
+}
+
+/// Reads the Hyper-V leaves from the environment's CPUID.
+pub fn leaves(env: &Environment<'_>) -> Leaves {
+    Leaves::decode(|leaf| {
+        let r = env.cpuid.cpuid(leaf, 0);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    })
+}
+
+/// Why the backend does not detect, or the decoded leaves when it does.
+pub fn check(env: &Environment<'_>) -> Result<Leaves, &'static str> {
+    if !env.probe.under_hypervisor() {
+        return Err("no hypervisor bit");
+    }
+    let Some(iface) = env.probe.find(HypervisorKind::HyperV) else {
+        return Err("no \"Microsoft Hv\" with \"Hv#1\"");
+    };
+    if iface.base != PRIORITY {
+        return Err("\"Microsoft Hv\" not at 0x40000000");
+    }
+    let l = leaves(env);
+    if !l.is_conforming() {
+        return Err("highest leaf below 0x40000005");
+    }
+    let needed = Privileges::HYPERCALL_MSRS.union(Privileges::VP_INDEX);
+    if !l.privileges.contains(needed) {
+        return Err("no hypercall or VP index MSR privilege");
+    }
+    Ok(l)
+}
+
+/// What the hypervisor offers, entry by entry, from CPUID alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// Reference counter MSR (privilege bit 1): the clock, and the fallback
+    /// of the TSC page. Every Hyper-V clock and the synthetic timer need it.
+    pub reference_counter: bool,
+    /// Reference TSC page (privilege bit 9), used only with the counter.
+    pub tsc_page: bool,
+    /// TSC and APIC frequency MSRs (privilege bit 11 and feature EDX bit 8).
+    pub frequencies: bool,
+    /// Synthetic timer 0 in direct mode (privilege bit 3, feature EDX bit
+    /// 19, and the reference counter for absolute expiry).
+    pub stimer_direct: bool,
+    /// EOI through the MSR / EOI assist (privilege bit 4, hint bit 3).
+    pub apic_msrs: bool,
+    /// Remote flush by hypercall (hint bit 2).
+    pub remote_flush: bool,
+    /// IPIs by HvCallSendSyntheticClusterIpi (hint bit 10).
+    pub cluster_ipi: bool,
+    /// Guest crash MSRs (feature EDX bit 10).
+    pub crash_msrs: bool,
+}
+
+impl Offer {
+    /// Decides from the leaves.
+    pub fn from_leaves(l: &Leaves) -> Offer {
+        let p = l.privileges;
+        let reference_counter = p.contains(Privileges::PARTITION_REFERENCE_COUNTER);
+        Offer {
+            reference_counter,
+            tsc_page: reference_counter && p.contains(Privileges::PARTITION_REFERENCE_TSC),
+            frequencies: p.contains(Privileges::FREQUENCY_REGS)
+                && l.features.contains(Features::FREQUENCY_MSRS),
+            stimer_direct: reference_counter
+                && p.contains(Privileges::SYNTHETIC_TIMER_REGS)
+                && l.features.contains(Features::DIRECT_SYNTHETIC_TIMERS),
+            apic_msrs: p.contains(Privileges::INTR_CTRL_REGS) && l.hints.contains(Hints::APIC_MSRS),
+            remote_flush: l.hints.contains(Hints::HYPERCALL_REMOTE_FLUSH),
+            cluster_ipi: l.hints.contains(Hints::SYNTHETIC_CLUSTER_IPI),
+            crash_msrs: l.features.contains(Features::GUEST_CRASH_MSRS),
+        }
+    }
+
+    /// Whether any entry needs the hypercall page.
+    pub fn needs_hypercalls(&self) -> bool {
+        self.remote_flush || self.cluster_ipi
+    }
+}
+
+/// Hardware access during setup, so the setup logic can be host-tested
+/// against a fake hypervisor.
+pub(crate) trait Hw {
+    fn rdmsr(&mut self, index: u32) -> u64;
+    fn wrmsr(&mut self, index: u32, value: u64);
+    /// Enables a page-enabling MSR on `page`; returns the read-back value.
+    fn enable_page(&mut self, index: u32, page: &SharedPage) -> u64;
+    /// Publishes the verified hypercall page.
+    fn set_hypercall_page(&mut self, page: &SharedPage);
+    fn flush_probe(&mut self, vp_mask: u64) -> HypercallResult;
+    fn ipi_probe(&mut self) -> HypercallResult;
+    fn apic_id(&self) -> u32;
+}
+
+/// The real machine.
+struct Real;
+
+impl Hw for Real {
+    fn rdmsr(&mut self, index: u32) -> u64 {
+        msr::read(index)
+    }
+    fn wrmsr(&mut self, index: u32, value: u64) {
+        msr::write(index, value)
+    }
+    fn enable_page(&mut self, index: u32, page: &SharedPage) -> u64 {
+        msr::enable_page(index, page)
+    }
+    fn set_hypercall_page(&mut self, page: &SharedPage) {
+        hypercall::set_page(page.virt.as_ptr());
+    }
+    fn flush_probe(&mut self, vp_mask: u64) -> HypercallResult {
+        remote::flush_hypercall(vp_mask, pvops::mmu::FlushTarget::All)
+    }
+    fn ipi_probe(&mut self) -> HypercallResult {
+        // An empty processor mask: the call is validated, nothing delivered.
+        remote::ipi_hypercall(0, 0xFF)
+    }
+    fn apic_id(&self) -> u32 {
+        pvops::native::apic::id()
+    }
+}
+
+static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+static APIC_KHZ: AtomicU64 = AtomicU64::new(0);
+
+fn tsc_frequency() -> TscFrequency {
+    TscFrequency {
+        khz: TSC_KHZ.load(Ordering::Relaxed),
+        source: TscSource::HypervMsr,
+    }
+}
+
+fn apic_timer_khz() -> u64 {
+    APIC_KHZ.load(Ordering::Relaxed)
+}
+
+fn native_stays(entry: &str, why: &str) {
+    log::info!("pvops: hyperv: {} stays native: {}", entry, why);
+}
+
+/// The whole setup, against `hw`.
+pub(crate) fn setup(
+    hw: &mut dyn Hw,
+    leaves: &Leaves,
+    patch: &mut Patch,
+    platform: &mut dyn Platform,
+) {
+    let offer = Offer::from_leaves(leaves);
+    log::debug!("pvops: hyperv: {:?}", offer);
+
+    // 1. Guest OS identity, if none yet (TLFS step 3).
+    if hw.rdmsr(m::GUEST_OS_ID) == 0 {
+        hw.wrmsr(m::GUEST_OS_ID, GUEST_OS_ID.0);
+    }
+    let os_id_ok = hw.rdmsr(m::GUEST_OS_ID) != 0;
+
+    // 2. Hypercall page, verified overlaid before any hypercall.
+    let hypercalls = if !offer.needs_hypercalls() {
+        Err("not needed (no flush or IPI recommendation)")
+    } else if !os_id_ok {
+        Err("guest OS ID not accepted")
+    } else {
+        hypercall_page(hw, platform)
+    };
+    if let Err(why) = hypercalls {
+        log::info!("pvops: hyperv: no hypercalls: {}", why);
+    }
+
+    // 3. VP index of the boot CPU, and the VP index == APIC ID assumption.
+    let vp = hw.rdmsr(m::VP_INDEX);
+    let apic = hw.apic_id();
+    let identity = vp == u64::from(apic);
+
+    // 4. Enlightenments.
+    if offer.reference_counter {
+        if offer.tsc_page {
+            match tsc_page(hw, platform) {
+                Ok(()) => {}
+                Err(why) => log::info!("pvops: hyperv: reference TSC page not used ({}); clock from HV_X64_MSR_TIME_REF_COUNT", why),
+            }
+        }
+        patch.set(slot::TIME_MONOTONIC_NS, clock::monotonic_ns);
+    } else {
+        native_stays("time.monotonic_ns", "no reference counter privilege");
+    }
+
+    if offer.frequencies {
+        let tsc = hw.rdmsr(m::TSC_FREQUENCY) / 1000;
+        let apic_khz = hw.rdmsr(m::APIC_FREQUENCY) / 1000;
+        if tsc != 0 {
+            TSC_KHZ.store(tsc, Ordering::Relaxed);
+            patch.set(slot::TIME_TSC_FREQUENCY, tsc_frequency);
+        } else {
+            native_stays("time.tsc_frequency", "HV_X64_MSR_TSC_FREQUENCY reads 0");
+        }
+        if apic_khz != 0 {
+            APIC_KHZ.store(apic_khz, Ordering::Relaxed);
+            patch.set(slot::TIME_APIC_TIMER_KHZ, apic_timer_khz);
+        } else {
+            native_stays("time.apic_timer_khz", "HV_X64_MSR_APIC_FREQUENCY reads 0");
+        }
+    } else {
+        native_stays("time.tsc_frequency", "frequency MSRs not offered");
+    }
+
+    if offer.stimer_direct {
+        patch.set(slot::TIME_TIMER_SETUP, timer::timer_setup);
+        patch.set(slot::TIME_TIMER_ARM, timer::timer_arm);
+        patch.set(slot::TIME_TIMER_CANCEL, timer::timer_cancel);
+    } else {
+        native_stays(
+            "time.timer_*",
+            "no direct-mode synthetic timer; local APIC timer",
+        );
+    }
+
+    if offer.apic_msrs {
+        match platform.alloc_shared_page() {
+            Some(page) => {
+                if page_msr::is_enabled(hw.enable_page(m::VP_ASSIST_PAGE, &page)) {
+                    eoi::set_assist_page(page.virt.as_ptr());
+                } else {
+                    log::info!("pvops: hyperv: VP assist page not enabled; EOI through the MSR");
+                }
+            }
+            None => {
+                log::info!("pvops: hyperv: no page for the VP assist page; EOI through the MSR")
+            }
+        }
+        patch.set(slot::IRQ_EOI, eoi::eoi);
+    } else {
+        native_stays("irq.eoi", "APIC MSRs not recommended or not permitted");
+    }
+
+    let remote_ok = match (hypercalls, identity) {
+        (Err(why), _) => Err(why),
+        (Ok(()), false) => Err("boot VP index differs from its APIC ID"),
+        (Ok(()), true) => Ok(()),
+    };
+    if offer.remote_flush {
+        let r = remote_ok.and_then(|()| {
+            let probe = hw.flush_probe(1u64 << (vp & 63));
+            check_status(probe.status())
+        });
+        match r {
+            Ok(()) => patch.set(slot::MMU_FLUSH_REMOTE, remote::flush_remote),
+            Err(why) => native_stays("mmu.flush_remote", why),
+        }
+    }
+    if offer.cluster_ipi {
+        let r = remote_ok.and_then(|()| check_status(hw.ipi_probe().status()));
+        match r {
+            Ok(()) => {
+                patch.set(slot::IRQ_SEND_IPI, remote::send_ipi);
+                patch.set(slot::IRQ_SEND_IPI_MASK, remote::send_ipi_mask);
+            }
+            Err(why) => native_stays("irq.send_ipi*", why),
+        }
+    }
+
+    if offer.crash_msrs {
+        let caps = hw.rdmsr(m::CRASH_CTL);
+        if caps & crash_ctl::CRASH_NOTIFY == 0 {
+            native_stays(
+                "system.report_crash",
+                "CRASH_CTL does not offer CrashNotify",
+            );
+        } else {
+            if caps & crash_ctl::CRASH_MESSAGE != 0 {
+                match platform.alloc_shared_page() {
+                    Some(page) => crash::set_message_page(page.virt.as_ptr(), page.phys),
+                    None => log::info!("pvops: hyperv: no crash message page; notify only"),
+                }
+            }
+            patch.set(slot::SYSTEM_REPORT_CRASH, crash::report_crash);
+        }
+    }
+
+    if patch.owner(slot::TIME_MONOTONIC_NS.entry()) != pvops::patch::NATIVE {
+        log::info!(
+            "pvops: hyperv: clock from {}",
+            if clock::uses_tsc_page() {
+                "the reference TSC page"
+            } else {
+                "HV_X64_MSR_TIME_REF_COUNT"
+            }
+        );
+    }
+    for entry in patch.replaced() {
+        log::info!("pvops: hyperv: owns {}", entry);
+    }
+}
+
+fn check_status(s: Status) -> Result<(), &'static str> {
+    if s == Status::SUCCESS {
+        Ok(())
+    } else {
+        log::warn!("pvops: hyperv: probe hypercall returned {}", s.name());
+        Err("probe hypercall returned an error")
+    }
+}
+
+fn hypercall_page(hw: &mut dyn Hw, platform: &mut dyn Platform) -> Result<(), &'static str> {
+    let current = hw.rdmsr(m::HYPERCALL);
+    if current & hypercall_msr::LOCKED != 0 {
+        // Enabled and locked elsewhere: pvops cannot map an arbitrary GPA.
+        return Err("hypercall MSR locked to another page");
+    }
+    let page = platform
+        .alloc_shared_page()
+        .ok_or("no page for the hypercall page")?;
+    let input = platform
+        .alloc_shared_page()
+        .ok_or("no hypercall input page")?;
+    let readback = hw.enable_page(m::HYPERCALL, &page);
+    if !page_msr::is_enabled(readback) || page_msr::address(readback) != page.phys {
+        return Err("hypercall page not enabled");
+    }
+    if !hypercall::page_is_overlaid(page.virt.as_ptr()) {
+        return Err("hypercall page not overlaid (still zero)");
+    }
+    hypercall::set_input_page(input.virt.as_ptr(), input.phys);
+    hw.set_hypercall_page(&page);
+    Ok(())
+}
+
+fn tsc_page(hw: &mut dyn Hw, platform: &mut dyn Platform) -> Result<(), &'static str> {
+    let page = platform.alloc_shared_page().ok_or("no page")?;
+    if !page_msr::is_enabled(hw.enable_page(m::REFERENCE_TSC, &page)) {
+        return Err("HV_X64_MSR_REFERENCE_TSC not enabled");
+    }
+    let view = clock::TscPage::new(page.virt);
+    if view.sequence() == abi::TSC_SEQUENCE_INVALID {
+        return Err("TSC page sequence 0");
+    }
+    clock::set_tsc_page(page.virt);
+    Ok(())
+}
+
+impl Backend for HyperV {
+    fn name(&self) -> &'static str {
+        "hyperv"
+    }
+
+    fn description(&self) -> &'static str {
+        "Hyper-V TLFS: reference TSC page clock, frequency MSRs, synthetic timer, lazy EOI, hypercall TLB flush and IPIs, crash MSRs"
+    }
+
+    fn detect(&self, env: &Environment<'_>) -> Option<Detection> {
+        check(env).ok().map(|_| Detection {
+            priority: PRIORITY,
+            reason: "\"Microsoft Hv\" with \"Hv#1\", hypercall and VP index privileges",
+            base: Some(PRIORITY),
+        })
+    }
+
+    fn install(
+        &self,
+        env: &Environment<'_>,
+        patch: &mut Patch,
+        platform: &mut dyn Platform,
+    ) -> Result<(), SetupError> {
+        let leaves = check(env).map_err(|detail| SetupError {
+            step: "detection",
+            detail,
+        })?;
+        setup(&mut Real, &leaves, patch, platform);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
