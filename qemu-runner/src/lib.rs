@@ -191,23 +191,54 @@ pub fn record_cpuid(scenario: &'static Scenario) -> Result<String, String> {
         return Err(report.failures.join("; "));
     }
     let lines = &report.result.cpuid_lines;
-    if lines.is_empty() {
+    if !lines.iter().any(|l| l.starts_with("0x")) {
         return Err(format!(
             "{} printed no @@cpuid line with dump=cpuid (status {})",
             scenario.name,
             verdict::status_name(report.exit_status())
         ));
     }
-    let mut text = format!(
-        "# CPUID of the guest in scenario {} (pvops qemu-runner record-cpuid)\nCPU 0:\n",
-        scenario.name
-    );
+    dump_text(scenario.name, lines)
+}
+
+/// Assembles `@@cpuid` lines into a `cpuid -r` file: a comment naming the
+/// scenario, a `CPU 0:` header unless the guest printed one, and the leaf
+/// lines indented as the tool does. Errors when the result does not parse.
+pub fn dump_text(scenario: &str, lines: &[String]) -> Result<String, String> {
+    let mut text =
+        format!("# CPUID of the guest in scenario {scenario} (qemu-runner record-cpuid)\n");
+    if !lines.iter().any(|l| l.starts_with("CPU")) {
+        text.push_str("CPU 0:\n");
+    }
     for l in lines {
-        text.push_str("   ");
+        if !l.starts_with("CPU") {
+            text.push_str("   ");
+        }
         text.push_str(l);
         text.push('\n');
     }
     pvops_probe::dump::Dump::parse(&text)
         .map_err(|e| format!("the recorded dump does not parse: {e}"))?;
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_text_headers() {
+        let leaf = "0x00000000 0x00: eax=0x0000000d ebx=0x68747541 ecx=0x444d4163 edx=0x69746e65";
+        for lines in [
+            vec![leaf.to_string()],
+            vec!["CPU 0:".to_string(), leaf.to_string()],
+        ] {
+            let text = dump_text("tcg", &lines).unwrap();
+            assert_eq!(text.matches("CPU 0:").count(), 1, "{text}");
+            let d = pvops_probe::dump::Dump::parse(&text).unwrap();
+            assert_eq!(d.len(), 1);
+            assert_eq!(pvops_probe::CpuidSource::cpuid(&d, 0, 0).eax, 0xd);
+        }
+        assert!(dump_text("tcg", &["CPU 0:".to_string()]).is_err());
+    }
 }

@@ -166,7 +166,7 @@ fn last_stderr_line(raw: &RawRun) -> &str {
     let lines = || raw.stderr.lines().map(str::trim).filter(|l| !l.is_empty());
     lines()
         .find(|l| l.contains("error"))
-        .or_else(|| lines().last())
+        .or_else(|| lines().next_back())
         .unwrap_or("(no stderr)")
 }
 

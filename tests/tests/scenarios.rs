@@ -177,3 +177,44 @@ fn covered_names_exist() {
         assert!(scenario::find(name).is_some(), "{name} is not a scenario");
     }
 }
+
+/// `record-cpuid` then `probe-dump`: decoding the guest's own CPUID on the
+/// host gives the hypervisor and backend the guest reported.
+fn recorded_dump_matches_guest(name: &str, hypervisor: &str) {
+    let s = scenario::find(name).unwrap();
+    let text = qemu_runner::record_cpuid(s).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let info = qemu_runner::probe_dump::decode(&text).unwrap();
+    assert_eq!(info.hypervisor, hypervisor, "{text}");
+    assert_eq!(info.backend, "native", "{text}");
+    let r = boot(name).unwrap();
+    assert_eq!(
+        r.result.hypervisor.as_deref(),
+        Some(info.hypervisor),
+        "{}",
+        context(&r)
+    );
+    assert_eq!(
+        r.result.backend.as_deref(),
+        Some(info.backend),
+        "{}",
+        context(&r)
+    );
+    let kinds: Vec<&str> = info.interfaces.iter().map(|i| i.kind).collect();
+    let guest_kinds: Vec<&str> = r
+        .result
+        .interfaces
+        .iter()
+        .map(|i| i.kind.as_str())
+        .collect();
+    assert_eq!(kinds, guest_kinds, "{}", context(&r));
+}
+
+#[test]
+fn recorded_tcg_dump_decodes_like_the_guest() {
+    recorded_dump_matches_guest("tcg", "qemu-tcg");
+}
+
+#[test]
+fn recorded_microvisor_bare_dump_decodes_like_the_guest() {
+    recorded_dump_matches_guest("microvisor:bare", "unknown");
+}
