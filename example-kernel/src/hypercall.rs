@@ -10,9 +10,11 @@ use pvops_abi::microvisor::{CPUID_KEY, CPUID_LEAF, HYPERCALL_MAGIC, SIGNATURE};
 pub struct Microvisor(());
 
 impl Microvisor {
-    /// Looks for the microvisor through its hidden CPUID leaf.
+    /// Looks for the microvisor through its hidden CPUID leaf (raw CPUID,
+    /// not the pvops entry, which a backend may filter).
     pub fn detect() -> Option<Microvisor> {
-        let r = pvops::cpu::cpuid(CPUID_LEAF, CPUID_KEY);
+        use pvops_probe::CpuidSource;
+        let r = pvops_probe::NativeCpuid.cpuid(CPUID_LEAF, CPUID_KEY);
         let mut sig = [0u8; 12];
         sig[0..4].copy_from_slice(&r.ebx.to_le_bytes());
         sig[4..8].copy_from_slice(&r.ecx.to_le_bytes());

@@ -62,6 +62,12 @@ fn kmain(start_info_paddr: u64) -> ! {
     pvops::native::system::set_shutdown_hook(shutdown_hook);
 
     // Own page tables from RAM above the image.
+    if si.ram().next().is_none() {
+        panic!(
+            "start_info (version {}) has no RAM in its memory map; cannot allocate frames",
+            si.raw().version
+        );
+    }
     let mut frames = paging::FrameAllocator::new(&si);
     let aspace = match paging::AddressSpace::build(&mut frames) {
         Ok(a) => a,
