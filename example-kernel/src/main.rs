@@ -214,7 +214,12 @@ fn report(init: &pvops_backends::InitReport) {
             max_leaf = format_args!("{:#x}", i.max_leaf)
         );
     }
-    let hv = p.primary_interface().map_or("none", |i| i.kind.name());
+    // The hypervisor bit without any signature is an unidentified hypervisor.
+    let hv = match p.primary_interface() {
+        Some(i) => i.kind.name(),
+        None if p.under_hypervisor() => "unknown",
+        None => "none",
+    };
     println!(
         "  hypervisor bit: {}; hypervisor: {hv}",
         p.under_hypervisor()
