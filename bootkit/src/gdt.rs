@@ -56,7 +56,9 @@ static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
         ist: [0; 7],
         reserved2: 0,
         reserved3: 0,
-        iomap_base: core::mem::size_of::<TaskState>() as u16,
+        // Set in `init`, so the whole static (with its IST stack) is
+        // zero-initialised and lands in .bss, not in the image file.
+        iomap_base: 0,
     },
     ist_stack: [0; IST_STACK_SIZE],
 }));
@@ -91,6 +93,9 @@ pub unsafe fn init(load: Loader) {
     unsafe {
         let ist_top = (core::ptr::addr_of!((*t).ist_stack) as u64 + IST_STACK_SIZE as u64) & !0xf;
         let tss = core::ptr::addr_of_mut!((*t).tss);
+        // No I/O permission bitmap: its offset points past the TSS limit.
+        core::ptr::addr_of_mut!((*tss).iomap_base)
+            .write_unaligned(core::mem::size_of::<TaskState>() as u16);
         core::ptr::addr_of_mut!((*tss).ist)
             .cast::<u64>()
             .add(usize::from(IST_DOUBLE_FAULT - 1))
