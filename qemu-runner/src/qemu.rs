@@ -15,6 +15,9 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 /// The Debian package that provides it.
 pub const DEBIAN_PACKAGE: &str = "qemu-system-x86";
 
+/// apt-get, by absolute path.
+const APT_GET: &str = "/usr/bin/apt-get";
+
 /// A usable QEMU.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Qemu {
@@ -71,15 +74,18 @@ pub fn install_hint() -> String {
     )
 }
 
+/// Whether the effective user is root (from /proc, so no PATH is needed).
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+            .unwrap_or(false)
+    })
 }
 
 fn is_debian() -> bool {
-    Path::new("/etc/debian_version").exists() && Path::new("/usr/bin/apt-get").exists()
+    Path::new("/etc/debian_version").exists() && Path::new(APT_GET).exists()
 }
 
 /// Finds QEMU, installing it with apt-get when it is missing and we are root
@@ -106,7 +112,7 @@ pub fn ensure() -> Result<Qemu, String> {
 
 fn apt_install() -> Result<(), String> {
     let run = |args: &[&str]| -> Result<(), String> {
-        let status = Command::new("apt-get")
+        let status = Command::new(APT_GET)
             .args(["-o", "DPkg::Lock::Timeout=300"])
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
