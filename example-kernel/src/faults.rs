@@ -77,7 +77,8 @@ fn triple() -> ! {
 fn bad_memory() -> Outcome {
     // SAFETY: BAD_MEMORY_PA is mapped by the kernel's tables (a 2 MiB page,
     // uncached); with no RAM or device there, the read returns whatever the
-    // bus gives (all ones on QEMU) or traps to the hypervisor.
+    // bus gives (zeros on QEMU's unassigned memory) or traps to the
+    // hypervisor.
     let v = unsafe { arch::read_phys(BAD_MEMORY_PA) };
     crate::selftest::check(
         true,
