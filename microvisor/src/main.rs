@@ -46,11 +46,15 @@ fn main(start_info_paddr: u64) -> ! {
     match boot(start_info_paddr) {
         Ok(mut vcpu) => {
             let end = vcpu.run();
-            report::finish(&end, Some(&vcpu.accounting().lifetime));
+            report::finish(
+                &end,
+                Some(&vcpu.accounting().lifetime),
+                vcpu.serial_mid_line(),
+            );
             report::exit(&end)
         }
         Err(end) => {
-            report::finish(&end, None);
+            report::finish(&end, None, false);
             report::exit(&end)
         }
     }

@@ -21,9 +21,11 @@ pub fn start(persona: &str, guest_ram_mib: u64) {
 }
 
 /// The final report: the fault (if any), every counter, `mv.end`.
-pub fn finish(end: &End, counters: Option<&Counters>) {
-    // The guest's last line may lack its newline.
-    bootkit::println!();
+/// `mid_line`: the guest's output did not end with a newline.
+pub fn finish(end: &End, counters: Option<&Counters>, mid_line: bool) {
+    if mid_line {
+        bootkit::println!();
+    }
     let (outcome, code) = match end {
         End::GuestExit { value, .. } => ("guest-exit", *value),
         End::Fault { kind, detail } => {

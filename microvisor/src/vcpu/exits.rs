@@ -32,7 +32,11 @@ pub fn handle(v: &mut Vcpu, code: u64) -> Flow {
                 FaultKind::TripleFault,
                 format_args!(
                     "guest triple fault (shutdown) rip={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
-                    s.rip, s.cr0, s.cr3, s.cr4, s.efer
+                    s.rip,
+                    s.cr0,
+                    s.cr3,
+                    s.cr4,
+                    s.efer & !crate::hw::cpu::EFER_SVME
                 ),
             ))
         }

@@ -67,6 +67,9 @@ pub fn handle(v: &mut Vcpu) -> Flow {
     } else {
         let value = v.vmcb.state.rax as u32 & mask;
         if forwarded(p) {
+            if p == *COM1.start() {
+                v.serial_mid_line = value as u8 != b'\n';
+            }
             port::write(p, size, value);
         } else if p == DEBUG_EXIT_PORT {
             return Flow::End(End::GuestExit { value, size });

@@ -63,6 +63,8 @@ pub struct Vcpu {
     pending_event: Option<u64>,
     /// Host TSC the host LAPIC timer is armed for.
     host_timer_target: Option<u64>,
+    /// The guest's last byte to COM1 was not a newline.
+    serial_mid_line: bool,
 }
 
 /// What an exit handler wants next.
@@ -78,6 +80,11 @@ impl Vcpu {
     /// The exit counters.
     pub fn accounting(&self) -> &Accounting {
         self.acct
+    }
+
+    /// Whether the guest left its serial output in the middle of a line.
+    pub fn serial_mid_line(&self) -> bool {
+        self.serial_mid_line
     }
 
     /// Guest RIP.

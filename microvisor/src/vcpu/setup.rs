@@ -140,5 +140,6 @@ pub fn build(
         mv_open: false,
         pending_event: None,
         host_timer_target: None,
+        serial_mid_line: false,
     })
 }
