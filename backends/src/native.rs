@@ -67,7 +67,7 @@ pub(crate) fn finish_time_setup(probe: &Probe) {
         log::info!("pvops: TSC {} kHz from CPUID 0x15", khz);
         ntime::set_tsc_frequency(khz, TscSource::Cpuid15);
     } else {
-        match pit::calibrate_tsc(20) {
+        match pit::calibrate_tsc(10) {
             Some(khz) => {
                 log::info!("pvops: TSC {} kHz calibrated against the PIT", khz);
                 ntime::set_tsc_frequency(khz, TscSource::PitCalibration);

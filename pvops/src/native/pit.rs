@@ -2,8 +2,14 @@
 //! better source (no CPUID 0x15, no hypervisor leaf).
 //!
 //! Channel 2 is gated through port 0x61 and counts down in mode 0; its
-//! OUT pin is readable at port 0x61 bit 5 when the count reaches zero.
-//! (8254 data sheet; the PC/AT port 0x61 layout.)
+//! OUT pin is readable at port 0x61 bit 5 once the count reaches zero
+//! (Intel 8254 data sheet; the PC/AT port 0x61 layout).
+//!
+//! A virtual CPU can be descheduled at any moment, which ruins a single
+//! measurement. So the TSC is read right before the write that starts the
+//! count, each sample is rejected if the gap between two polls of the OUT
+//! pin was large compared with the whole measurement, and the median of the
+//! accepted samples is returned.
 
 use x86::io::{inb, outb};
 
@@ -13,12 +19,46 @@ pub const PIT_HZ: u64 = 1_193_182;
 const CH2_DATA: u16 = 0x42;
 const COMMAND: u16 = 0x43;
 const GATE: u16 = 0x61;
+const SAMPLES: usize = 5;
 
-/// Measures the TSC over `ms` milliseconds of PIT channel 2 and returns
-/// its frequency in kHz, or `None` if the PIT never counted down (absent or
-/// broken), so the caller can report it rather than trust a bogus value.
+/// Measures the TSC against PIT channel 2 in up to five samples of `ms`
+/// milliseconds each and returns its frequency in kHz (the median of the
+/// samples that were not disturbed), or `None` if the PIT never counted
+/// down or every sample was disturbed, so the caller can report it rather
+/// than trust a bogus value.
 pub fn calibrate_tsc(ms: u32) -> Option<u64> {
     let ms = ms.clamp(1, 50);
+    let mut samples = [0u64; SAMPLES];
+    let mut n = 0;
+    for _ in 0..SAMPLES {
+        match sample(ms) {
+            Sample::Good(khz) => {
+                samples[n] = khz;
+                n += 1;
+            }
+            Sample::Disturbed => {}
+            Sample::NoPit => return None,
+        }
+    }
+    median(&mut samples[..n])
+}
+
+/// The median of `values` (the lower middle one for an even count).
+pub fn median(values: &mut [u64]) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    Some(values[(values.len() - 1) / 2])
+}
+
+enum Sample {
+    Good(u64),
+    Disturbed,
+    NoPit,
+}
+
+fn sample(ms: u32) -> Sample {
     let ticks = PIT_HZ * u64::from(ms) / 1000; // < 65536 for ms <= 54
                                                // SAFETY: ports 0x42, 0x43 and 0x61 are the PC's PIT channel 2 and its
                                                // gate; channel 2 drives only the speaker, which stays disconnected (bit 1
@@ -28,22 +68,47 @@ pub fn calibrate_tsc(ms: u32) -> Option<u64> {
         outb(GATE, (gate & !0x02) | 0x01); // gate on, speaker off
         outb(COMMAND, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
         outb(CH2_DATA, (ticks & 0xff) as u8);
-        outb(CH2_DATA, (ticks >> 8) as u8);
         let start = super::cpu::read_tsc();
-        let mut end = start;
-        // Bound the wait: at most ~200M loop iterations, far beyond 50 ms
-        // even on slow emulation, so a missing PIT cannot hang the boot.
-        let mut spins: u64 = 0;
+        outb(CH2_DATA, (ticks >> 8) as u8); // the count starts now
+        let mut last = start;
+        let mut max_gap = 0;
+        // Bound the wait: far more polls than 50 ms needs even under slow
+        // emulation, so a missing PIT cannot hang the boot.
+        let mut polls: u64 = 0;
         while inb(GATE) & 0x20 == 0 {
-            spins += 1;
-            if spins > 200_000_000 {
+            polls += 1;
+            if polls > 50_000_000 {
                 outb(GATE, gate);
-                return None;
+                return Sample::NoPit;
             }
-            end = super::cpu::read_tsc();
+            let now = super::cpu::read_tsc();
+            max_gap = max_gap.max(now.wrapping_sub(last));
+            last = now;
         }
+        let end = super::cpu::read_tsc();
+        max_gap = max_gap.max(end.wrapping_sub(last));
         outb(GATE, gate);
         let cycles = end.wrapping_sub(start);
-        (cycles > 0).then(|| cycles / u64::from(ms))
+        // A poll gap above 1/32 of the window means the vCPU stopped for a
+        // while: the end of the count may have been seen late.
+        if cycles == 0 || max_gap > cycles / 32 {
+            return Sample::Disturbed;
+        }
+        Sample::Good(cycles / u64::from(ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_ignores_outliers() {
+        assert_eq!(
+            median(&mut [2_400_000, 35_000, 2_401_000, 7_000_000, 2_399_000]),
+            Some(2_400_000)
+        );
+        assert_eq!(median(&mut [5, 1]), Some(1));
+        assert_eq!(median(&mut []), None);
     }
 }
