@@ -85,3 +85,36 @@ fn split(cmdline: &str) -> (&str, &str) {
     }
     (c, "")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_guest_command_line() {
+        let c = parse("persona=bare watchdog_ms=500 -- fault=triple a=b -- c").unwrap();
+        assert_eq!(c.persona, "bare");
+        assert_eq!(c.watchdog_ms, 500);
+        assert_eq!(c.guest_cmdline, "fault=triple a=b -- c");
+        assert_eq!(c.guest_ram_mib, DEFAULT_GUEST_RAM_MIB);
+    }
+
+    #[test]
+    fn defaults_and_edge_cases() {
+        let c = parse("").unwrap();
+        assert_eq!((c.persona, c.guest_cmdline), ("none", ""));
+        assert_eq!(c.watchdog_ms, DEFAULT_WATCHDOG_MS);
+        assert_eq!(parse("-- x").unwrap().guest_cmdline, "x");
+        assert_eq!(parse("persona=bare --").unwrap().guest_cmdline, "");
+        assert_eq!(parse("persona=bare -- ").unwrap().persona, "bare");
+        assert_eq!(parse("guest_ram_mib=64").unwrap().guest_ram_mib, 64);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(parse("frobnicate=1").unwrap_err().token, "frobnicate=1");
+        assert!(parse("watchdog_ms=ten").is_err());
+        assert!(parse("guest_ram_mib=7").is_err());
+        assert!(parse("guest_ram_mib=4096").is_err());
+    }
+}

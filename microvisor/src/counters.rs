@@ -89,6 +89,12 @@ pub struct Counters {
     pub hypercalls: Table<64>,
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Counters {
     /// All zero.
     pub const fn new() -> Self {
@@ -150,6 +156,12 @@ pub struct Accounting {
     pub window: Counters,
 }
 
+impl Default for Accounting {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Accounting {
     /// All zero.
     pub const fn new() -> Self {
@@ -190,5 +202,46 @@ impl Accounting {
     /// Clears the guest's window.
     pub fn reset_window(&mut self) {
         self.window = Counters::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_window() {
+        let mut a = Accounting::new();
+        a.exit(exit::CPUID);
+        a.exit(exit::MSR);
+        a.msr(0x1B, false);
+        a.exit(exit::MSR);
+        a.msr(0x1B, true);
+        a.exit(exit::IOIO);
+        a.port(0x3F8);
+        a.exit(0x7D);
+        assert_eq!(a.lifetime.total, 5);
+        let e = a.lifetime.msrs.entries()[0];
+        assert_eq!((e.key, e.a, e.b), (0x1B, 1, 1));
+        assert_eq!(a.window.read(class::MSR, 0x1B), Some(2));
+        assert_eq!(a.window.read(class::EXIT_REASON, exit::MSR), Some(2));
+        assert_eq!(a.window.read(class::PORT, 0x3F8), Some(1));
+        assert_eq!(a.window.read(9, 0), None);
+        let s = a.window.snapshot();
+        assert_eq!((s.total, s.cpuid, s.msr, s.io, s.other), (5, 1, 2, 1, 1));
+        a.reset_window();
+        assert_eq!(a.window.total, 0);
+        assert_eq!(a.window.read(class::MSR, 0x1B), Some(0));
+        assert_eq!(a.lifetime.total, 5, "lifetime survives resets");
+    }
+
+    #[test]
+    fn overflow_is_counted() {
+        let mut a = Accounting::new();
+        for p in 0..200u16 {
+            a.port(p);
+        }
+        assert_eq!(a.lifetime.ports.entries().len(), 96);
+        assert_eq!(a.lifetime.ports.overflow, 104);
     }
 }

@@ -9,6 +9,12 @@ pub struct FmtBuf<const N: usize> {
     len: usize,
 }
 
+impl<const N: usize> Default for FmtBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<const N: usize> FmtBuf<N> {
     /// Empty.
     pub const fn new() -> Self {
@@ -54,5 +60,16 @@ impl<const N: usize> fmt::Debug for FmtBuf<N> {
 impl<const N: usize> fmt::Display for FmtBuf<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        let b = FmtBuf::<5>::from_fmt(format_args!("ab{}", "ééé"));
+        assert_eq!(b.as_str(), "abé");
     }
 }

@@ -422,3 +422,197 @@ impl VApic {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1 GHz TSC: one TSC tick per nominal APIC bus tick.
+    const KHZ: u64 = 1_000_000;
+
+    fn x2apic() -> VApic {
+        let mut a = VApic::new(KHZ);
+        a.wrmsr(MSR_APIC_BASE, BASE_ADDR | BASE_EN | BASE_EXTD, 0)
+            .unwrap();
+        a.wrmsr(reg::SVR, 0x1FF, 0).unwrap();
+        a
+    }
+
+    #[test]
+    fn x2apic_registers_need_x2apic_mode() {
+        let mut a = VApic::new(KHZ);
+        assert_eq!(a.rdmsr(reg::ID, 0), Err(Gp));
+        assert_eq!(a.wrmsr(reg::TPR, 0, 0), Err(Gp));
+        a.wrmsr(MSR_APIC_BASE, BASE_ADDR | BASE_EN | BASE_EXTD, 0)
+            .unwrap();
+        assert_eq!(a.rdmsr(reg::ID, 0), Ok(0));
+        assert_eq!(a.rdmsr(reg::VERSION, 0), Ok(0x50014));
+        // x2APIC back to xAPIC is illegal; disabling is allowed.
+        assert_eq!(a.wrmsr(MSR_APIC_BASE, BASE_ADDR | BASE_EN, 0), Err(Gp));
+        assert_eq!(a.wrmsr(MSR_APIC_BASE, BASE_ADDR, 0), Ok(()));
+        // EXTD without EN is invalid.
+        assert_eq!(a.wrmsr(MSR_APIC_BASE, BASE_ADDR | BASE_EXTD, 0), Err(Gp));
+    }
+
+    #[test]
+    fn access_rules() {
+        let mut a = x2apic();
+        assert_eq!(a.rdmsr(reg::EOI, 0), Err(Gp), "EOI is write-only");
+        assert_eq!(a.wrmsr(reg::EOI, 1, 0), Err(Gp), "EOI takes only 0");
+        assert_eq!(a.wrmsr(reg::ID, 5, 0), Err(Gp), "ID is read-only");
+        assert_eq!(a.wrmsr(reg::CUR_COUNT, 5, 0), Err(Gp));
+        assert_eq!(a.rdmsr(0x804, 0), Err(Gp), "reserved");
+        assert_eq!(a.wrmsr(reg::TPR, 1 << 32, 0), Err(Gp), "high bits");
+    }
+
+    #[test]
+    fn one_shot_fires_once_after_count() {
+        let mut a = x2apic();
+        a.wrmsr(reg::DIVIDE, 0xB, 0).unwrap(); // divide by 1
+        a.wrmsr(reg::LVT_TIMER, 0x40, 0).unwrap();
+        a.wrmsr(reg::INIT_COUNT, 1000, 100).unwrap();
+        assert_eq!(a.next_deadline(), Some(1100));
+        assert_eq!(a.rdmsr(reg::CUR_COUNT, 600), Ok(500));
+        assert!(!a.poll(1099));
+        assert_eq!(a.pending(), None);
+        assert!(a.poll(1100));
+        assert_eq!(a.pending(), Some(0x40));
+        assert!(!a.poll(5000), "one-shot fires once");
+        assert_eq!(a.rdmsr(reg::CUR_COUNT, 5000), Ok(0));
+    }
+
+    #[test]
+    fn divide_configuration() {
+        let mut a = x2apic();
+        a.wrmsr(reg::LVT_TIMER, 0x40, 0).unwrap();
+        a.wrmsr(reg::DIVIDE, 0b0011, 0).unwrap(); // divide by 16
+        a.wrmsr(reg::INIT_COUNT, 10, 0).unwrap();
+        assert_eq!(a.next_deadline(), Some(160));
+    }
+
+    #[test]
+    fn periodic_rearms_from_the_previous_deadline() {
+        let mut a = x2apic();
+        a.wrmsr(reg::DIVIDE, 0xB, 0).unwrap();
+        a.wrmsr(
+            reg::LVT_TIMER,
+            (0x40 | TIMER_PERIODIC << TIMER_MODE_SHIFT) as u64,
+            0,
+        )
+        .unwrap();
+        a.wrmsr(reg::INIT_COUNT, 100, 0).unwrap();
+        assert!(a.poll(130)); // late by 30
+        assert_eq!(a.next_deadline(), Some(200), "no drift");
+        assert!(a.poll(200));
+        assert_eq!(a.next_deadline(), Some(300));
+        assert_eq!(a.timer_fires, 2);
+    }
+
+    #[test]
+    fn tsc_deadline_mode() {
+        let mut a = x2apic();
+        a.wrmsr(
+            reg::LVT_TIMER,
+            (0x40 | TIMER_TSC_DEADLINE << TIMER_MODE_SHIFT) as u64,
+            0,
+        )
+        .unwrap();
+        a.wrmsr(MSR_TSC_DEADLINE, 5000, 10).unwrap();
+        assert_eq!(a.rdmsr(MSR_TSC_DEADLINE, 10), Ok(5000));
+        // The initial count is ignored in TSC-deadline mode.
+        a.wrmsr(reg::INIT_COUNT, 1, 10).unwrap();
+        assert_eq!(a.next_deadline(), Some(5000));
+        // Cancel with 0.
+        a.wrmsr(MSR_TSC_DEADLINE, 0, 20).unwrap();
+        assert!(!a.poll(10_000));
+        assert_eq!(a.pending(), None);
+        // Arm, fire, disarmed afterwards.
+        a.wrmsr(MSR_TSC_DEADLINE, 20_000, 10_000).unwrap();
+        assert!(a.poll(20_000));
+        assert_eq!(a.pending(), Some(0x40));
+        assert_eq!(a.rdmsr(MSR_TSC_DEADLINE, 20_000), Ok(0));
+        assert!(!a.poll(30_000));
+    }
+
+    #[test]
+    fn mode_change_disarms_and_deadline_ignored_outside_its_mode() {
+        let mut a = x2apic();
+        a.wrmsr(reg::LVT_TIMER, 0x40, 0).unwrap();
+        a.wrmsr(MSR_TSC_DEADLINE, 500, 0).unwrap();
+        assert_eq!(a.next_deadline(), None, "ignored in one-shot mode");
+        a.wrmsr(reg::INIT_COUNT, 100, 0).unwrap();
+        a.wrmsr(
+            reg::LVT_TIMER,
+            (0x40 | TIMER_TSC_DEADLINE << TIMER_MODE_SHIFT) as u64,
+            0,
+        )
+        .unwrap();
+        assert_eq!(a.next_deadline(), None);
+        assert_eq!(a.rdmsr(reg::INIT_COUNT, 0), Ok(0));
+    }
+
+    #[test]
+    fn masked_timer_raises_nothing() {
+        let mut a = x2apic();
+        a.wrmsr(reg::LVT_TIMER, (0x40 | LVT_MASK) as u64, 0)
+            .unwrap();
+        a.wrmsr(reg::INIT_COUNT, 10, 0).unwrap();
+        assert!(a.poll(1000));
+        assert_eq!(a.pending(), None);
+    }
+
+    #[test]
+    fn priority_tpr_isr_and_eoi() {
+        let mut a = x2apic();
+        a.wrmsr(reg::SELF_IPI, 0x41, 0).unwrap();
+        a.wrmsr(reg::SELF_IPI, 0x72, 0).unwrap();
+        assert_eq!(a.pending(), Some(0x72), "highest first");
+        a.accept(0x72);
+        assert_eq!(a.pending(), None, "0x41 is below the in-service class");
+        assert_eq!(a.rdmsr(reg::PPR, 0), Ok(0x70));
+        a.wrmsr(reg::EOI, 0, 0).unwrap();
+        assert_eq!(a.pending(), Some(0x41));
+        a.wrmsr(reg::TPR, 0x50, 0).unwrap();
+        assert_eq!(a.pending(), None, "TPR class 5 masks 0x41");
+        a.wrmsr(reg::TPR, 0x30, 0).unwrap();
+        assert_eq!(a.pending(), Some(0x41));
+        a.accept(0x41);
+        assert_eq!(a.rdmsr(reg::ISR0 + 2, 0), Ok(1 << 1));
+        a.wrmsr(reg::EOI, 0, 0).unwrap();
+        assert_eq!(a.rdmsr(reg::ISR0 + 2, 0), Ok(0));
+    }
+
+    #[test]
+    fn icr_self_ipis() {
+        let mut a = x2apic();
+        // Fixed, physical, destination 0 (self).
+        a.wrmsr(reg::ICR, 0x4041, 0).unwrap();
+        assert_eq!(a.pending(), Some(0x41));
+        a.accept(0x41);
+        a.wrmsr(reg::EOI, 0, 0).unwrap();
+        // Shorthand self.
+        a.wrmsr(reg::ICR, 1 << 18 | 0x42, 0).unwrap();
+        assert_eq!(a.pending(), Some(0x42));
+        a.accept(0x42);
+        a.wrmsr(reg::EOI, 0, 0).unwrap();
+        // All excluding self, another CPU, NMI delivery: nothing.
+        a.wrmsr(reg::ICR, 3 << 18 | 0x43, 0).unwrap();
+        a.wrmsr(reg::ICR, 5u64 << 32 | 0x43, 0).unwrap();
+        a.wrmsr(reg::ICR, 4 << 8 | 0x43, 0).unwrap();
+        assert_eq!(a.pending(), None);
+        // Illegal vector: ESR "send illegal vector" after the ESR write.
+        a.wrmsr(reg::ICR, 0x05, 0).unwrap();
+        a.wrmsr(reg::ESR, 0, 0).unwrap();
+        assert_eq!(a.rdmsr(reg::ESR, 0), Ok(ESR_SEND_ILLEGAL as u64));
+    }
+
+    #[test]
+    fn software_disable_masks_lvts() {
+        let mut a = x2apic();
+        a.wrmsr(reg::LVT_TIMER, 0x40, 0).unwrap();
+        a.wrmsr(reg::SVR, 0xFF, 0).unwrap();
+        assert_eq!(a.rdmsr(reg::LVT_TIMER, 0), Ok((0x40 | LVT_MASK) as u64));
+        a.wrmsr(reg::LVT_LINT0, 0x700, 0).unwrap();
+        assert_eq!(a.rdmsr(reg::LVT_LINT0, 0), Ok((0x700 | LVT_MASK) as u64));
+    }
+}

@@ -198,3 +198,50 @@ pub fn write_boot_info(mem: &GuestRam, cmdline: &str) -> Result<u32, LoadError> 
     mem.write(GDT_GPA, gdt.as_bytes()).map_err(oob)?;
     Ok(map.len() as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::FromBytes;
+
+    #[test]
+    fn boot_info_layout() {
+        let mut backing = vec![0xAAu8; 2 << 20];
+        // SAFETY: the test owns `backing` for the whole test.
+        let mem = unsafe { GuestRam::new(backing.as_mut_ptr() as u64, backing.len() as u64) };
+        assert_eq!(write_boot_info(&mem, "fault=triple").unwrap(), 5);
+        let info = StartInfo::read_from_bytes(&backing[0x1000..0x1038]).unwrap();
+        assert_eq!(info.magic, START_MAGIC);
+        assert_eq!(info.cmdline_paddr, CMDLINE_GPA);
+        assert_eq!(&backing[0x1200..0x120D], b"fault=triple\0");
+        let map = <[MemMapEntry; 5]>::read_from_bytes(&backing[0x1040..0x1040 + 5 * 24]).unwrap();
+        assert_eq!((map[0].addr, map[0].kind), (0, MEMMAP_TYPE_RAM));
+        assert_eq!(
+            (map[1].addr, map[1].kind),
+            (BOOT_INFO_GPA, MEMMAP_TYPE_RESERVED)
+        );
+        assert_eq!(map[4].addr + map[4].size, 2 << 20);
+        let gdt = <[u64; 5]>::read_from_bytes(&backing[0x2000..0x2028]).unwrap();
+        assert_eq!(gdt[2], 0x00CF_9B00_0000_FFFF);
+        assert_eq!(gdt[4], 0x0000_8B00_3000_0067);
+    }
+
+    #[test]
+    fn rejects_non_elf_and_long_command_lines() {
+        let mut backing = vec![0u8; 2 << 20];
+        // SAFETY: as above.
+        let mem = unsafe { GuestRam::new(backing.as_mut_ptr() as u64, backing.len() as u64) };
+        assert!(matches!(
+            load_elf(&mem, b"not an elf"),
+            Err(LoadError::Parse(_))
+        ));
+        let long = "x".repeat(4000);
+        assert!(matches!(
+            write_boot_info(&mem, &long),
+            Err(LoadError::CmdlineTooLong)
+        ));
+        assert!(!mem.contains(0x1F_FFFF, 2));
+        assert!(mem.contains(0x1F_FFFF, 1));
+        assert!(!mem.contains(u64::MAX, 2));
+    }
+}

@@ -141,3 +141,33 @@ pub fn signature(sig: &[u8; 12]) -> [u32; 3] {
     let w = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
     [w(0), w(4), w(8)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry() {
+        for name in NAMES {
+            assert_eq!(select(name).unwrap().get().name(), *name);
+        }
+        assert!(select("kvm").is_none());
+    }
+
+    #[test]
+    fn none_hides_everything_and_bare_is_unknown() {
+        let mut none = select("none").unwrap();
+        assert!(!none.get().hypervisor_bit());
+        assert_eq!(none.get().cpuid(HV_LEAF_BASE, 0), [0; 4]);
+        let mut bare = select("bare").unwrap();
+        assert!(bare.get().hypervisor_bit());
+        let [max, b, c, d] = bare.get().cpuid(HV_LEAF_BASE, 0);
+        assert_eq!(max, HV_LEAF_BASE + 1);
+        let mut sig = [0u8; 12];
+        for (i, w) in [b, c, d].iter().enumerate() {
+            sig[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        assert_eq!(&sig, bare::SIGNATURE);
+        assert_eq!(bare.get().cpuid(HV_LEAF_BASE + 1, 0), [0; 4]);
+    }
+}

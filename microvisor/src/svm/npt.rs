@@ -29,6 +29,12 @@ pub struct Npt {
     pd: Table,
 }
 
+impl Default for Npt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Npt {
     /// Empty tables.
     pub const fn new() -> Self {

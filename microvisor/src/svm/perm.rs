@@ -48,3 +48,27 @@ impl Msrpm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msrpm_positions() {
+        // EFER: MSRPM byte 0x820, bits 0..1 (APM vol. 2, 15.11).
+        assert_eq!(Msrpm::position(0xC000_0080), Some((0x820, 0)));
+        assert_eq!(Msrpm::position(0x1B), Some((0x6, 6)));
+        assert_eq!(Msrpm::position(0xC001_0000), Some((0x1000, 0)));
+        assert_eq!(Msrpm::position(0x4000_0000), None);
+        assert_eq!(Msrpm::position(0x4FFF_0000), None);
+    }
+
+    #[test]
+    fn pass_through_clears_both_bits() {
+        let mut m = Msrpm::intercept_all();
+        m.pass_through(0x175);
+        let (byte, bit) = Msrpm::position(0x175).unwrap();
+        assert_eq!(m.0[byte] >> bit & 0b11, 0);
+        assert_eq!(m.0[byte].count_ones(), 6);
+    }
+}

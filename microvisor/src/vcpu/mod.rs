@@ -39,6 +39,12 @@ pub fn host_timer_interrupt(_frame: &mut bootkit::idt::InterruptFrame) {
 #[repr(C, align(4096))]
 pub struct HostSave([u8; 4096]);
 
+impl Default for HostSave {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl HostSave {
     /// Zeroed.
     pub const fn new() -> Self {
