@@ -7,12 +7,21 @@ use super::{cpu::rdtsc, lapic, port};
 pub const PIT_HZ: u64 = 1_193_182;
 
 /// Result of one calibration.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Calibration {
     /// TSC ticks per millisecond.
     pub tsc_khz: u64,
     /// LAPIC timer ticks (divide by 1) per millisecond.
     pub lapic_khz: u64,
+}
+
+/// Calibrates three times over `ms` milliseconds and keeps the sample with
+/// the median TSC rate: a sample during which QEMU's vCPU thread was
+/// descheduled reads high, and the median discards it.
+pub fn calibrate_median(ms: u64) -> Calibration {
+    let mut s = [calibrate(ms), calibrate(ms), calibrate(ms)];
+    s.sort_unstable_by_key(|c| c.tsc_khz);
+    s[1]
 }
 
 /// Measures the TSC and LAPIC timer over `ms` milliseconds of PIT channel 2
