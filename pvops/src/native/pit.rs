@@ -19,28 +19,40 @@ pub const PIT_HZ: u64 = 1_193_182;
 const CH2_DATA: u16 = 0x42;
 const COMMAND: u16 = 0x43;
 const GATE: u16 = 0x61;
-const SAMPLES: usize = 5;
+/// Most samples taken.
+const MAX_SAMPLES: usize = 9;
+/// Undisturbed samples that are enough.
+const GOOD_ENOUGH: usize = 3;
 
-/// Measures the TSC against PIT channel 2 in up to five samples of `ms`
-/// milliseconds each and returns its frequency in kHz (the median of the
-/// samples that were not disturbed), or `None` if the PIT never counted
-/// down or every sample was disturbed, so the caller can report it rather
-/// than trust a bogus value.
+/// Measures the TSC against PIT channel 2 in samples of `ms` milliseconds
+/// and returns its frequency in kHz: the median of the undisturbed samples
+/// (three are enough; at most nine are taken), or, on a host so busy that
+/// every sample was disturbed, the median of them all (logged). `None` when
+/// the PIT never counted down, so the caller can report it rather than
+/// trust a bogus value.
 pub fn calibrate_tsc(ms: u32) -> Option<u64> {
     let ms = ms.clamp(1, 50);
-    let mut samples = [0u64; SAMPLES];
-    let mut n = 0;
-    for _ in 0..SAMPLES {
-        match sample(ms) {
-            Sample::Good(khz) => {
-                samples[n] = khz;
-                n += 1;
-            }
-            Sample::Disturbed => {}
+    let mut good = [0u64; MAX_SAMPLES];
+    let mut all = [0u64; MAX_SAMPLES];
+    let (mut n_good, mut n_all) = (0, 0);
+    while n_all < MAX_SAMPLES && n_good < GOOD_ENOUGH {
+        let (khz, disturbed) = match sample(ms) {
+            Sample::Good(khz) => (khz, false),
+            Sample::Disturbed(khz) => (khz, true),
             Sample::NoPit => return None,
+        };
+        all[n_all] = khz;
+        n_all += 1;
+        if !disturbed {
+            good[n_good] = khz;
+            n_good += 1;
         }
     }
-    median(&mut samples[..n])
+    if n_good == 0 {
+        log::warn!("pvops: every PIT calibration sample was disturbed; using their median");
+        return median(&mut all[..n_all]);
+    }
+    median(&mut good[..n_good])
 }
 
 /// The median of `values` (the lower middle one for an even count).
@@ -54,7 +66,7 @@ pub fn median(values: &mut [u64]) -> Option<u64> {
 
 enum Sample {
     Good(u64),
-    Disturbed,
+    Disturbed(u64),
     NoPit,
 }
 
@@ -91,10 +103,11 @@ fn sample(ms: u32) -> Sample {
         let cycles = end.wrapping_sub(start);
         // A poll gap above 1/32 of the window means the vCPU stopped for a
         // while: the end of the count may have been seen late.
+        let khz = cycles / u64::from(ms);
         if cycles == 0 || max_gap > cycles / 32 {
-            return Sample::Disturbed;
+            return Sample::Disturbed(khz);
         }
-        Sample::Good(cycles / u64::from(ms))
+        Sample::Good(khz)
     }
 }
 
