@@ -17,6 +17,8 @@ const MSR_EFER: u32 = 0xC000_0080;
 /// FFXSR, TCE (APM vol. 2, 3.1.7). SVME is not offered.
 const EFER_WRITABLE: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11 | 1 << 13 | 1 << 14 | 1 << 15;
 const EFER_LMA: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
+const CR0_PG: u64 = 1 << 31;
 /// RDMSR and WRMSR are 0F 32 / 0F 30.
 const MSR_INSN_LEN: u64 = 2;
 
@@ -70,6 +72,11 @@ fn wrmsr(v: &mut Vcpu, msr: u32, value: u64) -> Result<(), Gp> {
                 return Err(Gp);
             }
             let s = &mut v.vmcb.state;
+            // Toggling LME with paging on is #GP (APM vol. 2, 14.6.1); it
+            // would otherwise make the next VMRUN fail its consistency checks.
+            if (value ^ s.efer) & EFER_LME != 0 && s.cr0 & CR0_PG != 0 {
+                return Err(Gp);
+            }
             s.efer = (value & !EFER_LMA) | (s.efer & EFER_LMA) | EFER_SVME;
             Ok(())
         }

@@ -255,6 +255,28 @@ fn main(start_info_paddr: u64) -> ! {
         format_args!("{ticks} ticks in {halts} halts, {hlts} HLT exits"),
     );
 
+    // One-shot: the current count runs down, one interrupt, then nothing.
+    wrmsr(0x832, TIMER_VECTOR as u64); // one-shot
+    let before = TICKS.load(Ordering::SeqCst);
+    wrmsr(0x838, 3_000_000); // 3 ms
+    let c1 = rdmsr(0x839);
+    let c2 = rdmsr(0x839);
+    let mut halts = 0;
+    while TICKS.load(Ordering::SeqCst) == before && halts < 100 {
+        // SAFETY: as above.
+        unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        halts += 1;
+    }
+    let fired = TICKS.load(Ordering::SeqCst) - before;
+    let c3 = rdmsr(0x839);
+    t.check(
+        "one-shot-timer",
+        fired == 1 && c1 <= 3_000_000 && c2 < c1 && c3 == 0,
+        format_args!(
+            "{fired} interrupt(s) after {halts} halt(s); current count {c1} -> {c2} -> {c3}"
+        ),
+    );
+
     let pass = t.passed == t.total;
     println!("Result: {}/{} passed", t.passed, t.total);
     record!(
