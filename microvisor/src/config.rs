@@ -1,5 +1,5 @@
 //! The microvisor's command line (`-append`):
-//! `persona=<name> [watchdog_ms=N] [guest_ram_mib=N] -- <guest command line>`.
+//! `persona=<name> [break=<step>] [watchdog_ms=N] [guest_ram_mib=N] -- <guest command line>`.
 
 /// Default watchdog limit: no progress for this long ends the run.
 pub const DEFAULT_WATCHDOG_MS: u64 = 10_000;
@@ -11,6 +11,9 @@ pub const DEFAULT_GUEST_RAM_MIB: u64 = 128;
 pub struct Config<'a> {
     /// Persona name (validated later against the registry).
     pub persona: &'a str,
+    /// A persona setup step to break on purpose (`break=<step>`), for the
+    /// guest backends' fallback tests; validated by the persona.
+    pub break_step: Option<&'a str>,
     /// Watchdog limit in milliseconds.
     pub watchdog_ms: u64,
     /// Guest RAM in MiB (2 MiB multiple, 4..=1024).
@@ -33,6 +36,7 @@ pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
     let (own, guest) = split(cmdline);
     let mut cfg = Config {
         persona: "none",
+        break_step: None,
         watchdog_ms: DEFAULT_WATCHDOG_MS,
         guest_ram_mib: DEFAULT_GUEST_RAM_MIB,
         guest_cmdline: guest,
@@ -47,6 +51,7 @@ pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
         };
         match key {
             "persona" => cfg.persona = value,
+            "break" => cfg.break_step = Some(value),
             "watchdog_ms" => cfg.watchdog_ms = number()?.max(1),
             "guest_ram_mib" => {
                 let n = number()?;

@@ -47,12 +47,13 @@ pub fn start(start_info_paddr: u64) -> ! {
             report::finish(
                 &end,
                 Some(&vcpu.accounting().lifetime),
+                Some(vcpu.persona()),
                 vcpu.serial_mid_line(),
             );
             report::exit(&end)
         }
         Err(end) => {
-            report::finish(&end, None, false);
+            report::finish(&end, None, None, false);
             report::exit(&end)
         }
     }
@@ -73,12 +74,16 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     let cfg = config::parse(info.cmdline())
         .map_err(|e| setup_error(format_args!("command line: {}: {:?}", e.what, e.token)))?;
     mvlog!("pvops microvisor; command line {:?}", info.cmdline());
-    let mut persona = personas::select(cfg.persona).ok_or_else(|| {
-        setup_error(format_args!(
+    let mut persona = personas::select(cfg.persona, cfg.break_step).map_err(|e| match e {
+        personas::SelectError::UnknownPersona => setup_error(format_args!(
             "unknown persona {:?} (known: {:?})",
             cfg.persona,
             personas::NAMES
-        ))
+        )),
+        personas::SelectError::UnknownBreak => setup_error(format_args!(
+            "persona {:?} has no break step {:?}",
+            cfg.persona, cfg.break_step
+        )),
     })?;
 
     // SAFETY: the GDT/IDT loaders are plain LGDT/LIDT of bootkit's static
@@ -137,6 +142,7 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     );
     mvlog!("guest command line {:?}", cfg.guest_cmdline);
 
+    persona.get().set_clock(clock.tsc_khz, vapic::BUS_KHZ);
     let persona_name = persona.get().name();
     for page in persona.get().shared_pages() {
         mvlog!(

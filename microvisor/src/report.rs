@@ -22,7 +22,12 @@ pub fn start(persona: &str, guest_ram_mib: u64) {
 
 /// The final report: the fault (if any), every counter, `mv.end`.
 /// `mid_line`: the guest's output did not end with a newline.
-pub fn finish(end: &End, counters: Option<&Counters>, mid_line: bool) {
+pub fn finish(
+    end: &End,
+    counters: Option<&Counters>,
+    persona: Option<&dyn crate::personas::Persona>,
+    mid_line: bool,
+) {
     if mid_line {
         bootkit::println!();
     }
@@ -40,6 +45,9 @@ pub fn finish(end: &End, counters: Option<&Counters>, mid_line: bool) {
     };
     if let Some(c) = counters {
         print_counters(c);
+    }
+    if let Some(p) = persona {
+        p.report();
     }
     if let End::GuestExit { value, .. } = end {
         crate::mvlog!("guest wrote {value:#x} to the debug-exit port");

@@ -31,7 +31,7 @@ const TIMER_TSC_DEADLINE: u32 = 2;
 /// QEMU's own APIC reports.
 const VERSION: u32 = 0x0005_0014;
 /// Nominal APIC bus clock in kHz (1 GHz).
-const BUS_KHZ: u64 = 1_000_000;
+pub const BUS_KHZ: u64 = 1_000_000;
 /// ESR bit 5: send illegal vector; bit 6: receive illegal vector.
 const ESR_SEND_ILLEGAL: u32 = 1 << 5;
 
@@ -169,7 +169,9 @@ impl VApic {
         }
     }
 
-    fn raise(&mut self, vector: u8) {
+    /// Sets `vector` in the IRR, as an interrupt arriving at this APIC does
+    /// (vectors below 16 are illegal and set the error status instead).
+    pub fn raise(&mut self, vector: u8) {
         if vector < 16 {
             self.error(1 << 6);
             return;
@@ -226,6 +228,23 @@ impl VApic {
         }
         let v = self.irr.highest()?;
         (v as u32 & 0xF0 > self.ppr() & 0xF0).then_some(v)
+    }
+
+    /// End of interrupt: retires the highest in-service vector (SDM 11.8.5).
+    pub fn eoi(&mut self) {
+        if let Some(top) = self.isr.highest() {
+            self.isr.clear(top);
+        }
+    }
+
+    /// The highest in-service vector, if any.
+    pub fn in_service(&self) -> Option<u8> {
+        self.isr.highest()
+    }
+
+    /// The highest requested (IRR) vector, if any, whatever the priority.
+    pub fn requested(&self) -> Option<u8> {
+        self.irr.highest()
     }
 
     /// The guest took `vector`: IRR to ISR (SDM 11.8.4).
@@ -313,9 +332,7 @@ impl VApic {
                 if v != 0 {
                     return Err(Gp);
                 }
-                if let Some(top) = self.isr.highest() {
-                    self.isr.clear(top);
-                }
+                self.eoi();
             }
             reg::SVR => {
                 self.svr = v & 0x11FF;

@@ -2,6 +2,7 @@
 
 pub mod loader;
 pub mod mem;
+pub mod walk;
 
 /// An access the guest is refused: it gets #GP(0), as hardware would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,12 +10,23 @@
 //!
 //! Adding a persona: write `personas/<name>.rs`, then add one variant to
 //! [`Active`] and one line to [`select`] and [`NAMES`].
+//!
+//! Beyond the per-exit handlers, a persona may keep its own timers
+//! ([`Persona::next_deadline`], [`Persona::poll`]) and raise interrupts
+//! through [`GuestCx::apic`]; see which interrupt the guest is about to take
+//! ([`Persona::on_inject`], for lazy-EOI schemes); end the run on the
+//! guest's behalf ([`HypercallAction::Exit`]); and offer `break=<step>`
+//! switches that make one of its setup steps fail on purpose.
 
 pub mod bare;
+pub mod hyperv;
 pub mod none;
+pub mod vmware;
+pub mod xen;
 
-use crate::guest::{mem::GuestRam, Gp};
+use crate::guest::{mem::GuestRam, walk, Gp};
 use crate::svm::{vmcb::StateSave, vmrun::GuestRegs};
+use crate::vapic::VApic;
 
 /// The first hypervisor CPUID leaf; the range ends at 0x4FFF_FFFF.
 pub const HV_LEAF_BASE: u32 = 0x4000_0000;
@@ -23,7 +34,6 @@ pub const HV_LEAF_BASE: u32 = 0x4000_0000;
 pub const HV_LEAF_LAST: u32 = 0x4FFF_FFFF;
 
 /// What a persona handler may see and change of the guest.
-#[allow(dead_code)] // `none` and `bare` need only RAX; the next personas use the rest.
 pub struct GuestCx<'a> {
     /// Guest state in the VMCB (RAX, RSP, RIP, control registers, ...).
     pub state: &'a mut StateSave,
@@ -35,6 +45,44 @@ pub struct GuestCx<'a> {
     pub now: u64,
     /// TSC frequency in kHz.
     pub tsc_khz: u64,
+    /// The guest's virtual local APIC (raise an interrupt with
+    /// [`VApic::raise`]).
+    pub apic: &'a mut VApic,
+}
+
+impl GuestCx<'_> {
+    /// Translates a guest-virtual address through the guest's page tables.
+    pub fn translate(&self, gva: u64) -> Option<u64> {
+        walk::translate(self.mem, self.state.cr0, self.state.cr3, gva)
+    }
+
+    /// Reads `out.len()` bytes at guest-virtual `gva` (which may cross
+    /// pages); `None` if any byte is unmapped or outside guest RAM.
+    pub fn read_virt(&self, gva: u64, out: &mut [u8]) -> Option<()> {
+        let mut done = 0;
+        while done < out.len() {
+            let va = gva.checked_add(done as u64)?;
+            let chunk = ((0x1000 - (va & 0xFFF)) as usize).min(out.len() - done);
+            let pa = self.translate(va)?;
+            self.mem.read(pa, &mut out[done..done + chunk]).ok()?;
+            done += chunk;
+        }
+        Some(())
+    }
+
+    /// Writes `data` at guest-virtual `gva`; `None` (nothing or part
+    /// written) if any byte is unmapped or outside guest RAM.
+    pub fn write_virt(&self, gva: u64, data: &[u8]) -> Option<()> {
+        let mut done = 0;
+        while done < data.len() {
+            let va = gva.checked_add(done as u64)?;
+            let chunk = ((0x1000 - (va & 0xFFF)) as usize).min(data.len() - done);
+            let pa = self.translate(va)?;
+            self.mem.write(pa, &data[done..done + chunk]).ok()?;
+            done += chunk;
+        }
+        Some(())
+    }
 }
 
 /// How a hypercall ends.
@@ -44,6 +92,10 @@ pub enum HypercallAction {
     Return,
     /// VMMCALL is undefined here: inject #UD (RIP stays on the VMMCALL).
     Undefined,
+    /// The guest asked to stop (e.g. Xen's SCHEDOP_shutdown): end the run as
+    /// if it had written this value to the `isa-debug-exit` port
+    /// (`pvops_abi::exit::ExitCode::Pass as u32` or `Fail as u32`).
+    Exit(u32),
 }
 
 /// A handled hypercall: its code (for the counters) and outcome.
@@ -104,6 +156,27 @@ pub trait Persona {
     fn shared_pages(&self) -> &[SharedPage] {
         &[]
     }
+
+    /// Called once the microvisor knows its clock: the TSC rate and the
+    /// virtual APIC timer's input rate, both in kHz.
+    fn set_clock(&mut self, _tsc_khz: u64, _apic_bus_khz: u64) {}
+
+    /// Host TSC at which [`Persona::poll`] has work (a persona timer), if any.
+    fn next_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// Called before every guest entry and while the guest halts: fire due
+    /// persona timers, raise interrupts with `cx.apic.raise(vector)`,
+    /// complete lazy EOIs, refresh shared pages.
+    fn poll(&mut self, _cx: &mut GuestCx<'_>) {}
+
+    /// The guest is about to take interrupt `vector` from its APIC.
+    fn on_inject(&mut self, _cx: &mut GuestCx<'_>, _vector: u8) {}
+
+    /// Prints the persona's part of the end-of-run report (`@@ mv.<kind>
+    /// ...` records, with `bootkit::record!`), before `mv.end`.
+    fn report(&self) {}
 }
 
 /// The selected persona.
@@ -112,17 +185,49 @@ pub enum Active {
     None(none::NoHypervisor),
     /// [`bare::Bare`].
     Bare(bare::Bare),
+    /// [`vmware::Vmware`].
+    Vmware(vmware::Vmware),
+    /// [`xen::Xen`] (also `xen+viridian`).
+    Xen(xen::Xen),
+    /// [`hyperv::HyperV`] (also `kvm+hyperv`).
+    HyperV(hyperv::HyperV),
 }
 
 /// Persona names accepted on the command line.
-pub const NAMES: &[&str] = &["none", "bare"];
+pub const NAMES: &[&str] = &[
+    "none",
+    "bare",
+    "vmware",
+    "xen",
+    "xen+viridian",
+    "hyperv",
+    "kvm+hyperv",
+];
 
-/// The persona called `name`.
-pub fn select(name: &str) -> Option<Active> {
+/// Why a persona could not be selected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectError {
+    /// No persona has this name.
+    UnknownPersona,
+    /// The persona has no such `break=` step.
+    UnknownBreak,
+}
+
+/// The persona called `name`, with setup step `break_step` broken.
+pub fn select(name: &str, break_step: Option<&str>) -> Result<Active, SelectError> {
+    let plain = |p: Active| match break_step {
+        None => Ok(p),
+        Some(_) => Err(SelectError::UnknownBreak),
+    };
     match name {
-        "none" => Some(Active::None(none::NoHypervisor)),
-        "bare" => Some(Active::Bare(bare::Bare)),
-        _ => None,
+        "none" => plain(Active::None(none::NoHypervisor)),
+        "bare" => plain(Active::Bare(bare::Bare)),
+        "vmware" => vmware::Vmware::new(break_step).map(Active::Vmware),
+        "xen" => xen::Xen::new(false, break_step).map(Active::Xen),
+        "xen+viridian" => xen::Xen::new(true, break_step).map(Active::Xen),
+        "hyperv" => hyperv::HyperV::new(false, break_step).map(Active::HyperV),
+        "kvm+hyperv" => hyperv::HyperV::new(true, break_step).map(Active::HyperV),
+        _ => Err(SelectError::UnknownPersona),
     }
 }
 
@@ -132,6 +237,20 @@ impl Active {
         match self {
             Active::None(p) => p,
             Active::Bare(p) => p,
+            Active::Vmware(p) => p,
+            Active::Xen(p) => p,
+            Active::HyperV(p) => p,
+        }
+    }
+
+    /// The persona as a shared trait object.
+    pub fn get_ref(&self) -> &dyn Persona {
+        match self {
+            Active::None(p) => p,
+            Active::Bare(p) => p,
+            Active::Vmware(p) => p,
+            Active::Xen(p) => p,
+            Active::HyperV(p) => p,
         }
     }
 }

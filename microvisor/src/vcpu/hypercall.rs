@@ -27,6 +27,9 @@ pub fn handle(v: &mut Vcpu) -> Flow {
     match call.action {
         HypercallAction::Return => v.advance(VMMCALL_LEN),
         HypercallAction::Undefined => v.inject_exception(UD, None),
+        HypercallAction::Exit(value) => {
+            return Flow::End(crate::outcome::End::GuestExit { value, size: 4 })
+        }
     }
     Flow::Continue
 }

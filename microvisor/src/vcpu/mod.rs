@@ -88,6 +88,11 @@ impl Vcpu {
         self.acct
     }
 
+    /// The persona, for its end-of-run report.
+    pub fn persona(&self) -> &dyn crate::personas::Persona {
+        self.persona.get_ref()
+    }
+
     /// Whether the guest left its serial output in the middle of a line.
     pub fn serial_mid_line(&self) -> bool {
         self.serial_mid_line
@@ -139,6 +144,7 @@ impl Vcpu {
     fn prepare_entry(&mut self) -> Option<End> {
         let now = self.clock.now();
         self.vapic.poll(now);
+        self.poll_persona();
         if self.watchdog.expired(now) {
             return Some(self.watchdog_fault(now));
         }
@@ -152,6 +158,8 @@ impl Vcpu {
                 self.vapic.accept(v);
                 self.vmcb.control.event_inj = event::VALID | event::TYPE_INTR | v as u64;
                 self.watchdog.progress(now);
+                let (persona, mut cx) = self.persona_cx();
+                persona.get().on_inject(&mut cx, v);
             }
         }
         // Still something to deliver: exit as soon as the guest can take it
@@ -175,6 +183,9 @@ impl Vcpu {
     fn arm_host_timer(&mut self, now: u64) {
         let mut target = self.watchdog.deadline();
         if let Some(d) = self.vapic.next_deadline() {
+            target = target.min(d);
+        }
+        if let Some(d) = self.persona.get_ref().next_deadline() {
             target = target.min(d);
         }
         if HOST_TIMER_FIRED.swap(false, Ordering::AcqRel) {
@@ -209,6 +220,7 @@ impl Vcpu {
         loop {
             let now = self.clock.now();
             self.vapic.poll(now);
+            self.poll_persona();
             if self.pending_event.is_some() {
                 return Flow::Continue;
             }
@@ -249,6 +261,12 @@ impl Vcpu {
         self.pending_event = Some(ev);
     }
 
+    /// Lets the persona fire its timers and raise interrupts.
+    fn poll_persona(&mut self) {
+        let (persona, mut cx) = self.persona_cx();
+        persona.get().poll(&mut cx);
+    }
+
     /// A persona handler context.
     fn persona_cx(&mut self) -> (&mut Active, GuestCx<'_>) {
         let now = self.clock.now();
@@ -260,6 +278,7 @@ impl Vcpu {
                 mem: &self.mem,
                 now,
                 tsc_khz: self.clock.tsc_khz,
+                apic: &mut self.vapic,
             },
         )
     }
