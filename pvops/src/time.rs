@@ -24,6 +24,18 @@ pub enum TscSource {
 }
 
 impl TscSource {
+    /// Every source, `Unknown` first.
+    pub const ALL: [TscSource; 8] = [
+        TscSource::Unknown,
+        TscSource::PitCalibration,
+        TscSource::Cpuid15,
+        TscSource::TimingLeaf,
+        TscSource::VmwareBackdoor,
+        TscSource::Pvclock,
+        TscSource::HypervMsr,
+        TscSource::Platform,
+    ];
+
     /// Stable lower-case name for reports.
     pub const fn name(self) -> &'static str {
         match self {

@@ -13,16 +13,7 @@ static APIC_KHZ: AtomicU64 = AtomicU64::new(0);
 static USE_DEADLINE: AtomicBool = AtomicBool::new(false);
 static TIMER_VECTOR: AtomicU8 = AtomicU8::new(0);
 
-const SOURCES: [TscSource; 8] = [
-    TscSource::Unknown,
-    TscSource::PitCalibration,
-    TscSource::Cpuid15,
-    TscSource::TimingLeaf,
-    TscSource::VmwareBackdoor,
-    TscSource::Pvclock,
-    TscSource::HypervMsr,
-    TscSource::Platform,
-];
+const SOURCES: [TscSource; 8] = TscSource::ALL;
 
 /// Records the TSC frequency the native clock and timer use. The clock's
 /// origin is the moment of the first call.
