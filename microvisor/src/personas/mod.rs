@@ -268,17 +268,17 @@ mod tests {
     #[test]
     fn registry() {
         for name in NAMES {
-            assert_eq!(select(name).unwrap().get().name(), *name);
+            assert_eq!(select(name, None).unwrap().get().name(), *name);
         }
-        assert!(select("kvm").is_none());
+        assert_eq!(select("kvm", None).err(), Some(SelectError::UnknownPersona));
     }
 
     #[test]
     fn none_hides_everything_and_bare_is_unknown() {
-        let mut none = select("none").unwrap();
+        let mut none = select("none", None).unwrap();
         assert!(!none.get().hypervisor_bit());
         assert_eq!(none.get().cpuid(HV_LEAF_BASE, 0), [0; 4]);
-        let mut bare = select("bare").unwrap();
+        let mut bare = select("bare", None).unwrap();
         assert!(bare.get().hypervisor_bit());
         let [max, b, c, d] = bare.get().cpuid(HV_LEAF_BASE, 0);
         assert_eq!(max, HV_LEAF_BASE + 1);
