@@ -7,11 +7,13 @@
 //! (`pvops_abi::report`), then exits QEMU through `isa-debug-exit`.
 //!
 //! Command line (`-append`): `pvops=<backend>`, `dump=cpuid`,
-//! `fault=<kind>` (see [`faults::KINDS`]), `loglevel=<level>`.
+//! `fault=<kind>` (see [`faults::KINDS`]), `loglevel=<level>`, `bench`
+//! (micro-benchmarks after the self-tests, see [`bench`]).
 #![no_std]
 #![no_main]
 
 mod arch;
+mod bench;
 mod cpuid_dump;
 mod faults;
 mod hypercall;
@@ -116,6 +118,9 @@ fn kmain(start_info_paddr: u64) -> ! {
         timer_works: false,
     };
     selftest::run_all(&mut ctx, &mut tally);
+    if bench::requested(cmdline) {
+        bench::run(apic_id, ctx.timer_works);
+    }
 
     let pass = tally.passed == tally.total;
     let verdict = if pass { "pass" } else { "fail" };

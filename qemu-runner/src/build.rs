@@ -1,8 +1,12 @@
 //! Building the two kernels (`example-kernel/`, `microvisor/`).
 //!
 //! Each is its own Cargo workspace built for `x86_64-unknown-none` (through
-//! its `.cargo/config.toml`). Builds go to `<workspace>/target/kernels/…`,
-//! one target directory per feature set, and happen at most once per process
+//! its `.cargo/config.toml`). Builds go to `<workspace>/target/kernels/<name>`,
+//! one target directory per kernel shared by its feature sets (so the
+//! dependencies are compiled once, not once per feature set); each build's
+//! executable is then copied to `target/kernels/bin/<name>-<key>`, which is
+//! what QEMU boots, so a later build with other features cannot replace a
+//! kernel under a running scenario. Builds happen at most once per process
 //! per feature set, however many test threads ask.
 
 use std::collections::HashMap;
@@ -65,11 +69,21 @@ impl KernelSpec {
         key
     }
 
-    /// `<workspace>/target/kernels/<name>-<key>`.
+    /// `<workspace>/target/kernels/<name>`, shared by every feature set.
     pub fn target_dir(&self) -> PathBuf {
         workspace_root()
             .join("target")
             .join("kernels")
+            .join(self.name)
+    }
+
+    /// `<workspace>/target/kernels/bin/<name>-<key>`: this feature set's
+    /// copy of the executable.
+    pub fn image_path(&self) -> PathBuf {
+        workspace_root()
+            .join("target")
+            .join("kernels")
+            .join("bin")
             .join(format!("{}-{}", self.name, self.key()))
     }
 
@@ -156,12 +170,24 @@ fn build_uncached(spec: &KernelSpec) -> Result<PathBuf, String> {
             String::from_utf8_lossy(&out.stderr).trim_end()
         ));
     }
-    executable_from_messages(&stdout, spec.name).ok_or_else(|| {
+    let exe = executable_from_messages(&stdout, spec.name).ok_or_else(|| {
         format!(
             "built {} but cargo reported no executable named {}",
             spec.name, spec.name
         )
-    })
+    })?;
+    let image = spec.image_path();
+    if let Some(dir) = image.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    // Copy to a temporary name, then rename: a QEMU still reading an
+    // older copy keeps its file.
+    let tmp = image.with_extension("tmp");
+    std::fs::copy(&exe, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, &image))
+        .map_err(|e| format!("cannot copy {} to {}: {e}", exe.display(), image.display()))?;
+    Ok(image)
 }
 
 /// Finds the executable of target `name` in cargo's JSON messages.
@@ -205,9 +231,10 @@ mod tests {
             no_default_features: true,
         };
         assert_eq!(spec.key(), "nodefault+vmware+xen");
+        assert!(spec.target_dir().ends_with("target/kernels/example-kernel"));
         assert!(spec
-            .target_dir()
-            .ends_with("target/kernels/example-kernel-nodefault+vmware+xen"));
+            .image_path()
+            .ends_with("target/kernels/bin/example-kernel-nodefault+vmware+xen"));
         assert_eq!(KernelSpec::microvisor().key(), "default");
     }
 

@@ -42,6 +42,14 @@ pub struct RunOptions {
     pub extra_guest_cmdline: String,
 }
 
+/// What the runner decided at run time for a scenario.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// The TSC frequency given to QEMU (`tsc-frequency=`), in Hz, for a
+    /// scenario with [`Requirement::KvmTscFrequency`].
+    pub tsc_hz: Option<u64>,
+}
+
 /// How a scenario ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -77,6 +85,8 @@ pub struct ScenarioReport {
     pub result: BootResult,
     /// What went wrong (build errors, QEMU errors, unmet expectations).
     pub failures: Vec<String>,
+    /// Run-time decisions (configured TSC frequency).
+    pub resolved: Resolved,
 }
 
 impl ScenarioReport {
@@ -108,6 +118,19 @@ impl ScenarioReport {
             raw: None,
             result: BootResult::default(),
             failures: vec![why],
+            resolved: Resolved::default(),
+        }
+    }
+
+    /// A report for a scenario that was not run, with the reason.
+    pub fn skipped(scenario: &'static Scenario, why: String) -> ScenarioReport {
+        ScenarioReport {
+            scenario,
+            skipped: Some(why),
+            raw: None,
+            result: BootResult::default(),
+            failures: Vec::new(),
+            resolved: Resolved::default(),
         }
     }
 }
@@ -122,24 +145,33 @@ pub fn qemu() -> Result<&'static qemu::Qemu, String> {
 
 /// Why `scenario` cannot run on this host, if it cannot.
 pub fn unmet_requirement(scenario: &Scenario) -> Option<String> {
-    scenario.requires.iter().find_map(|r| match r {
-        Requirement::Kvm => qemu::kvm_usable().err(),
-        Requirement::HostSvm => qemu::host_svm().err(),
-    })
+    resolve(scenario).err()
+}
+
+/// Checks `scenario`'s requirements and makes its run-time decisions;
+/// the error says why it cannot run here.
+pub fn resolve(scenario: &Scenario) -> Result<Resolved, String> {
+    let mut resolved = Resolved::default();
+    for r in scenario.requires {
+        match r {
+            Requirement::Kvm => qemu::kvm_usable()?,
+            Requirement::HostSvm => qemu::host_svm()?,
+            Requirement::KvmTscFrequency => {
+                let q = qemu()?;
+                resolved.tsc_hz = Some(qemu::kvm_tsc_hz(q, scenario)?);
+            }
+        }
+    }
+    Ok(resolved)
 }
 
 /// Builds what `scenario` needs, boots it and judges the result. Never
 /// panics on a guest or host problem: those become failures in the report.
 pub fn run_scenario(scenario: &'static Scenario, opts: &RunOptions) -> ScenarioReport {
-    if let Some(why) = unmet_requirement(scenario) {
-        return ScenarioReport {
-            scenario,
-            skipped: Some(why),
-            raw: None,
-            result: BootResult::default(),
-            failures: Vec::new(),
-        };
-    }
+    let resolved = match resolve(scenario) {
+        Ok(r) => r,
+        Err(why) => return ScenarioReport::skipped(scenario, why),
+    };
     let qemu = match qemu() {
         Ok(q) => q,
         Err(e) => return ScenarioReport::failed(scenario, e),
@@ -148,7 +180,7 @@ pub fn run_scenario(scenario: &'static Scenario, opts: &RunOptions) -> ScenarioR
         Ok(i) => i,
         Err(e) => return ScenarioReport::failed(scenario, e),
     };
-    let args = qemu::args(scenario, &images, &opts.extra_guest_cmdline);
+    let args = qemu::args(scenario, &images, &opts.extra_guest_cmdline, &resolved);
     let timeout = opts
         .timeout
         .unwrap_or(Duration::from_secs(scenario.timeout_secs));
@@ -164,13 +196,21 @@ pub fn run_scenario(scenario: &'static Scenario, opts: &RunOptions) -> ScenarioR
     match raw {
         Err(e) => ScenarioReport::failed(scenario, e),
         Ok(raw) => {
-            let failures = verdict::judge(scenario, &raw, &result);
+            let mut failures = verdict::judge(scenario, &raw, &result, &resolved);
+            if opts
+                .extra_guest_cmdline
+                .split_whitespace()
+                .any(|w| w == "bench")
+            {
+                failures.extend(verdict::bench_failures(&result));
+            }
             ScenarioReport {
                 scenario,
                 skipped: None,
                 raw: Some(raw),
                 result,
                 failures,
+                resolved,
             }
         }
     }

@@ -49,6 +49,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Boot the paired persona scenarios (a backend scenario and its
+    /// `pvops=native` pair) with the example kernel's `bench` switch, one
+    /// at a time, and print per workload cycles and exits per iteration of
+    /// the backend vs native, with ratios against native.
+    Bench {
+        /// Backend scenarios (names or `prefix*`); each brings its native
+        /// pair. Default: every scenario that has a native pair.
+        #[arg(value_name = "SCENARIO")]
+        scenarios: Vec<String>,
+        /// Print one JSON object per scenario (with `bench` and `compare`).
+        #[arg(long)]
+        json: bool,
+        /// Show the guest's serial console (on stderr) as it runs.
+        #[arg(long)]
+        serial: bool,
+    },
     /// Boot SCENARIO with `dump=cpuid` and write the guest's CPUID, in
     /// `cpuid -r` format, to FILE.
     RecordCpuid {
@@ -67,6 +83,11 @@ fn main() -> ExitCode {
             ref scenario,
             ref file,
         }) => record_cpuid(scenario, file),
+        Some(Command::Bench {
+            ref scenarios,
+            json,
+            serial,
+        }) => bench(scenarios, json, serial, cli.timeout),
         None if cli.list => {
             for s in scenario::ALL {
                 println!(
@@ -139,9 +160,43 @@ fn record_cpuid(name: &str, file: &PathBuf) -> ExitCode {
     }
 }
 
+/// `selected` plus the native pair of every selected scenario that has
+/// one (right after it), so each comparison has both runs.
+fn with_pairs(selected: Vec<&'static scenario::Scenario>) -> Vec<&'static scenario::Scenario> {
+    let mut out: Vec<&'static scenario::Scenario> = Vec::new();
+    for s in selected {
+        if !out.iter().any(|o| o.name == s.name) {
+            out.push(s);
+        }
+        if let Some(pair) = s.native_pair.and_then(scenario::find) {
+            if !out.iter().any(|o| o.name == pair.name) {
+                out.push(pair);
+            }
+        }
+    }
+    out
+}
+
+/// Adds the failures of every pair whose both runs passed on their own to
+/// the backend scenario's report.
+fn judge_pairs(reports: &mut [ScenarioReport]) {
+    let extra: Vec<(usize, Vec<String>)> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let native = report::pair_of(r, reports)?;
+            (r.raw.is_some() && native.raw.is_some())
+                .then(|| (i, qemu_runner::verdict::judge_pair(r, native)))
+        })
+        .collect();
+    for (i, f) in extra {
+        reports[i].failures.extend(f);
+    }
+}
+
 fn boot(cli: &Cli) -> ExitCode {
     let selected = match scenario::select(&cli.scenarios) {
-        Ok(s) => s,
+        Ok(s) => with_pairs(s),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -161,35 +216,18 @@ fn boot(cli: &Cli) -> ExitCode {
     };
     // With --serial, one at a time so the console stays readable;
     // otherwise in parallel (the runner allows one QEMU per CPU).
-    let reports: Vec<ScenarioReport> = if cli.serial {
-        selected
-            .iter()
-            .map(|s| run_one(s, &opts, cli.json))
-            .collect()
+    let mut reports = run_all(&selected, &opts, !cli.serial);
+    judge_pairs(&mut reports);
+    if cli.json {
+        print_json(&reports);
     } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = selected
-                .iter()
-                .map(|s| scope.spawn(|| run_one(s, &opts, cli.json)))
-                .collect();
-            handles
-                .into_iter()
-                .zip(&selected)
-                .map(|(h, s)| {
-                    h.join().unwrap_or_else(|_| ScenarioReport {
-                        scenario: s,
-                        skipped: None,
-                        raw: None,
-                        result: Default::default(),
-                        failures: vec!["runner thread panicked".to_string()],
-                    })
-                })
-                .collect()
-        })
-    };
-    if !cli.json {
         print!("{}", report::table(&reports));
+        print!("{}", report::compare_table(&reports));
     }
+    exit_code(&reports)
+}
+
+fn exit_code(reports: &[ScenarioReport]) -> ExitCode {
     if reports.iter().any(|r| r.status() == Status::Fail) {
         ExitCode::FAILURE
     } else {
@@ -197,7 +235,88 @@ fn boot(cli: &Cli) -> ExitCode {
     }
 }
 
-fn run_one(s: &'static scenario::Scenario, opts: &RunOptions, json: bool) -> ScenarioReport {
+fn print_json(reports: &[ScenarioReport]) {
+    let mut out = std::io::stdout().lock();
+    for j in report::to_json_all(reports) {
+        let _ = writeln!(out, "{j}");
+    }
+}
+
+fn bench(names: &[String], json: bool, serial: bool, timeout: Option<u64>) -> ExitCode {
+    let selected = if names.is_empty() {
+        Ok(scenario::ALL
+            .iter()
+            .filter(|s| s.native_pair.is_some())
+            .collect())
+    } else {
+        scenario::select(names)
+    };
+    let selected = match selected {
+        Ok(s) => with_pairs(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !selected.iter().any(|s| s.native_pair.is_some()) {
+        eprintln!("error: none of these scenarios has a native pair to compare with");
+        return ExitCode::from(2);
+    }
+    match qemu_runner::qemu() {
+        Ok(q) => eprintln!("using {} ({})", q.path.display(), q.version),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let opts = RunOptions {
+        stream_serial: serial,
+        timeout: timeout.map(Duration::from_secs),
+        extra_guest_cmdline: "bench".to_string(),
+    };
+    // One at a time: a second QEMU on the same CPUs would distort cycles.
+    let mut reports = run_all(&selected, &opts, false);
+    judge_pairs(&mut reports);
+    if json {
+        print_json(&reports);
+    } else {
+        print!("{}", report::table(&reports));
+        print!("{}", report::compare_table(&reports));
+        print!("{}", report::bench_table(&reports));
+    }
+    exit_code(&reports)
+}
+
+fn run_all(
+    selected: &[&'static scenario::Scenario],
+    opts: &RunOptions,
+    parallel: bool,
+) -> Vec<ScenarioReport> {
+    if !parallel {
+        selected.iter().map(|s| run_one(s, opts)).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = selected
+                .iter()
+                .map(|s| scope.spawn(|| run_one(s, opts)))
+                .collect();
+            handles
+                .into_iter()
+                .zip(selected)
+                .map(|(h, s)| {
+                    h.join().unwrap_or_else(|_| {
+                        let mut r = ScenarioReport::skipped(s, String::new());
+                        r.skipped = None;
+                        r.failures = vec!["runner thread panicked".to_string()];
+                        r
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+fn run_one(s: &'static scenario::Scenario, opts: &RunOptions) -> ScenarioReport {
     eprintln!("booting {} ...", s.name);
     let r = qemu_runner::run_scenario(s, opts);
     let took = r.raw.as_ref().map_or(String::new(), |raw| {
@@ -210,11 +329,6 @@ fn run_one(s: &'static scenario::Scenario, opts: &RunOptions, json: bool) -> Sce
             r.skipped.as_deref().unwrap_or("")
         ),
         st => eprintln!("{}: {}{took}", s.name, st.name()),
-    }
-    if json {
-        // Print as soon as known; lock so lines from threads never mix.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", report::to_json(&r));
     }
     r
 }
@@ -247,6 +361,36 @@ mod tests {
         assert!(Cli::try_parse_from(["qemu-runner", "--bogus"]).is_err());
         let c = Cli::try_parse_from(["qemu-runner", "--timeout", "5", "kvm"]).unwrap();
         assert_eq!(c.timeout, Some(5));
+        let c = Cli::try_parse_from(["qemu-runner", "bench", "microvisor:xen", "--json"]).unwrap();
+        match c.command {
+            Some(Command::Bench {
+                scenarios, json, ..
+            }) => {
+                assert_eq!(scenarios, ["microvisor:xen"]);
+                assert!(json);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["qemu-runner", "bench"]).unwrap();
+        assert!(
+            matches!(c.command, Some(Command::Bench { ref scenarios, .. }) if scenarios.is_empty())
+        );
+    }
+
+    #[test]
+    fn pairs_are_added_once() {
+        let s = scenario::select(&["microvisor:xen".into(), "tcg".into()]).unwrap();
+        let names: Vec<&str> = with_pairs(s).iter().map(|s| s.name).collect();
+        assert_eq!(names, ["microvisor:xen", "microvisor:xen/native", "tcg"]);
+        let s = scenario::select(&["microvisor:xen*".into()]).unwrap();
+        let names: Vec<&str> = with_pairs(s).iter().map(|s| s.name).collect();
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| **n == "microvisor:xen/native")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -198,6 +198,86 @@ impl Exits {
     pub fn port(&self, port: u16) -> u64 {
         self.ports.get(&port).copied().unwrap_or(0)
     }
+
+    /// EOI exits: writes of the x2APIC EOI MSR plus writes of the Hyper-V
+    /// EOI MSR.
+    pub fn eoi(&self) -> u64 {
+        EOI_MSRS
+            .iter()
+            .map(|m| self.msrs.get(m).map_or(0, |c| c.writes))
+            .sum()
+    }
+}
+
+/// MSRs whose writes are EOIs: x2APIC EOI (0x80b) and HV_X64_MSR_EOI.
+pub const EOI_MSRS: [u32; 2] = [0x80b, 0x4000_0070];
+
+/// A `bench` record of the example kernel (`bench` on its command line):
+/// one workload, its TSC cycles and, under the microvisor, the exits it
+/// caused by class.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bench {
+    /// Workload name (`clock`, `timer`, `self-ipi`, `io-delay`, `tsc-freq`).
+    pub name: String,
+    /// Iterations run.
+    pub iterations: u64,
+    /// TSC cycles for all iterations.
+    pub cycles: u64,
+    /// Exits for all iterations; `None` without the microvisor (`exits=-`).
+    pub exits: Option<u64>,
+    /// Exits by class (`cpuid`, `msr`, `io`, `hlt`, `vmmcall`, `intr`, ...).
+    pub classes: BTreeMap<String, u64>,
+    /// Iterations that saw their event (timer tick, IPI), when reported.
+    pub completed: Option<u64>,
+}
+
+impl Bench {
+    /// Decodes a `bench` record; `None` when a required field is missing
+    /// or not a number.
+    pub fn from_record(rec: &Record) -> Option<Bench> {
+        let name = rec.get("name")?.to_string();
+        let iterations = rec.get("iterations").and_then(parse_u64)?;
+        let cycles = rec.get("cycles").and_then(parse_u64)?;
+        let exits = match rec.get("exits")? {
+            "-" => None,
+            v => Some(parse_u64(v)?),
+        };
+        let mut classes = BTreeMap::new();
+        let mut completed = None;
+        for (k, v) in &rec.fields {
+            match k.as_str() {
+                "name" | "iterations" | "cycles" | "exits" => {}
+                "completed" => completed = Some(parse_u64(v)?),
+                _ if v == "-" => {}
+                _ => {
+                    classes.insert(k.clone(), parse_u64(v)?);
+                }
+            }
+        }
+        Some(Bench {
+            name,
+            iterations,
+            cycles,
+            exits,
+            classes,
+            completed,
+        })
+    }
+
+    /// TSC cycles per iteration.
+    pub fn cycles_per_iteration(&self) -> f64 {
+        self.cycles as f64 / self.iterations.max(1) as f64
+    }
+
+    /// Exits per iteration, under the microvisor.
+    pub fn exits_per_iteration(&self) -> Option<f64> {
+        self.exits.map(|e| e as f64 / self.iterations.max(1) as f64)
+    }
+
+    /// Exits of one class (0 when not reported).
+    pub fn class(&self, name: &str) -> u64 {
+        self.classes.get(name).copied().unwrap_or(0)
+    }
 }
 
 /// An `mv.fault` record.
@@ -258,8 +338,8 @@ pub struct BootResult {
     pub tsc_source: Option<String>,
     /// Self-tests by name (a later record of the same name wins).
     pub selftests: BTreeMap<String, SelfTest>,
-    /// Bench records (name plus fields).
-    pub bench: Vec<Record>,
+    /// Bench records, in order.
+    pub bench: Vec<Bench>,
     /// The `panic` message, if the guest panicked.
     pub panic: Option<String>,
     /// The `done` record.
@@ -285,6 +365,11 @@ impl BootResult {
     /// Number of self-tests that passed.
     pub fn selftests_passed(&self) -> usize {
         self.selftests.values().filter(|t| t.pass).count()
+    }
+
+    /// The bench result of workload `name`.
+    pub fn bench(&self, name: &str) -> Option<&Bench> {
+        self.bench.iter().find(|b| b.name == name)
     }
 
     /// Whether the microvisor reported exits (any `mv.*` record).
@@ -371,7 +456,10 @@ impl BootResult {
                 let detail = s("detail").unwrap_or_default();
                 self.selftests.insert(name, SelfTest { pass, detail });
             }
-            "bench" => self.bench.push(rec.clone()),
+            "bench" => match Bench::from_record(rec) {
+                Some(b) => self.bench.push(b),
+                None => return false,
+            },
             "panic" => self.panic = Some(s("message").unwrap_or_default()),
             "done" => {
                 self.done = Some(Done {
@@ -589,6 +677,45 @@ junk before @@ hypervisor name=ignored
         assert_eq!(r.cpuid_lines.len(), 2);
         assert!(r.cpuid_lines[0].starts_with("0x00000000 0x00: eax=0x00000010"));
         assert!(r.malformed.is_empty());
+    }
+
+    #[test]
+    fn bench_records() {
+        let serial = "\
+@@ bench name=io-delay iterations=1000 cycles=5000000 exits=1000 cpuid=0 msr=0 io=1000 hlt=0 vmmcall=0 intr=0
+@@ bench name=timer iterations=100 cycles=9000000 exits=301 cpuid=0 msr=200 io=0 hlt=100 vmmcall=0 intr=1 completed=100
+@@ bench name=clock iterations=10000 cycles=300000 exits=- cpuid=- msr=- io=- hlt=- vmmcall=-
+@@ bench name=bad iterations=x cycles=1 exits=-
+@@ bench name=bad2 iterations=1 cycles=1
+";
+        let r = BootResult::parse(serial);
+        assert_eq!(r.bench.len(), 3);
+        let io = r.bench("io-delay").unwrap();
+        assert_eq!(
+            (io.iterations, io.cycles, io.exits),
+            (1000, 5_000_000, Some(1000))
+        );
+        assert_eq!(io.class("io"), 1000);
+        assert_eq!(io.cycles_per_iteration(), 5000.0);
+        assert_eq!(io.exits_per_iteration(), Some(1.0));
+        let t = r.bench("timer").unwrap();
+        assert_eq!(
+            (t.class("msr"), t.class("hlt"), t.completed),
+            (200, 100, Some(100))
+        );
+        let c = r.bench("clock").unwrap();
+        assert_eq!(c.exits, None);
+        assert!(c.classes.is_empty());
+        assert_eq!(c.exits_per_iteration(), None);
+        assert_eq!(r.malformed.len(), 2, "{:?}", r.malformed);
+    }
+
+    #[test]
+    fn eoi_exits() {
+        let r = BootResult::parse(
+            "@@ mv.msr msr=0x80b reads=3 writes=10\n@@ mv.msr msr=0x40000070 reads=0 writes=4\n@@ mv.msr msr=0x830 reads=0 writes=9\n@@ mv.total count=30\n",
+        );
+        assert_eq!(r.exits().unwrap().eoi(), 14);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::parse::Exits;
+use crate::parse::{Bench, Exits};
+use crate::scenario::Metric;
 use crate::verdict::status_name;
 use crate::{ScenarioReport, Status};
 
@@ -48,7 +49,214 @@ pub fn to_json(r: &ScenarioReport) -> Value {
         "persona": mv.and_then(|m| m.persona.clone()),
         "fault": mv.and_then(|m| m.fault.as_ref()).map(|f| json!({"kind": f.kind, "detail": f.detail})),
         "end": mv.and_then(|m| m.end.as_ref()).map(|e| json!({"outcome": e.outcome, "code": e.code})),
+        "native_pair": r.scenario.native_pair,
+        "tsc_hz_configured": r.resolved.tsc_hz,
+        "bench": bench_json(&res.bench),
     })
+}
+
+/// The JSON objects of a whole run: [`to_json`] of each report, plus a
+/// `compare` object ([`compare_json`]) on each scenario whose native pair
+/// also ran.
+pub fn to_json_all(reports: &[ScenarioReport]) -> Vec<Value> {
+    reports
+        .iter()
+        .map(|r| {
+            let mut j = to_json(r);
+            if let Some(native) = pair_of(r, reports) {
+                j["compare"] = compare_json(r, native);
+            }
+            j
+        })
+        .collect()
+}
+
+/// The report of `r`'s native pair, when it is among `reports`.
+pub fn pair_of<'a>(
+    r: &ScenarioReport,
+    reports: &'a [ScenarioReport],
+) -> Option<&'a ScenarioReport> {
+    let name = r.scenario.native_pair?;
+    reports.iter().find(|o| o.scenario.name == name)
+}
+
+/// Bench results by workload.
+pub fn bench_json(bench: &[Bench]) -> Value {
+    let m: Map<String, Value> = bench
+        .iter()
+        .map(|b| {
+            (
+                b.name.clone(),
+                json!({
+                    "iterations": b.iterations,
+                    "cycles": b.cycles,
+                    "exits": b.exits,
+                    "cycles_per_iteration": b.cycles_per_iteration(),
+                    "exits_per_iteration": b.exits_per_iteration(),
+                    "classes": b.classes,
+                    "completed": b.completed,
+                }),
+            )
+        })
+        .collect();
+    Value::Object(m)
+}
+
+/// `a / b`, or `None` when `b` is 0.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b != 0.0).then(|| a / b)
+}
+
+/// The metrics shown for a pair.
+pub const COMPARED: [(&str, Metric); 5] = [
+    ("total", Metric::Total),
+    ("pit", Metric::Pit),
+    ("eoi", Metric::Eoi),
+    ("io", Metric::Io),
+    ("hypercalls", Metric::Hypercalls),
+];
+
+fn exit_summary(e: Option<&Exits>) -> Value {
+    match e {
+        None => Value::Null,
+        Some(e) => Value::Object(
+            COMPARED
+                .iter()
+                .map(|(k, m)| (k.to_string(), json!(m.of(e))))
+                .collect(),
+        ),
+    }
+}
+
+/// A backend run against its `pvops=native` pair: both runs' exit counts
+/// (total, PIT, EOI, I/O, hypercalls), the backend/native ratio of each,
+/// whether the scenario's `fewer_than_native` properties hold, and, when
+/// both ran the benchmarks, per workload cycles and exits per iteration
+/// with their ratios.
+pub fn compare_json(backend: &ScenarioReport, native: &ScenarioReport) -> Value {
+    let (b, n) = (backend.result.exits(), native.result.exits());
+    let ratios: Map<String, Value> = match (b, n) {
+        (Some(b), Some(n)) => COMPARED
+            .iter()
+            .map(|(k, m)| (k.to_string(), json!(ratio(m.of(b) as f64, m.of(n) as f64))))
+            .collect(),
+        _ => Map::new(),
+    };
+    let failures = crate::verdict::judge_pair(backend, native);
+    let mut bench = Map::new();
+    for wb in &backend.result.bench {
+        if let Some(wn) = native.result.bench(&wb.name) {
+            let (cb, cn) = (wb.cycles_per_iteration(), wn.cycles_per_iteration());
+            let (eb, en) = (wb.exits_per_iteration(), wn.exits_per_iteration());
+            bench.insert(
+                wb.name.clone(),
+                json!({
+                    "cycles_per_iteration": {"backend": cb, "native": cn, "ratio": ratio(cb, cn)},
+                    "exits_per_iteration": {
+                        "backend": eb, "native": en,
+                        "ratio": eb.zip(en).and_then(|(eb, en)| ratio(eb, en)),
+                    },
+                }),
+            );
+        }
+    }
+    json!({
+        "native_scenario": native.scenario.name,
+        "backend": exit_summary(b),
+        "native": exit_summary(n),
+        "ratio": ratios,
+        "fewer_than_native": backend.scenario.expect.fewer_than_native.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "holds": failures.is_empty(),
+        "failures": failures,
+        "bench": bench,
+    })
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
+}
+
+/// The paired comparison under the table: per pair that ran, exits total
+/// and PIT (and EOI, I/O) of the backend run vs the native run, with the
+/// ratio of the totals. Empty when no pair ran.
+pub fn compare_table(reports: &[ScenarioReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let Some(native) = pair_of(r, reports) else {
+            continue;
+        };
+        let (Some(b), Some(n)) = (r.result.exits(), native.result.exits()) else {
+            continue;
+        };
+        if out.is_empty() {
+            out.push_str(
+                "\npaired comparison (backend run vs the same persona with pvops=native):\n",
+            );
+        }
+        out.push_str(&format!(
+            "  {:<24} exits {} vs {} ({}), PIT {} vs {}, EOI {} vs {}, I/O {} vs {}{}\n",
+            r.scenario.name,
+            b.total,
+            n.total,
+            fmt_ratio(ratio(b.total as f64, n.total as f64)),
+            b.pit(),
+            n.pit(),
+            b.eoi(),
+            n.eoi(),
+            Metric::Io.of(b),
+            Metric::Io.of(n),
+            if crate::verdict::judge_pair(r, native).is_empty() {
+                ""
+            } else {
+                "  (expected property FAILS)"
+            }
+        ));
+    }
+    out
+}
+
+/// Bench figures per pair: for every workload, cycles and exits per
+/// iteration of the backend run and of the native run, and the ratios
+/// against native (same QEMU run of the runner, same machine).
+pub fn bench_table(reports: &[ScenarioReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let Some(native) = pair_of(r, reports) else {
+            continue;
+        };
+        if r.result.bench.is_empty() || native.result.bench.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n{} ({}) vs {} (native)\n",
+            r.scenario.name,
+            r.result.backend.as_deref().unwrap_or("?"),
+            native.scenario.name
+        ));
+        out.push_str(&format!(
+            "  {:<10} {:>12} {:>12} {:>8}   {:>10} {:>10} {:>8}\n",
+            "workload", "cycles/it", "native", "ratio", "exits/it", "native", "ratio"
+        ));
+        for wb in &r.result.bench {
+            let Some(wn) = native.result.bench(&wb.name) else {
+                continue;
+            };
+            let (cb, cn) = (wb.cycles_per_iteration(), wn.cycles_per_iteration());
+            let (eb, en) = (wb.exits_per_iteration(), wn.exits_per_iteration());
+            let f = |e: Option<f64>| e.map_or_else(|| "-".to_string(), |e| format!("{e:.2}"));
+            out.push_str(&format!(
+                "  {:<10} {:>12.0} {:>12.0} {:>8}   {:>10} {:>10} {:>8}\n",
+                wb.name,
+                cb,
+                cn,
+                fmt_ratio(ratio(cb, cn)),
+                f(eb),
+                f(en),
+                fmt_ratio(eb.zip(en).and_then(|(b, n)| ratio(b, n)))
+            ));
+        }
+    }
+    out
 }
 
 /// The microvisor's counters as JSON (MSR, port and hypercall keys in hex).
@@ -186,13 +394,14 @@ mod tests {
             ..RawRun::default()
         };
         let result = BootResult::parse(serial);
-        let failures = crate::verdict::judge(scenario, &raw, &result);
+        let failures = crate::verdict::judge(scenario, &raw, &result, &crate::Resolved::default());
         ScenarioReport {
             scenario,
             skipped: None,
             raw: Some(raw),
             result,
             failures,
+            resolved: crate::Resolved::default(),
         }
     }
 
@@ -200,7 +409,6 @@ mod tests {
 @@ mv.start persona=none
 @@ hypervisor name=none
 @@ backend name=native reason=detected
-@@ owner entry=cpu.cpuid backend=native
 @@ tsc khz=2000000 source=pit-calibration
 @@ selftest name=cpu.cpuid result=pass detail=
 @@ done passed=1 total=1 verdict=pass
@@ -212,9 +420,17 @@ mod tests {
 @@ mv.end outcome=pass code=0x10
 ";
 
+    /// [`MV`] with an owner record for every entry (all native).
+    fn mv() -> String {
+        let owners: String = pvops::Entry::all()
+            .map(|e| format!("@@ owner entry={} backend=native\n", e.name()))
+            .collect();
+        format!("{owners}{MV}")
+    }
+
     #[test]
     fn json_fields() {
-        let r = report("microvisor:none", 33, MV);
+        let r = report("microvisor:none", 33, &mv());
         assert!(r.passed(), "{:?}", r.failures);
         let j = to_json(&r);
         assert_eq!(j["scenario"], "microvisor:none");
@@ -238,15 +454,10 @@ mod tests {
 
     #[test]
     fn table_rows() {
-        let good = report("microvisor:none", 33, MV);
+        let good = report("microvisor:none", 33, &mv());
         let bad = report("tcg", 35, "@@ hypervisor name=qemu-tcg\n");
-        let skip = ScenarioReport {
-            scenario: find("kvm").unwrap(),
-            skipped: Some("/dev/kvm not usable: nope".into()),
-            raw: None,
-            result: BootResult::default(),
-            failures: vec![],
-        };
+        let skip =
+            ScenarioReport::skipped(find("kvm").unwrap(), "/dev/kvm not usable: nope".into());
         let t = table(&[good, bad, skip]);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("scenario"), "{t}");
@@ -260,8 +471,86 @@ mod tests {
         assert!(lines.iter().any(|l| l.starts_with("    - ")), "{t}");
         assert!(t.contains("skip: /dev/kvm not usable: nope"), "{t}");
         assert!(t.ends_with("1 passed, 1 failed, 1 skipped\n"), "{t}");
+        assert!(compare_table(&[]).is_empty());
         // The verdict column starts at the same offset on every row.
         let col = lines[0].find("verdict").unwrap();
         assert_eq!(lines[1].find("pass"), Some(col));
+    }
+
+    const XEN_RUN: &str = "\
+@@ mv.start persona=xen
+@@ bench name=io-delay iterations=1000 cycles=100000 exits=0 io=0 msr=0
+@@ bench name=clock iterations=10000 cycles=500000 exits=0 io=0
+@@ mv.msr msr=0x80b reads=0 writes=9
+@@ mv.port port=0x3f8 count=500
+@@ mv.exit reason=io count=500
+@@ mv.hypercall code=0x18 count=12
+@@ mv.total count=1000
+";
+    const NATIVE_RUN: &str = "\
+@@ mv.start persona=xen
+@@ bench name=io-delay iterations=1000 cycles=40000000 exits=1000 io=1000 msr=0
+@@ bench name=clock iterations=10000 cycles=400000 exits=0 io=0
+@@ mv.msr msr=0x80b reads=0 writes=9
+@@ mv.port port=0x42 count=6
+@@ mv.port port=0x61 count=994
+@@ mv.exit reason=io count=2500
+@@ mv.total count=4000
+";
+
+    #[test]
+    fn paired_comparison() {
+        let b = report("microvisor:xen", 33, XEN_RUN);
+        let n = report("microvisor:xen/native", 33, NATIVE_RUN);
+        let all = [b, n];
+        let j = to_json_all(&all);
+        assert!(j[1].get("compare").is_none());
+        let c = &j[0]["compare"];
+        assert_eq!(c["native_scenario"], "microvisor:xen/native");
+        assert_eq!(c["backend"]["total"], 1000);
+        assert_eq!(c["native"]["total"], 4000);
+        assert_eq!(c["backend"]["pit"], 0);
+        assert_eq!(c["native"]["pit"], 1000);
+        assert_eq!(c["native"]["eoi"], 9);
+        assert_eq!(c["backend"]["hypercalls"], 12);
+        assert_eq!(c["ratio"]["total"], 0.25);
+        assert_eq!(c["ratio"]["pit"], 0.0);
+        assert_eq!(c["holds"], true, "{c}");
+        let io = &c["bench"]["io-delay"];
+        assert_eq!(io["cycles_per_iteration"]["backend"], 100.0);
+        assert_eq!(io["cycles_per_iteration"]["ratio"], 0.0025);
+        assert_eq!(io["exits_per_iteration"]["native"], 1.0);
+        assert_eq!(io["exits_per_iteration"]["ratio"], 0.0);
+        assert_eq!(
+            c["bench"]["clock"]["exits_per_iteration"]["ratio"],
+            Value::Null
+        );
+        assert_eq!(j[0]["bench"]["clock"]["cycles_per_iteration"], 50.0);
+
+        let t = compare_table(&all);
+        assert!(t.contains("microvisor:xen"), "{t}");
+        assert!(
+            t.contains("exits 1000 vs 4000 (0.25x), PIT 0 vs 1000, EOI 9 vs 9, I/O 500 vs 2500"),
+            "{t}"
+        );
+        assert!(!t.contains("FAILS"), "{t}");
+        let bt = bench_table(&all);
+        assert!(bt.contains("io-delay"), "{bt}");
+        assert!(
+            bt.lines().any(|l| l.trim_start().starts_with("io-delay")
+                && l.contains("0.00x")
+                && l.contains("1.00")),
+            "{bt}"
+        );
+
+        // The property fails when the backend run is not cheaper.
+        let worse = report(
+            "microvisor:xen",
+            33,
+            &XEN_RUN.replace("count=1000", "count=5000"),
+        );
+        let pair = [worse, report("microvisor:xen/native", 33, NATIVE_RUN)];
+        assert!(compare_table(&pair).contains("FAILS"));
+        assert_eq!(to_json_all(&pair)[0]["compare"]["holds"], false);
     }
 }

@@ -56,6 +56,140 @@ pub enum Requirement {
     Kvm,
     /// The host CPU has AMD SVM (for KVM-accelerated microvisor runs).
     HostSvm,
+    /// QEMU/KVM accepts the scenario's `-cpu` with a `tsc-frequency=` the
+    /// runner finds by dry probes (QEMU started paused and told to quit):
+    /// the [`TSC_HZ_PLACEHOLDER`] in [`Scenario::cpu`] is replaced by the
+    /// first accepted candidate (see [`crate::qemu::kvm_tsc_hz`]).
+    KvmTscFrequency,
+}
+
+/// Replaced, in [`Scenario::cpu`], by the TSC frequency in Hz that
+/// [`Requirement::KvmTscFrequency`] found.
+pub const TSC_HZ_PLACEHOLDER: &str = "{tsc_hz}";
+
+/// A condition on one microvisor count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    /// Must be 0.
+    Zero,
+    /// Must be at least 1.
+    NonZero,
+    /// Must be at least this.
+    AtLeast(u64),
+}
+
+impl Count {
+    /// Whether `n` meets the condition.
+    pub const fn holds(self, n: u64) -> bool {
+        match self {
+            Count::Zero => n == 0,
+            Count::NonZero => n > 0,
+            Count::AtLeast(m) => n >= m,
+        }
+    }
+
+    /// For messages: `0`, `> 0`, `>= m`.
+    pub fn describe(self) -> String {
+        match self {
+            Count::Zero => "0".to_string(),
+            Count::NonZero => "> 0".to_string(),
+            Count::AtLeast(m) => format!(">= {m}"),
+        }
+    }
+}
+
+/// A number derived from the microvisor's exit counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Every exit.
+    Total,
+    /// Exits at the PIT's ports ([`crate::parse::PIT_PORTS`]).
+    Pit,
+    /// EOI exits: writes to the x2APIC EOI MSR 0x80b plus writes to the
+    /// Hyper-V EOI MSR 0x4000_0070.
+    Eoi,
+    /// I/O exits (any port).
+    Io,
+    /// Exits for a reason name (`cpuid`, `msr`, `hlt`, `vmmcall`, ...).
+    Reason(&'static str),
+    /// Reads plus writes of an MSR.
+    Msr(u32),
+    /// Reads of an MSR.
+    MsrReads(u32),
+    /// Writes of an MSR.
+    MsrWrites(u32),
+    /// Exits at one I/O port.
+    Port(u16),
+    /// Persona hypercalls with this code (`mv.hypercall code=`).
+    Hypercall(u64),
+    /// Persona hypercalls of any code.
+    Hypercalls,
+}
+
+impl Metric {
+    /// The metric's value in `e`.
+    pub fn of(self, e: &crate::parse::Exits) -> u64 {
+        match self {
+            Metric::Total => e.total,
+            Metric::Pit => e.pit(),
+            Metric::Eoi => e.eoi(),
+            Metric::Io => e.reason("io"),
+            Metric::Reason(r) => e.reason(r),
+            Metric::Msr(m) => e.msr(m),
+            Metric::MsrReads(m) => e.msrs.get(&m).map_or(0, |c| c.reads),
+            Metric::MsrWrites(m) => e.msrs.get(&m).map_or(0, |c| c.writes),
+            Metric::Port(p) => e.port(p),
+            Metric::Hypercall(c) => e.hypercalls.get(&c).copied().unwrap_or(0),
+            Metric::Hypercalls => e.hypercalls.values().sum(),
+        }
+    }
+
+    /// Human name, e.g. `PIT exits`, `writes of MSR 0x80b`.
+    pub fn name(self) -> String {
+        match self {
+            Metric::Total => "exits".to_string(),
+            Metric::Pit => "PIT exits".to_string(),
+            Metric::Eoi => "EOI exits (MSR 0x80b + 0x40000070 writes)".to_string(),
+            Metric::Io => "I/O exits".to_string(),
+            Metric::Reason(r) => format!("{r} exits"),
+            Metric::Msr(m) => format!("accesses of MSR {m:#x}"),
+            Metric::MsrReads(m) => format!("reads of MSR {m:#x}"),
+            Metric::MsrWrites(m) => format!("writes of MSR {m:#x}"),
+            Metric::Port(p) => format!("exits at port {p:#x}"),
+            Metric::Hypercall(c) => format!("hypercalls with code {c:#x}"),
+            Metric::Hypercalls => "persona hypercalls".to_string(),
+        }
+    }
+}
+
+/// Which backend owns which table entry after installation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owners {
+    /// Entries the installed backend ([`Expect::backend`]) must own.
+    pub backend: &'static [&'static str],
+    /// Entries it may own or leave native (they depend on an optional
+    /// service of the hypervisor, e.g. a steal clock).
+    pub optional: &'static [&'static str],
+}
+
+impl Owners {
+    /// Every entry native.
+    pub const NATIVE: Owners = Owners {
+        backend: &[],
+        optional: &[],
+    };
+}
+
+/// The TSC frequency the guest must report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TscKhz {
+    /// Any non-zero value.
+    Any,
+    /// Exactly this many kHz.
+    Exact(u64),
+    /// The frequency the runner gave QEMU (`tsc-frequency=`, found by a dry
+    /// probe, see [`Requirement::KvmTscFrequency`]) divided by 1000.
+    Configured,
 }
 
 /// What a run must show to pass.
@@ -78,6 +212,23 @@ pub struct Expect {
     pub msrs: &'static [u32],
     /// I/O ports the microvisor must have counted at least one exit for.
     pub ports: &'static [u16],
+    /// Table owners: exactly [`Owners::backend`] (plus any of
+    /// [`Owners::optional`]) owned by the expected backend, every other
+    /// entry native. `None`: not checked, except that a `native` backend
+    /// always means every entry native.
+    pub owners: Option<Owners>,
+    /// The guest's `tsc source=`, when checked.
+    pub tsc_source: Option<&'static str>,
+    /// The guest's `tsc khz=`.
+    pub tsc_khz: TscKhz,
+    /// Hypervisor interfaces the guest must report, as (base, kind), in
+    /// order; empty = not checked.
+    pub interfaces: &'static [(u32, &'static str)],
+    /// Conditions on microvisor counts.
+    pub counts: &'static [(Metric, Count)],
+    /// For a scenario with a [`Scenario::native_pair`]: metrics that must be
+    /// strictly smaller in this run than in the pair's native run.
+    pub fewer_than_native: &'static [Metric],
 }
 
 impl Expect {
@@ -91,6 +242,12 @@ impl Expect {
         fault: None,
         msrs: &[],
         ports: &[],
+        owners: None,
+        tsc_source: None,
+        tsc_khz: TscKhz::Any,
+        interfaces: &[],
+        counts: &[],
+        fewer_than_native: &[],
     };
 }
 
@@ -123,6 +280,9 @@ pub struct Scenario {
     pub in_default_set: bool,
     /// Per-scenario timeout in seconds.
     pub timeout_secs: u64,
+    /// The scenario that boots the same machine with the guest forced to
+    /// `pvops=native`, for the paired comparison (exits, benchmarks).
+    pub native_pair: Option<&'static str>,
 }
 
 impl Scenario {
@@ -141,6 +301,7 @@ impl Scenario {
         expect: Expect::PASS,
         in_default_set: true,
         timeout_secs: 120,
+        native_pair: None,
     };
 
     /// The `-cpu` model actually used.
@@ -180,6 +341,227 @@ fn join_words(parts: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// A microvisor persona with optional microvisor arguments.
+const fn mv(persona: &'static str, args: &'static str) -> Boot {
+    Boot::Microvisor { persona, args }
+}
+
+// ---- expected table owners, from backends/src/<backend>/mod.rs -----------
+
+/// VMware: TSC and APIC bus frequency from 0x4000_0010, TSC clock, no-op
+/// `io_delay`, HLT idle; steal time only if STEALCLOCK enables an area.
+pub const VMWARE_OWNS: Owners = Owners {
+    backend: &[
+        "time.tsc_frequency",
+        "time.monotonic_ns",
+        "time.apic_timer_khz",
+        "cpu.io_delay",
+        "cpu.halt",
+        "irq.safe_halt",
+    ],
+    optional: &["time.steal_ns"],
+};
+
+/// Xen after step 2 (hypercall page and a first hypercall) only: what stays
+/// when shared_info or the pvclock fails.
+pub const XEN_HYPERCALLS_ONLY: Owners = Owners {
+    backend: &["cpu.io_delay", "system.shutdown", "cpu.halt"],
+    optional: &[],
+};
+
+/// Xen after step 3 (pvclock) without the timer event channel.
+pub const XEN_NO_TIMER: Owners = Owners {
+    backend: &[
+        "cpu.io_delay",
+        "system.shutdown",
+        "cpu.halt",
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "irq.safe_halt",
+    ],
+    optional: &["time.steal_ns"],
+};
+
+/// Xen with every step: pvclock, VIRQ_TIMER event channel; steal time
+/// when the runstate area registers.
+pub const XEN_OWNS: Owners = Owners {
+    backend: &[
+        "cpu.io_delay",
+        "system.shutdown",
+        "cpu.halt",
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "irq.safe_halt",
+        "time.timer_setup",
+        "time.timer_arm",
+        "time.timer_cancel",
+        "time.timer_ack",
+    ],
+    optional: &["time.steal_ns"],
+};
+
+/// Hyper-V without working hypercalls: clock, frequencies, synthetic
+/// timer, EOI assist and crash MSRs; remote flush and IPIs native.
+pub const HYPERV_NO_HYPERCALLS: Owners = Owners {
+    backend: &[
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "time.apic_timer_khz",
+        "time.timer_setup",
+        "time.timer_arm",
+        "time.timer_cancel",
+        "irq.eoi",
+        "system.report_crash",
+    ],
+    optional: &[],
+};
+
+/// Hyper-V with every enlightenment the persona offers.
+pub const HYPERV_OWNS: Owners = Owners {
+    backend: &[
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "time.apic_timer_khz",
+        "time.timer_setup",
+        "time.timer_arm",
+        "time.timer_cancel",
+        "irq.eoi",
+        "system.report_crash",
+        "mmu.flush_remote",
+        "irq.send_ipi",
+        "irq.send_ipi_mask",
+    ],
+    optional: &[],
+};
+
+/// The Xen persona's hypercall code counted under `mv.hypercall` for
+/// `VCPUOP_set_singleshot_timer`.
+pub const XEN_SET_SINGLESHOT_TIMER: u64 = 24;
+
+/// HV_X64_MSR_TIME_REF_COUNT (the clock without a TSC page).
+pub const HV_TIME_REF_COUNT: u32 = 0x4000_0020;
+
+const VMWARE: Expect = Expect {
+    hypervisor: Some("vmware"),
+    backend: Some("vmware"),
+    owners: Some(VMWARE_OWNS),
+    tsc_source: Some("cpuid-0x40000010"),
+    interfaces: &[(0x4000_0000, "vmware")],
+    counts: &[
+        (Metric::Pit, Count::Zero),
+        (Metric::Port(0x80), Count::Zero),
+    ],
+    fewer_than_native: &[Metric::Port(0x80), Metric::Io],
+    ..Expect::PASS
+};
+
+const XEN: Expect = Expect {
+    hypervisor: Some("xen"),
+    backend: Some("xen"),
+    owners: Some(XEN_OWNS),
+    tsc_source: Some("pvclock"),
+    interfaces: &[(0x4000_0000, "xen")],
+    counts: &[
+        (Metric::Pit, Count::Zero),
+        (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::NonZero),
+    ],
+    fewer_than_native: &[Metric::Total, Metric::Pit, Metric::Io],
+    ..Expect::PASS
+};
+
+const HYPERV: Expect = Expect {
+    hypervisor: Some("hyperv"),
+    backend: Some("hyperv"),
+    owners: Some(HYPERV_OWNS),
+    tsc_source: Some("hyperv-msr"),
+    interfaces: &[(0x4000_0000, "hyperv")],
+    counts: &[
+        (Metric::Pit, Count::Zero),
+        (Metric::Hypercalls, Count::NonZero),
+    ],
+    fewer_than_native: &[Metric::Eoi, Metric::Pit],
+    ..Expect::PASS
+};
+
+/// A persona scenario's native pair: same persona, guest `pvops=native`.
+const fn native_pair(
+    name: &'static str,
+    description: &'static str,
+    persona: &'static str,
+    hypervisor: &'static str,
+    interfaces: &'static [(u32, &'static str)],
+    counts: &'static [(Metric, Count)],
+) -> Scenario {
+    Scenario {
+        name,
+        description,
+        boot: mv(persona, ""),
+        guest_cmdline: "pvops=native",
+        expect: Expect {
+            hypervisor: Some(hypervisor),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces,
+            counts,
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    }
+}
+
+/// One cell of the feature matrix: the example kernel built with
+/// `--no-default-features` plus `features`, under `persona`.
+const fn matrix(
+    name: &'static str,
+    description: &'static str,
+    features: &'static [&'static str],
+    persona: &'static str,
+    backend: &'static str,
+    owners: Owners,
+) -> Scenario {
+    Scenario {
+        name,
+        description,
+        boot: mv(persona, ""),
+        kernel_features: features,
+        no_default_features: true,
+        expect: Expect {
+            backend: Some(backend),
+            owners: Some(owners),
+            ..Expect::PASS
+        },
+        in_default_set: false,
+        ..Scenario::BASE
+    }
+}
+
+macro_rules! matrix {
+    ($set:literal [$($feature:literal),*] @ $persona:literal => $backend:literal, $owners:expr) => {
+        matrix(
+            concat!("matrix:", $set, "@microvisor:", $persona),
+            concat!(
+                "feature matrix: kernel with ", $set, " under persona ", $persona,
+                " boots with backend ", $backend
+            ),
+            &[$($feature),*],
+            $persona,
+            $backend,
+            $owners,
+        )
+    };
+}
+
+/// Feature sets of the matrix, as (name, features).
+pub const MATRIX_FEATURE_SETS: [(&str, &[&str]); 4] = [
+    ("no-backends", &[]),
+    ("vmware-only", &["vmware"]),
+    ("xen-only", &["xen"]),
+    ("hyperv-only", &["hyperv"]),
+];
+
+/// Personas of the matrix.
+pub const MATRIX_PERSONAS: [&str; 5] = ["vmware", "xen", "xen+viridian", "hyperv", "kvm+hyperv"];
 
 const NATIVE_NONE: Expect = Expect {
     hypervisor: Some("none"),
@@ -226,6 +608,38 @@ pub const ALL: &[Scenario] = &[
         ..Scenario::BASE
     },
     Scenario {
+        name: "vmport",
+        description: "QEMU software emulation with QEMU's VMware backdoor on (vmport=on): still not VMware",
+        qemu_args: &["-machine", "pc,vmport=on"],
+        expect: Expect {
+            hypervisor: Some("qemu-tcg"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "qemu-tcg")],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "kvm-vmware-freq",
+        description: "KVM with vmware-cpuid-freq and an explicit tsc-frequency: leaf 0x40000010 under KVM's signature",
+        accel: Accel::Kvm,
+        // arch-capabilities: see `kvm`. invtsc is required for QEMU to
+        // publish 0x40000010; tsc-frequency is found by a dry probe.
+        cpu: Some("host,-arch-capabilities,+invtsc,vmware-cpuid-freq=on,tsc-frequency={tsc_hz}"),
+        requires: &[Requirement::Kvm, Requirement::KvmTscFrequency],
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            tsc_source: Some("cpuid-0x40000010"),
+            tsc_khz: TscKhz::Configured,
+            interfaces: &[(0x4000_0000, "kvm")],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
         name: "microvisor:none",
         description: "microvisor under TCG, persona none (hypervisor bit clear)",
         boot: Boot::Microvisor {
@@ -249,6 +663,201 @@ pub const ALL: &[Scenario] = &[
         },
         ..Scenario::BASE
     },
+    // ---- VMware ----------------------------------------------------------
+    Scenario {
+        name: "microvisor:vmware",
+        description: "microvisor persona vmware (VMwareVMware, leaf 0x40000010, backdoor port)",
+        boot: mv("vmware", ""),
+        expect: VMWARE,
+        native_pair: Some("microvisor:vmware/native"),
+        ..Scenario::BASE
+    },
+    native_pair(
+        "microvisor:vmware/native",
+        "persona vmware, guest forced to pvops=native (pair of microvisor:vmware)",
+        "vmware",
+        "vmware",
+        &[(0x4000_0000, "vmware")],
+        &[(Metric::Port(0x80), Count::NonZero)],
+    ),
+    // ---- Xen -------------------------------------------------------------
+    Scenario {
+        name: "microvisor:xen",
+        description: "microvisor persona xen (XenVMMXenVMM at 0x40000000)",
+        boot: mv("xen", ""),
+        expect: XEN,
+        native_pair: Some("microvisor:xen/native"),
+        ..Scenario::BASE
+    },
+    native_pair(
+        "microvisor:xen/native",
+        "persona xen, guest forced to pvops=native (pair of microvisor:xen)",
+        "xen",
+        "xen",
+        &[(0x4000_0000, "xen")],
+        &[(Metric::Pit, Count::NonZero), (Metric::Hypercalls, Count::Zero)],
+    ),
+    Scenario {
+        name: "microvisor:xen+viridian",
+        description: "persona xen+viridian: minimal Hyper-V at 0x40000000, Xen at 0x40000100; Xen wins",
+        boot: mv("xen+viridian", ""),
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            interfaces: &[(0x4000_0000, "hyperv"), (0x4000_0100, "xen")],
+            fewer_than_native: &[],
+            ..XEN
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:xen:break=hypercall-page",
+        description: "persona xen, hypercall page never filled: setup error, backend native",
+        boot: mv("xen", "break=hypercall-page"),
+        expect: Expect {
+            hypervisor: Some("xen"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            tsc_source: Some("pit-calibration"),
+            interfaces: &[(0x4000_0000, "xen")],
+            counts: &[(Metric::Pit, Count::NonZero), (Metric::Hypercalls, Count::Zero)],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:xen:break=shared-info",
+        description: "persona xen, XENMEM_add_to_physmap fails: hypercall-based entries only, clock and timer native",
+        boot: mv("xen", "break=shared-info"),
+        expect: Expect {
+            owners: Some(XEN_HYPERCALLS_ONLY),
+            tsc_source: Some("pit-calibration"),
+            counts: &[
+                (Metric::Pit, Count::NonZero),
+                (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            ..XEN
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:xen:break=pvclock-odd",
+        description: "persona xen, pvclock version stuck odd: clock and timer native",
+        boot: mv("xen", "break=pvclock-odd"),
+        expect: Expect {
+            owners: Some(XEN_HYPERCALLS_ONLY),
+            tsc_source: Some("pit-calibration"),
+            counts: &[
+                (Metric::Pit, Count::NonZero),
+                (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            ..XEN
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:xen:break=evtchn",
+        description: "persona xen, EVTCHNOP_bind_virq fails: pvclock kept, timer native",
+        boot: mv("xen", "break=evtchn"),
+        expect: Expect {
+            owners: Some(XEN_NO_TIMER),
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            ..XEN
+        },
+        ..Scenario::BASE
+    },
+    // ---- Hyper-V ---------------------------------------------------------
+    Scenario {
+        name: "microvisor:hyperv",
+        description: "microvisor persona hyperv (Microsoft Hv, Hv#1)",
+        boot: mv("hyperv", ""),
+        expect: HYPERV,
+        native_pair: Some("microvisor:hyperv/native"),
+        ..Scenario::BASE
+    },
+    native_pair(
+        "microvisor:hyperv/native",
+        "persona hyperv, guest forced to pvops=native (pair of microvisor:hyperv)",
+        "hyperv",
+        "hyperv",
+        &[(0x4000_0000, "hyperv")],
+        &[(Metric::Eoi, Count::NonZero), (Metric::Hypercalls, Count::Zero)],
+    ),
+    Scenario {
+        name: "microvisor:kvm+hyperv",
+        description: "persona kvm+hyperv: Hyper-V at 0x40000000, KVMKVMKVM at 0x40000100; no KVM backend, so hyperv",
+        boot: mv("kvm+hyperv", ""),
+        expect: Expect {
+            interfaces: &[(0x4000_0000, "hyperv"), (0x4000_0100, "kvm")],
+            fewer_than_native: &[],
+            ..HYPERV
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:hyperv:break=hypercall-page",
+        description: "persona hyperv, hypercall page not overlaid: flush and IPI entries native",
+        boot: mv("hyperv", "break=hypercall-page"),
+        expect: Expect {
+            owners: Some(HYPERV_NO_HYPERCALLS),
+            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::Zero)],
+            fewer_than_native: &[],
+            ..HYPERV
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:hyperv:break=tsc-page",
+        description: "persona hyperv, TSC page sequence 0: clock from the reference counter MSR",
+        boot: mv("hyperv", "break=tsc-page"),
+        expect: Expect {
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::MsrReads(HV_TIME_REF_COUNT), Count::NonZero),
+            ],
+            fewer_than_native: &[],
+            ..HYPERV
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:hyperv:break=hypercall-error",
+        description: "persona hyperv, hypercalls fail: flush and IPI entries native",
+        boot: mv("hyperv", "break=hypercall-error"),
+        expect: Expect {
+            owners: Some(HYPERV_NO_HYPERCALLS),
+            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::NonZero)],
+            fewer_than_native: &[],
+            ..HYPERV
+        },
+        ..Scenario::BASE
+    },
+    // ---- feature matrix (not in the default set) -------------------------
+    matrix!("no-backends" [] @ "vmware" => "native", Owners::NATIVE),
+    matrix!("no-backends" [] @ "xen" => "native", Owners::NATIVE),
+    matrix!("no-backends" [] @ "xen+viridian" => "native", Owners::NATIVE),
+    matrix!("no-backends" [] @ "hyperv" => "native", Owners::NATIVE),
+    matrix!("no-backends" [] @ "kvm+hyperv" => "native", Owners::NATIVE),
+    matrix!("vmware-only" ["vmware"] @ "vmware" => "vmware", VMWARE_OWNS),
+    matrix!("vmware-only" ["vmware"] @ "xen" => "native", Owners::NATIVE),
+    matrix!("vmware-only" ["vmware"] @ "xen+viridian" => "native", Owners::NATIVE),
+    matrix!("vmware-only" ["vmware"] @ "hyperv" => "native", Owners::NATIVE),
+    matrix!("vmware-only" ["vmware"] @ "kvm+hyperv" => "native", Owners::NATIVE),
+    matrix!("xen-only" ["xen"] @ "vmware" => "native", Owners::NATIVE),
+    matrix!("xen-only" ["xen"] @ "xen" => "xen", XEN_OWNS),
+    matrix!("xen-only" ["xen"] @ "xen+viridian" => "xen", XEN_OWNS),
+    matrix!("xen-only" ["xen"] @ "hyperv" => "native", Owners::NATIVE),
+    matrix!("xen-only" ["xen"] @ "kvm+hyperv" => "native", Owners::NATIVE),
+    matrix!("hyperv-only" ["hyperv"] @ "vmware" => "native", Owners::NATIVE),
+    matrix!("hyperv-only" ["hyperv"] @ "xen" => "native", Owners::NATIVE),
+    matrix!("hyperv-only" ["hyperv"] @ "xen+viridian" => "hyperv", HYPERV_OWNS),
+    matrix!("hyperv-only" ["hyperv"] @ "hyperv" => "hyperv", HYPERV_OWNS),
+    matrix!("hyperv-only" ["hyperv"] @ "kvm+hyperv" => "hyperv", HYPERV_OWNS),
     Scenario {
         name: "microvisor:fault-triple",
         description: "guest triple-faults; the microvisor reports it",

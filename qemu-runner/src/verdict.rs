@@ -4,10 +4,18 @@ use pvops_abi::exit::ExitCode;
 
 use crate::parse::BootResult;
 use crate::run::RawRun;
-use crate::scenario::Scenario;
+use crate::scenario::{Owners, Scenario, TscKhz};
+use crate::Resolved;
 
 /// Everything wrong with a run; empty = the scenario passed.
-pub fn judge(scenario: &Scenario, raw: &RawRun, r: &BootResult) -> Vec<String> {
+/// `resolved` holds what the runner decided at run time (the configured
+/// TSC frequency).
+pub fn judge(
+    scenario: &Scenario,
+    raw: &RawRun,
+    r: &BootResult,
+    resolved: &Resolved,
+) -> Vec<String> {
     let mut f = Vec::new();
     let expect = &scenario.expect;
 
@@ -63,6 +71,51 @@ pub fn judge(scenario: &Scenario, raw: &RawRun, r: &BootResult) -> Vec<String> {
         r.hypervisor.as_ref(),
     );
     check(&mut f, "backend", expect.backend, r.backend.as_ref());
+    check(
+        &mut f,
+        "TSC source",
+        expect.tsc_source,
+        r.tsc_source.as_ref(),
+    );
+    let want_khz = match expect.tsc_khz {
+        TscKhz::Any => None,
+        TscKhz::Exact(k) => Some(k),
+        TscKhz::Configured => match resolved.tsc_hz {
+            Some(hz) => Some(hz / 1000),
+            None => {
+                f.push("no TSC frequency was configured for this scenario".to_string());
+                None
+            }
+        },
+    };
+    if let Some(k) = want_khz {
+        if r.tsc_khz != Some(k) {
+            f.push(format!("TSC {:?} kHz, expected {k} kHz", r.tsc_khz));
+        }
+    }
+    if !expect.interfaces.is_empty() {
+        let got: Vec<(u64, &str)> = r
+            .interfaces
+            .iter()
+            .map(|i| (i.base, i.kind.as_str()))
+            .collect();
+        let want: Vec<(u64, &str)> = expect
+            .interfaces
+            .iter()
+            .map(|&(b, k)| (u64::from(b), k))
+            .collect();
+        if got != want {
+            f.push(format!("interfaces {got:x?}, expected {want:x?}"));
+        }
+    }
+    let owners = match (expect.owners, expect.backend) {
+        (Some(o), _) => Some(o),
+        (None, Some("native")) => Some(Owners::NATIVE),
+        _ => None,
+    };
+    if let (Some(o), true) = (owners, expect.guest_completes) {
+        f.extend(owner_failures(&o, expect.backend.unwrap_or("native"), r));
+    }
 
     if expect.guest_completes {
         if let Some(p) = &r.panic {
@@ -150,12 +203,118 @@ pub fn judge(scenario: &Scenario, raw: &RawRun, r: &BootResult) -> Vec<String> {
                         f.push(format!("no exit counted for port {port:#x}"));
                     }
                 }
+                for &(metric, count) in expect.counts {
+                    let n = metric.of(&mv.exits);
+                    if !count.holds(n) {
+                        f.push(format!(
+                            "{}: {n}, expected {}",
+                            metric.name(),
+                            count.describe()
+                        ));
+                    }
+                }
             }
         }
     }
 
     for line in &r.malformed {
         f.push(format!("malformed record: {line}"));
+    }
+    f
+}
+
+/// Where the owners of the table differ from `o`: `o.backend` must be
+/// owned by `backend`, `o.optional` by `backend` or native, every other
+/// entry (of [`pvops::Entry::all`]) by native.
+pub fn owner_failures(o: &Owners, backend: &str, r: &BootResult) -> Vec<String> {
+    let mut f = Vec::new();
+    if r.owners.is_empty() {
+        f.push("no owner records".to_string());
+        return f;
+    }
+    for entry in pvops::Entry::all() {
+        let name = entry.name();
+        let got = r.owners.get(name).map(String::as_str);
+        let ok = if o.backend.contains(&name) {
+            got == Some(backend)
+        } else if o.optional.contains(&name) {
+            got == Some(backend) || got == Some("native")
+        } else {
+            got == Some("native")
+        };
+        if !ok {
+            let want = if o.backend.contains(&name) {
+                backend
+            } else if o.optional.contains(&name) {
+                "either"
+            } else {
+                "native"
+            };
+            f.push(format!("owner of {name}: {got:?}, expected {want}"));
+        }
+    }
+    for name in o.backend.iter().chain(o.optional) {
+        if pvops::Entry::from_name(name).is_none() {
+            f.push(format!("expected owner for unknown entry {name}"));
+        }
+    }
+    f
+}
+
+/// Failures of a pair: the backend run must have strictly fewer of each
+/// metric in its scenario's [`crate::scenario::Expect::fewer_than_native`]
+/// than the native run. Empty when both ran and it holds.
+pub fn judge_pair(backend: &crate::ScenarioReport, native: &crate::ScenarioReport) -> Vec<String> {
+    let metrics = backend.scenario.expect.fewer_than_native;
+    let (Some(b), Some(n)) = (backend.result.exits(), native.result.exits()) else {
+        return vec![format!(
+            "pair {} / {}: exit counters missing",
+            backend.scenario.name, native.scenario.name
+        )];
+    };
+    metrics
+        .iter()
+        .filter_map(|m| {
+            let (bv, nv) = (m.of(b), m.of(n));
+            (bv >= nv).then(|| {
+                format!(
+                    "{}: {bv} with {}, not fewer than {nv} with {}",
+                    m.name(),
+                    backend.scenario.name,
+                    native.scenario.name
+                )
+            })
+        })
+        .collect()
+}
+
+/// The workloads the example kernel runs with `bench` on its command line.
+pub const BENCH_WORKLOADS: [&str; 5] = ["clock", "timer", "self-ipi", "io-delay", "tsc-freq"];
+
+/// What is wrong with a bench run's records: every workload must be
+/// reported once with iterations, and the timer and self-IPI workloads
+/// must have seen every event they waited for.
+pub fn bench_failures(r: &BootResult) -> Vec<String> {
+    let mut f = Vec::new();
+    for name in BENCH_WORKLOADS {
+        match r.bench.iter().filter(|b| b.name == name).count() {
+            0 => f.push(format!("bench workload {name} not reported")),
+            1 => {}
+            n => f.push(format!("bench workload {name} reported {n} times")),
+        }
+    }
+    for b in &r.bench {
+        if b.iterations == 0 {
+            f.push(format!("bench workload {} ran no iteration", b.name));
+        }
+        if let Some(c) = b.completed {
+            if c != b.iterations {
+                f.push(format!(
+                    "bench workload {}: {c} of {} iterations saw their event",
+                    b.name, b.iterations
+                ));
+            }
+        }
     }
     f
 }
@@ -186,7 +345,7 @@ mod tests {
     use crate::scenario::find;
     use std::time::Duration;
 
-    const GOOD_TCG: &str = "\
+    const GOOD_TCG_HEAD: &str = "\
 @@ hypervisor name=qemu-tcg
 @@ backend name=native reason=x
 @@ tsc khz=3000000 source=pit-calibration
@@ -194,6 +353,18 @@ mod tests {
 @@ selftest name=time.tsc result=pass detail=
 @@ done passed=2 total=2 verdict=pass
 ";
+
+    /// One owner record per table entry, all `owner`.
+    fn owner_lines(owner: &str) -> String {
+        pvops::Entry::all()
+            .map(|e| format!("@@ owner entry={} backend={owner}\n", e.name()))
+            .collect()
+    }
+
+    /// A good native TCG boot.
+    fn good_tcg() -> String {
+        format!("{GOOD_TCG_HEAD}{}", owner_lines("native"))
+    }
 
     fn raw(status: Option<i32>, serial: &str) -> RawRun {
         RawRun {
@@ -208,33 +379,46 @@ mod tests {
 
     fn judge_text(name: &str, status: Option<i32>, serial: &str) -> Vec<String> {
         let r = raw(status, serial);
-        judge(find(name).unwrap(), &r, &BootResult::parse(serial))
+        judge(
+            find(name).unwrap(),
+            &r,
+            &BootResult::parse(serial),
+            &Resolved::default(),
+        )
     }
 
     #[test]
     fn good_run_passes() {
-        assert_eq!(judge_text("tcg", Some(33), GOOD_TCG), Vec::<String>::new());
+        assert_eq!(
+            judge_text("tcg", Some(33), &good_tcg()),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn bad_runs_fail_with_reasons() {
-        let f = judge_text("tcg", Some(0), GOOD_TCG);
+        let f = judge_text("tcg", Some(0), &good_tcg());
         assert!(f.len() == 1 && f[0].contains("status 0"), "{f:?}");
-        let f = judge_text("tcg", Some(35), GOOD_TCG);
+        let f = judge_text("tcg", Some(35), &good_tcg());
         assert!(f[0].contains("exit code fail"), "{f:?}");
-        let f = judge_text("tcg", Some(1), GOOD_TCG);
+        let f = judge_text("tcg", Some(1), &good_tcg());
         assert!(f[0].contains("no pvops exit code"), "{f:?}");
-        let mut crashed = raw(None, GOOD_TCG);
+        let mut crashed = raw(None, &good_tcg());
         crashed.signal = Some(6);
         crashed.stderr = "qemu: error: failed to set MSR 0x10a\nqemu: Assertion failed.\n".into();
-        let f = judge(find("tcg").unwrap(), &crashed, &BootResult::parse(GOOD_TCG));
+        let f = judge(
+            find("tcg").unwrap(),
+            &crashed,
+            &BootResult::parse(&good_tcg()),
+            &Resolved::default(),
+        );
         assert_eq!(
             f,
             ["QEMU was killed by signal 6: qemu: error: failed to set MSR 0x10a"]
         );
-        let f = judge_text("kvm", Some(33), GOOD_TCG);
+        let f = judge_text("kvm", Some(33), &good_tcg());
         assert_eq!(f, ["hypervisor Some(\"qemu-tcg\"), expected \"kvm\""]);
-        let failing = GOOD_TCG.replace(
+        let failing = good_tcg().replace(
             "time.tsc result=pass detail=",
             "time.tsc result=fail detail=slow",
         );
@@ -250,7 +434,12 @@ mod tests {
         assert!(f.iter().any(|m| m.contains("backend None")));
         let mut t = raw(None, "booting\n");
         t.timed_out = true;
-        let f = judge(find("tcg").unwrap(), &t, &BootResult::default());
+        let f = judge(
+            find("tcg").unwrap(),
+            &t,
+            &BootResult::default(),
+            &Resolved::default(),
+        );
         assert!(
             f[0].starts_with("timeout") && f[0].contains("booting"),
             "{f:?}"
@@ -262,7 +451,7 @@ mod tests {
         let serial = format!(
             "@@ mv.start persona=none\n{}@@ selftest name=fault.bad-port result=pass detail=\n\
              @@ mv.port port=0x1234 count=1\n@@ mv.total count=10\n@@ mv.end outcome=pass code=0x10\n",
-            GOOD_TCG
+            good_tcg()
                 .replace("qemu-tcg", "none")
                 .replace("passed=2 total=2", "passed=3 total=3")
         );
@@ -275,7 +464,7 @@ mod tests {
             judge_text("microvisor:fault-bad-port", Some(33), &no_port),
             ["no exit counted for port 0x1234"]
         );
-        let f = judge_text("microvisor:none", Some(33), GOOD_TCG);
+        let f = judge_text("microvisor:none", Some(33), &good_tcg());
         assert!(
             f.iter().any(|m| m.contains("no microvisor record")),
             "{f:?}"
