@@ -119,6 +119,32 @@ pub fn tsc_khz(mul: u32, shift: i8) -> u64 {
     u64::try_from(khz).unwrap_or(u64::MAX)
 }
 
+/// The smallest TSC delta that [`scale_delta`] turns into at least `ns`
+/// nanoseconds (the inverse of `scale_delta`, rounded up): a hypervisor
+/// converts a pvclock deadline to TSC ticks with it, so that a guest reading
+/// the clock when the deadline fires never sees a time before it. `None`
+/// when `mul` is 0 or the delta does not fit 64 bits.
+pub fn delta_for_ns(ns: u64, mul: u32, shift: i8) -> Option<u64> {
+    if mul == 0 {
+        return None;
+    }
+    // The shifted delta s must satisfy s * mul >= ns << 32.
+    let mul = u128::from(mul);
+    let s = ((u128::from(ns) << 32) + mul - 1) / mul;
+    let k = u32::from(shift.unsigned_abs());
+    let d = if shift >= 0 {
+        // delta << k >= s  <=>  delta >= ceil(s / 2^k)
+        if k >= 64 {
+            return (ns == 0).then_some(0);
+        }
+        (s + (1u128 << k) - 1) >> k
+    } else {
+        // delta >> k >= s  <=>  delta >= s << k
+        s.checked_shl(k)?
+    };
+    u64::try_from(d).ok()
+}
+
 /// The multiplier and shift a hypervisor would publish for a TSC of
 /// `tsc_khz` (the inverse of [`tsc_khz`], for tests and hypervisor personas):
 /// the shift is chosen so that `mul` has its top bit set, as Xen's
@@ -196,6 +222,23 @@ mod tests {
             assert!(ns.abs_diff(1_000_000_000) <= 2, "{khz}: {ns}");
         }
         assert_eq!(time_scale(0), None);
+    }
+
+    #[test]
+    fn delta_for_ns_is_the_rounded_up_inverse() {
+        for khz in [
+            1_000u64, 500_000, 1_234_567, 2_459_983, 3_000_000, 10_000_000,
+        ] {
+            let (mul, shift) = time_scale(khz).unwrap();
+            for ns in [0u64, 1, 7, 999, 1_000_000, 20_000_000, 123_456_789_012] {
+                let d = delta_for_ns(ns, mul, shift).unwrap();
+                assert!(scale_delta(d, mul, shift) >= ns, "{khz} kHz, {ns} ns");
+                if d > 0 {
+                    assert!(scale_delta(d - 1, mul, shift) < ns, "{khz} kHz, {ns} ns");
+                }
+            }
+        }
+        assert_eq!(delta_for_ns(5, 0, 0), None);
     }
 
     #[test]

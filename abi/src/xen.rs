@@ -165,6 +165,37 @@ pub const HYPERCALL_STUBS: usize = 4096 / HYPERCALL_STUB_SIZE;
 /// `vmx_init_hypercall_page` / `svm_init_hypercall_page`).
 pub const STUB_MOV_EAX: u8 = 0xb8;
 
+/// The hypercall-page MSR Xen names in base+2 EBX: 0x4000_0000, or
+/// 0x4000_0200 when Viridian is enabled (its MSRs own 0x4000_00xx). Xen
+/// `cpuid_hypervisor_leaves()`, leaf 3; only page index 0 exists
+/// ("always guaranteed to specify one" page).
+pub const HYPERCALL_MSR: u32 = 0x4000_0000;
+/// [`HYPERCALL_MSR`] for a domain with Viridian enabled.
+pub const HYPERCALL_MSR_VIRIDIAN: u32 = 0x4000_0200;
+/// Where Xen puts its leaves when Viridian occupies 0x4000_0000 (Xen
+/// `cpuid_hypervisor_leaves()`: base 0x4000_0100 for Viridian domains).
+pub const VIRIDIAN_XEN_BASE: u32 = 0x4000_0100;
+/// `VMMCALL` (AMD APM vol. 3): what Xen's `svm_init_hypercall_page` puts
+/// after the `mov`.
+pub const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+/// `VMCALL` (Intel SDM vol. 2): `vmx_init_hypercall_page`.
+pub const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
+/// `ret`.
+pub const STUB_RET: u8 = 0xc3;
+/// `int3`: the filler after each stub's `ret` (Xen fills the page with it).
+pub const STUB_INT3: u8 = 0xcc;
+
+/// The stub a hypervisor writes for hypercall `nr` (hypervisor side of
+/// [`stub_is_filled`]): `mov $nr, %eax; <call>; ret`, the rest `int3`.
+pub fn hypercall_stub(nr: u32, call: [u8; 3]) -> [u8; HYPERCALL_STUB_SIZE] {
+    let mut s = [STUB_INT3; HYPERCALL_STUB_SIZE];
+    s[0] = STUB_MOV_EAX;
+    s[1..5].copy_from_slice(&nr.to_le_bytes());
+    s[5..8].copy_from_slice(&call);
+    s[8] = STUB_RET;
+    s
+}
+
 /// Whether `stub` (the bytes at `page + nr * 32`) is a stub the hypervisor
 /// filled for hypercall `nr`: `mov $nr, %eax` followed by anything (Xen
 /// writes `vmcall` or `vmmcall` and `ret` after it).
@@ -191,6 +222,10 @@ pub mod hypercall {
     /// `__HYPERVISOR_hvm_op`.
     pub const HVM_OP: u32 = 34;
 }
+
+/// `XENMEM_*` command bits of `memory_op`'s first argument: the command is
+/// the low `MEMOP_EXTENT_SHIFT` (6) bits, `MEMOP_CMD_MASK` (memory.h).
+pub const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
 
 /// `XENVER_version` (version.h): returns major << 16 | minor.
 pub const XENVER_VERSION: u32 = 0;
@@ -335,8 +370,12 @@ pub const EVTCHNOP_CLOSE: u32 = 3;
 pub const EVTCHNOP_SEND: u32 = 4;
 /// `EVTCHNOP_unmask`.
 pub const EVTCHNOP_UNMASK: u32 = 9;
+/// `EVTCHNOP_bind_ipi`.
+pub const EVTCHNOP_BIND_IPI: u32 = 7;
 /// `VIRQ_TIMER` (xen.h): per-vCPU timebase update and/or requested timeout.
 pub const VIRQ_TIMER: u32 = 0;
+/// `NR_VIRQS` (xen.h): VIRQ numbers are below this.
+pub const NR_VIRQS: u32 = 24;
 /// Ports of the 2-level event channel ABI on x86-64 (64 × 64 bits).
 pub const EVTCHN_2L_NR_CHANNELS: u32 = 64 * 64;
 
@@ -354,6 +393,19 @@ pub struct EvtchnBindVirq {
     pub port: u32,
 }
 assert_eq_size!(EvtchnBindVirq, [u8; 12]);
+
+/// `struct evtchn_bind_ipi`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct EvtchnBindIpi {
+    /// In: the vCPU to notify.
+    pub vcpu: u32,
+    /// Out: the allocated port.
+    pub port: u32,
+}
+assert_eq_size!(EvtchnBindIpi, [u8; 8]);
 
 /// `struct evtchn_send` and `struct evtchn_unmask` (a single port) and
 /// `struct evtchn_close`.
@@ -675,6 +727,18 @@ mod tests {
         assert!(!stub_is_filled(&[0u8; 32], 0));
         assert!(!stub_is_filled(&[0xccu8; 32], 17));
         assert_eq!(HYPERCALL_STUBS, 128);
+    }
+
+    #[test]
+    fn hypervisor_side_stub_passes_the_guest_check() {
+        for nr in [0u32, 12, 17, 24, 29, 32, 34, 127] {
+            let s = hypercall_stub(nr, VMMCALL);
+            assert!(stub_is_filled(&s, nr));
+            assert_eq!(&s[5..9], &[0x0f, 0x01, 0xd9, 0xc3]);
+            assert!(s[9..].iter().all(|&b| b == STUB_INT3));
+        }
+        assert!(!stub_is_filled(&hypercall_stub(17, VMCALL), 18));
+        assert_eq!(HYPERCALL_MSR_VIRIDIAN, HYPERCALL_MSR + 0x200);
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! The hypervisor CPUID leaves (Xen `arch-x86/cpuid.h`; with Viridian, a
+//! minimal Hyper-V TLFS "Hv#1" interface below them).
+
+use super::{Xen, DOMID};
+use crate::personas::{signature, HV_LEAF_BASE};
+use pvops_abi::hyperv::cpuid as hv;
+use pvops_abi::xen as abi;
+
+/// The highest Xen leaf offset: base+4, the HVM leaf ("Leaf 5").
+const TOP: u32 = abi::LEAF_HVM;
+
+/// EAX, EBX, ECX, EDX of hypervisor leaf `leaf`.
+pub(super) fn leaf(x: &Xen, leaf: u32, subleaf: u32) -> [u32; 4] {
+    let base = x.base();
+    if x.viridian && leaf < base {
+        return viridian(leaf);
+    }
+    match leaf.wrapping_sub(base) {
+        0 => {
+            let [b, c, d] = signature(abi::SIGNATURE);
+            [base + TOP, b, c, d]
+        }
+        abi::LEAF_VERSION => [super::VERSION.to_eax(), 0, 0, 0],
+        // One page; features1/2 (PV MMU bits) 0.
+        abi::LEAF_HYPERCALL => [1, x.hypercall_msr(), 0, 0],
+        abi::LEAF_TIME => time(x, subleaf),
+        abi::LEAF_HVM => [
+            abi::HVM_VCPU_ID_PRESENT | abi::HVM_DOMID_PRESENT,
+            0,
+            u32::from(DOMID),
+            0,
+        ],
+        _ => [0; 4],
+    }
+}
+
+/// base+3 ("Leaf 4"): sub-leaf 0 TSC flags, mode, guest kHz, incarnation;
+/// sub-leaf 1 the guest TSC offset (0: TSC_OFFSET is 0) and the pvclock
+/// mul/shift; sub-leaf 2 the host TSC kHz.
+fn time(x: &Xen, subleaf: u32) -> [u32; 4] {
+    let khz = u32::try_from(x.tsc_khz).unwrap_or(0);
+    match subleaf {
+        // RDTSC is never intercepted: never emulated. The host TSC is not
+        // claimed reliable (QEMU TCG derives it from the host clock).
+        0 => [0, abi::TSC_MODE_NEVER_EMULATE, khz, 0],
+        1 => [
+            0,
+            0,
+            x.time.tsc_to_system_mul,
+            x.time.tsc_shift as u8 as u32,
+        ],
+        2 => [khz, 0, 0, 0],
+        _ => [0; 4],
+    }
+}
+
+/// Viridian below Xen: the vendor leaf with max 0x4000_0005 and "Hv#1";
+/// every other leaf 0 — no privileges in 0x4000_0003 (no hypercall MSRs,
+/// no VP index), so a Hyper-V backend does not take it, and no hypervisor
+/// MSR of the TLFS is implemented.
+fn viridian(leaf: u32) -> [u32; 4] {
+    match leaf {
+        HV_LEAF_BASE => {
+            let [b, c, d] = signature(hv::VENDOR_SIGNATURE);
+            [hv::IMPLEMENTATION_LIMITS, b, c, d]
+        }
+        hv::INTERFACE => [hv::HV1, 0, 0, 0],
+        _ => [0; 4],
+    }
+}

@@ -1,0 +1,314 @@
+//! Hypercall dispatch (64-bit HVM convention, xen.h: number in RAX,
+//! arguments in RDI, RSI, RDX, R10, R8, result in RAX). Pointer arguments
+//! are guest-virtual and go through the guest's page tables; an unmapped
+//! pointer or one outside guest RAM is -EFAULT. Error values are Xen's
+//! (`errno.h`), chosen as Xen's handlers choose them (cited per call).
+//!
+//! Counter codes (`mv.hypercall code=`): `(nr << 8) | sub-op` for the
+//! multiplexed hypercalls (`xen_version`, `memory_op`, `vcpu_op`,
+//! `sched_op`, `event_channel_op`, `hvm_op`; sub-ops above 0xFE count as
+//! 0xFF), `nr << 8` for the others, `0xFF_FFFF_FFFF` for numbers of 2^32
+//! and above. See [`counter_code`].
+
+use super::{Break, Port, Xen, DOMID, NR_PORTS};
+use crate::personas::{GuestCx, Hypercall, HypercallAction};
+use pvops_abi::exit::ExitCode;
+use pvops_abi::xen::{self as abi, errno, hypercall as nr};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// What a handler produced.
+enum Done {
+    /// A result for RAX.
+    Value(u64),
+    /// End the run (`SCHEDOP_shutdown`).
+    Exit(u32),
+}
+
+type Res = Result<Done, i64>;
+
+const OK: Res = Ok(Done::Value(0));
+
+/// The counter code of hypercall `rax` with first argument `rdi`.
+pub fn counter_code(rax: u64, rdi: u64) -> u64 {
+    let Ok(n) = u32::try_from(rax) else {
+        return 0xFF_FFFF_FFFF;
+    };
+    let sub = match n {
+        nr::MEMORY_OP => rdi & abi::MEMOP_CMD_MASK,
+        nr::XEN_VERSION | nr::VCPU_OP | nr::SCHED_OP | nr::EVENT_CHANNEL_OP | nr::HVM_OP => {
+            rdi.min(0xFF)
+        }
+        _ => 0,
+    };
+    (u64::from(n) << 8) | sub
+}
+
+/// Reads a `T` at guest-virtual `gva`.
+fn read<T: FromBytes + IntoBytes>(x: &mut Xen, cx: &GuestCx<'_>, gva: u64) -> Result<T, i64> {
+    let mut v = T::new_zeroed();
+    match cx.read_virt(gva, v.as_mut_bytes()) {
+        Some(()) => Ok(v),
+        None => {
+            x.stats.efault += 1;
+            Err(-errno::EFAULT)
+        }
+    }
+}
+
+/// Writes `bytes` at guest-virtual `gva`.
+fn write<T: IntoBytes + Immutable>(x: &mut Xen, cx: &GuestCx<'_>, gva: u64, v: &T) -> Res {
+    match cx.write_virt(gva, v.as_bytes()) {
+        Some(()) => OK,
+        None => {
+            x.stats.efault += 1;
+            Err(-errno::EFAULT)
+        }
+    }
+}
+
+/// DOMID_SELF or this domain's own id; any other domain does not exist
+/// for this guest (Xen `rcu_lock_domain_by_any_id` → -ESRCH).
+fn self_domain(domid: u16) -> Result<(), i64> {
+    if domid == abi::DOMID_SELF || domid == DOMID {
+        Ok(())
+    } else {
+        Err(-errno::ESRCH)
+    }
+}
+
+impl Xen {
+    /// Handles one hypercall.
+    pub(super) fn dispatch(&mut self, cx: &mut GuestCx<'_>) -> Hypercall {
+        let rax = cx.state.rax;
+        let (a1, a2, a3) = (cx.regs.rdi, cx.regs.rsi, cx.regs.rdx);
+        let code = counter_code(rax, a1);
+        // Xen `hvm_hypercall`: hypercalls from user mode are -EPERM.
+        let res = if cx.state.cpl != 0 {
+            Err(-errno::EPERM)
+        } else {
+            match u32::try_from(rax).unwrap_or(u32::MAX) {
+                nr::XEN_VERSION => self.xen_version(a1),
+                nr::MEMORY_OP => self.memory_op(cx, a1, a2),
+                nr::HVM_OP => self.hvm_op(cx, a1, a2),
+                nr::EVENT_CHANNEL_OP => self.event_channel_op(cx, a1, a2),
+                nr::VCPU_OP => self.vcpu_op(cx, a1, a2, a3),
+                nr::SCHED_OP => self.sched_op(cx, a1, a2),
+                _ => Err(-errno::ENOSYS),
+            }
+        };
+        let action = match res {
+            Ok(Done::Exit(value)) => HypercallAction::Exit(value),
+            Ok(Done::Value(v)) => {
+                cx.state.rax = v;
+                HypercallAction::Return
+            }
+            Err(e) => {
+                cx.state.rax = e as u64;
+                HypercallAction::Return
+            }
+        };
+        Hypercall { code, action }
+    }
+
+    /// `xen_version`: only `XENVER_version` (Xen `do_xen_version` answers
+    /// -ENOSYS to commands it does not know).
+    fn xen_version(&mut self, cmd: u64) -> Res {
+        match u32::try_from(cmd) {
+            Ok(abi::XENVER_VERSION) => Ok(Done::Value(u64::from(super::VERSION.to_eax()))),
+            _ => Err(-errno::ENOSYS),
+        }
+    }
+
+    /// `memory_op`: only `XENMEM_add_to_physmap` of shared_info.
+    fn memory_op(&mut self, cx: &mut GuestCx<'_>, cmd: u64, arg: u64) -> Res {
+        if cmd & abi::MEMOP_CMD_MASK != u64::from(abi::XENMEM_ADD_TO_PHYSMAP) {
+            return Err(-errno::ENOSYS);
+        }
+        let a: abi::AddToPhysmap = read(self, cx, arg)?;
+        self_domain(a.domid)?;
+        if a.space != abi::XENMAPSPACE_SHARED_INFO {
+            // Other spaces (grant table, gmfn...) are not offered
+            // (`xenmem_add_to_physmap_one` default: -ENOSYS).
+            return Err(-errno::ENOSYS);
+        }
+        if a.idx != 0 || self.brk == Some(Break::SharedInfo) {
+            // Xen: shared_info has only index 0, anything else -EINVAL.
+            return Err(-errno::EINVAL);
+        }
+        self.map_shared_info(cx, a.gpfn)?;
+        OK
+    }
+
+    /// `hvm_op`: get/set of `HVM_PARAM_CALLBACK_IRQ` only (other
+    /// parameters -EINVAL); delivery type vector only (GSI/PCI INTx
+    /// callbacks are refused with -EINVAL; 0 turns delivery off).
+    fn hvm_op(&mut self, cx: &mut GuestCx<'_>, op: u64, arg: u64) -> Res {
+        let set = match u32::try_from(op) {
+            Ok(abi::HVMOP_SET_PARAM) => true,
+            Ok(abi::HVMOP_GET_PARAM) => false,
+            _ => return Err(-errno::ENOSYS),
+        };
+        let mut p: abi::HvmParam = read(self, cx, arg)?;
+        self_domain(p.domid)?;
+        if p.index != abi::HVM_PARAM_CALLBACK_IRQ {
+            return Err(-errno::EINVAL);
+        }
+        if !set {
+            p.value = self.callback;
+            return write(self, cx, arg, &p);
+        }
+        let kind = p.value >> abi::HVM_PARAM_CALLBACK_TYPE_SHIFT;
+        let vector = p.value as u8;
+        let ok = p.value == 0
+            || (kind == abi::HVM_PARAM_CALLBACK_TYPE_VECTOR
+                && vector >= 16
+                && p.value & !(0xFF | (0xFF << abi::HVM_PARAM_CALLBACK_TYPE_SHIFT)) == 0);
+        if !ok {
+            return Err(-errno::EINVAL);
+        }
+        self.callback = p.value;
+        // An upcall already pending is delivered through the new vector
+        // (Xen's callback-via injection looks at `evtchn_upcall_pending`).
+        if self.upcall_pending(cx) {
+            self.raise_callback(cx);
+        }
+        OK
+    }
+
+    /// `event_channel_op`: bind_virq, bind_ipi, send, unmask.
+    fn event_channel_op(&mut self, cx: &mut GuestCx<'_>, op: u64, arg: u64) -> Res {
+        match u32::try_from(op) {
+            Ok(abi::EVTCHNOP_BIND_VIRQ) => {
+                let mut b: abi::EvtchnBindVirq = read(self, cx, arg)?;
+                // Xen `evtchn_bind_virq`: bad VIRQ -EINVAL, no such vCPU
+                // -ENOENT, already bound -EEXIST, no free port -ENOSPC.
+                if b.virq >= abi::NR_VIRQS {
+                    return Err(-errno::EINVAL);
+                }
+                if b.vcpu != 0 {
+                    return Err(-errno::ENOENT);
+                }
+                if self.port_of(b.virq).is_some() {
+                    return Err(-errno::EEXIST);
+                }
+                if self.brk == Some(Break::Evtchn) {
+                    return Err(-errno::ENOSPC);
+                }
+                b.port = self
+                    .alloc_port(Port::Virq(b.virq as u8))
+                    .ok_or(-errno::ENOSPC)?;
+                write(self, cx, arg, &b)
+            }
+            Ok(abi::EVTCHNOP_BIND_IPI) => {
+                let mut b: abi::EvtchnBindIpi = read(self, cx, arg)?;
+                if b.vcpu != 0 {
+                    return Err(-errno::ENOENT);
+                }
+                b.port = self.alloc_port(Port::Ipi).ok_or(-errno::ENOSPC)?;
+                write(self, cx, arg, &b)
+            }
+            Ok(abi::EVTCHNOP_SEND) => {
+                let p: abi::EvtchnPort = read(self, cx, arg)?;
+                // Xen `evtchn_send`: only interdomain/IPI ports can be
+                // sent to; VIRQ ports and invalid ports are -EINVAL.
+                match self.ports.get(p.port as usize) {
+                    Some(Port::Ipi) => {
+                        self.set_pending(cx, p.port);
+                        OK
+                    }
+                    _ => Err(-errno::EINVAL),
+                }
+            }
+            Ok(abi::EVTCHNOP_UNMASK) => {
+                let p: abi::EvtchnPort = read(self, cx, arg)?;
+                // Xen: `port_is_valid` or -EINVAL.
+                if p.port as usize >= NR_PORTS {
+                    return Err(-errno::EINVAL);
+                }
+                self.unmask(cx, p.port);
+                OK
+            }
+            _ => Err(-errno::ENOSYS),
+        }
+    }
+
+    /// `vcpu_op(cmd, vcpu, arg)`: only vCPU 0 exists (Xen `do_vcpu_op`:
+    /// -ENOENT for others).
+    fn vcpu_op(&mut self, cx: &mut GuestCx<'_>, cmd: u64, vcpu: u64, arg: u64) -> Res {
+        if vcpu != 0 {
+            return Err(-errno::ENOENT);
+        }
+        match u32::try_from(cmd) {
+            Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER) => {
+                let t: abi::VcpuSetSingleshotTimer = read(self, cx, arg)?;
+                let now_ns = self.system_ns(cx.now);
+                // Xen: with VCPU_SSHOTTMR_future a deadline already
+                // passed is -ETIME; otherwise it fires at once.
+                if t.flags & abi::VCPU_SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < now_ns {
+                    return Err(-errno::ETIME);
+                }
+                self.timer = Some(self.tsc_at(cx.now, t.timeout_abs_ns));
+                self.stats.timer_set += 1;
+                OK
+            }
+            Ok(abi::VCPUOP_STOP_SINGLESHOT_TIMER) => {
+                self.timer = None;
+                OK
+            }
+            // There is no periodic timer (Xen's default period is 0 for
+            // HVM); stopping it succeeds.
+            Ok(abi::VCPUOP_STOP_PERIODIC_TIMER) => OK,
+            Ok(abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA) => {
+                let a: abi::VcpuRegisterRunstateMemoryArea = read(self, cx, arg)?;
+                self.register_runstate(cx, a.addr)?;
+                OK
+            }
+            _ => Err(-errno::ENOSYS),
+        }
+    }
+
+    /// The host TSC at which pvclock time `ns` is reached: the first tick at
+    /// which the guest's own reading of the published clock is >= `ns`
+    /// (`now` if already passed).
+    fn tsc_at(&self, now: u64, ns: u64) -> u64 {
+        let t = &self.time;
+        let base = t.system_time;
+        if ns <= self.system_ns(now) {
+            return now;
+        }
+        let delta = ns.saturating_sub(base);
+        match pvops_abi::pvclock::delta_for_ns(delta, t.tsc_to_system_mul, t.tsc_shift) {
+            Some(d) => t.tsc_timestamp.saturating_add(d),
+            // No clock rate or beyond 64 bits of TSC: never.
+            None => u64::MAX,
+        }
+    }
+
+    /// `sched_op`: yield and block return 0 at once (see
+    /// `docs/backends/xen.md`: the guest sleeps with `sti; hlt`, which the
+    /// microvisor's HLT exit turns into a sleep until an interrupt is
+    /// deliverable); shutdown ends the run: poweroff passes, crash and
+    /// watchdog fail, reboot fails (the run cannot continue). Suspend is
+    /// not offered (-EOPNOTSUPP); unknown reasons -EINVAL.
+    fn sched_op(&mut self, cx: &mut GuestCx<'_>, cmd: u64, arg: u64) -> Res {
+        match u32::try_from(cmd) {
+            Ok(abi::SCHEDOP_YIELD) | Ok(abi::SCHEDOP_BLOCK) => {
+                self.update_runstate(cx);
+                OK
+            }
+            Ok(abi::SCHEDOP_SHUTDOWN) => {
+                let s: abi::SchedShutdown = read(self, cx, arg)?;
+                self.update_runstate(cx);
+                match s.reason {
+                    abi::SHUTDOWN_POWEROFF => Ok(Done::Exit(ExitCode::Pass as u32)),
+                    abi::SHUTDOWN_CRASH | abi::SHUTDOWN_WATCHDOG | abi::SHUTDOWN_REBOOT => {
+                        Ok(Done::Exit(ExitCode::Fail as u32))
+                    }
+                    abi::SHUTDOWN_SUSPEND => Err(-errno::EOPNOTSUPP),
+                    _ => Err(-errno::EINVAL),
+                }
+            }
+            _ => Err(-errno::ENOSYS),
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Host tests: the persona against a guest RAM buffer with paging off
+//! (guest-virtual = guest-physical), read back with the ABI types the
+//! guest backend uses.
+
+extern crate std;
+use super::*;
+use crate::guest::mem::GuestRam;
+use crate::personas::{HypercallAction, HV_LEAF_BASE};
+use crate::svm::{vmcb::StateSave, vmrun::GuestRegs};
+use crate::vapic::VApic;
+use abi::errno;
+use pvops_abi::exit::ExitCode;
+use std::vec::Vec;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+const RAM: usize = 64 * 1024;
+const KHZ: u64 = 2_000_000;
+const PAGE_HC: u64 = 0x1000;
+const PAGE_SI: u64 = 0x2000;
+const ARG: u64 = 0x3000;
+const RUNSTATE: u64 = 0x4000;
+const VECTOR: u8 = 0x40;
+
+struct Guest {
+    _ram: Vec<u64>,
+    mem: GuestRam,
+    state: StateSave,
+    regs: GuestRegs,
+    apic: VApic,
+    now: u64,
+}
+
+impl Guest {
+    fn new() -> Guest {
+        let ram = std::vec![0u64; RAM / 8];
+        // SAFETY: the buffer is this test's own, lives as long as `Guest`
+        // and is accessed only through `mem` (host tests: addresses are
+        // host pointers).
+        let mem = unsafe { GuestRam::new(ram.as_ptr() as u64, RAM as u64) };
+        Guest {
+            _ram: ram,
+            mem,
+            state: StateSave::new_zeroed(),
+            regs: GuestRegs::default(),
+            apic: VApic::new(KHZ),
+            now: 1_000_000,
+        }
+    }
+
+    fn cx(&mut self) -> GuestCx<'_> {
+        GuestCx {
+            state: &mut self.state,
+            regs: &mut self.regs,
+            mem: &self.mem,
+            now: self.now,
+            tsc_khz: KHZ,
+            apic: &mut self.apic,
+        }
+    }
+
+    fn put<T: IntoBytes + zerocopy::Immutable>(&self, gpa: u64, v: &T) {
+        self.mem.write(gpa, v.as_bytes()).unwrap();
+    }
+
+    fn get<T: FromBytes + IntoBytes>(&self, gpa: u64) -> T {
+        let mut v = T::new_zeroed();
+        self.mem.read(gpa, v.as_mut_bytes()).unwrap();
+        v
+    }
+
+    fn call(&mut self, x: &mut Xen, nr: u32, a1: u64, a2: u64, a3: u64) -> (i64, Hypercall) {
+        self.state.rax = u64::from(nr);
+        self.regs.rdi = a1;
+        self.regs.rsi = a2;
+        self.regs.rdx = a3;
+        let h = x.hypercall(&mut self.cx());
+        (self.state.rax as i64, h)
+    }
+
+    fn rc(&mut self, x: &mut Xen, nr: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+        let (rc, h) = self.call(x, nr, a1, a2, a3);
+        assert_eq!(h.action, HypercallAction::Return);
+        rc
+    }
+
+    fn shared_info(&self) -> abi::SharedInfo {
+        self.get(PAGE_SI)
+    }
+}
+
+fn xen(brk: Option<&str>) -> Xen {
+    let mut x = Xen::new(false, brk).unwrap();
+    x.set_clock(KHZ, 1_000_000);
+    x
+}
+
+/// Hypercall page, shared_info, callback vector and VIRQ_TIMER, as the
+/// backend sets them up.
+fn set_up(g: &mut Guest, x: &mut Xen) -> u32 {
+    x.wrmsr(&mut g.cx(), abi::HYPERCALL_MSR, PAGE_HC)
+        .unwrap()
+        .unwrap();
+    g.put(
+        ARG,
+        &abi::AddToPhysmap {
+            domid: abi::DOMID_SELF,
+            space: abi::XENMAPSPACE_SHARED_INFO,
+            gpfn: PAGE_SI >> 12,
+            ..Default::default()
+        },
+    );
+    let add = u64::from(abi::XENMEM_ADD_TO_PHYSMAP);
+    assert_eq!(g.rc(x, nr::MEMORY_OP, add, ARG, 0), 0);
+    g.put(
+        ARG,
+        &abi::HvmParam {
+            domid: abi::DOMID_SELF,
+            index: abi::HVM_PARAM_CALLBACK_IRQ,
+            value: abi::callback_via_vector(VECTOR),
+            ..Default::default()
+        },
+    );
+    let set = u64::from(abi::HVMOP_SET_PARAM);
+    assert_eq!(g.rc(x, nr::HVM_OP, set, ARG, 0), 0);
+    g.put(ARG, &abi::EvtchnBindVirq::default());
+    let bind = u64::from(abi::EVTCHNOP_BIND_VIRQ);
+    assert_eq!(g.rc(x, nr::EVENT_CHANNEL_OP, bind, ARG, 0), 0);
+    let port = g.get::<abi::EvtchnBindVirq>(ARG).port;
+    assert!(port >= 1);
+    port
+}
+
+use abi::hypercall as nr;
+
+#[test]
+fn cpuid_leaves() {
+    let mut x = xen(None);
+    let [max, b, c, d] = x.cpuid(HV_LEAF_BASE, 0);
+    assert_eq!(max, HV_LEAF_BASE + 4);
+    assert_eq!(
+        [b, c, d],
+        [abi::SIGNATURE_EBX, abi::SIGNATURE_ECX, abi::SIGNATURE_EDX]
+    );
+    assert_eq!(x.cpuid(HV_LEAF_BASE + 1, 0)[0], 0x0004_0013);
+    assert_eq!(x.cpuid(HV_LEAF_BASE + 2, 0)[..2], [1, abi::HYPERCALL_MSR]);
+    assert_eq!(x.cpuid(HV_LEAF_BASE + 3, 0)[2], KHZ as u32);
+    assert_eq!(x.cpuid(HV_LEAF_BASE + 5, 0), [0; 4]);
+
+    let mut v = Xen::new(true, None).unwrap();
+    let [max, b, ..] = v.cpuid(HV_LEAF_BASE, 0);
+    assert_eq!((max, b), (0x4000_0005, u32::from_le_bytes(*b"Micr")));
+    assert_eq!(
+        v.cpuid(HV_LEAF_BASE + 1, 0)[0],
+        u32::from_le_bytes(*b"Hv#1")
+    );
+    assert_eq!(v.cpuid(HV_LEAF_BASE + 3, 0), [0; 4]);
+    let [max, b, ..] = v.cpuid(0x4000_0100, 0);
+    assert_eq!((max, b), (0x4000_0104, abi::SIGNATURE_EBX));
+    assert_eq!(v.cpuid(0x4000_0102, 0)[1], abi::HYPERCALL_MSR_VIRIDIAN);
+    assert_eq!(v.name(), "xen+viridian");
+}
+
+#[test]
+fn breaks_are_known_by_name() {
+    for b in BREAKS {
+        assert!(Xen::new(false, Some(b)).is_ok());
+    }
+    assert_eq!(
+        Xen::new(false, Some("nope")).err(),
+        Some(SelectError::UnknownBreak)
+    );
+}
+
+#[test]
+fn hypercall_page_is_filled_unless_broken() {
+    let mut g = Guest::new();
+    let mut x = xen(None);
+    assert!(x.wrmsr(&mut g.cx(), 0x1234, 0).is_none());
+    assert_eq!(
+        x.wrmsr(&mut g.cx(), abi::HYPERCALL_MSR, PAGE_HC | 1),
+        Some(Err(Gp))
+    );
+    assert_eq!(
+        x.wrmsr(&mut g.cx(), abi::HYPERCALL_MSR, RAM as u64),
+        Some(Err(Gp))
+    );
+    x.wrmsr(&mut g.cx(), abi::HYPERCALL_MSR, PAGE_HC)
+        .unwrap()
+        .unwrap();
+    let page: [u8; 4096] = g.get(PAGE_HC);
+    for n in 0..abi::HYPERCALL_STUBS {
+        let s = &page[n * 32..n * 32 + 32];
+        assert!(abi::stub_is_filled(s, n as u32));
+        assert_eq!(&s[5..8], &abi::VMMCALL);
+    }
+
+    let mut g = Guest::new();
+    let mut x = xen(Some("hypercall-page"));
+    x.wrmsr(&mut g.cx(), abi::HYPERCALL_MSR, PAGE_HC)
+        .unwrap()
+        .unwrap();
+    let page: [u8; 4096] = g.get(PAGE_HC);
+    assert!(!abi::stub_is_filled(&page[17 * 32..], 17));
+}
+
+#[test]
+fn version_errors_and_counter_codes() {
+    let mut g = Guest::new();
+    let mut x = xen(None);
+    assert_eq!(g.rc(&mut x, nr::XEN_VERSION, 0, 0, 0), 0x0004_0013);
+    assert_eq!(g.rc(&mut x, nr::XEN_VERSION, 99, 0, 0), -errno::ENOSYS);
+    assert_eq!(g.rc(&mut x, 3, 0, 0, 0), -errno::ENOSYS);
+    let (rc, h) = g.call(&mut x, u32::MAX, 0, 0, 0);
+    assert_eq!((rc, h.code), (-errno::ENOSYS, 0xFFFF_FFFF << 8));
+    g.state.cpl = 3;
+    assert_eq!(g.rc(&mut x, nr::XEN_VERSION, 0, 0, 0), -errno::EPERM);
+    g.state.cpl = 0;
+    // Bad pointers: outside RAM.
+    let add = u64::from(abi::XENMEM_ADD_TO_PHYSMAP);
+    assert_eq!(
+        g.rc(&mut x, nr::MEMORY_OP, add, RAM as u64 - 8, 0),
+        -errno::EFAULT
+    );
+    assert_eq!(
+        g.rc(&mut x, nr::VCPU_OP, 8, 0, u64::MAX - 3),
+        -errno::EFAULT
+    );
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, 8, 1, ARG), -errno::ENOENT);
+    assert_eq!(g.rc(&mut x, nr::SCHED_OP, 2, RAM as u64, 0), -errno::EFAULT);
+    assert_eq!(counter_code(u64::from(nr::VCPU_OP), 8), 0x1808);
+    assert_eq!(counter_code(u64::from(nr::SCHED_OP), 1), 0x1d01);
+    assert_eq!(counter_code(u64::from(nr::MEMORY_OP), 7 | 1 << 6), 0x0c07);
+    assert_eq!(counter_code(u64::from(nr::HVM_OP), 1000), 0x22ff);
+    assert_eq!(counter_code(3, 5), 0x300);
+}
+
+#[test]
+fn pvclock_is_published_consistently() {
+    let mut g = Guest::new();
+    let mut x = xen(None);
+    set_up(&mut g, &mut x);
+    let t = g.shared_info().vcpu_info[0].time;
+    assert_eq!(t.version % 2, 0);
+    assert_eq!(t.tsc_khz(), KHZ);
+    assert_eq!(t.tsc_timestamp, g.now);
+    // Re-based a second later, the clock continues (within 1 ns).
+    let before = t.ns_at(g.now + KHZ * 1000 + 5);
+    g.now += KHZ * 1000 + 5;
+    x.poll(&mut g.cx());
+    let u = g.shared_info().vcpu_info[0].time;
+    assert_eq!(u.version, t.version + 2);
+    assert!(before.abs_diff(u.ns_at(g.now)) <= 1);
+    assert!(u.ns_at(g.now).abs_diff(t.ns_at(1_000_000) + 1_000_000_002) <= 2);
+
+    let mut g = Guest::new();
+    let mut x = xen(Some("pvclock-odd"));
+    set_up(&mut g, &mut x);
+    g.now += KHZ * 5000;
+    x.poll(&mut g.cx());
+    assert_eq!(g.shared_info().vcpu_info[0].time.version % 2, 1);
+}
+
+#[test]
+fn shared_info_and_evtchn_breaks() {
+    let mut g = Guest::new();
+    let mut x = xen(Some("shared-info"));
+    g.put(
+        ARG,
+        &abi::AddToPhysmap {
+            domid: abi::DOMID_SELF,
+            space: abi::XENMAPSPACE_SHARED_INFO,
+            gpfn: PAGE_SI >> 12,
+            ..Default::default()
+        },
+    );
+    let add = u64::from(abi::XENMEM_ADD_TO_PHYSMAP);
+    assert_eq!(g.rc(&mut x, nr::MEMORY_OP, add, ARG, 0), -errno::EINVAL);
+
+    let mut x = xen(Some("evtchn"));
+    g.put(ARG, &abi::EvtchnBindVirq::default());
+    let bind = u64::from(abi::EVTCHNOP_BIND_VIRQ);
+    assert_eq!(
+        g.rc(&mut x, nr::EVENT_CHANNEL_OP, bind, ARG, 0),
+        -errno::ENOSPC
+    );
+}
+
+#[test]
+fn singleshot_timer_raises_the_callback_once_per_event() {
+    let mut g = Guest::new();
+    let mut x = xen(None);
+    let port = set_up(&mut g, &mut x);
+    let unmask = u64::from(abi::EVTCHNOP_UNMASK);
+    g.put(ARG, &abi::EvtchnPort { port });
+    assert_eq!(g.rc(&mut x, nr::EVENT_CHANNEL_OP, unmask, ARG, 0), 0);
+    // A second bind of the same VIRQ.
+    g.put(ARG + 64, &abi::EvtchnBindVirq::default());
+    let bind = u64::from(abi::EVTCHNOP_BIND_VIRQ);
+    assert_eq!(
+        g.rc(&mut x, nr::EVENT_CHANNEL_OP, bind, ARG + 64, 0),
+        -errno::EEXIST
+    );
+    // Send to a VIRQ port is -EINVAL, as in Xen.
+    let send = u64::from(abi::EVTCHNOP_SEND);
+    assert_eq!(
+        g.rc(&mut x, nr::EVENT_CHANNEL_OP, send, ARG, 0),
+        -errno::EINVAL
+    );
+
+    let now_ns = g.shared_info().vcpu_info[0].time.ns_at(g.now);
+    let timer = abi::VcpuSetSingleshotTimer {
+        timeout_abs_ns: now_ns + 1_000_000,
+        ..Default::default()
+    };
+    g.put(ARG, &timer);
+    let set = u64::from(abi::VCPUOP_SET_SINGLESHOT_TIMER);
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, set, 0, ARG), 0);
+    let due = x.next_deadline().unwrap();
+    // 1 ms at 2 GHz.
+    assert!(due.abs_diff(g.now + 2_000_000) <= 1);
+    g.now = due - 1;
+    x.poll(&mut g.cx());
+    assert_eq!(g.apic.requested(), None);
+    g.now = due;
+    x.poll(&mut g.cx());
+    assert_eq!(x.next_deadline(), None);
+    let si = g.shared_info();
+    assert!(si.vcpu_info[0].time.ns_at(due) >= timer.timeout_abs_ns);
+    assert_eq!(si.vcpu_info[0].evtchn_upcall_pending, 1);
+    assert_eq!(si.vcpu_info[0].evtchn_pending_sel, 1);
+    assert_eq!(si.evtchn_pending[0], 1 << port);
+    assert_eq!(g.apic.requested(), Some(VECTOR));
+    // Taken; no new event until acknowledged: no second raise.
+    g.apic.accept(VECTOR);
+    g.apic.eoi();
+    g.put(ARG, &timer);
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, set, 0, ARG), 0);
+    x.poll(&mut g.cx());
+    assert_eq!(g.apic.requested(), None);
+    assert_eq!(x.stats.upcalls, 1);
+
+    // A past deadline with VCPU_SSHOTTMR_future is -ETIME.
+    g.put(
+        ARG,
+        &abi::VcpuSetSingleshotTimer {
+            timeout_abs_ns: 1,
+            flags: abi::VCPU_SSHOTTMR_FUTURE,
+            pad: 0,
+        },
+    );
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, set, 0, ARG), -errno::ETIME);
+    // Stop cancels.
+    g.put(ARG, &timer);
+    g.rc(&mut x, nr::VCPU_OP, set, 0, ARG);
+    let stop = u64::from(abi::VCPUOP_STOP_SINGLESHOT_TIMER);
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, stop, 0, 0), 0);
+    assert_eq!(x.next_deadline(), None);
+}
+
+#[test]
+fn runstate_and_shutdown() {
+    let mut g = Guest::new();
+    let mut x = xen(None);
+    set_up(&mut g, &mut x);
+    g.put(ARG, &abi::VcpuRegisterRunstateMemoryArea { addr: RUNSTATE });
+    let reg = u64::from(abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA);
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, reg, 0, ARG), 0);
+    g.now += 5_000;
+    assert_eq!(g.rc(&mut x, nr::SCHED_OP, 0, 0, 0), 0);
+    let r: abi::VcpuRunstateInfo = g.get(RUNSTATE);
+    assert_eq!(r.state, abi::RUNSTATE_RUNNING as i32);
+    assert!(r.time[abi::RUNSTATE_RUNNING].abs_diff(2_500) <= 1);
+    assert_eq!(r.steal_ns(), 0);
+    g.put(
+        ARG,
+        &abi::VcpuRegisterRunstateMemoryArea { addr: RAM as u64 },
+    );
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, reg, 0, ARG), -errno::EFAULT);
+
+    let shutdown = u64::from(abi::SCHEDOP_SHUTDOWN);
+    for (reason, want) in [
+        (abi::SHUTDOWN_POWEROFF, Some(ExitCode::Pass)),
+        (abi::SHUTDOWN_CRASH, Some(ExitCode::Fail)),
+        (abi::SHUTDOWN_SUSPEND, None),
+        (77, None),
+    ] {
+        g.put(ARG, &abi::SchedShutdown { reason });
+        let (_, h) = g.call(&mut x, nr::SCHED_OP, shutdown, ARG, 0);
+        match want {
+            Some(code) => assert_eq!(h.action, HypercallAction::Exit(code as u32)),
+            None => assert_eq!(h.action, HypercallAction::Return),
+        }
+    }
+}
