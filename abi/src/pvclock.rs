@@ -130,14 +130,14 @@ pub fn delta_for_ns(ns: u64, mul: u32, shift: i8) -> Option<u64> {
     }
     // The shifted delta s must satisfy s * mul >= ns << 32.
     let mul = u128::from(mul);
-    let s = ((u128::from(ns) << 32) + mul - 1) / mul;
+    let s = (u128::from(ns) << 32).div_ceil(mul);
     let k = u32::from(shift.unsigned_abs());
     let d = if shift >= 0 {
         // delta << k >= s  <=>  delta >= ceil(s / 2^k)
         if k >= 64 {
             return (ns == 0).then_some(0);
         }
-        (s + (1u128 << k) - 1) >> k
+        s.div_ceil(1u128 << k)
     } else {
         // delta >> k >= s  <=>  delta >= s << k
         s.checked_shl(k)?
