@@ -90,7 +90,31 @@ pub mod vcpu_info {
 
 /// The "unsupported" marker: EBX left at this value by GETHZ, EAX of a failed
 /// GETVERSION (Linux compares both with `UINT_MAX`).
+///
+/// It is also what a VMware host puts in EAX for a command it does not
+/// implement or that failed, leaving the other registers as the guest loaded
+/// them: open-vm-tools relies on it (`Hostinfo_NestingSupported` checks
+/// EAX != -1, `TimeSyncReadHost` falls back to an older command on -1), and
+/// QEMU's vmport adopted it to match VMware (commit 0342ee76, "Set EAX to -1
+/// on failed and unsupported commands"). See [`Registers::answer_unsupported`].
 pub const UNSUPPORTED: u32 = u32::MAX;
+
+/// EAX of a GETVERSION answer: open-vm-tools' `VERSION_MAGIC`, the value QEMU's
+/// vmport also reports by default (`vmware-vmx-version`, "taken from
+/// open-vm-tools code VERSION_MAGIC definition").
+pub const BACKDOOR_VERSION: u32 = 6;
+
+/// Product types in ECX of a GETVERSION answer (open-vm-tools
+/// `lib/include/vm_vmx_type.h`, `VMX_TYPE_*`; QEMU's vmport reports
+/// [`product::ESX`] by default).
+pub mod product {
+    /// `VMX_TYPE_UNSET`.
+    pub const UNSET: u32 = 0;
+    /// `VMX_TYPE_SCALABLE_SERVER`: VMware ESX.
+    pub const ESX: u32 = 2;
+    /// `VMX_TYPE_WORKSTATION`.
+    pub const WORKSTATION: u32 = 4;
+}
 
 /// How the backdoor is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -440,6 +464,16 @@ impl Registers {
         }
     }
 
+    /// A persona's answer to a command it does not implement (or that
+    /// failed): EAX = [`UNSUPPORTED`], every other register as the guest
+    /// loaded it (see [`UNSUPPORTED`] for the sources).
+    pub const fn answer_unsupported(self) -> Registers {
+        Registers {
+            eax: UNSUPPORTED,
+            ..self
+        }
+    }
+
     /// A persona's GETHZ answer.
     pub const fn answer_hz(hz: Hz) -> Registers {
         Registers {
@@ -587,6 +621,42 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(failed.version(), None);
+    }
+
+    #[test]
+    fn unsupported_answer_decodes_as_unsupported_everywhere() {
+        // A hypervisor that does not know a command sets EAX to -1 and leaves
+        // the rest: each decoder must then refuse the answer.
+        let unsupported = |req: Request| {
+            let regs = req.registers(Channel::IoPort);
+            let ans = regs.answer_unsupported();
+            assert_eq!(ans.eax, UNSUPPORTED);
+            assert_eq!((ans.ebx, ans.ecx, ans.edx), (regs.ebx, regs.ecx, regs.edx));
+            assert_eq!((ans.esi, ans.edi), (regs.esi, regs.edi));
+            ans
+        };
+        assert_eq!(unsupported(Request::get_version()).version(), None);
+        assert_eq!(unsupported(Request::get_hz()).hz(), None);
+        assert_eq!(
+            unsupported(Request::steal_clock_disable()).steal_clock_status(),
+            StealClockStatus::NotAvailable
+        );
+        assert_eq!(
+            Request::get_vcpu_info()
+                .registers(Channel::Vmmcall)
+                .answer_unsupported()
+                .vcpu_info(),
+            None
+        );
+        assert_eq!(
+            Registers::answer_version(Version {
+                version: BACKDOOR_VERSION,
+                product: product::ESX
+            })
+            .version()
+            .map(|v| v.version),
+            Some(6)
+        );
     }
 
     #[test]

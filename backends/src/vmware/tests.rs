@@ -83,11 +83,14 @@ enum Steal {
     Refuses,
 }
 
-/// A fake backdoor: VMware-like answers, or echoes for unknown commands.
+/// A fake backdoor: VMware-like answers; unknown commands are echoed (QEMU
+/// before 5.0, or `x-signal-unsupported-cmd=off`), or answered with EAX = -1
+/// and the rest untouched (`minus_one`: VMware, and QEMU's vmport since 5.0).
 struct Fake {
     version: bool,
     hz: Option<Hz>,
     steal: Steal,
+    minus_one: bool,
     calls: Vec<Request>,
 }
 
@@ -97,13 +100,18 @@ impl Fake {
             version: true,
             hz,
             steal,
+            minus_one: false,
             calls: Vec::new(),
         }
     }
 
     fn answer(&mut self, req: &Request) -> Registers {
         self.calls.push(*req);
-        let echo = req.registers(Channel::IoPort);
+        let echo = if self.minus_one {
+            req.registers(Channel::IoPort).answer_unsupported()
+        } else {
+            req.registers(Channel::IoPort)
+        };
         match req.command_number() {
             abi::cmd::GETVERSION if self.version => Registers::answer_version(Version {
                 version: 6,
@@ -448,6 +456,41 @@ fn install_fails_without_any_frequency() {
     let (r, patch, pages) = install(dump, &mut fake, 1);
     assert_eq!(r.unwrap_err().step, "tsc frequency");
     assert_eq!(patch.replaced().count(), 0);
+    assert!(pages.given.is_empty());
+}
+
+#[test]
+fn minus_one_for_unknown_commands_is_understood_everywhere() {
+    let _g = GLOBALS.lock().unwrap_or_else(|e| e.into_inner());
+    let vmware_like = |hz| Fake {
+        minus_one: true,
+        ..Fake::new(hz, Steal::Unknown)
+    };
+    // The probe keeps the version and finds no GETHZ (EBX stays the marker).
+    let mut fake = vmware_like(None);
+    let info = detect::probe_backdoor(true, &mut |r| fake.answer(r)).unwrap();
+    assert_eq!((info.version.version, info.hz), (6, None));
+    // STEALCLOCK unknown: "not available", no page taken.
+    let mut fake = vmware_like(None);
+    let got = detect::setup_steal_clock(&mut |r| fake.answer(r), || panic!("no page needed"));
+    assert_eq!(
+        got,
+        Err(StealSkip::NotOffered(StealClockStatus::NotAvailable))
+    );
+    // Neither the leaf nor GETHZ: the backend refuses to install.
+    let mut fake = vmware_like(None);
+    let dump = Dump {
+        timing: (0, 0, 0),
+        ..Dump::VMWARE
+    };
+    let (r, patch, _) = install(dump, &mut fake, 1);
+    assert_eq!(r.unwrap_err().step, "tsc frequency");
+    assert_eq!(patch.replaced().count(), 0);
+    // The leaf alone suffices; steal time stays native.
+    let mut fake = vmware_like(None);
+    let (r, patch, pages) = install(Dump::VMWARE, &mut fake, 1);
+    assert_eq!(r, Ok(()));
+    assert_eq!(patch.owner(slot::TIME_STEAL_NS.entry()), "native");
     assert!(pages.given.is_empty());
 }
 
