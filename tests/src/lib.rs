@@ -7,8 +7,48 @@
 #![forbid(unsafe_code)]
 
 use pvops::time::TscSource;
-use qemu_runner::parse::BootResult;
+use qemu_runner::parse::{BootResult, Exits};
+use qemu_runner::scenario::{Metric, Owners};
 use qemu_runner::{scenario, RunOptions, ScenarioReport, Status};
+
+/// Scenarios with a dedicated test in one of this crate's test files
+/// (`scenarios.rs`, `personas.rs`); every other declared scenario, except
+/// the families of [`DEDICATED_PREFIXES`], is booted by
+/// `every_other_scenario_meets_its_expectations`.
+pub const DEDICATED: &[&str] = &[
+    "tcg",
+    "kvm",
+    "vmport",
+    "kvm-vmware-freq",
+    "microvisor:none",
+    "microvisor:bare",
+    "microvisor:fault-triple",
+    "microvisor:fault-bad-memory",
+    "microvisor:fault-unknown-hypercall",
+    "microvisor:fault-bad-hypercall-pointer",
+    "microvisor:fault-bad-msr",
+    "microvisor:fault-bad-port",
+    "microvisor:fault-hang",
+    "microvisor:vmware",
+    "microvisor:vmware/native",
+    "microvisor:xen",
+    "microvisor:xen/native",
+    "microvisor:xen+viridian",
+    "microvisor:xen:break=hypercall-page",
+    "microvisor:xen:break=shared-info",
+    "microvisor:xen:break=pvclock-odd",
+    "microvisor:xen:break=evtchn",
+    "microvisor:hyperv",
+    "microvisor:hyperv/native",
+    "microvisor:kvm+hyperv",
+    "microvisor:hyperv:break=hypercall-page",
+    "microvisor:hyperv:break=tsc-page",
+    "microvisor:hyperv:break=hypercall-error",
+];
+
+/// Scenario families with their own test: the feature matrix
+/// (`matrix.rs`).
+pub const DEDICATED_PREFIXES: &[&str] = &["matrix:"];
 
 /// Self-test groups every completed boot must cover (the table's groups).
 pub const SELFTEST_GROUPS: [&str; 4] = ["cpu", "mmu", "irq", "time"];
@@ -40,6 +80,106 @@ pub fn boot(name: &str) -> Option<ScenarioReport> {
         return None;
     }
     Some(r)
+}
+
+/// Boots scenario `name` with `opts` (e.g. extra guest command-line
+/// words); `None` after printing `SKIP <name>: <why>` when the host cannot
+/// run it.
+pub fn boot_with(name: &str, opts: &RunOptions) -> Option<ScenarioReport> {
+    let s = scenario::find(name).unwrap_or_else(|| panic!("no scenario named {name}"));
+    let r = qemu_runner::run_scenario(s, opts);
+    if r.status() == Status::Skip {
+        eprintln!(
+            "SKIP {name}: {}",
+            r.skipped.as_deref().unwrap_or("requirement not met")
+        );
+        return None;
+    }
+    Some(r)
+}
+
+/// Boots every scenario of `names` concurrently (the runner still allows
+/// only one QEMU per CPU) with `opts`; results in the order of `names`,
+/// `None` for skipped ones.
+pub fn boot_all(names: &[&str], opts: &RunOptions) -> Vec<Option<ScenarioReport>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| scope.spawn(move || boot_with(n, opts)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("boot thread panicked"))
+            .collect()
+    })
+}
+
+/// Boots a backend scenario and its `pvops=native` pair (concurrently).
+/// Panics when the scenario has no pair or either is skipped (persona
+/// scenarios need only TCG).
+pub fn boot_pair(name: &str, opts: &RunOptions) -> (ScenarioReport, ScenarioReport) {
+    let s = scenario::find(name).unwrap_or_else(|| panic!("no scenario named {name}"));
+    let pair = s
+        .native_pair
+        .unwrap_or_else(|| panic!("{name} has no native pair"));
+    let mut v = boot_all(&[name, pair], opts).into_iter();
+    let b = v.next().flatten().expect("TCG-only scenario must run");
+    let n = v.next().flatten().expect("TCG-only scenario must run");
+    (b, n)
+}
+
+/// The microvisor's counters of a run (panics with context when missing).
+pub fn exits(r: &ScenarioReport) -> &Exits {
+    r.result
+        .exits()
+        .unwrap_or_else(|| panic!("no microvisor counters\n{}", context(r)))
+}
+
+/// A metric of a run's counters.
+pub fn metric(r: &ScenarioReport, m: Metric) -> u64 {
+    m.of(exits(r))
+}
+
+/// Owners as declared: `o.backend` owned by `backend`, `o.optional` by
+/// either, everything else native.
+pub fn assert_owners(r: &ScenarioReport, backend: &str, o: &Owners) {
+    let f = qemu_runner::verdict::owner_failures(o, backend, &r.result);
+    assert!(f.is_empty(), "{f:#?}\n{}", context(r));
+}
+
+/// A completed guest under a persona: hypervisor, backend, every self-test
+/// group present and passing, owners as declared, the TSC source.
+pub fn assert_persona_guest(
+    r: &ScenarioReport,
+    hypervisor: &str,
+    backend: &str,
+    owners: &Owners,
+    tsc_source: &str,
+) {
+    let res = &r.result;
+    let ctx = || context(r);
+    assert_eq!(res.hypervisor.as_deref(), Some(hypervisor), "{}", ctx());
+    assert_eq!(res.backend.as_deref(), Some(backend), "{}", ctx());
+    assert!(res.panic.is_none(), "guest panicked\n{}", ctx());
+    for group in SELFTEST_GROUPS {
+        assert!(
+            res.selftests
+                .keys()
+                .any(|n| n.split('.').next() == Some(group)),
+            "no self-test of group {group}\n{}",
+            ctx()
+        );
+    }
+    let failed: Vec<_> = res.selftests.iter().filter(|(_, t)| !t.pass).collect();
+    assert!(failed.is_empty(), "failed self-tests {failed:?}\n{}", ctx());
+    let done = res
+        .done
+        .as_ref()
+        .unwrap_or_else(|| panic!("no done\n{}", ctx()));
+    assert_eq!(done.verdict, "pass", "{}", ctx());
+    assert_owners(r, backend, owners);
+    assert_eq!(res.tsc_source.as_deref(), Some(tsc_source), "{}", ctx());
+    assert!(res.tsc_khz.unwrap_or(0) > 0, "{}", ctx());
 }
 
 /// Context for assertion messages: failures, QEMU status and stderr, and the

@@ -2,24 +2,11 @@
 //! failure names its scenario) and asserts on the parsed results.
 
 use pvops_abi::exit::ExitCode;
-use pvops_tests::{assert_exits, assert_fault, assert_guest, assert_verdict_pass, boot, context};
+use pvops_tests::{
+    assert_exits, assert_fault, assert_guest, assert_owners, assert_verdict_pass, boot, context,
+    DEDICATED, DEDICATED_PREFIXES,
+};
 use qemu_runner::scenario;
-
-/// Scenarios with a dedicated test below; every other declared scenario is
-/// covered by [`every_other_scenario_meets_its_expectations`].
-const COVERED: &[&str] = &[
-    "tcg",
-    "kvm",
-    "microvisor:none",
-    "microvisor:bare",
-    "microvisor:fault-triple",
-    "microvisor:fault-bad-memory",
-    "microvisor:fault-unknown-hypercall",
-    "microvisor:fault-bad-hypercall-pointer",
-    "microvisor:fault-bad-msr",
-    "microvisor:fault-bad-port",
-    "microvisor:fault-hang",
-];
 
 #[test]
 fn tcg() {
@@ -161,7 +148,9 @@ fn microvisor_fault_hang() {
 #[test]
 fn every_other_scenario_meets_its_expectations() {
     let mut failed = Vec::new();
-    for s in scenario::ALL.iter().filter(|s| !COVERED.contains(&s.name)) {
+    for s in scenario::ALL.iter().filter(|s| {
+        !DEDICATED.contains(&s.name) && !DEDICATED_PREFIXES.iter().any(|p| s.name.starts_with(p))
+    }) {
         if let Some(r) = boot(s.name) {
             if !r.passed() {
                 failed.push(context(&r));
@@ -172,10 +161,67 @@ fn every_other_scenario_meets_its_expectations() {
 }
 
 #[test]
-fn covered_names_exist() {
-    for name in COVERED {
+fn dedicated_names_exist() {
+    for name in DEDICATED {
         assert!(scenario::find(name).is_some(), "{name} is not a scenario");
     }
+    for prefix in DEDICATED_PREFIXES {
+        assert!(
+            scenario::ALL.iter().any(|s| s.name.starts_with(prefix)),
+            "no scenario starts with {prefix}"
+        );
+    }
+}
+
+/// QEMU's own VMware backdoor (vmport=on) answers the backdoor port, but
+/// the machine has no VMware signature: pvops stays native and reports QEMU.
+#[test]
+fn vmport() {
+    let r = boot("vmport").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_guest(&r, "qemu-tcg", "native", "native");
+    let kinds: Vec<&str> = r
+        .result
+        .interfaces
+        .iter()
+        .map(|i| i.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["qemu-tcg"], "{}", context(&r));
+    assert!(
+        r.scenario.qemu_args.join(" ").contains("vmport=on"),
+        "the scenario must turn the backdoor on explicitly"
+    );
+}
+
+/// KVM with `vmware-cpuid-freq=on` and an explicit TSC frequency publishes
+/// leaf 0x40000010 under its own signature: the native backend takes the
+/// TSC frequency from it, exactly the configured one.
+#[test]
+fn kvm_vmware_freq() {
+    let Some(r) = boot("kvm-vmware-freq") else {
+        return;
+    };
+    assert_verdict_pass(&r);
+    assert_guest(&r, "kvm", "native", "native");
+    assert_owners(&r, "native", &scenario::Owners::NATIVE);
+    let hz = r
+        .resolved
+        .tsc_hz
+        .unwrap_or_else(|| panic!("no configured frequency\n{}", context(&r)));
+    assert_eq!(r.result.tsc_khz, Some(hz / 1000), "{}", context(&r));
+    assert_eq!(
+        r.result.tsc_source.as_deref(),
+        Some("cpuid-0x40000010"),
+        "{}",
+        context(&r)
+    );
+    let kvm = r
+        .result
+        .interfaces
+        .iter()
+        .find(|i| i.kind == "kvm")
+        .unwrap_or_else(|| panic!("{}", context(&r)));
+    assert!(kvm.max_leaf >= 0x4000_0010, "{}", context(&r));
 }
 
 /// `record-cpuid` then `probe-dump`: decoding the guest's own CPUID on the

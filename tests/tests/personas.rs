@@ -1,0 +1,316 @@
+//! The microvisor's hypervisor personas (vmware, xen, xen+viridian,
+//! hyperv, kvm+hyperv), their break switches, and each backend run against
+//! the same persona with the guest forced to `pvops=native`.
+//!
+//! Expectations come from the backends' own documentation of what they
+//! own and when (`backends/src/<backend>/mod.rs`, `docs/backends/*.md`);
+//! the scenario table declares them (`qemu_runner::scenario`) and the
+//! assertions here restate the key ones explicitly.
+
+use pvops_tests::{
+    assert_exits, assert_persona_guest, assert_verdict_pass, boot, boot_pair, context, metric,
+};
+use qemu_runner::scenario::{
+    self, Metric, Owners, HV_TIME_REF_COUNT, HYPERV_NO_HYPERCALLS, HYPERV_OWNS, VMWARE_OWNS,
+    XEN_HYPERCALLS_ONLY, XEN_NO_TIMER, XEN_OWNS, XEN_SET_SINGLESHOT_TIMER,
+};
+use qemu_runner::{report, verdict, RunOptions, ScenarioReport};
+
+/// IA32_TSC_DEADLINE: written by the native one-shot timer.
+const TSC_DEADLINE: u32 = 0x6e0;
+/// The port of the native `cpu.io_delay`.
+const IO_DELAY_PORT: u16 = 0x80;
+
+fn owner<'a>(r: &'a ScenarioReport, entry: &str) -> Option<&'a str> {
+    r.result.owners.get(entry).map(String::as_str)
+}
+
+/// Both runs of a pair passed, the pair's declared properties hold, and
+/// the JSON comparison carries both runs' exit counts.
+fn assert_pair(b: &ScenarioReport, n: &ScenarioReport) {
+    assert_verdict_pass(b);
+    assert_verdict_pass(n);
+    let f = verdict::judge_pair(b, n);
+    assert!(f.is_empty(), "{f:#?}\n{}\n{}", context(b), context(n));
+    let j = report::compare_json(b, n);
+    assert_eq!(j["native_scenario"], n.scenario.name);
+    assert_eq!(j["backend"]["total"], metric(b, Metric::Total));
+    assert_eq!(j["native"]["total"], metric(n, Metric::Total));
+    assert_eq!(j["backend"]["pit"], metric(b, Metric::Pit));
+    assert_eq!(j["native"]["pit"], metric(n, Metric::Pit));
+    assert_eq!(j["holds"], true);
+}
+
+// ---- VMware ---------------------------------------------------------------
+
+#[test]
+fn vmware_and_native_pair() {
+    let (b, n) = boot_pair("microvisor:vmware", &RunOptions::default());
+    assert_persona_guest(&b, "vmware", "vmware", &VMWARE_OWNS, "cpuid-0x40000010");
+    assert_exits(&b);
+    for entry in ["time.tsc_frequency", "time.monotonic_ns", "cpu.io_delay"] {
+        assert_eq!(owner(&b, entry), Some("vmware"), "{entry}\n{}", context(&b));
+    }
+    assert_eq!(metric(&b, Metric::Pit), 0, "{}", context(&b));
+    assert_eq!(
+        metric(&b, Metric::Port(IO_DELAY_PORT)),
+        0,
+        "{}",
+        context(&b)
+    );
+
+    // Natively the kernel still trusts leaf 0x40000010 for the TSC (so it
+    // does not touch the PIT either), but io_delay is an OUT to port 0x80.
+    assert_persona_guest(&n, "vmware", "native", &Owners::NATIVE, "cpuid-0x40000010");
+    assert!(
+        metric(&n, Metric::Port(IO_DELAY_PORT)) > 0,
+        "{}",
+        context(&n)
+    );
+    assert_eq!(
+        b.result.tsc_khz,
+        n.result.tsc_khz,
+        "both read the same leaf\n{}\n{}",
+        context(&b),
+        context(&n)
+    );
+    assert_pair(&b, &n);
+    assert!(metric(&b, Metric::Io) < metric(&n, Metric::Io));
+}
+
+// ---- Xen ------------------------------------------------------------------
+
+#[test]
+fn xen_and_native_pair() {
+    let (b, n) = boot_pair("microvisor:xen", &RunOptions::default());
+    assert_persona_guest(&b, "xen", "xen", &XEN_OWNS, "pvclock");
+    assert_exits(&b);
+    assert_eq!(metric(&b, Metric::Pit), 0, "{}", context(&b));
+    // Ticks come through the event channel: the microvisor counted
+    // VCPUOP_set_singleshot_timer, and the native TSC-deadline timer was
+    // never armed.
+    assert!(
+        metric(&b, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER)) > 0,
+        "{}",
+        context(&b)
+    );
+    assert_eq!(
+        metric(&b, Metric::MsrWrites(TSC_DEADLINE)),
+        0,
+        "{}",
+        context(&b)
+    );
+    assert_eq!(
+        metric(&b, Metric::Port(IO_DELAY_PORT)),
+        0,
+        "{}",
+        context(&b)
+    );
+
+    assert_persona_guest(&n, "xen", "native", &Owners::NATIVE, "pit-calibration");
+    assert!(metric(&n, Metric::Pit) > 0, "{}", context(&n));
+    assert!(
+        metric(&n, Metric::MsrWrites(TSC_DEADLINE)) > 0,
+        "{}",
+        context(&n)
+    );
+    assert_eq!(metric(&n, Metric::Hypercalls), 0, "{}", context(&n));
+    assert_pair(&b, &n);
+}
+
+#[test]
+fn xen_viridian_picks_xen() {
+    let r = boot("microvisor:xen+viridian").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_persona_guest(&r, "hyperv", "xen", &XEN_OWNS, "pvclock");
+    let ifaces: Vec<(u64, &str)> = r
+        .result
+        .interfaces
+        .iter()
+        .map(|i| (i.base, i.kind.as_str()))
+        .collect();
+    assert_eq!(
+        ifaces,
+        [(0x4000_0000, "hyperv"), (0x4000_0100, "xen")],
+        "{}",
+        context(&r)
+    );
+    assert!(
+        metric(&r, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER)) > 0,
+        "{}",
+        context(&r)
+    );
+}
+
+#[test]
+fn xen_break_hypercall_page_falls_back_to_native() {
+    let r = boot("microvisor:xen:break=hypercall-page").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_persona_guest(&r, "xen", "native", &Owners::NATIVE, "pit-calibration");
+    assert!(
+        r.result
+            .backend_reason
+            .as_deref()
+            .is_some_and(|w| w.contains("hypercall page")),
+        "the fallback names the failed step\n{}",
+        context(&r)
+    );
+    assert_eq!(metric(&r, Metric::Hypercalls), 0, "{}", context(&r));
+    assert!(metric(&r, Metric::Pit) > 0, "{}", context(&r));
+}
+
+/// shared_info or the pvclock unusable: Xen keeps only what needs just
+/// hypercalls; the clock is the native TSC, calibrated against the PIT,
+/// and the timer the native one.
+fn xen_without_pvclock(name: &str) {
+    let r = boot(name).expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_persona_guest(&r, "xen", "xen", &XEN_HYPERCALLS_ONLY, "pit-calibration");
+    assert!(metric(&r, Metric::Pit) > 0, "{}", context(&r));
+    assert_eq!(
+        metric(&r, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER)),
+        0,
+        "{}",
+        context(&r)
+    );
+    assert!(
+        metric(&r, Metric::MsrWrites(TSC_DEADLINE)) > 0,
+        "{}",
+        context(&r)
+    );
+    assert!(metric(&r, Metric::Hypercalls) > 0, "{}", context(&r));
+}
+
+#[test]
+fn xen_break_shared_info_keeps_hypercall_entries() {
+    xen_without_pvclock("microvisor:xen:break=shared-info");
+}
+
+#[test]
+fn xen_break_pvclock_odd_keeps_hypercall_entries() {
+    xen_without_pvclock("microvisor:xen:break=pvclock-odd");
+}
+
+#[test]
+fn xen_break_evtchn_keeps_pvclock_native_timer() {
+    let r = boot("microvisor:xen:break=evtchn").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_persona_guest(&r, "xen", "xen", &XEN_NO_TIMER, "pvclock");
+    assert_eq!(metric(&r, Metric::Pit), 0, "{}", context(&r));
+    assert_eq!(
+        metric(&r, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER)),
+        0,
+        "{}",
+        context(&r)
+    );
+    assert!(
+        metric(&r, Metric::MsrWrites(TSC_DEADLINE)) > 0,
+        "{}",
+        context(&r)
+    );
+}
+
+// ---- Hyper-V --------------------------------------------------------------
+
+#[test]
+fn hyperv_and_native_pair() {
+    let (b, n) = boot_pair("microvisor:hyperv", &RunOptions::default());
+    assert_persona_guest(&b, "hyperv", "hyperv", &HYPERV_OWNS, "hyperv-msr");
+    assert_exits(&b);
+    assert_eq!(metric(&b, Metric::Pit), 0, "{}", context(&b));
+    assert!(metric(&b, Metric::Hypercalls) > 0, "{}", context(&b));
+
+    assert_persona_guest(&n, "hyperv", "native", &Owners::NATIVE, "pit-calibration");
+    assert!(metric(&n, Metric::Eoi) > 0, "{}", context(&n));
+    assert_pair(&b, &n);
+    assert!(
+        metric(&b, Metric::Eoi) < metric(&n, Metric::Eoi),
+        "lazy EOI saves EOI exits\n{}\n{}",
+        context(&b),
+        context(&n)
+    );
+}
+
+#[test]
+fn kvm_hyperv_picks_hyperv() {
+    let r = boot("microvisor:kvm+hyperv").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_OWNS, "hyperv-msr");
+    let ifaces: Vec<(u64, &str)> = r
+        .result
+        .interfaces
+        .iter()
+        .map(|i| (i.base, i.kind.as_str()))
+        .collect();
+    assert_eq!(
+        ifaces,
+        [(0x4000_0000, "hyperv"), (0x4000_0100, "kvm")],
+        "{}",
+        context(&r)
+    );
+}
+
+#[test]
+fn hyperv_break_hypercall_page() {
+    let r = boot("microvisor:hyperv:break=hypercall-page").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_NO_HYPERCALLS, "hyperv-msr");
+    assert_eq!(metric(&r, Metric::Hypercalls), 0, "{}", context(&r));
+}
+
+#[test]
+fn hyperv_break_hypercall_error() {
+    let r = boot("microvisor:hyperv:break=hypercall-error").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_NO_HYPERCALLS, "hyperv-msr");
+    // The probe hypercalls were made, and refused.
+    assert!(metric(&r, Metric::Hypercalls) > 0, "{}", context(&r));
+}
+
+#[test]
+fn hyperv_break_tsc_page_reads_reference_counter() {
+    let r = boot("microvisor:hyperv:break=tsc-page").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_OWNS, "hyperv-msr");
+    assert!(
+        metric(&r, Metric::MsrReads(HV_TIME_REF_COUNT)) > 0,
+        "{}",
+        context(&r)
+    );
+}
+
+/// Every persona scenario declares its owners, its TSC source and (for the
+/// unbroken backends) zero PIT exits; a pair's native side forces native.
+#[test]
+fn persona_scenarios_are_declared_completely() {
+    for s in scenario::ALL
+        .iter()
+        .filter(|s| s.uses_microvisor() && !s.name.starts_with("microvisor:fault"))
+        .filter(|s| !matches!(s.name, "microvisor:none" | "microvisor:bare"))
+        .filter(|s| !s.name.starts_with("matrix:"))
+    {
+        let e = &s.expect;
+        assert!(e.owners.is_some(), "{}: owners", s.name);
+        assert!(e.backend.is_some() && e.hypervisor.is_some(), "{}", s.name);
+        if let Some(pair) = s.native_pair {
+            let p = scenario::find(pair).unwrap();
+            assert_eq!(p.guest_cmdline, "pvops=native", "{pair}");
+            assert_eq!(p.boot, s.boot, "{pair} boots the same persona");
+            assert!(!e.fewer_than_native.is_empty(), "{}", s.name);
+            assert!(
+                e.counts
+                    .iter()
+                    .any(|&(m, c)| m == Metric::Pit && c == scenario::Count::Zero),
+                "{}: zero PIT exits",
+                s.name
+            );
+        }
+    }
+    assert_eq!(
+        scenario::ALL
+            .iter()
+            .filter(|s| s.native_pair.is_some())
+            .count(),
+        3
+    );
+}
