@@ -83,11 +83,15 @@ impl Xen {
         }
         match self.shared_info {
             Some(old) if old != gpa => {
-                let mut page = [0u8; PAGE as usize];
-                cx.mem
-                    .read(old, &mut page)
-                    .map_err(|_| -abi::errno::EINVAL)?;
-                cx.mem.write(gpa, &page).map_err(|_| -abi::errno::EINVAL)?;
+                // In small pieces: the microvisor's stack is not large.
+                let mut chunk = [0u8; 256];
+                for off in (0..PAGE).step_by(chunk.len()) {
+                    let moved = cx
+                        .mem
+                        .read(old + off, &mut chunk)
+                        .and_then(|()| cx.mem.write(gpa + off, &chunk));
+                    moved.map_err(|_| -abi::errno::EINVAL)?;
+                }
             }
             Some(_) => {}
             None => cx.mem.zero(gpa, PAGE).map_err(|_| -abi::errno::EINVAL)?,

@@ -392,3 +392,39 @@ fn runstate_and_shutdown() {
         }
     }
 }
+
+#[test]
+fn shared_info_moves_with_its_contents() {
+    let mut g = Guest::new();
+    let mut x = xen(None);
+    let port = set_up(&mut g, &mut x);
+    x.set_pending(&mut g.cx(), port);
+    let moved = PAGE_SI + 0x5000;
+    g.put(
+        ARG,
+        &abi::AddToPhysmap {
+            domid: abi::DOMID_SELF,
+            space: abi::XENMAPSPACE_SHARED_INFO,
+            gpfn: moved >> 12,
+            ..Default::default()
+        },
+    );
+    let add = u64::from(abi::XENMEM_ADD_TO_PHYSMAP);
+    assert_eq!(g.rc(&mut x, nr::MEMORY_OP, add, ARG, 0), 0);
+    let si: abi::SharedInfo = g.get(moved);
+    assert_eq!(si.evtchn_pending[0], 1 << port);
+    assert_eq!(si.vcpu_info[0].evtchn_upcall_pending, 1);
+    assert_eq!(si.vcpu_info[0].time.version % 2, 0);
+    // Outside RAM: -EINVAL, the mapping stays.
+    g.put(
+        ARG,
+        &abi::AddToPhysmap {
+            domid: abi::DOMID_SELF,
+            space: abi::XENMAPSPACE_SHARED_INFO,
+            gpfn: RAM as u64 >> 12,
+            ..Default::default()
+        },
+    );
+    assert_eq!(g.rc(&mut x, nr::MEMORY_OP, add, ARG, 0), -errno::EINVAL);
+    assert_eq!(x.shared_info, Some(moved));
+}
