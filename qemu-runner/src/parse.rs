@@ -199,6 +199,11 @@ impl Exits {
         self.ports.get(&port).copied().unwrap_or(0)
     }
 
+    /// Exits at the serial console (COM1, ports 0x3f8..=0x3ff).
+    pub fn console(&self) -> u64 {
+        self.ports.range(CONSOLE_PORTS).map(|(_, n)| *n).sum()
+    }
+
     /// EOI exits: writes of the x2APIC EOI MSR plus writes of the Hyper-V
     /// EOI MSR.
     pub fn eoi(&self) -> u64 {
@@ -208,6 +213,9 @@ impl Exits {
             .sum()
     }
 }
+
+/// The serial console's ports (COM1).
+pub const CONSOLE_PORTS: core::ops::RangeInclusive<u16> = 0x3f8..=0x3ff;
 
 /// MSRs whose writes are EOIs: x2APIC EOI (0x80b) and HV_X64_MSR_EOI.
 pub const EOI_MSRS: [u32; 2] = [0x80b, 0x4000_0070];

@@ -108,8 +108,10 @@ pub fn ratio(a: f64, b: f64) -> Option<f64> {
 }
 
 /// The metrics shown for a pair.
-pub const COMPARED: [(&str, Metric); 5] = [
+pub const COMPARED: [(&str, Metric); 7] = [
     ("total", Metric::Total),
+    ("console", Metric::Console),
+    ("total_without_console", Metric::TotalNoConsole),
     ("pit", Metric::Pit),
     ("eoi", Metric::Eoi),
     ("io", Metric::Io),
@@ -193,18 +195,22 @@ pub fn compare_table(reports: &[ScenarioReport]) -> String {
                 "\npaired comparison (backend run vs the same persona with pvops=native):\n",
             );
         }
+        let (bq, nq) = (Metric::TotalNoConsole.of(b), Metric::TotalNoConsole.of(n));
         out.push_str(&format!(
-            "  {:<24} exits {} vs {} ({}), PIT {} vs {}, EOI {} vs {}, I/O {} vs {}{}\n",
+            "  {:<24} exits {} vs {} ({}); without the console {} vs {} ({}); PIT {} vs {}; EOI {} vs {}; other I/O {} vs {}{}\n",
             r.scenario.name,
             b.total,
             n.total,
             fmt_ratio(ratio(b.total as f64, n.total as f64)),
+            bq,
+            nq,
+            fmt_ratio(ratio(bq as f64, nq as f64)),
             b.pit(),
             n.pit(),
             b.eoi(),
             n.eoi(),
-            Metric::Io.of(b),
-            Metric::Io.of(n),
+            Metric::IoNoConsole.of(b),
+            Metric::IoNoConsole.of(n),
             if crate::verdict::judge_pair(r, native).is_empty() {
                 ""
             } else {
@@ -514,6 +520,8 @@ mod tests {
         assert_eq!(c["native"]["eoi"], 9);
         assert_eq!(c["backend"]["hypercalls"], 12);
         assert_eq!(c["ratio"]["total"], 0.25);
+        assert_eq!(c["backend"]["console"], 500);
+        assert_eq!(c["backend"]["total_without_console"], 500);
         assert_eq!(c["ratio"]["pit"], 0.0);
         assert_eq!(c["holds"], true, "{c}");
         let io = &c["bench"]["io-delay"];
@@ -530,7 +538,10 @@ mod tests {
         let t = compare_table(&all);
         assert!(t.contains("microvisor:xen"), "{t}");
         assert!(
-            t.contains("exits 1000 vs 4000 (0.25x), PIT 0 vs 1000, EOI 9 vs 9, I/O 500 vs 2500"),
+            t.contains(
+                "exits 1000 vs 4000 (0.25x); without the console 500 vs 4000 (0.12x); \
+                 PIT 0 vs 1000; EOI 9 vs 9; other I/O 0 vs 2500"
+            ),
             "{t}"
         );
         assert!(!t.contains("FAILS"), "{t}");
