@@ -48,13 +48,14 @@ impl Backend for Native {
 }
 
 /// After installation: give the native clock and timer a TSC frequency
-/// (the installed backend's, else the hypervisor timing leaf 0x4000_0010,
-/// else CPUID 0x15, else a PIT measurement) and,
+/// (the installed backend's, else the hypervisor timing leaf 0x4000_0010
+/// unless `use_timing_leaf` is false, else CPUID 0x15, else a PIT
+/// measurement) and,
 /// when the native timer runs in one-shot APIC mode, an APIC timer frequency.
-pub(crate) fn finish_time_setup(probe: &Probe) {
+pub(crate) fn finish_time_setup(probe: &Probe, use_timing_leaf: bool) {
     ntime::set_use_tsc_deadline(probe.features.contains(Features::TSC_DEADLINE));
     let current = pvops::time::tsc_frequency();
-    let timing = probe.timing_leaf();
+    let timing = probe.timing_leaf().filter(|_| use_timing_leaf);
     if current.khz != 0 {
         ntime::set_tsc_frequency(current.khz, current.source);
     } else if let Some(t) = timing {
