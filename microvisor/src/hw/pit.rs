@@ -15,19 +15,42 @@ pub struct Calibration {
     pub lapic_khz: u64,
 }
 
-/// Calibrates three times over `ms` milliseconds and keeps the sample with
-/// the median TSC rate: a sample during which QEMU's vCPU thread was
-/// descheduled reads high, and the median discards it.
+/// Most samples taken, and undisturbed samples that are enough.
+const MAX_SAMPLES: usize = 9;
+const GOOD_ENOUGH: usize = 3;
+
+/// Calibrates in samples of `ms` milliseconds and keeps the median of the
+/// undisturbed ones (three are enough, at most nine are taken): a sample
+/// during which QEMU's vCPU thread was descheduled shows a long gap between
+/// two polls of the PIT output and reads high, so it is set aside. On a host
+/// so busy that no sample is clean, the median of them all.
 pub fn calibrate_median(ms: u64) -> Calibration {
-    let mut s = [calibrate(ms), calibrate(ms), calibrate(ms)];
-    s.sort_unstable_by_key(|c| c.tsc_khz);
-    s[1]
+    let mut good = [Calibration::default(); MAX_SAMPLES];
+    let mut all = [Calibration::default(); MAX_SAMPLES];
+    let (mut n_good, mut n_all) = (0, 0);
+    while n_all < MAX_SAMPLES && n_good < GOOD_ENOUGH {
+        let (c, clean) = calibrate(ms);
+        all[n_all] = c;
+        n_all += 1;
+        if clean {
+            good[n_good] = c;
+            n_good += 1;
+        }
+    }
+    let pick = if n_good > 0 {
+        &mut good[..n_good]
+    } else {
+        &mut all[..n_all]
+    };
+    pick.sort_unstable_by_key(|c| c.tsc_khz);
+    pick[(pick.len() - 1) / 2]
 }
 
 /// Measures the TSC and LAPIC timer over `ms` milliseconds of PIT channel 2
-/// in mode 0. The LAPIC timer must be initialised (and its interrupt masked
-/// by RFLAGS.IF = 0).
-pub fn calibrate(ms: u64) -> Calibration {
+/// in mode 0, and whether the measurement was clean (no poll gap above
+/// 1/32 of the window). The LAPIC timer must be initialised (and its
+/// interrupt masked by RFLAGS.IF = 0).
+pub fn calibrate(ms: u64) -> (Calibration, bool) {
     let count = (PIT_HZ * ms / 1000) as u16;
     // Gate low, speaker off.
     let p61 = port::inb(0x61);
@@ -41,16 +64,26 @@ pub fn calibrate(ms: u64) -> Calibration {
     let t0 = rdtsc();
     // Gate high starts the count-down; OUT2 (bit 5) rises at terminal count.
     port::outb(0x61, (p61 & !0x02) | 0x01);
-    while port::inb(0x61) & 0x20 == 0 {
-        core::hint::spin_loop();
+    let (mut last, mut max_gap, mut polls) = (t0, 0u64, 0u64);
+    // Bounded: far more polls than any window needs, so a missing PIT
+    // cannot hang the boot (the rate then reads as garbage and the guest's
+    // clock tests say so).
+    while port::inb(0x61) & 0x20 == 0 && polls < 100_000_000 {
+        polls += 1;
+        let now = rdtsc();
+        max_gap = max_gap.max(now.wrapping_sub(last));
+        last = now;
     }
     let t1 = rdtsc();
     let l1 = lapic::current();
     lapic::start(0);
     port::outb(0x61, p61);
     let ms = ms.max(1);
-    Calibration {
-        tsc_khz: (t1 - t0) / ms,
+    let cycles = t1.wrapping_sub(t0);
+    max_gap = max_gap.max(t1.wrapping_sub(last));
+    let c = Calibration {
+        tsc_khz: cycles / ms,
         lapic_khz: (l0.wrapping_sub(l1) as u64) / ms,
-    }
+    };
+    (c, cycles > 0 && max_gap <= cycles / 32)
 }
