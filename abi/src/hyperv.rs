@@ -52,6 +52,20 @@ pub mod cpuid {
     pub const HYPERVISOR_PRESENT_ECX1: u32 = 1 << 31;
 }
 
+/// Implementation hardware features: EAX of CPUID 0x4000_0006 (TLFS,
+/// Feature and Interface Discovery: Implementation Hardware Features;
+/// `HV_HYPERVISOR_HARDWARE_FEATURES`).
+pub mod hardware_features {
+    /// Bit 0: APIC overlay assist in use.
+    pub const APIC_OVERLAY_ASSIST_IN_USE: u32 = 1 << 0;
+    /// Bit 1: MSR bitmaps in use.
+    pub const MSR_BITMAPS_IN_USE: u32 = 1 << 1;
+    /// Bit 2: architectural performance counters in use.
+    pub const ARCHITECTURAL_PERFORMANCE_COUNTERS_IN_USE: u32 = 1 << 2;
+    /// Bit 3: second-level address translation (nested paging) in use.
+    pub const SLAT_IN_USE: u32 = 1 << 3;
+}
+
 /// Partition privileges: `HV_PARTITION_PRIVILEGE_MASK`, EAX (bits 31:0) and
 /// EBX (bits 63:32) of CPUID 0x4000_0003 (TLFS, Data Types:
 /// HV_PARTITION_PRIVILEGE_MASK).
@@ -315,6 +329,20 @@ pub mod msr {
     pub const CRASH_P4: u32 = 0x4000_0104;
     /// HV_X64_MSR_CRASH_CTL: see [`super::crash_ctl`].
     pub const CRASH_CTL: u32 = 0x4000_0105;
+
+    /// Number of synthetic timers per VP (STIMER0..STIMER3; TLFS, Timers:
+    /// Synthetic Timers).
+    pub const STIMER_COUNT: u32 = 4;
+
+    /// STIMERn_CONFIG for `n` in `0..STIMER_COUNT`.
+    pub const fn stimer_config(n: u32) -> u32 {
+        STIMER0_CONFIG + 2 * n
+    }
+
+    /// STIMERn_COUNT for `n` in `0..STIMER_COUNT`.
+    pub const fn stimer_count(n: u32) -> u32 {
+        STIMER0_COUNT + 2 * n
+    }
 
     /// Whether `msr` lies in the synthetic MSR range 0x4000_0000..=0x4000_01FF
     /// a persona intercepts.
@@ -807,6 +835,22 @@ pub struct VpAssistPage {
 const_assert_eq!(core::mem::size_of::<VpAssistPage>(), PAGE_SIZE);
 const_assert_eq!(core::mem::offset_of!(VpAssistPage, apic_assist), 0);
 
+/// What a hypervisor on AMD SVM overlays at the start of the hypercall page
+/// (TLFS, Hypercall Interface: Establishing the Hypercall Interface: the
+/// page holds the calling sequence, which ends like RET): `VMMCALL; RET`.
+pub const HYPERCALL_PAGE_SVM: [u8; 4] = [0x0F, 0x01, 0xD9, 0xC3];
+
+/// `HV_INPUT_VTL` (TLFS, Data Types): bits 3:0 target VTL, bit 4 "use the
+/// target VTL", bits 7:5 RsvdZ. Zero means the caller's own VTL.
+pub mod input_vtl {
+    /// Bits 3:0: the target VTL.
+    pub const TARGET_VTL_MASK: u8 = 0x0F;
+    /// Bit 4: use the target VTL rather than the caller's.
+    pub const USE_TARGET_VTL: u8 = 1 << 4;
+    /// Bits 7:5: reserved, must be zero.
+    pub const RESERVED_MASK: u8 = 0xE0;
+}
+
 /// Byte offset of the EOI assist word in the VP assist page.
 pub const VP_ASSIST_APIC_ASSIST_OFFSET: usize = 0;
 /// EOI assist bit 0, "No EOI Required": set by the hypervisor when it
@@ -1013,6 +1057,16 @@ mod tests {
         assert_eq!(msr::CRASH_CTL, 0x4000_0105);
         assert!(msr::is_synthetic(msr::CRASH_CTL));
         assert!(!msr::is_synthetic(0x1B));
+    }
+
+    #[test]
+    fn persona_side_constants() {
+        assert_eq!(msr::stimer_config(0), msr::STIMER0_CONFIG);
+        assert_eq!(msr::stimer_count(3), 0x4000_00B7);
+        assert_eq!(HYPERCALL_PAGE_SVM, [0x0F, 0x01, 0xD9, 0xC3]);
+        assert_eq!(hardware_features::MSR_BITMAPS_IN_USE, 2);
+        assert_eq!(hardware_features::SLAT_IN_USE, 8);
+        assert_eq!(input_vtl::USE_TARGET_VTL, 0x10);
     }
 
     #[test]

@@ -180,6 +180,7 @@ pub trait Persona {
 }
 
 /// The selected persona.
+#[allow(clippy::large_enum_variant)] // One per run, in the Vcpu; no heap to box it in.
 pub enum Active {
     /// [`none::NoHypervisor`].
     None(none::NoHypervisor),

@@ -1,0 +1,275 @@
+//! `hyperv` and `kvm+hyperv`: the Microsoft hypervisor interface "Hv#1"
+//! as the TLFS specifies it, from the ABI the guest backend shares
+//! (`pvops_abi::hyperv`). `kvm+hyperv` adds a KVM signature at 0x4000_0100
+//! with no KVM features, as QEMU/KVM stacks it above its Hyper-V
+//! enlightenments.
+//!
+//! - CPUID 0x4000_0000..=0x4000_0006 ([`cpuid`]).
+//! - Synthetic MSRs ([`msrs`]): guest OS ID, hypercall page (overlay
+//!   `VMMCALL; RET`), VP index, reference counter and reference TSC page
+//!   ([`refclock`]), TSC/APIC frequencies, EOI/ICR/TPR, VP assist page
+//!   with EOI assist ([`lazy_eoi`]), synthetic timers in direct mode
+//!   ([`stimer`]), crash MSRs ([`crash`], reported at the end of the run).
+//! - Hypercalls ([`hypercalls`]): HvCallFlushVirtualAddressSpace/List and
+//!   HvCallSendSyntheticClusterIpi, with TLFS status codes; counted by call
+//!   code under `mv.hypercall`. A VMMCALL while the hypercall page is
+//!   disabled, from CPL > 0 or outside protected mode raises #UD (TLFS,
+//!   Hypercall Interface).
+//!
+//! `break=<step>` switches, for the guest's fallback paths:
+//! `hypercall-page` (the MSR enables, but no overlay is written),
+//! `tsc-page` (the page keeps sequence 0), `hypercall-error` (every
+//! hypercall returns HV_STATUS_ACCESS_DENIED).
+
+mod cpuid;
+mod crash;
+mod hypercalls;
+mod lazy_eoi;
+mod msrs;
+mod refclock;
+mod stimer;
+
+use super::{GuestCx, Hypercall, HypercallAction, Persona, SelectError};
+use crate::guest::Gp;
+use pvops_abi::hyperv::{msr as m, page_msr, Control, HypercallResult, Status};
+
+/// The `break=` steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Break {
+    /// `hypercall-page`: HV_X64_MSR_HYPERCALL enables, but no overlay.
+    HypercallPage,
+    /// `tsc-page`: the reference TSC page keeps sequence 0.
+    TscPage,
+    /// `hypercall-error`: every hypercall returns ACCESS_DENIED.
+    HypercallError,
+}
+
+/// `break=` step names.
+pub const BREAK_STEPS: &[&str] = &["hypercall-page", "tsc-page", "hypercall-error"];
+
+impl Break {
+    fn parse(s: &str) -> Option<Break> {
+        match s {
+            "hypercall-page" => Some(Break::HypercallPage),
+            "tsc-page" => Some(Break::TscPage),
+            "hypercall-error" => Some(Break::HypercallError),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Break::HypercallPage => "hypercall-page",
+            Break::TscPage => "tsc-page",
+            Break::HypercallError => "hypercall-error",
+        }
+    }
+}
+
+/// The `hyperv` persona.
+#[derive(Debug)]
+pub struct HyperV {
+    kvm: bool,
+    broken: Option<Break>,
+    clock: refclock::RefClock,
+    apic_hz: u64,
+    guest_os_id: u64,
+    hypercall_msr: u64,
+    hypercall_overlay: Option<refclock::Overlay>,
+    tsc_page_msr: u64,
+    tsc_overlay: Option<refclock::Overlay>,
+    tsc_sequence: u32,
+    vp_assist_msr: u64,
+    stimers: [stimer::Stimer; m::STIMER_COUNT as usize],
+    lazy: lazy_eoi::LazyEoi,
+    crash: crash::Crash,
+    calls: hypercalls::Stats,
+}
+
+impl HyperV {
+    /// A Hyper-V persona, with a KVM signature above it if asked.
+    pub fn new(kvm: bool, break_step: Option<&str>) -> Result<Self, SelectError> {
+        let broken = match break_step {
+            None => None,
+            Some(s) => Some(Break::parse(s).ok_or(SelectError::UnknownBreak)?),
+        };
+        Ok(HyperV {
+            kvm,
+            broken,
+            clock: refclock::RefClock::new(1_000_000),
+            apic_hz: 0,
+            guest_os_id: 0,
+            hypercall_msr: 0,
+            hypercall_overlay: None,
+            tsc_page_msr: 0,
+            tsc_overlay: None,
+            tsc_sequence: 0,
+            vp_assist_msr: 0,
+            stimers: [stimer::Stimer::default(); m::STIMER_COUNT as usize],
+            lazy: lazy_eoi::LazyEoi::default(),
+            crash: crash::Crash::default(),
+            calls: hypercalls::Stats::default(),
+        })
+    }
+
+    /// The broken step, if any.
+    pub fn broken(&self) -> Option<Break> {
+        self.broken
+    }
+}
+
+/// CS.L in the VMCB's packed segment attributes (descriptor bit 53).
+const ATTRIB_L: u16 = 1 << 9;
+/// EFER.LMA.
+const EFER_LMA: u64 = 1 << 10;
+/// CR0.PE.
+const CR0_PE: u64 = 1 << 0;
+
+impl Persona for HyperV {
+    fn name(&self) -> &'static str {
+        if self.kvm {
+            "kvm+hyperv"
+        } else {
+            "hyperv"
+        }
+    }
+
+    fn hypervisor_bit(&self) -> bool {
+        true
+    }
+
+    fn cpuid(&mut self, leaf: u32, _subleaf: u32) -> [u32; 4] {
+        cpuid::leaf(self.kvm, leaf)
+    }
+
+    fn rdmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
+        m::is_synthetic(msr).then(|| self.read(cx, msr))
+    }
+
+    fn wrmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32, value: u64) -> Option<Result<(), Gp>> {
+        m::is_synthetic(msr).then(|| self.write(cx, msr, value))
+    }
+
+    fn hypercall(&mut self, cx: &mut GuestCx<'_>) -> Hypercall {
+        let long = cx.state.efer & EFER_LMA != 0 && cx.state.cs.attrib & ATTRIB_L != 0;
+        let lo32 = |r: u64| r & 0xFFFF_FFFF;
+        let (control, input, output) = if long {
+            (cx.regs.rcx, cx.regs.rdx, cx.regs.r8)
+        } else {
+            (
+                lo32(cx.regs.rdx) << 32 | lo32(cx.state.rax),
+                lo32(cx.regs.rbx) << 32 | lo32(cx.regs.rcx),
+                lo32(cx.regs.rdi) << 32 | lo32(cx.regs.rsi),
+            )
+        };
+        let control = Control(control);
+        let code = u64::from(control.code());
+        // CPL from SS.DPL (what QEMU keeps the VMCB's CPL in step with).
+        let cpl = (cx.state.ss.attrib >> 5) & 3;
+        if !page_msr::is_enabled(self.hypercall_msr) || cpl != 0 || cx.state.cr0 & CR0_PE == 0 {
+            return Hypercall {
+                code,
+                action: HypercallAction::Undefined,
+            };
+        }
+        let result = if self.broken == Some(Break::HypercallError) {
+            self.calls.errors += 1;
+            HypercallResult::new(Status::ACCESS_DENIED, 0)
+        } else {
+            hypercalls::run(
+                hypercalls::Input {
+                    control,
+                    input,
+                    output,
+                },
+                cx.mem,
+                cx.apic,
+                &mut self.calls,
+            )
+        };
+        if long {
+            cx.state.rax = result.0;
+        } else {
+            cx.state.rax = lo32(result.0);
+            cx.regs.rdx = result.0 >> 32;
+        }
+        Hypercall {
+            code,
+            action: HypercallAction::Return,
+        }
+    }
+
+    fn set_clock(&mut self, tsc_khz: u64, apic_bus_khz: u64) {
+        self.clock = refclock::RefClock::new(tsc_khz);
+        self.apic_hz = apic_bus_khz.saturating_mul(1000);
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.stimers.iter().filter_map(|t| t.deadline()).min()
+    }
+
+    fn poll(&mut self, cx: &mut GuestCx<'_>) {
+        self.clock.start(cx.now);
+        for t in &mut self.stimers {
+            if let Some(v) = t.poll(&self.clock, cx.now) {
+                cx.apic.raise(v);
+            }
+        }
+        // After the timers: a timer interrupt now requested withdraws an
+        // outstanding lazy EOI before anything is injected.
+        self.lazy.reconcile(cx);
+    }
+
+    fn on_inject(&mut self, cx: &mut GuestCx<'_>, vector: u8) {
+        self.lazy.on_inject(cx, vector);
+    }
+
+    fn report(&self) {
+        if let Some(p) = self.crash.notified {
+            bootkit::record!(
+                "mv.crash",
+                p0 = format_args!("{:#x}", p[0]),
+                p1 = format_args!("{:#x}", p[1]),
+                p2 = format_args!("{:#x}", p[2]),
+                p3 = format_args!("{:#x}", p[3]),
+                p4 = format_args!("{:#x}", p[4]),
+                message = self.crash.message(),
+            );
+        }
+        let fires: u64 = self.stimers.iter().map(|t| t.fires).sum();
+        bootkit::record!(
+            "mv.hyperv",
+            break_step = self.broken.map_or("none", Break::name),
+            hypercall_page =
+                page_msr::is_enabled(self.hypercall_msr) && self.hypercall_overlay.is_some(),
+            tsc_page = page_msr::is_enabled(self.tsc_page_msr),
+            vp_assist = self.lazy.page().is_some(),
+            stimer_fires = fires,
+            lazy_eoi_offered = self.lazy.offered,
+            lazy_eoi_completed = self.lazy.completed,
+            lazy_eoi_withdrawn = self.lazy.withdrawn,
+            flushes = self.calls.flushes,
+            ipis = self.calls.ipis,
+            hypercall_errors = self.calls.errors,
+            crash_notifications = self.crash.notifications,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn break_steps() {
+        for s in BREAK_STEPS {
+            let p = HyperV::new(false, Some(s)).unwrap();
+            assert_eq!(p.broken().map(Break::name), Some(*s));
+        }
+        assert!(matches!(
+            HyperV::new(true, Some("nope")),
+            Err(SelectError::UnknownBreak)
+        ));
+        assert_eq!(HyperV::new(true, None).unwrap().name(), "kvm+hyperv");
+    }
+}

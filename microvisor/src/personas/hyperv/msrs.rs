@@ -1,0 +1,197 @@
+//! The synthetic MSRs (TLFS; numbers from `pvops_abi::hyperv::msr`).
+//!
+//! | MSR | read | write |
+//! |---|---|---|
+//! | GUEST_OS_ID | value | any value; 0 disables the hypercall page |
+//! | HYPERCALL | value | ignored once Locked; Enable only with a non-zero guest OS ID (else stored with Enable clear); enabling writes the overlay (`VMMCALL; RET`) at the GPA; GPA outside RAM: #GP |
+//! | VP_INDEX | 0 | #GP (read-only) |
+//! | TIME_REF_COUNT | reference time, 100 ns | #GP |
+//! | REFERENCE_TSC | value | enabling writes the page header (sequence ≠ 0, scale, offset) at the GPA; outside RAM: #GP |
+//! | TSC_FREQUENCY / APIC_FREQUENCY | Hz | #GP |
+//! | EOI | #GP (write-only) | EOI at the vAPIC |
+//! | ICR / TPR | the x2APIC ICR / TPR | the x2APIC ICR / TPR (the vAPIC's rules) |
+//! | VP_ASSIST_PAGE | value | enable/move the page; `apic_assist` zeroed; outside RAM: #GP |
+//! | STIMERn_CONFIG/COUNT (n < 4) | value | see `stimer` |
+//! | CRASH_P0..P4 | value | value |
+//! | CRASH_CTL | Notify \| Message | Notify records the crash |
+//!
+//! Every other MSR in 0x4000_0000..=0x4000_01FF raises #GP: their
+//! privileges are not offered.
+
+use super::refclock::Overlay;
+use super::{Break, GuestCx, HyperV};
+use crate::guest::Gp;
+use pvops_abi::hyperv::{
+    hypercall_msr, msr as m, page_msr, HYPERCALL_PAGE_SVM, PAGE_SIZE, TSC_SEQUENCE_INVALID,
+};
+
+/// x2APIC TPR and ICR (SDM vol. 3A, table 11-6).
+const X2APIC_TPR: u32 = 0x808;
+const X2APIC_ICR: u32 = 0x830;
+
+/// The synthetic timer behind MSR `msr`: (timer, is COUNT).
+fn stimer_of(msr: u32) -> Option<(usize, bool)> {
+    let first = m::stimer_config(0);
+    let last = m::stimer_count(m::STIMER_COUNT - 1);
+    (first..=last)
+        .contains(&msr)
+        .then(|| (((msr - first) / 2) as usize, (msr - first) % 2 == 1))
+}
+
+impl HyperV {
+    pub(super) fn read(&mut self, cx: &mut GuestCx<'_>, msr: u32) -> Result<u64, Gp> {
+        Ok(match msr {
+            m::GUEST_OS_ID => self.guest_os_id,
+            m::HYPERCALL => self.hypercall_msr,
+            m::VP_INDEX => 0,
+            m::TIME_REF_COUNT => self.clock.at(cx.now),
+            m::REFERENCE_TSC => self.tsc_page_msr,
+            m::TSC_FREQUENCY => self.clock.tsc_hz(),
+            m::APIC_FREQUENCY => self.apic_hz,
+            m::ICR => cx.apic.rdmsr(X2APIC_ICR, cx.now)?,
+            m::TPR => cx.apic.rdmsr(X2APIC_TPR, cx.now)?,
+            m::VP_ASSIST_PAGE => self.vp_assist_msr,
+            m::CRASH_P0..=m::CRASH_P4 => self.crash.p[(msr - m::CRASH_P0) as usize],
+            m::CRASH_CTL => super::crash::CAPABILITIES,
+            _ => match stimer_of(msr) {
+                Some((n, true)) => self.stimers[n].count(),
+                Some((n, false)) => self.stimers[n].config(),
+                None => return Err(Gp),
+            },
+        })
+    }
+
+    pub(super) fn write(&mut self, cx: &mut GuestCx<'_>, msr: u32, value: u64) -> Result<(), Gp> {
+        match msr {
+            m::GUEST_OS_ID => {
+                self.guest_os_id = value;
+                if value == 0 {
+                    // No identity, no hypercalls (TLFS, Reporting the Guest
+                    // OS Identity).
+                    self.hypercall_msr &= !page_msr::ENABLE;
+                    if let Some(o) = self.hypercall_overlay.take() {
+                        o.remove(cx.mem);
+                    }
+                }
+            }
+            m::HYPERCALL => self.write_hypercall(cx, value)?,
+            m::REFERENCE_TSC => self.write_reference_tsc(cx, value)?,
+            m::EOI => cx.apic.eoi(),
+            m::ICR => cx.apic.wrmsr(X2APIC_ICR, value, cx.now)?,
+            m::TPR => cx.apic.wrmsr(X2APIC_TPR, value, cx.now)?,
+            m::VP_ASSIST_PAGE => {
+                let page = if page_msr::is_enabled(value) {
+                    let gpa = page_msr::address(value);
+                    if !cx.mem.contains(gpa, PAGE_SIZE as u64) {
+                        return Err(Gp);
+                    }
+                    Some(gpa)
+                } else {
+                    None
+                };
+                self.lazy.set_page(cx, page);
+                self.vp_assist_msr = value;
+            }
+            m::CRASH_P0..=m::CRASH_P4 => self.crash.p[(msr - m::CRASH_P0) as usize] = value,
+            m::CRASH_CTL => {
+                if self.crash.write_ctl(value, cx.mem) {
+                    let p = self.crash.p;
+                    crate::mvlog!(
+                        "hyperv: guest crash notify p0={:#x} p1={:#x} p2={:#x} message \"{}\"",
+                        p[0],
+                        p[1],
+                        p[2],
+                        self.crash.message()
+                    );
+                }
+            }
+            _ => match stimer_of(msr) {
+                Some((n, true)) => self.stimers[n].write_count(value, &self.clock, cx.now),
+                Some((n, false)) => self.stimers[n].write_config(value, &self.clock, cx.now)?,
+                // VP_INDEX, TIME_REF_COUNT and the frequencies are read-only;
+                // everything else is not offered.
+                None => return Err(Gp),
+            },
+        }
+        Ok(())
+    }
+
+    fn write_hypercall(&mut self, cx: &mut GuestCx<'_>, value: u64) -> Result<(), Gp> {
+        if self.hypercall_msr & hypercall_msr::LOCKED != 0 {
+            // "Once locked, the MSR cannot be changed until reset."
+            return Ok(());
+        }
+        let mut value = value;
+        if self.guest_os_id == 0 {
+            value &= !page_msr::ENABLE;
+        }
+        if page_msr::is_enabled(value) {
+            let gpa = page_msr::address(value);
+            if !cx.mem.contains(gpa, PAGE_SIZE as u64) {
+                return Err(Gp);
+            }
+            let moved = self
+                .hypercall_overlay
+                .as_ref()
+                .is_none_or(|o| o.gpa() != gpa);
+            if moved {
+                if let Some(o) = self.hypercall_overlay.take() {
+                    o.remove(cx.mem);
+                }
+                if self.broken != Some(Break::HypercallPage) {
+                    self.hypercall_overlay =
+                        Overlay::install(cx.mem, gpa, &HYPERCALL_PAGE_SVM).ok();
+                }
+            }
+        } else if let Some(o) = self.hypercall_overlay.take() {
+            o.remove(cx.mem);
+        }
+        self.hypercall_msr = value;
+        Ok(())
+    }
+
+    fn write_reference_tsc(&mut self, cx: &mut GuestCx<'_>, value: u64) -> Result<(), Gp> {
+        if let Some(o) = self.tsc_overlay.take() {
+            o.remove(cx.mem);
+        }
+        if page_msr::is_enabled(value) {
+            let gpa = page_msr::address(value);
+            if !cx.mem.contains(gpa, PAGE_SIZE as u64) {
+                return Err(Gp);
+            }
+            let sequence = if self.broken == Some(Break::TscPage) {
+                TSC_SEQUENCE_INVALID
+            } else {
+                self.next_sequence()
+            };
+            let header = self.clock.page_header(sequence);
+            self.tsc_overlay = Overlay::install(cx.mem, gpa, &header).ok();
+        }
+        self.tsc_page_msr = value;
+        Ok(())
+    }
+
+    /// The next TSC page sequence: never 0 (invalid) nor 0xFFFF_FFFF (the
+    /// old TLFS's invalid marker).
+    fn next_sequence(&mut self) -> u32 {
+        self.tsc_sequence = match self.tsc_sequence.wrapping_add(1) {
+            0 | u32::MAX => 1,
+            s => s,
+        };
+        self.tsc_sequence
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stimer_msr_numbers() {
+        assert_eq!(stimer_of(0x4000_00B0), Some((0, false)));
+        assert_eq!(stimer_of(0x4000_00B1), Some((0, true)));
+        assert_eq!(stimer_of(0x4000_00B7), Some((3, true)));
+        assert_eq!(stimer_of(0x4000_00B8), None);
+        assert_eq!(stimer_of(0x4000_00AF), None);
+    }
+}
