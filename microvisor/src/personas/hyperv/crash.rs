@@ -104,3 +104,46 @@ impl fmt::Display for Message {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_with_message_and_bad_ranges() {
+        let mut buf = vec![0u64; 1024];
+        // SAFETY: the test's own buffer, alive while `mem` is used; on the
+        // host the "host-physical" address is the buffer's address.
+        let mem = unsafe { GuestRam::new(buf.as_mut_ptr() as u64, 8192) };
+        mem.write(0x100, b"boom \xFF\xC3\xA9!").unwrap();
+        let mut c = Crash {
+            p: [0x73_706F_7670, 1, 2, 0x100, 9],
+            ..Crash::default()
+        };
+        assert!(!c.write_ctl(crash_ctl::CRASH_MESSAGE, &mem));
+        assert!(c.write_ctl(CAPABILITIES, &mem));
+        assert_eq!(c.notified, Some([0x73_706F_7670, 1, 2, 0x100, 9]));
+        assert_eq!(format!("{}", c.message()), "boom \u{FFFD}\u{e9}!");
+        // Only the first notification is kept.
+        c.p[0] = 5;
+        assert!(!c.write_ctl(CAPABILITIES, &mem));
+        assert_eq!(c.notifications, 2);
+        // A message outside guest RAM is flagged, never read.
+        let mut d = Crash {
+            p: [0, 0, 0, 8000, 4096],
+            ..Crash::default()
+        };
+        assert!(d.write_ctl(CAPABILITIES, &mem));
+        assert!(d.message_unreadable);
+        assert_eq!(format!("{}", d.message()), "");
+        // A long message crosses the 128-byte display pieces intact.
+        let long: Vec<u8> = "é".repeat(200).into_bytes();
+        mem.write(0x400, &long).unwrap();
+        let mut e = Crash {
+            p: [0, 0, 0, 0x400, long.len() as u64],
+            ..Crash::default()
+        };
+        assert!(e.write_ctl(CAPABILITIES, &mem));
+        assert_eq!(format!("{}", e.message()), "é".repeat(200));
+    }
+}
