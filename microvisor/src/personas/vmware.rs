@@ -566,7 +566,7 @@ mod tests {
             0x1020,
             RAM,
             RAM - 32,
-            u64::MAX & !63,
+            !63u64,
             (1 << 40) | 0x1000,
         ] {
             assert_eq!(st(&mut p, bad), StealClockStatus::NotAvailable, "{bad:#x}");
