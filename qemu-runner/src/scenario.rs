@@ -129,7 +129,8 @@ pub enum Metric {
     Port(u16),
     /// Persona hypercalls with this code (`mv.hypercall code=`).
     Hypercall(u64),
-    /// Persona hypercalls of any code.
+    /// Persona hypercalls of any code (not the microvisor's own, whose
+    /// codes carry [`pvops_abi::microvisor::HYPERCALL_MAGIC`]).
     Hypercalls,
 }
 
@@ -150,7 +151,14 @@ impl Metric {
             Metric::MsrWrites(m) => e.msrs.get(&m).map_or(0, |c| c.writes),
             Metric::Port(p) => e.port(p),
             Metric::Hypercall(c) => e.hypercalls.get(&c).copied().unwrap_or(0),
-            Metric::Hypercalls => e.hypercalls.values().sum(),
+            Metric::Hypercalls => e
+                .hypercalls
+                .iter()
+                .filter(|(&code, _)| {
+                    code & 0xFFFF_0000_0000_0000 != pvops_abi::microvisor::HYPERCALL_MAGIC
+                })
+                .map(|(_, n)| n)
+                .sum(),
         }
     }
 
@@ -1041,6 +1049,18 @@ mod tests {
                 .append("dump=cpuid"),
             "persona=none -- fault=bad-msr dump=cpuid"
         );
+    }
+
+    #[test]
+    fn persona_hypercalls_exclude_the_microvisors_own() {
+        let r = crate::parse::BootResult::parse(
+            "@@ mv.hypercall code=0x4d56000000000001 count=2\n@@ mv.hypercall code=0x1808 count=5\n@@ mv.hypercall code=0x2 count=1\n",
+        );
+        let e = r.exits().unwrap();
+        assert_eq!(Metric::Hypercalls.of(e), 6);
+        assert_eq!(Metric::Hypercall(0x1808).of(e), 5);
+        assert!(Count::AtLeast(6).holds(6) && !Count::AtLeast(7).holds(6));
+        assert!(Count::Zero.holds(0) && !Count::NonZero.holds(0));
     }
 
     #[test]
