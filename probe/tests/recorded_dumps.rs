@@ -447,3 +447,54 @@ fn every_fixture_parses_and_probes() {
         );
     }
 }
+
+/// Recorded under QEMU 7.2's software emulation (`-cpu max`): AMD vendor,
+/// QEMU's own `TCGTCGTCGTCG` interface, and neither x2APIC nor TSC-deadline
+/// (QEMU 7.2's TCG has no x2APIC; the example kernel then drives the xAPIC).
+#[test]
+fn qemu_tcg_recorded() {
+    let p = probe_text(dump!("qemu-tcg.txt"));
+    assert_eq!(p.vendor, Vendor::Amd);
+    assert_eq!((p.family, p.model, p.stepping), (15, 0x6b, 1));
+    assert_eq!(p.max_basic_leaf, 0xd);
+    assert!(p.under_hypervisor());
+    assert!(!p.features.contains(Features::X2APIC));
+    assert!(!p.features.contains(Features::TSC_DEADLINE));
+    assert!(p.features.contains(Features::NX));
+    assert_eq!(
+        bases(&p),
+        [(0x4000_0000, HypervisorKind::QemuTcg, 0x4000_0001)]
+    );
+    assert_eq!(
+        p.primary_interface().map(|i| i.kind),
+        Some(HypervisorKind::QemuTcg)
+    );
+    assert_eq!(p.tsc_leaf, None);
+    assert_eq!(p.timing_leaf(), None);
+}
+
+/// Recorded under QEMU 7.2 with KVM on this machine (`-cpu host`, a nested
+/// AMD EPYC): KVM's signature with max leaf 0x4000_0001, x2APIC and
+/// TSC-deadline present, no CPUID 0x15 and no timing leaf.
+#[test]
+fn qemu_kvm_recorded() {
+    let p = probe_text(dump!("qemu-kvm.txt"));
+    assert_eq!(p.vendor, Vendor::Amd);
+    assert_eq!((p.family, p.model, p.stepping), (25, 1, 1));
+    assert!(p.under_hypervisor());
+    assert!(p
+        .features
+        .contains(Features::X2APIC | Features::TSC_DEADLINE | Features::NX));
+    assert_eq!(bases(&p), [(0x4000_0000, HypervisorKind::Kvm, 0x4000_0001)]);
+    assert_eq!(
+        p.interfaces
+            .iter()
+            .next()
+            .unwrap()
+            .signature_str()
+            .to_string(),
+        "KVMKVMKVM"
+    );
+    assert_eq!(p.tsc_khz_from_leaf_15(), None);
+    assert_eq!(p.timing_leaf(), None);
+}
