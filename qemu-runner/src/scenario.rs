@@ -708,7 +708,10 @@ pub const ALL: &[Scenario] = &[
         "vmware",
         "vmware",
         &[(0x4000_0000, "vmware")],
-        &[(Metric::Port(0x80), Count::NonZero)],
+        &[
+            (Metric::Port(0x80), Count::NonZero),
+            (Metric::Pit, Count::NonZero),
+        ],
     ),
     // ---- Xen -------------------------------------------------------------
     Scenario {

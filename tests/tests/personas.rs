@@ -59,9 +59,10 @@ fn vmware_and_native_pair() {
         context(&b)
     );
 
-    // Natively the kernel still trusts leaf 0x40000010 for the TSC (so it
-    // does not touch the PIT either), but io_delay is an OUT to port 0x80.
-    assert_persona_guest(&n, "vmware", "native", &Owners::NATIVE, "cpuid-0x40000010");
+    // pvops=native is the bare-hardware baseline: it ignores the timing
+    // leaf and calibrates against the PIT; io_delay is an OUT to port 0x80.
+    assert_persona_guest(&n, "vmware", "native", &Owners::NATIVE, "pit-calibration");
+    assert!(metric(&n, Metric::Pit) > 0, "{}", context(&n));
     assert!(
         metric(&n, Metric::Port(IO_DELAY_PORT)) > 0,
         "{}",
