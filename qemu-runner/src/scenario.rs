@@ -509,6 +509,8 @@ const HYPERV: Expect = Expect {
     counts: &[
         (Metric::Pit, Count::Zero),
         (Metric::Hypercalls, Count::NonZero),
+        // The clock reads the TSC page, never the reference counter MSR.
+        (Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero),
     ],
     fewer_than_native: &[Metric::Eoi, Metric::Pit, Metric::TotalNoConsole],
     ..Expect::PASS
@@ -841,7 +843,11 @@ pub const ALL: &[Scenario] = &[
         boot: mv("hyperv", "break=hypercall-page"),
         expect: Expect {
             owners: Some(HYPERV_NO_HYPERCALLS),
-            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::Zero)],
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Hypercalls, Count::Zero),
+                (Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero),
+            ],
             fewer_than_native: &[],
             ..HYPERV
         },
@@ -867,7 +873,11 @@ pub const ALL: &[Scenario] = &[
         boot: mv("hyperv", "break=hypercall-error"),
         expect: Expect {
             owners: Some(HYPERV_NO_HYPERCALLS),
-            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::NonZero)],
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Hypercalls, Count::NonZero),
+                (Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero),
+            ],
             fewer_than_native: &[],
             ..HYPERV
         },

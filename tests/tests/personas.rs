@@ -213,6 +213,13 @@ fn hyperv_and_native_pair() {
     assert_exits(&b);
     assert_eq!(metric(&b, Metric::Pit), 0, "{}", context(&b));
     assert!(metric(&b, Metric::Hypercalls) > 0, "{}", context(&b));
+    // The clock comes from the reference TSC page: no counter MSR reads.
+    assert_eq!(
+        metric(&b, Metric::MsrReads(HV_TIME_REF_COUNT)),
+        0,
+        "{}",
+        context(&b)
+    );
 
     assert_persona_guest(&n, "hyperv", "native", &Owners::NATIVE, "pit-calibration");
     assert!(metric(&n, Metric::Eoi) > 0, "{}", context(&n));
