@@ -24,6 +24,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
+/// EFER.LMA: long mode active (segment bases are ignored for CS).
+const EFER_LMA: u64 = 1 << 10;
 
 /// Set by the host LAPIC timer interrupt handler.
 static HOST_TIMER_FIRED: AtomicBool = AtomicBool::new(false);
@@ -155,6 +157,7 @@ impl Vcpu {
         } else if let Some(v) = self.vapic.pending() {
             let shadow = c.int_state & 1 != 0;
             if self.vmcb.state.rflags & RFLAGS_IF != 0 && !shadow {
+                self.skip_halt_before_interrupt();
                 self.vapic.accept(v);
                 self.vmcb.control.event_inj = event::VALID | event::TYPE_INTR | v as u64;
                 self.watchdog.progress(now);
@@ -241,6 +244,31 @@ impl Vcpu {
             }
             self.arm_host_timer(now);
             cpu::wait_for_interrupt();
+        }
+    }
+
+    /// If the guest is about to execute HLT, steps over it before an
+    /// interrupt is injected there. On hardware `sti; hlt` halts first and
+    /// the interrupt then wakes it, returning after the HLT; but QEMU 7.2
+    /// drops the VMCB interrupt shadow at VMRUN (docs/microvisor.md), so a
+    /// virtual-interrupt window can open between the STI and the HLT, and
+    /// an interrupt injected there would return to the HLT and put the
+    /// guest to sleep with its wake-up already consumed. Skipping a HLT
+    /// that was about to run is what the hardware would have done.
+    fn skip_halt_before_interrupt(&mut self) {
+        const HLT: u8 = 0xF4;
+        let s = &self.vmcb.state;
+        let rip = if s.efer & EFER_LMA != 0 {
+            s.rip
+        } else {
+            s.rip.wrapping_add(s.cs.base)
+        };
+        let Some(gpa) = crate::guest::walk::translate(&self.mem, s.cr0, s.cr3, rip) else {
+            return;
+        };
+        let mut byte = [0u8];
+        if self.mem.read(gpa, &mut byte).is_ok() && byte[0] == HLT {
+            self.vmcb.state.rip = self.vmcb.state.rip.wrapping_add(1);
         }
     }
 
