@@ -94,3 +94,37 @@ fn ci_script_is_valid_bash() {
     cmd.arg("-n").arg(&script);
     run(cmd, "bash -n .ci/run");
 }
+
+/// The microvisor's host-testable logic (configuration parsing, personas,
+/// the virtual APIC, counters...) has unit tests that run on the host
+/// target; the kernel workspace is outside `cargo test` of the root, so
+/// they are run (and linted) from here.
+fn microvisor_host(subcommand: &[&str], what: &str) {
+    let host = workspace_root().join("target/kernels/microvisor-host");
+    let mut cmd = cargo_in(&kernel_dir("microvisor"));
+    cmd.args(subcommand)
+        .args([
+            "--lib",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--target-dir",
+        ])
+        .arg(host);
+    if subcommand == ["clippy"] {
+        cmd.args(["--tests", "--", "-D", "warnings"]);
+    }
+    run(cmd, what);
+}
+
+#[test]
+fn microvisor_host_unit_tests_pass() {
+    microvisor_host(&["test"], "cargo test --lib (host) in microvisor/");
+}
+
+#[test]
+fn microvisor_host_tests_are_clippy_clean() {
+    microvisor_host(
+        &["clippy"],
+        "cargo clippy --lib --tests (host) in microvisor/",
+    );
+}

@@ -561,14 +561,7 @@ mod tests {
             call(p, Request::steal_clock_enable(gpa), Channel::Vmmcall).steal_clock_status()
         };
         assert_eq!(st(&mut p, 1), StealClockStatus::Disabled);
-        for bad in [
-            0x1008,
-            0x1020,
-            RAM,
-            RAM - 32,
-            !63u64,
-            (1 << 40) | 0x1000,
-        ] {
+        for bad in [0x1008, 0x1020, RAM, RAM - 32, !63u64, (1 << 40) | 0x1000] {
             assert_eq!(st(&mut p, bad), StealClockStatus::NotAvailable, "{bad:#x}");
             assert_eq!(p.steal().area, None);
         }
