@@ -384,6 +384,21 @@ pub const VMWARE_OWNS: Owners = Owners {
     optional: &["time.steal_ns"],
 };
 
+/// What a Xen guest shows when shared_info cannot be used (not mapped, or
+/// its pvclock never settles): only the hypercall-based entries, clock and
+/// timer native (so a PIT calibration and no singleshot timer).
+const XEN_WITHOUT_SHARED_INFO: Expect = Expect {
+    owners: Some(XEN_HYPERCALLS_ONLY),
+    tsc_source: Some("pit-calibration"),
+    counts: &[
+        (Metric::Pit, Count::NonZero),
+        (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero),
+        (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero),
+    ],
+    fewer_than_native: &[],
+    ..XEN
+};
+
 /// Xen after step 2 (hypercall page and a first hypercall) only: what stays
 /// when shared_info or the pvclock fails.
 pub const XEN_HYPERCALLS_ONLY: Owners = Owners {
@@ -763,34 +778,14 @@ pub const ALL: &[Scenario] = &[
         name: "microvisor:xen:break=shared-info",
         description: "persona xen, XENMEM_add_to_physmap fails: hypercall-based entries only, clock and timer native",
         boot: mv("xen", "break=shared-info"),
-        expect: Expect {
-            owners: Some(XEN_HYPERCALLS_ONLY),
-            tsc_source: Some("pit-calibration"),
-            counts: &[
-                (Metric::Pit, Count::NonZero),
-                (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero),
-                (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero),
-            ],
-            fewer_than_native: &[],
-            ..XEN
-        },
+        expect: XEN_WITHOUT_SHARED_INFO,
         ..Scenario::BASE
     },
     Scenario {
         name: "microvisor:xen:break=pvclock-odd",
         description: "persona xen, pvclock version stuck odd: clock and timer native",
         boot: mv("xen", "break=pvclock-odd"),
-        expect: Expect {
-            owners: Some(XEN_HYPERCALLS_ONLY),
-            tsc_source: Some("pit-calibration"),
-            counts: &[
-                (Metric::Pit, Count::NonZero),
-                (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero),
-                (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero),
-            ],
-            fewer_than_native: &[],
-            ..XEN
-        },
+        expect: XEN_WITHOUT_SHARED_INFO,
         ..Scenario::BASE
     },
     Scenario {
