@@ -129,6 +129,7 @@ pub fn run_all(ctx: &mut Context<'_>, tally: &mut Tally) {
         ("irq.self-ipi", irq_self_ipi),
         ("irq.ipi-mask-self", irq_ipi_mask_self),
         ("irq.safe-halt", irq_safe_halt),
+        ("time.clock-vs-tsc", time_clock_vs_tsc),
         ("time.clock-vs-timer", time_clock_vs_timer),
         ("time.timer-cancel", time_timer_cancel),
         ("time.steal", time_steal),
@@ -508,6 +509,52 @@ fn time_tsc_frequency(_ctx: &mut Context<'_>) -> Outcome {
             f.source.name(),
             apic,
             pvops::native::time::uses_tsc_deadline()
+        ),
+    )
+}
+
+/// The clock must agree with the TSC at the frequency the table reports: a
+/// paravirtual clock (pvclock, the Hyper-V TSC page or reference counter)
+/// is computed from the hypervisor's own scale factors, so this checks that
+/// they and the published frequency describe the same TSC.
+fn time_clock_vs_tsc(_ctx: &mut Context<'_>) -> Outcome {
+    let khz = pvops::time::tsc_khz();
+    if khz == 0 {
+        return fail(text!("no TSC frequency"));
+    }
+    // Each end is bracketed by two TSC reads; the attempt with the tightest
+    // brackets wins, so a vCPU descheduled mid-read does not count.
+    let sample = || {
+        let a = pvops::cpu::read_tsc();
+        let ns = pvops::time::monotonic_ns();
+        let b = pvops::cpu::read_tsc();
+        (a / 2 + b / 2, ns, b - a)
+    };
+    let window = khz * 10; // 10 ms of TSC ticks
+    let mut best: Option<(u64, u64, u64)> = None; // (tsc delta, ns delta, slack)
+    for _ in 0..3 {
+        let (t0, c0, s0) = sample();
+        while pvops::cpu::read_tsc().wrapping_sub(t0) < window {
+            core::hint::spin_loop();
+        }
+        let (t1, c1, s1) = sample();
+        let slack = s0 + s1;
+        if best.is_none_or(|b| slack < b.2) {
+            best = Some((t1 - t0, c1.saturating_sub(c0), slack));
+        }
+    }
+    let Some((ticks, clock_ns, slack)) = best else {
+        return fail(text!("no sample"));
+    };
+    let tsc_ns = (u128::from(ticks) * 1_000_000 / u128::from(khz)) as u64;
+    let slack_ns = (u128::from(slack) * 1_000_000 / u128::from(khz)) as u64;
+    // 0.5% plus the read brackets and one 100 ns reference-time unit.
+    let allowed = tsc_ns / 200 + slack_ns + 100;
+    let diff = clock_ns.abs_diff(tsc_ns);
+    check(
+        diff <= allowed,
+        text!(
+            "over {ticks} TSC ticks ({tsc_ns} ns at {khz} kHz) the clock advanced {clock_ns} ns: off by {diff} ns (allowed {allowed})"
         ),
     )
 }
