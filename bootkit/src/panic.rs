@@ -17,16 +17,25 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 /// }
 /// ```
 pub fn handle(info: &core::panic::PanicInfo<'_>, code: ExitCode) -> ! {
+    report(info);
+    crate::exit::exit(code)
+}
+
+/// Prints the panic (`*** PANIC` and the `@@ panic message=` record) and
+/// returns, for a kernel that has more to do before it stops (tell its
+/// hypervisor, power off through it). Returns false, printing nothing, for
+/// a panic raised while a panic was being reported: the caller should then
+/// stop at once.
+pub fn report(info: &core::panic::PanicInfo<'_>) -> bool {
     if PANICKING.swap(true, Ordering::SeqCst) {
-        // A panic while reporting a panic: exit at once.
-        crate::exit::exit(code);
+        return false;
     }
     crate::serial::with_for_panic(|c| {
         let _ = writeln!(c, "\n*** PANIC: {info}");
         let message = Message(info);
         let _ = write_record(c, "panic", &[("message", &message)]);
     });
-    crate::exit::exit(code)
+    true
 }
 
 /// "message at file:line".

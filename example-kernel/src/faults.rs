@@ -11,8 +11,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use pvops_abi::microvisor::{code, ERR_INVALID, ERR_UNKNOWN};
 
 /// Every kind understood, for the boot log.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "triple",
+    "panic",
     "bad-memory",
     "unknown-hypercall",
     "bad-hypercall-pointer",
@@ -28,6 +29,8 @@ pub fn run(kind: &str, tally: &mut Tally) {
     log::warn!("fault={kind}: deliberately misbehaving");
     match kind {
         "triple" => triple(),
+        // The crash path: the panic handler reports through the table.
+        "panic" => panic!("fault=panic: deliberate kernel panic"),
         "hang" => arch::hang(),
         "bad-memory" => {
             let o = bad_memory();

@@ -272,14 +272,15 @@ fn report(init: &pvops_backends::InitReport) {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    use core::sync::atomic::{AtomicBool, Ordering};
-    static REPORTING: AtomicBool = AtomicBool::new(false);
-    // Hand the message to the hypervisor's crash channel, if the backend
-    // has one (natively a no-op), unless that itself panicked.
-    if !REPORTING.swap(true, Ordering::SeqCst) {
+    // Print the panic; then hand the message to the hypervisor's crash
+    // channel (Hyper-V's crash MSRs; natively a no-op) and stop through the
+    // table (Xen's SCHEDOP_shutdown(crash); natively the exit device). A
+    // panic inside either stops at once.
+    if bootkit::panic::report(info) {
         let mut msg = text::Text::<256>::new();
         let _ = core::fmt::Write::write_fmt(&mut msg, format_args!("{}", info.message()));
         pvops::system::report_crash(msg.as_str());
+        pvops::system::shutdown(ShutdownReason::Crash);
     }
-    bootkit::panic::handle(info, ExitCode::Fail)
+    bootkit::exit::exit(ExitCode::Fail)
 }

@@ -317,6 +317,9 @@ pub struct Microvisor {
     pub total_seen: bool,
     /// The fault that ended the run, if any.
     pub fault: Option<Fault>,
+    /// The crash message a guest handed to the hypervisor (`mv.crash
+    /// message=`, Hyper-V's crash MSRs), if any.
+    pub crash: Option<String>,
     /// The end record.
     pub end: Option<End>,
 }
@@ -532,6 +535,7 @@ impl BootResult {
                     detail: rec.get("detail").unwrap_or_default().to_string(),
                 })
             }
+            "mv.crash" => mv.crash = Some(rec.get("message").unwrap_or_default().to_string()),
             "mv.end" => {
                 mv.end = Some(End {
                     outcome: rec.get("outcome").unwrap_or_default().to_string(),

@@ -229,6 +229,11 @@ pub struct Expect {
     pub selftests: &'static [&'static str],
     /// The microvisor's `mv.fault kind=` the run must end with.
     pub fault: Option<&'static str>,
+    /// Text the guest's `panic message=` must contain (the guest must panic).
+    pub panic: Option<&'static str>,
+    /// Text the microvisor's `mv.crash message=` (the crash message the
+    /// guest handed to its hypervisor) must contain.
+    pub crash_report: Option<&'static str>,
     /// MSRs the microvisor must have counted at least one access to.
     pub msrs: &'static [u32],
     /// I/O ports the microvisor must have counted at least one exit for.
@@ -261,6 +266,8 @@ impl Expect {
         guest_completes: true,
         selftests: &[],
         fault: None,
+        panic: None,
+        crash_report: None,
         msrs: &[],
         ports: &[],
         owners: None,
@@ -383,6 +390,9 @@ pub const VMWARE_OWNS: Owners = Owners {
     ],
     optional: &["time.steal_ns"],
 };
+
+/// What the example kernel's `fault=panic` panics with.
+const PANIC_MESSAGE: &str = "fault=panic: deliberate kernel panic";
 
 /// What a Xen guest shows when shared_info cannot be used (not mapped, or
 /// its pvclock never settles): only the hypercall-based entries, clock and
@@ -901,6 +911,38 @@ pub const ALL: &[Scenario] = &[
     matrix!("hyperv-only" ["hyperv"] @ "xen+viridian" => "native", Owners::NATIVE),
     matrix!("hyperv-only" ["hyperv"] @ "hyperv" => "hyperv", HYPERV_OWNS),
     matrix!("hyperv-only" ["hyperv"] @ "kvm+hyperv" => "hyperv", HYPERV_OWNS),
+    Scenario {
+        name: "microvisor:hyperv:fault-panic",
+        description: "guest panics under hyperv: the message reaches the hypervisor through the crash MSRs",
+        boot: mv("hyperv", ""),
+        guest_cmdline: "fault=panic",
+        expect: Expect {
+            outcome: ExitCode::Fail,
+            hypervisor: Some("hyperv"),
+            backend: Some("hyperv"),
+            guest_completes: false,
+            panic: Some(PANIC_MESSAGE),
+            crash_report: Some(PANIC_MESSAGE),
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:xen:fault-panic",
+        description: "guest panics under xen: it stops through SCHEDOP_shutdown(crash)",
+        boot: mv("xen", ""),
+        guest_cmdline: "fault=panic",
+        expect: Expect {
+            outcome: ExitCode::Fail,
+            hypervisor: Some("xen"),
+            backend: Some("xen"),
+            guest_completes: false,
+            panic: Some(PANIC_MESSAGE),
+            counts: &[(Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero)],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
     Scenario {
         name: "microvisor:fault-triple",
         description: "guest triple-faults; the microvisor reports it",

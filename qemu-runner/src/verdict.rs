@@ -117,6 +117,17 @@ pub fn judge(
         f.extend(owner_failures(&o, expect.backend.unwrap_or("native"), r));
     }
 
+    if let Some(want) = expect.panic {
+        match &r.panic {
+            None => f.push(format!(
+                "guest did not panic, expected a panic containing {want:?}"
+            )),
+            Some(got) if !got.contains(want) => f.push(format!(
+                "guest panic {got:?}, expected it to contain {want:?}"
+            )),
+            Some(_) => {}
+        }
+    }
     if expect.guest_completes {
         if let Some(p) = &r.panic {
             f.push(format!("guest panicked: {p}"));
@@ -189,6 +200,17 @@ pub fn judge(
                         got.kind, got.detail
                     )),
                     _ => {}
+                }
+                if let Some(want) = expect.crash_report {
+                    match &mv.crash {
+                        None => f.push(format!(
+                            "no mv.crash record, expected one containing {want:?}"
+                        )),
+                        Some(got) if !got.contains(want) => f.push(format!(
+                            "mv.crash message={got:?}, expected it to contain {want:?}"
+                        )),
+                        Some(_) => {}
+                    }
                 }
                 if mv.exits.total == 0 {
                     f.push("microvisor counted no exit".to_string());
@@ -444,6 +466,33 @@ mod tests {
             f[0].starts_with("timeout") && f[0].contains("booting"),
             "{f:?}"
         );
+    }
+
+    #[test]
+    fn crash_report_expectations() {
+        let serial = "@@ hypervisor name=hyperv\n@@ backend name=hyperv reason=x\n\
+                      @@ panic message=fault%3Dpanic:%20deliberate%20kernel%20panic%20at%20x.rs:1\n\
+                      @@ mv.start persona=hyperv\n@@ mv.exit reason=msr count=7\n@@ mv.total count=7\n\
+                      @@ mv.crash p0=0x1 message=fault%3Dpanic:%20deliberate%20kernel%20panic\n\
+                      @@ mv.end outcome=guest-exit code=0x11\n";
+        assert_eq!(
+            judge_text("microvisor:hyperv:fault-panic", Some(35), serial),
+            Vec::<String>::new()
+        );
+        let no_crash: String = serial
+            .lines()
+            .filter(|l| !l.contains("mv.crash"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = judge_text("microvisor:hyperv:fault-panic", Some(35), &no_crash);
+        assert!(f.iter().any(|m| m.contains("no mv.crash")), "{f:?}");
+        let no_panic: String = serial
+            .lines()
+            .filter(|l| !l.contains("@@ panic"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = judge_text("microvisor:hyperv:fault-panic", Some(35), &no_panic);
+        assert!(f.iter().any(|m| m.contains("did not panic")), "{f:?}");
     }
 
     #[test]
