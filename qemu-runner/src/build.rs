@@ -46,6 +46,23 @@ impl KernelSpec {
         }
     }
 
+    /// The microvisor's test guest (`microvisor/testguest`).
+    pub fn test_guest() -> KernelSpec {
+        KernelSpec {
+            name: "mv-testguest",
+            features: Vec::new(),
+            no_default_features: false,
+        }
+    }
+
+    /// The kernel's directory, relative to the workspace root.
+    pub fn dir(&self) -> &'static str {
+        match self.name {
+            "mv-testguest" => "microvisor/testguest",
+            name => name,
+        }
+    }
+
     /// The microvisor with its default features.
     pub fn microvisor() -> KernelSpec {
         KernelSpec {
@@ -89,7 +106,7 @@ impl KernelSpec {
 
     /// The `cargo build` command for this kernel.
     pub fn command(&self) -> Command {
-        let mut cmd = cargo_in(&workspace_root().join(self.name));
+        let mut cmd = cargo_in(&workspace_root().join(self.dir()));
         cmd.args([
             "build",
             "--release",
@@ -146,7 +163,7 @@ pub fn build(spec: &KernelSpec) -> Result<PathBuf, String> {
 }
 
 fn build_uncached(spec: &KernelSpec) -> Result<PathBuf, String> {
-    let dir = workspace_root().join(spec.name);
+    let dir = workspace_root().join(spec.dir());
     if !dir.join("Cargo.toml").exists() {
         return Err(format!(
             "cannot build {}: {} has no Cargo.toml",
@@ -203,7 +220,12 @@ pub fn executable_from_messages(stdout: &str, name: &str) -> Option<PathBuf> {
 
 /// The images `scenario` boots, built if needed.
 pub fn images(scenario: &Scenario) -> Result<crate::qemu::Images, String> {
-    let example = build(&KernelSpec::example_kernel(scenario))?;
+    let example = match (scenario.boot, scenario.guest) {
+        (Boot::Microvisor { .. }, crate::scenario::Guest::MicrovisorTestGuest) => {
+            build(&KernelSpec::test_guest())?
+        }
+        _ => build(&KernelSpec::example_kernel(scenario))?,
+    };
     Ok(match scenario.boot {
         Boot::Direct => crate::qemu::Images {
             kernel: example,

@@ -49,6 +49,17 @@ pub enum Boot {
     },
 }
 
+/// Which guest kernel a microvisor scenario boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guest {
+    /// `example-kernel/`: pvops and its self-tests.
+    ExampleKernel,
+    /// `microvisor/testguest/`: a small guest that checks the microvisor's
+    /// own interfaces (hidden hypercalls and their counts, error codes,
+    /// virtual APIC timers) exactly.
+    MicrovisorTestGuest,
+}
+
 /// Something the host must offer for a scenario to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requirement {
@@ -294,6 +305,9 @@ pub struct Scenario {
     pub qemu_args: &'static [&'static str],
     /// What QEMU boots.
     pub boot: Boot,
+    /// The guest kernel (under the microvisor; a direct boot is always the
+    /// example kernel).
+    pub guest: Guest,
     /// The example kernel's command line.
     pub guest_cmdline: &'static str,
     /// Cargo features of the example kernel (empty = its defaults).
@@ -322,6 +336,7 @@ impl Scenario {
         cpu: None,
         qemu_args: &[],
         boot: Boot::Direct,
+        guest: Guest::ExampleKernel,
         guest_cmdline: "",
         kernel_features: &[],
         no_default_features: false,
@@ -390,6 +405,18 @@ pub const VMWARE_OWNS: Owners = Owners {
     ],
     optional: &["time.steal_ns"],
 };
+
+/// The checks `microvisor/testguest` reports.
+const TESTGUEST_CHECKS: &[&str] = &[
+    "closed-hypercall",
+    "leaf-without-key",
+    "leaf-with-key",
+    "counters",
+    "counters-copy",
+    "hypercall-errors",
+    "periodic-timer-hlt",
+    "one-shot-timer",
+];
 
 /// What the example kernel's `fault=panic` panics with.
 const PANIC_MESSAGE: &str = "fault=panic: deliberate kernel panic";
@@ -939,6 +966,30 @@ pub const ALL: &[Scenario] = &[
             guest_completes: false,
             panic: Some(PANIC_MESSAGE),
             counts: &[(Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero)],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:testguest",
+        description: "the microvisor's own test guest: hidden hypercalls with exact counts, error codes, vAPIC timers",
+        boot: mv("none", ""),
+        guest: Guest::MicrovisorTestGuest,
+        expect: Expect {
+            hypervisor: None,
+            selftests: TESTGUEST_CHECKS,
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "microvisor:testguest@bare",
+        description: "the test guest under bare: a microvisor-magic VMMCALL before the interface is open is the persona's (-1)",
+        boot: mv("bare", ""),
+        guest: Guest::MicrovisorTestGuest,
+        expect: Expect {
+            hypervisor: None,
+            selftests: TESTGUEST_CHECKS,
             ..Expect::PASS
         },
         ..Scenario::BASE

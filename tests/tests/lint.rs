@@ -46,14 +46,14 @@ fn kernel_is_formatted(name: &str) {
 }
 
 fn kernel_is_clippy_clean(name: &str) {
-    let spec = KernelSpec {
-        name: if name == "microvisor" {
-            "microvisor"
-        } else {
-            "example-kernel"
+    let spec = match name {
+        "microvisor/testguest" => KernelSpec::test_guest(),
+        "microvisor" => KernelSpec::microvisor(),
+        _ => KernelSpec {
+            name: "example-kernel",
+            features: Vec::new(),
+            no_default_features: false,
         },
-        features: Vec::new(),
-        no_default_features: false,
     };
     let mut cmd = cargo_in(&kernel_dir(name));
     // The runner's build directory: dependencies are shared with the build.
@@ -84,6 +84,16 @@ fn example_kernel_is_clippy_clean() {
 #[test]
 fn microvisor_is_clippy_clean() {
     kernel_is_clippy_clean("microvisor");
+}
+
+#[test]
+fn microvisor_test_guest_is_formatted() {
+    kernel_is_formatted("microvisor/testguest");
+}
+
+#[test]
+fn microvisor_test_guest_is_clippy_clean() {
+    kernel_is_clippy_clean("microvisor/testguest");
 }
 
 #[test]

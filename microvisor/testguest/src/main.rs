@@ -251,27 +251,39 @@ fn main(start_info_paddr: u64) -> ! {
     let ticks = TICKS.load(Ordering::SeqCst);
     t.check(
         "periodic-timer-hlt",
-        ticks >= 5 && hlts == halts,
+        // One exit per wake-up at most (a HLT the microvisor stepped over
+        // because an interrupt was injected in front of it costs none), and
+        // no halt without a tick to end it: an idle guest does not spin.
+        ticks >= 5 && hlts <= halts && halts as u64 <= ticks,
         format_args!("{ticks} ticks in {halts} halts, {hlts} HLT exits"),
     );
 
     // One-shot: the current count runs down, one interrupt, then nothing.
+    // 30 ms, and up to three tries: on a loaded host the vCPU can stall for
+    // milliseconds between two exits, and a count that ran out before it
+    // was read proves nothing either way.
     wrmsr(0x832, TIMER_VECTOR as u64); // one-shot
-    let before = TICKS.load(Ordering::SeqCst);
-    wrmsr(0x838, 3_000_000); // 3 ms
-    let c1 = rdmsr(0x839);
-    let c2 = rdmsr(0x839);
-    let mut halts = 0;
-    while TICKS.load(Ordering::SeqCst) == before && halts < 100 {
-        // SAFETY: as above.
-        unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
-        halts += 1;
+    let (mut fired, mut halts, mut c1, mut c2, mut c3) = (0, 0, 0, 0, 0);
+    for _ in 0..3 {
+        let before = TICKS.load(Ordering::SeqCst);
+        wrmsr(0x838, 30_000_000); // 30 ms
+        c1 = rdmsr(0x839);
+        c2 = rdmsr(0x839);
+        halts = 0;
+        while TICKS.load(Ordering::SeqCst) == before && halts < 100 {
+            // SAFETY: as above.
+            unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+            halts += 1;
+        }
+        fired = TICKS.load(Ordering::SeqCst) - before;
+        c3 = rdmsr(0x839);
+        if c2 != 0 {
+            break;
+        }
     }
-    let fired = TICKS.load(Ordering::SeqCst) - before;
-    let c3 = rdmsr(0x839);
     t.check(
         "one-shot-timer",
-        fired == 1 && c1 <= 3_000_000 && c2 < c1 && c3 == 0,
+        fired == 1 && c1 <= 30_000_000 && c2 < c1 && c3 == 0,
         format_args!(
             "{fired} interrupt(s) after {halts} halt(s); current count {c1} -> {c2} -> {c3}"
         ),
