@@ -49,6 +49,20 @@ pub struct InterruptFrame {
     pub ss: u64,
 }
 
+// The layout `bootkit_isr_common` builds: its 15 pushes (RAX last, so
+// lowest), the stub's vector and error code, then the CPU's 64-bit interrupt
+// frame (Intel SDM vol. 3A, 6.14.1; AMD APM vol. 2, 8.9.3).
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<InterruptFrame>() == 22 * 8);
+    assert!(offset_of!(InterruptFrame, rax) == 0x00);
+    assert!(offset_of!(InterruptFrame, r15) == 0x70);
+    assert!(offset_of!(InterruptFrame, vector) == 0x78);
+    assert!(offset_of!(InterruptFrame, error_code) == 0x80);
+    assert!(offset_of!(InterruptFrame, rip) == 0x88);
+    assert!(offset_of!(InterruptFrame, ss) == 0xa8);
+};
+
 /// A handler for one vector. It runs with interrupts disabled.
 pub type Handler = fn(&mut InterruptFrame);
 
@@ -91,6 +105,9 @@ struct Gate {
     offset_high: u32,
     reserved: u32,
 }
+
+// A 64-bit IDT gate is 16 bytes (Intel SDM vol. 3A, 6.14.1, figure 6-8).
+const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 
 const EMPTY_GATE: Gate = Gate {
     offset_low: 0,

@@ -11,8 +11,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// IDT vector of the host LAPIC timer.
 pub const TIMER_VECTOR: u8 = 0xF0;
-/// IDT vector for spurious interrupts (low nibble must be 0xF).
-pub const SPURIOUS_VECTOR: u8 = 0xFF;
+/// IDT vector for spurious interrupts (low nibble must be 0xF): the one
+/// bootkit's IDT dispatcher ignores.
+pub use bootkit::idt::SPURIOUS_VECTOR;
 
 const REG_EOI: usize = 0xB0;
 const REG_SVR: usize = 0xF0;

@@ -1,5 +1,5 @@
-//! Host hardware access: the only place (with `svm::vmrun`, `svm::tables`
-//! and `guest::mem`) where the microvisor executes privileged instructions.
+//! Host hardware access: the only place (with `svm::vmrun`) where the
+//! microvisor executes privileged instructions.
 
 pub mod cpu;
 pub mod lapic;

@@ -1,9 +1,17 @@
 //! Calibration of the host TSC and LAPIC timer against PIT channel 2 (the
 //! 8254 runs at 1 193 182 Hz; its gate and output are in port 0x61).
+//!
+//! Ports and mode: Intel 8254 data sheet (command word at 0x43, channel 2
+//! data at 0x42, mode 0 = interrupt on terminal count) and the PC/AT port
+//! 0x61 layout (bit 0 gate 2, bit 1 speaker enable, bit 5 OUT2).
+//!
+//! pvops' `native::pit` runs the same sampling for the TSC alone; this copy
+//! also reads the LAPIC timer inside the same window, and the microvisor
+//! does not depend on pvops.
 
 use super::{cpu::rdtsc, lapic, port};
 
-/// PIT input clock in Hz.
+/// PIT input clock in Hz (the PC's 14.318 18 MHz crystal / 12).
 pub const PIT_HZ: u64 = 1_193_182;
 
 /// Result of one calibration.

@@ -9,7 +9,8 @@
 //! `pvops-abi` crate, never from a private copy.
 //!
 //! Adding a persona: write `personas/<name>.rs`, then add one variant to
-//! [`Active`] and one line to [`select`] and [`NAMES`].
+//! [`Active`] (and its arm to `each_persona!`) and one line to [`select`]
+//! and [`NAMES`].
 //!
 //! Beyond the per-exit handlers, a persona may keep its own timers
 //! ([`Persona::next_deadline`], [`Persona::poll`]) and raise interrupts
@@ -232,27 +233,29 @@ pub fn select(name: &str, break_step: Option<&str>) -> Result<Active, SelectErro
     }
 }
 
-impl Active {
-    /// The persona as a trait object.
-    pub fn get(&mut self) -> &mut dyn Persona {
-        match self {
+/// `match $active { Active::X(p) => p, ... }` over every variant: the
+/// one list of variants [`Active::get`] and [`Active::get_ref`] share.
+macro_rules! each_persona {
+    ($active:expr) => {
+        match $active {
             Active::None(p) => p,
             Active::Bare(p) => p,
             Active::Vmware(p) => p,
             Active::Xen(p) => p,
             Active::HyperV(p) => p,
         }
+    };
+}
+
+impl Active {
+    /// The persona as a trait object.
+    pub fn get(&mut self) -> &mut dyn Persona {
+        each_persona!(self)
     }
 
     /// The persona as a shared trait object.
     pub fn get_ref(&self) -> &dyn Persona {
-        match self {
-            Active::None(p) => p,
-            Active::Bare(p) => p,
-            Active::Vmware(p) => p,
-            Active::Xen(p) => p,
-            Active::HyperV(p) => p,
-        }
+        each_persona!(self)
     }
 }
 

@@ -14,7 +14,8 @@
 //! taken by the host IDT right after STGI (APM vol. 2, 15.17 and 15.21).
 
 use core::arch::naked_asm;
-use core::mem::offset_of;
+use core::mem::{offset_of, size_of};
+use static_assertions::const_assert_eq;
 
 /// Guest general-purpose registers not held in the VMCB (RAX and RSP are).
 #[derive(Clone, Copy, Debug, Default)]
@@ -50,16 +51,22 @@ pub struct GuestRegs {
     pub r15: u64,
 }
 
-const _: () = {
-    assert!(offset_of!(GuestRegs, rbx) == 0x00);
-    assert!(offset_of!(GuestRegs, rcx) == 0x08);
-    assert!(offset_of!(GuestRegs, rdx) == 0x10);
-    assert!(offset_of!(GuestRegs, rsi) == 0x18);
-    assert!(offset_of!(GuestRegs, rdi) == 0x20);
-    assert!(offset_of!(GuestRegs, rbp) == 0x28);
-    assert!(offset_of!(GuestRegs, r8) == 0x30);
-    assert!(offset_of!(GuestRegs, r15) == 0x68);
-};
+// The offsets the assembly in `vmrun` hard-codes.
+const_assert_eq!(size_of::<GuestRegs>(), 0x70);
+const_assert_eq!(offset_of!(GuestRegs, rbx), 0x00);
+const_assert_eq!(offset_of!(GuestRegs, rcx), 0x08);
+const_assert_eq!(offset_of!(GuestRegs, rdx), 0x10);
+const_assert_eq!(offset_of!(GuestRegs, rsi), 0x18);
+const_assert_eq!(offset_of!(GuestRegs, rdi), 0x20);
+const_assert_eq!(offset_of!(GuestRegs, rbp), 0x28);
+const_assert_eq!(offset_of!(GuestRegs, r8), 0x30);
+const_assert_eq!(offset_of!(GuestRegs, r9), 0x38);
+const_assert_eq!(offset_of!(GuestRegs, r10), 0x40);
+const_assert_eq!(offset_of!(GuestRegs, r11), 0x48);
+const_assert_eq!(offset_of!(GuestRegs, r12), 0x50);
+const_assert_eq!(offset_of!(GuestRegs, r13), 0x58);
+const_assert_eq!(offset_of!(GuestRegs, r14), 0x60);
+const_assert_eq!(offset_of!(GuestRegs, r15), 0x68);
 
 /// Runs the guest until the next #VMEXIT.
 ///

@@ -83,6 +83,21 @@ impl Guest {
         rc
     }
 
+    /// XENMEM_add_to_physmap of shared_info at `gpa`; the return code.
+    fn map_shared_info(&mut self, x: &mut Xen, gpa: u64) -> i64 {
+        self.put(
+            ARG,
+            &abi::AddToPhysmap {
+                domid: abi::DOMID_SELF,
+                space: abi::XENMAPSPACE_SHARED_INFO,
+                gpfn: gpa >> 12,
+                ..Default::default()
+            },
+        );
+        let add = u64::from(abi::XENMEM_ADD_TO_PHYSMAP);
+        self.rc(x, nr::MEMORY_OP, add, ARG, 0)
+    }
+
     fn shared_info(&self) -> abi::SharedInfo {
         self.get(PAGE_SI)
     }
@@ -100,17 +115,7 @@ fn set_up(g: &mut Guest, x: &mut Xen) -> u32 {
     x.wrmsr(&mut g.cx(), abi::HYPERCALL_MSR, PAGE_HC)
         .unwrap()
         .unwrap();
-    g.put(
-        ARG,
-        &abi::AddToPhysmap {
-            domid: abi::DOMID_SELF,
-            space: abi::XENMAPSPACE_SHARED_INFO,
-            gpfn: PAGE_SI >> 12,
-            ..Default::default()
-        },
-    );
-    let add = u64::from(abi::XENMEM_ADD_TO_PHYSMAP);
-    assert_eq!(g.rc(x, nr::MEMORY_OP, add, ARG, 0), 0);
+    assert_eq!(g.map_shared_info(x, PAGE_SI), 0);
     g.put(
         ARG,
         &abi::HvmParam {
@@ -264,17 +269,7 @@ fn pvclock_is_published_consistently() {
 fn shared_info_and_evtchn_breaks() {
     let mut g = Guest::new();
     let mut x = xen(Some("shared-info"));
-    g.put(
-        ARG,
-        &abi::AddToPhysmap {
-            domid: abi::DOMID_SELF,
-            space: abi::XENMAPSPACE_SHARED_INFO,
-            gpfn: PAGE_SI >> 12,
-            ..Default::default()
-        },
-    );
-    let add = u64::from(abi::XENMEM_ADD_TO_PHYSMAP);
-    assert_eq!(g.rc(&mut x, nr::MEMORY_OP, add, ARG, 0), -errno::EINVAL);
+    assert_eq!(g.map_shared_info(&mut x, PAGE_SI), -errno::EINVAL);
 
     let mut x = xen(Some("evtchn"));
     g.put(ARG, &abi::EvtchnBindVirq::default());
@@ -400,31 +395,12 @@ fn shared_info_moves_with_its_contents() {
     let port = set_up(&mut g, &mut x);
     x.set_pending(&mut g.cx(), port);
     let moved = PAGE_SI + 0x5000;
-    g.put(
-        ARG,
-        &abi::AddToPhysmap {
-            domid: abi::DOMID_SELF,
-            space: abi::XENMAPSPACE_SHARED_INFO,
-            gpfn: moved >> 12,
-            ..Default::default()
-        },
-    );
-    let add = u64::from(abi::XENMEM_ADD_TO_PHYSMAP);
-    assert_eq!(g.rc(&mut x, nr::MEMORY_OP, add, ARG, 0), 0);
+    assert_eq!(g.map_shared_info(&mut x, moved), 0);
     let si: abi::SharedInfo = g.get(moved);
     assert_eq!(si.evtchn_pending[0], 1 << port);
     assert_eq!(si.vcpu_info[0].evtchn_upcall_pending, 1);
     assert_eq!(si.vcpu_info[0].time.version % 2, 0);
     // Outside RAM: -EINVAL, the mapping stays.
-    g.put(
-        ARG,
-        &abi::AddToPhysmap {
-            domid: abi::DOMID_SELF,
-            space: abi::XENMAPSPACE_SHARED_INFO,
-            gpfn: RAM as u64 >> 12,
-            ..Default::default()
-        },
-    );
-    assert_eq!(g.rc(&mut x, nr::MEMORY_OP, add, ARG, 0), -errno::EINVAL);
+    assert_eq!(g.map_shared_info(&mut x, RAM as u64), -errno::EINVAL);
     assert_eq!(x.shared_info, Some(moved));
 }
