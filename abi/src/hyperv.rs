@@ -780,11 +780,11 @@ const_assert_eq!(core::mem::offset_of!(ReferenceTscPage, tsc_scale), 8);
 const_assert_eq!(core::mem::offset_of!(ReferenceTscPage, tsc_offset), 16);
 
 /// Byte offset of `tsc_sequence` in the reference TSC page.
-pub const TSC_PAGE_SEQUENCE_OFFSET: usize = 0;
+pub const TSC_PAGE_SEQUENCE_OFFSET: usize = core::mem::offset_of!(ReferenceTscPage, tsc_sequence);
 /// Byte offset of `tsc_scale`.
-pub const TSC_PAGE_SCALE_OFFSET: usize = 8;
+pub const TSC_PAGE_SCALE_OFFSET: usize = core::mem::offset_of!(ReferenceTscPage, tsc_scale);
 /// Byte offset of `tsc_offset`.
-pub const TSC_PAGE_OFFSET_OFFSET: usize = 16;
+pub const TSC_PAGE_OFFSET_OFFSET: usize = core::mem::offset_of!(ReferenceTscPage, tsc_offset);
 
 /// The sequence value that marks the page unusable: read
 /// HV_X64_MSR_TIME_REF_COUNT instead (TLFS, Timers: Partition Reference TSC
@@ -852,7 +852,7 @@ pub mod input_vtl {
 }
 
 /// Byte offset of the EOI assist word in the VP assist page.
-pub const VP_ASSIST_APIC_ASSIST_OFFSET: usize = 0;
+pub const VP_ASSIST_APIC_ASSIST_OFFSET: usize = core::mem::offset_of!(VpAssistPage, apic_assist);
 /// EOI assist bit 0, "No EOI Required": set by the hypervisor when it
 /// injects an edge-triggered interrupt with no lower-priority one pending.
 /// The guest atomically clears the word; if the bit was set it skips the

@@ -9,6 +9,8 @@
 //! Calling convention (VMMCALL): RAX = [`HYPERCALL_MAGIC`] | code,
 //! RBX, RCX, RDX = arguments; result in RAX (0 success, negative error).
 
+use core::mem::offset_of;
+use static_assertions::{assert_eq_size, const_assert_eq};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// CPUID leaf at which the microvisor identifies itself to guests that ask.
@@ -62,7 +64,16 @@ pub struct ExitSnapshot {
     /// Anything else.
     pub other: u64,
 }
-static_assertions::assert_eq_size!(ExitSnapshot, [u8; 80]);
+assert_eq_size!(ExitSnapshot, [u8; 80]);
+const_assert_eq!(offset_of!(ExitSnapshot, cpuid), 8);
+const_assert_eq!(offset_of!(ExitSnapshot, msr), 16);
+const_assert_eq!(offset_of!(ExitSnapshot, io), 24);
+const_assert_eq!(offset_of!(ExitSnapshot, hlt), 32);
+const_assert_eq!(offset_of!(ExitSnapshot, vmmcall), 40);
+const_assert_eq!(offset_of!(ExitSnapshot, intr), 48);
+const_assert_eq!(offset_of!(ExitSnapshot, vintr), 56);
+const_assert_eq!(offset_of!(ExitSnapshot, npf), 64);
+const_assert_eq!(offset_of!(ExitSnapshot, other), 72);
 
 /// Counter classes for [`code::COUNTER_READ`].
 pub mod class {

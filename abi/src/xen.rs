@@ -393,6 +393,8 @@ pub struct EvtchnBindVirq {
     pub port: u32,
 }
 assert_eq_size!(EvtchnBindVirq, [u8; 12]);
+const_assert_eq!(offset_of!(EvtchnBindVirq, vcpu), 4);
+const_assert_eq!(offset_of!(EvtchnBindVirq, port), 8);
 
 /// `struct evtchn_bind_ipi`.
 #[derive(
@@ -406,6 +408,7 @@ pub struct EvtchnBindIpi {
     pub port: u32,
 }
 assert_eq_size!(EvtchnBindIpi, [u8; 8]);
+const_assert_eq!(offset_of!(EvtchnBindIpi, port), 4);
 
 /// `struct evtchn_send` and `struct evtchn_unmask` (a single port) and
 /// `struct evtchn_close`.
@@ -597,6 +600,8 @@ pub struct ArchVcpuInfo {
     /// Padding ("sizeof(vcpu_info_t) == 64").
     pub pad: u64,
 }
+assert_eq_size!(ArchVcpuInfo, [u8; 16]);
+const_assert_eq!(offset_of!(ArchVcpuInfo, pad), 8);
 
 /// `struct vcpu_info` (xen.h), 64 bytes on x86.
 #[derive(
@@ -644,6 +649,11 @@ pub struct ArchSharedInfo {
     pub p2m_generation: u64,
 }
 assert_eq_size!(ArchSharedInfo, [u8; 48]);
+const_assert_eq!(offset_of!(ArchSharedInfo, pfn_to_mfn_frame_list_list), 8);
+const_assert_eq!(offset_of!(ArchSharedInfo, nmi_reason), 16);
+const_assert_eq!(offset_of!(ArchSharedInfo, p2m_cr3), 24);
+const_assert_eq!(offset_of!(ArchSharedInfo, p2m_vaddr), 32);
+const_assert_eq!(offset_of!(ArchSharedInfo, p2m_generation), 40);
 
 /// `struct shared_info` (xen.h) for x86-64.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -669,6 +679,8 @@ pub struct SharedInfo {
 const_assert_eq!(offset_of!(SharedInfo, evtchn_pending), 2048);
 const_assert_eq!(offset_of!(SharedInfo, evtchn_mask), 2560);
 const_assert_eq!(offset_of!(SharedInfo, wc_version), 3072);
+const_assert_eq!(offset_of!(SharedInfo, wc_sec), 3076);
+const_assert_eq!(offset_of!(SharedInfo, wc_nsec), 3080);
 const_assert_eq!(offset_of!(SharedInfo, wc_sec_hi), 3084);
 const_assert_eq!(offset_of!(SharedInfo, arch), 3088);
 assert_eq_size!(SharedInfo, [u8; 3136]);

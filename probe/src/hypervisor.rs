@@ -61,7 +61,7 @@ impl HypervisorKind {
             b"VMwareVMware" => HypervisorKind::VMware,
             b"XenVMMXenVMM" => HypervisorKind::Xen,
             b"Microsoft Hv" if interface == Some(HV_INTERFACE_HV1) => HypervisorKind::HyperV,
-            b"KVMKVMKVM\0\0\0" => HypervisorKind::Kvm,
+            KVM_SIGNATURE => HypervisorKind::Kvm,
             b"TCGTCGTCGTCG" => HypervisorKind::QemuTcg,
             b"bhyve bhyve " | b"BHyVE BHyVE " => HypervisorKind::Bhyve,
             b"ACRNACRNACRN" => HypervisorKind::Acrn,
@@ -199,8 +199,9 @@ impl<'a> InterfaceSlice<'a> {
 /// A base counts as an interface when its signature is not all zero, its
 /// answer is not the mirror of the highest basic leaf (Intel CPUs answer
 /// leaves above the maximum with that leaf's values, Intel SDM vol. 2A,
-/// CPUID instruction reference; KVM does the same for Intel guests), and its signature was not already reported at a
-/// lower base (bhyve mirrors its base leaf across the range, tycho/cpuid#12).
+/// CPUID instruction reference; KVM does the same for Intel guests), and its
+/// signature was not already reported at a lower base (bhyve mirrors its base
+/// leaf across the range, tycho/cpuid#12).
 /// Scanning does not depend on the hypervisor bit, so the result shows what
 /// is there; consumers decide whether to trust it.
 pub(crate) fn scan<S: CpuidSource + ?Sized>(source: &S) -> Interfaces {

@@ -50,6 +50,14 @@ pub enum Register {
     TimerDivide = 0x3e0,
 }
 
+impl Register {
+    /// The register's x2APIC MSR: 0x800 + offset / 16 (Intel SDM vol. 3A,
+    /// 11.12.1.2).
+    const fn x2apic_msr(self) -> u32 {
+        0x800 + (self as u32 >> 4)
+    }
+}
+
 /// How the local APIC is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -110,7 +118,7 @@ pub fn read(reg: Register) -> u32 {
     match mode() {
         None => 0,
         // SAFETY: the x2APIC MSRs exist once x2APIC mode is on (`enable`).
-        Some(Mode::X2Apic) => unsafe { x86::msr::rdmsr(0x800 + (reg as u32 >> 4)) as u32 },
+        Some(Mode::X2Apic) => unsafe { x86::msr::rdmsr(reg.x2apic_msr()) as u32 },
         // SAFETY: `enable`'s contract makes `base` a valid mapping of the
         // register page; every `Register` offset lies inside it, 16-aligned.
         Some(Mode::XApic { base }) => unsafe {
@@ -125,9 +133,7 @@ pub fn write(reg: Register, value: u32) {
         None => {}
         // SAFETY: as in `read`; writing these registers affects only
         // interrupt delivery, never memory safety.
-        Some(Mode::X2Apic) => unsafe {
-            x86::msr::wrmsr(0x800 + (reg as u32 >> 4), u64::from(value))
-        },
+        Some(Mode::X2Apic) => unsafe { x86::msr::wrmsr(reg.x2apic_msr(), u64::from(value)) },
         // SAFETY: as in `read`.
         Some(Mode::XApic { base }) => unsafe {
             core::ptr::write_volatile((base + reg as usize) as *mut u32, value)
@@ -150,7 +156,10 @@ pub fn send_ipi(dest: u32, vector: u8) {
         None => {}
         // SAFETY: x2APIC ICR is one 64-bit MSR (0x830), destination in 63:32.
         Some(Mode::X2Apic) => unsafe {
-            x86::msr::wrmsr(0x830, (u64::from(dest) << 32) | u64::from(low))
+            x86::msr::wrmsr(
+                Register::IcrLow.x2apic_msr(),
+                (u64::from(dest) << 32) | u64::from(low),
+            )
         },
         Some(Mode::XApic { .. }) => {
             write(Register::IcrHigh, dest << 24);

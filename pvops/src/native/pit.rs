@@ -71,10 +71,11 @@ enum Sample {
 }
 
 fn sample(ms: u32) -> Sample {
-    let ticks = PIT_HZ * u64::from(ms) / 1000; // < 65536 for ms <= 54
-                                               // SAFETY: ports 0x42, 0x43 and 0x61 are the PC's PIT channel 2 and its
-                                               // gate; channel 2 drives only the speaker, which stays disconnected (bit 1
-                                               // of port 0x61 is cleared), so this disturbs nothing else.
+    // < 65536 for ms <= 54.
+    let ticks = PIT_HZ * u64::from(ms) / 1000;
+    // SAFETY: ports 0x42, 0x43 and 0x61 are the PC's PIT channel 2 and its
+    // gate; channel 2 drives only the speaker, which stays disconnected (bit 1
+    // of port 0x61 is cleared), so this disturbs nothing else.
     unsafe {
         let gate = inb(GATE);
         outb(GATE, (gate & !0x02) | 0x01); // gate on, speaker off

@@ -13,8 +13,6 @@ static APIC_KHZ: AtomicU64 = AtomicU64::new(0);
 static USE_DEADLINE: AtomicBool = AtomicBool::new(false);
 static TIMER_VECTOR: AtomicU8 = AtomicU8::new(0);
 
-const SOURCES: [TscSource; 8] = TscSource::ALL;
-
 /// Records the TSC frequency the native clock and timer use. The clock's
 /// origin is the moment of the first call.
 pub fn set_tsc_frequency(khz: u64, source: TscSource) {
@@ -22,7 +20,10 @@ pub fn set_tsc_frequency(khz: u64, source: TscSource) {
         return;
     }
     TSC_KHZ.store(khz, Ordering::Relaxed);
-    let idx = SOURCES.iter().position(|&s| s == source).unwrap_or(0);
+    let idx = TscSource::ALL
+        .iter()
+        .position(|&s| s == source)
+        .unwrap_or(0);
     TSC_SOURCE.store(idx as u8, Ordering::Relaxed);
     NS_MULT.store((1_000_000u64 << 32) / khz, Ordering::Relaxed);
     let _ = TSC_ORIGIN.compare_exchange(
@@ -62,7 +63,8 @@ pub fn ns_to_tsc(ns: u64) -> u64 {
 pub fn tsc_frequency() -> TscFrequency {
     TscFrequency {
         khz: TSC_KHZ.load(Ordering::Relaxed),
-        source: SOURCES[usize::from(TSC_SOURCE.load(Ordering::Relaxed)) % SOURCES.len()],
+        source: TscSource::ALL
+            [usize::from(TSC_SOURCE.load(Ordering::Relaxed)) % TscSource::ALL.len()],
     }
 }
 
