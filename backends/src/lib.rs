@@ -19,6 +19,8 @@ mod cmdline;
 pub mod hyperv;
 pub mod native;
 mod select;
+#[cfg(test)]
+mod test_support;
 #[cfg(feature = "vmware")]
 pub mod vmware;
 #[cfg(feature = "xen")]

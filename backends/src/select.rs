@@ -112,10 +112,10 @@ pub(crate) fn select_from(
     let Some(name) = requested else {
         return make(detected, detection, Choice::Detected, None);
     };
-    let requested_static = backends.iter().find(|b| b.name() == name).map(|b| b.name());
     match backends.iter().find(|b| b.name() == name) {
+        // The backend's own name: `'static`, unlike the command line.
         Some(&b) => match b.detect(env) {
-            Some(d) => make(b, d, Choice::Override, requested_static),
+            Some(d) => make(b, d, Choice::Override, Some(b.name())),
             None => {
                 log::warn!(
                     "pvops: pvops={} requested but its hypervisor is not here; using detection",
@@ -125,7 +125,7 @@ pub(crate) fn select_from(
                     detected,
                     detection,
                     Choice::OverrideUnusable,
-                    requested_static,
+                    Some(b.name()),
                 )
             }
         },
@@ -142,55 +142,15 @@ pub(crate) fn select_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Platform, SetupError};
-    use pvops::patch::Patch;
+    use crate::test_support::{sig, FakeBackend, FAKE_KVM};
     use pvops_probe::{CpuidResult, HypervisorKind};
 
-    /// A backend that detects when the probe shows `kind`, at that base.
-    struct Fake {
-        name: &'static str,
-        kind: HypervisorKind,
-    }
-
-    impl Backend for Fake {
-        fn name(&self) -> &'static str {
-            self.name
-        }
-        fn description(&self) -> &'static str {
-            "test backend"
-        }
-        fn detect(&self, env: &Environment<'_>) -> Option<Detection> {
-            env.probe.find(self.kind).map(|i| Detection {
-                priority: i.base,
-                reason: "signature",
-                base: Some(i.base),
-            })
-        }
-        fn install(
-            &self,
-            _: &Environment<'_>,
-            _: &mut Patch,
-            _: &mut dyn Platform,
-        ) -> Result<(), SetupError> {
-            Ok(())
-        }
-    }
-
-    static HYPERV: Fake = Fake {
+    static HYPERV: FakeBackend = FakeBackend {
         name: "hyperv",
         kind: HypervisorKind::HyperV,
     };
-    static KVM: Fake = Fake {
-        name: "kvm",
-        kind: HypervisorKind::Kvm,
-    };
-    static ALL: &[&dyn Backend] = &[&HYPERV, &KVM, &native::NATIVE];
+    static ALL: &[&dyn Backend] = &[&HYPERV, &FAKE_KVM, &native::NATIVE];
     static NO_KVM: &[&dyn Backend] = &[&HYPERV, &native::NATIVE];
-
-    fn sig(s: &[u8; 12]) -> (u32, u32, u32) {
-        let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-        (w(0), w(4), w(8))
-    }
 
     /// KVM with Hyper-V enlightenments: Hyper-V at 0x4000_0000, KVM at 0x4000_0100.
     fn stacked(leaf: u32, _sub: u32) -> CpuidResult {
@@ -212,11 +172,7 @@ mod tests {
     }
 
     fn with_env<R>(f: impl FnOnce(&Environment<'_>) -> R) -> R {
-        let probe = pvops_probe::probe(&stacked);
-        f(&Environment {
-            probe: &probe,
-            cpuid: &stacked,
-        })
+        crate::test_support::with_env(&stacked, f)
     }
 
     #[test]
@@ -260,30 +216,24 @@ mod tests {
             },
             _ => CpuidResult::default(),
         };
-        let probe = pvops_probe::probe(&bare);
-        let env = Environment {
-            probe: &probe,
-            cpuid: &bare,
-        };
-        let s = select_from(ALL, &env, Some("hyperv"));
-        assert_eq!(
-            (s.backend.name(), s.choice),
-            ("native", Choice::OverrideUnusable)
-        );
-        assert_eq!(s.requested, Some("hyperv"));
-        assert!(format!("{}", s.why).contains("not usable"));
+        crate::test_support::with_env(&bare, |env| {
+            let s = select_from(ALL, env, Some("hyperv"));
+            assert_eq!(
+                (s.backend.name(), s.choice),
+                ("native", Choice::OverrideUnusable)
+            );
+            assert_eq!(s.requested, Some("hyperv"));
+            assert!(format!("{}", s.why).contains("not usable"));
+        });
     }
 
     #[test]
     fn nothing_detected_means_native() {
         let bare = |_: u32, _: u32| CpuidResult::default();
-        let probe = pvops_probe::probe(&bare);
-        let env = Environment {
-            probe: &probe,
-            cpuid: &bare,
-        };
-        let s = select(&env, "");
-        assert_eq!(s.backend.name(), "native");
-        assert_eq!(s.choice, Choice::Detected);
+        crate::test_support::with_env(&bare, |env| {
+            let s = select(env, "");
+            assert_eq!(s.backend.name(), "native");
+            assert_eq!(s.choice, Choice::Detected);
+        });
     }
 }

@@ -95,15 +95,7 @@ pub(crate) fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The fields of `HV_REFERENCE_TSC_PAGE` that matter, page-aligned.
-    #[repr(C, align(4096))]
-    struct Page {
-        tsc_sequence: u32,
-        reserved1: u32,
-        tsc_scale: u64,
-        tsc_offset: i64,
-    }
+    use pvops_abi::hyperv::ReferenceTscPage as Page;
 
     fn page() -> Box<Page> {
         Box::new(Page {
@@ -111,6 +103,7 @@ mod tests {
             reserved1: 0,
             tsc_scale: 1 << 63,
             tsc_offset: 10,
+            reserved2: [0; 509],
         })
     }
 

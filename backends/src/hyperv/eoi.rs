@@ -37,16 +37,17 @@ pub(crate) fn eoi() {
 
 #[cfg(test)]
 mod tests {
-    #[repr(C, align(4096))]
-    struct Page([u8; 4096]);
+    use pvops_abi::hyperv::{VpAssistPage, PAGE_SIZE};
 
     #[test]
     fn lazy_eoi_clears_the_word() {
-        let mut p = Box::new(Page([0; 4096]));
-        p.0[0] = 1;
-        let base = p.0.as_mut_ptr();
-        assert!(super::take_no_eoi_required(base));
-        assert_eq!(p.0[0], 0);
-        assert!(!super::take_no_eoi_required(p.0.as_mut_ptr()));
+        let mut p = Box::new(VpAssistPage {
+            apic_assist: 1,
+            reserved: [0; PAGE_SIZE - 4],
+        });
+        let base: *mut VpAssistPage = &mut *p;
+        assert!(super::take_no_eoi_required(base.cast()));
+        assert_eq!(p.apic_assist, 0);
+        assert!(!super::take_no_eoi_required(base.cast()));
     }
 }

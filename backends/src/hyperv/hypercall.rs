@@ -29,9 +29,10 @@ pub(crate) fn set_input_page(virt: *mut u8, gpa: u64) {
     INPUT.store(virt, Ordering::Release);
 }
 
-/// The result returned when no hypercall page is installed: the status a
-/// hypervisor gives for a call it does not know.
-const NOT_READY: HypercallResult = HypercallResult::new(Status::INVALID_HYPERCALL_CODE, 0);
+/// The result returned when no hypercall (or input) page is installed: the
+/// status a hypervisor gives for a call it does not know.
+pub(crate) const NOT_READY: HypercallResult =
+    HypercallResult::new(Status::INVALID_HYPERCALL_CODE, 0);
 
 /// CALLs the hypercall page.
 ///

@@ -29,17 +29,22 @@ pub(crate) fn write(index: u32, value: u64) {
     unsafe { pvops::native::cpu::write_msr(index, value) }
 }
 
-/// Points page-enabling MSR `index` (HYPERCALL, REFERENCE_TSC or
-/// VP_ASSIST_PAGE) at `page` and enables it, preserving the reserved bits
-/// (TLFS: "guests should preserve the value of the reserved bits").
-/// Returns the value read back afterwards.
-pub(crate) fn enable_page(index: u32, page: &SharedPage) -> u64 {
-    let current = read(index);
-    let value = if index == msr::HYPERCALL {
-        hypercall_msr::enable(current, page.phys)
+/// The value that points page-enabling MSR `index` (HYPERCALL,
+/// REFERENCE_TSC or VP_ASSIST_PAGE), currently `current`, at `phys` and
+/// enables it, preserving the reserved bits (TLFS: "guests should preserve
+/// the value of the reserved bits").
+pub(crate) fn enable_value(index: u32, current: u64, phys: u64) -> u64 {
+    if index == msr::HYPERCALL {
+        hypercall_msr::enable(current, phys)
     } else {
-        page_msr::enable(current, page.phys)
-    };
+        page_msr::enable(current, phys)
+    }
+}
+
+/// Points page-enabling MSR `index` at `page` and enables it
+/// ([`enable_value`]). Returns the value read back afterwards.
+pub(crate) fn enable_page(index: u32, page: &SharedPage) -> u64 {
+    let value = enable_value(index, read(index), page.phys);
     // SAFETY: `page` was lent by the kernel for the rest of its life to be
     // shared with the hypervisor (`Platform::alloc_shared_page`), so nothing
     // else uses the memory the hypervisor now overlays or writes.

@@ -71,7 +71,7 @@ pub(crate) fn flush_hypercall(vp_mask: u64, target: FlushTarget) -> HypercallRes
             }
         }
     });
-    r.unwrap_or(HypercallResult::new(Status::INVALID_HYPERCALL_CODE, 0))
+    r.unwrap_or(hypercall::NOT_READY)
 }
 
 /// `mmu.flush_remote`.

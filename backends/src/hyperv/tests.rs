@@ -3,14 +3,9 @@
 
 use super::*;
 use crate::select::select_from;
+use crate::test_support::{sig, with_env, Pages, FAKE_KVM};
 use pvops_probe::CpuidResult;
 use std::collections::HashMap;
-use std::ptr::NonNull;
-
-fn sig(s: &[u8; 12]) -> (u32, u32, u32) {
-    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-    (w(0), w(4), w(8))
-}
 
 /// A CPUID table: Hyper-V at 0x4000_0000 (values like the spec-built
 /// `probe/tests/dumps/hyperv.txt`), optionally KVM stacked at 0x4000_0100.
@@ -57,14 +52,6 @@ impl pvops_probe::CpuidSource for Cpu {
     fn cpuid(&self, leaf: u32, _subleaf: u32) -> CpuidResult {
         self.leaves.get(&leaf).copied().unwrap_or_default()
     }
-}
-
-fn with_env<R>(cpu: &Cpu, f: impl FnOnce(&Environment<'_>) -> R) -> R {
-    let probe = pvops_probe::probe(cpu);
-    f(&Environment {
-        probe: &probe,
-        cpuid: cpu,
-    })
 }
 
 #[test]
@@ -133,34 +120,6 @@ fn offer_decoding() {
     assert!(!Offer::from_leaves(&l2).tsc_page);
 }
 
-/// A KVM backend stand-in: detects KVM's own signature at its base.
-struct FakeKvm;
-
-impl Backend for FakeKvm {
-    fn name(&self) -> &'static str {
-        "kvm"
-    }
-    fn description(&self) -> &'static str {
-        "test"
-    }
-    fn detect(&self, env: &Environment<'_>) -> Option<Detection> {
-        env.probe.find(HypervisorKind::Kvm).map(|i| Detection {
-            priority: i.base,
-            reason: "KVM signature",
-            base: Some(i.base),
-        })
-    }
-    fn install(
-        &self,
-        _: &Environment<'_>,
-        _: &mut Patch,
-        _: &mut dyn Platform,
-    ) -> Result<(), SetupError> {
-        Ok(())
-    }
-}
-
-static FAKE_KVM: FakeKvm = FakeKvm;
 static WITH_KVM: &[&dyn Backend] = &[&HYPERV, &FAKE_KVM, &crate::native::NATIVE];
 static HYPERV_ONLY: &[&dyn Backend] = &[&HYPERV, &crate::native::NATIVE];
 
@@ -187,44 +146,6 @@ fn with_only_hyperv_compiled_in_a_kvm_hyperv_machine_uses_hyperv() {
 }
 
 // ---- setup against a fake hypervisor ----
-
-#[repr(C, align(4096))]
-struct PageMem([u8; 4096]);
-
-/// Hands out leaked, zeroed, page-aligned host buffers with fake GPAs.
-struct FakePlatform {
-    next_gpa: u64,
-    budget: usize,
-    pages: Vec<(u64, NonNull<u8>)>,
-}
-
-impl FakePlatform {
-    fn new(budget: usize) -> FakePlatform {
-        FakePlatform {
-            next_gpa: 0x10_0000,
-            budget,
-            pages: Vec::new(),
-        }
-    }
-    fn virt(&self, gpa: u64) -> Option<NonNull<u8>> {
-        self.pages.iter().find(|(g, _)| *g == gpa).map(|(_, v)| *v)
-    }
-}
-
-impl Platform for FakePlatform {
-    fn alloc_shared_page(&mut self) -> Option<SharedPage> {
-        if self.budget == 0 {
-            return None;
-        }
-        self.budget -= 1;
-        let mem: &'static mut PageMem = Box::leak(Box::new(PageMem([0; 4096])));
-        let virt = NonNull::from(&mut mem.0).cast::<u8>();
-        let phys = self.next_gpa;
-        self.next_gpa += 0x1000;
-        self.pages.push((phys, virt));
-        Some(SharedPage { phys, virt })
-    }
-}
 
 /// A fake hypervisor: MSR file, page overlays and hypercall answers.
 struct FakeHv {
@@ -269,17 +190,12 @@ impl Hw for FakeHv {
         self.msrs.insert(index, value);
     }
     fn enable_page(&mut self, index: u32, page: &SharedPage) -> u64 {
-        let current = self.rdmsr(index);
-        let value = if index == m::HYPERCALL {
-            hypercall_msr::enable(current, page.phys)
-        } else {
-            page_msr::enable(current, page.phys)
-        };
+        let value = msr::enable_value(index, self.rdmsr(index), page.phys);
         self.writes.push((index, value));
         let stored = match index {
             m::HYPERCALL if self.overlay_hypercall => {
                 // The overlay: VMMCALL; RET.
-                for (i, b) in [0x0F, 0x01, 0xD9, 0xC3].into_iter().enumerate() {
+                for (i, b) in abi::HYPERCALL_PAGE_SVM.into_iter().enumerate() {
                     // SAFETY: `page.virt` is a live 4 KiB test buffer.
                     unsafe { page.virt.as_ptr().add(i).write(b) };
                 }
@@ -325,9 +241,9 @@ fn hyperv_leaves() -> Leaves {
     with_env(&Cpu::hyperv(), |env| check(env).unwrap())
 }
 
-fn run(hv: &mut FakeHv, pages: usize) -> (Patch, FakePlatform) {
+fn run(hv: &mut FakeHv, pages: usize) -> (Patch, Pages) {
     let mut patch = Patch::new("hyperv");
-    let mut platform = FakePlatform::new(pages);
+    let mut platform = Pages::new(pages);
     setup(hv, &hyperv_leaves(), &mut patch, &mut platform);
     (patch, platform)
 }
@@ -459,7 +375,7 @@ fn missing_bits_leave_entries_native() {
     let l = with_env(&cpu, |env| check(env).unwrap());
     let mut hv = FakeHv::new();
     let mut patch = Patch::new("hyperv");
-    setup(&mut hv, &l, &mut patch, &mut FakePlatform::new(8));
+    setup(&mut hv, &l, &mut patch, &mut Pages::new(8));
     assert_eq!(owned(&patch), Vec::<&str>::new());
     // Nothing but the guest OS ID was written.
     assert_eq!(hv.writes, vec![(m::GUEST_OS_ID, GUEST_OS_ID.0)]);
@@ -472,6 +388,6 @@ fn crash_without_message_capability_uses_no_page() {
     let (patch, platform) = run(&mut hv, 8);
     assert!(owned(&patch).contains(&"system.report_crash"));
     // Pages: hypercall, input, TSC, VP assist; none for crash messages.
-    assert_eq!(platform.pages.len(), 4);
+    assert_eq!(platform.given.len(), 4);
     assert!(platform.virt(0x10_0000).is_some());
 }

@@ -28,60 +28,38 @@ pub(crate) unsafe fn call(channel: Channel, request: &Request) -> Response {
         // RBX cannot be named as an asm operand (LLVM reserves it), so it is
         // exchanged with a scratch register around the instruction.
         let mut rbx = u64::from(r.ebx);
+        // The three channels differ only in the instruction. Every register
+        // the hypervisor may change is an output; flags and memory are not
+        // assumed preserved.
+        macro_rules! backdoor {
+            ($insn:literal) => {
+                core::arch::asm!(
+                    "xchg {b}, rbx",
+                    $insn,
+                    "xchg {b}, rbx",
+                    b = inout(reg) rbx,
+                    inout("eax") eax,
+                    inout("ecx") ecx,
+                    inout("edx") edx,
+                    inout("esi") esi,
+                    inout("edi") edi,
+                    options(nostack),
+                )
+            };
+        }
         match channel {
             // SAFETY: the caller guarantees CPL 0, where IN is always
             // permitted. On VMware (and QEMU's vmport) the access traps to
             // the hypervisor, which updates the six registers and nothing
             // else this code can observe; with no backdoor behind the port
             // the read returns all-ones in EAX and leaves the rest unchanged.
-            // Every register the hypervisor may change is an output; flags
-            // and memory are not assumed preserved.
-            Channel::IoPort => unsafe {
-                core::arch::asm!(
-                    "xchg {b}, rbx",
-                    "in eax, dx",
-                    "xchg {b}, rbx",
-                    b = inout(reg) rbx,
-                    inout("eax") eax,
-                    inout("ecx") ecx,
-                    inout("edx") edx,
-                    inout("esi") esi,
-                    inout("edi") edi,
-                    options(nostack),
-                )
-            },
+            Channel::IoPort => unsafe { backdoor!("in eax, dx") },
             // SAFETY: the caller guarantees the hypervisor announced VMCALL,
             // so it exits to the hypervisor, which answers in the same six
             // registers (Linux `vmware_hypercall_slow`).
-            Channel::Vmcall => unsafe {
-                core::arch::asm!(
-                    "xchg {b}, rbx",
-                    "vmcall",
-                    "xchg {b}, rbx",
-                    b = inout(reg) rbx,
-                    inout("eax") eax,
-                    inout("ecx") ecx,
-                    inout("edx") edx,
-                    inout("esi") esi,
-                    inout("edi") edi,
-                    options(nostack),
-                )
-            },
+            Channel::Vmcall => unsafe { backdoor!("vmcall") },
             // SAFETY: as for VMCALL, with VMMCALL announced.
-            Channel::Vmmcall => unsafe {
-                core::arch::asm!(
-                    "xchg {b}, rbx",
-                    "vmmcall",
-                    "xchg {b}, rbx",
-                    b = inout(reg) rbx,
-                    inout("eax") eax,
-                    inout("ecx") ecx,
-                    inout("edx") edx,
-                    inout("esi") esi,
-                    inout("edi") edi,
-                    options(nostack),
-                )
-            },
+            Channel::Vmmcall => unsafe { backdoor!("vmmcall") },
         }
         Registers {
             eax,

@@ -4,19 +4,14 @@
 
 use super::detect::{self, StealSkip};
 use super::*;
-use crate::{select::select_from, SharedPage};
-use core::ptr::NonNull;
+use crate::select::select_from;
+use crate::test_support::{sig, with_env, Pages};
 use pvops_abi::vmware::{self as abi, Hz, StealClockStatus, Version, MAGIC, UNSUPPORTED};
 use pvops_probe::CpuidResult;
 use std::sync::Mutex;
 
 /// Installation writes the backend's statics: one test at a time.
 static GLOBALS: Mutex<()> = Mutex::new(());
-
-fn sig(s: &[u8; 12]) -> (u32, u32, u32) {
-    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-    (w(0), w(4), w(8))
-}
 
 /// A CPUID dump: hypervisor bit as given, `signature` at 0x4000_0000 with
 /// `max_leaf`, and `timing` (EAX, EBX, ECX) at 0x4000_0010.
@@ -60,13 +55,12 @@ impl Dump {
     }
 
     fn detect(self) -> (Option<VmwareCpuid>, Option<Detection>) {
-        let src = self.cpuid();
-        let probe = pvops_probe::probe(&src);
-        let env = Environment {
-            probe: &probe,
-            cpuid: &src,
-        };
-        (detect::vmware_cpuid(&probe, &src), VMWARE.detect(&env))
+        with_env(&self.cpuid(), |env| {
+            (
+                detect::vmware_cpuid(env.probe, env.cpuid),
+                VMWARE.detect(env),
+            )
+        })
     }
 }
 
@@ -148,31 +142,6 @@ impl Fake {
     }
 }
 
-/// A kernel with zero or one page to lend.
-struct Pages {
-    left: usize,
-    given: Vec<SharedPage>,
-}
-
-impl Platform for Pages {
-    fn alloc_shared_page(&mut self) -> Option<SharedPage> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
-        // SAFETY: the layout has a non-zero size. The page is leaked on
-        // purpose: the backend keeps it for the rest of the process.
-        let virt = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-        let page = SharedPage {
-            phys: virt.as_ptr() as u64,
-            virt,
-        };
-        self.given.push(page);
-        Some(page)
-    }
-}
-
 const HZ_3GHZ: Hz = Hz {
     tsc_hz: 3_000_000_000,
     apic_hz: 100_000_000,
@@ -181,10 +150,7 @@ const HZ_3GHZ: Hz = Hz {
 fn install(dump: Dump, fake: &mut Fake, pages: usize) -> (Result<(), SetupError>, Patch, Pages) {
     let cpu = dump.detect().0.expect("dump must detect");
     let mut patch = Patch::new("vmware");
-    let mut platform = Pages {
-        left: pages,
-        given: Vec::new(),
-    };
+    let mut platform = Pages::new(pages);
     let r = install_with(cpu, &mut patch, &mut platform, &mut |req| fake.answer(req));
     (r, patch, platform)
 }
@@ -310,13 +276,9 @@ fn selection_prefers_vmware_over_native_only_with_the_signature() {
             "native",
         ),
     ] {
-        let src = dump.cpuid();
-        let probe = pvops_probe::probe(&src);
-        let env = Environment {
-            probe: &probe,
-            cpuid: &src,
-        };
-        assert_eq!(select_from(LIST, &env, None).backend.name(), want);
+        with_env(&dump.cpuid(), |env| {
+            assert_eq!(select_from(LIST, env, None).backend.name(), want);
+        });
     }
 }
 
@@ -368,7 +330,6 @@ fn backdoor_probe_validates_answers() {
     let mut fake = Fake::new(None, Steal::Unknown);
     let info = detect::probe_backdoor(true, &mut |r| fake.answer(r)).unwrap();
     assert_eq!(info.hz, None);
-    let _ = MAGIC;
 }
 
 #[test]
@@ -511,10 +472,7 @@ fn failed_steal_clock_steps_leave_steal_native() {
         ),
     ] {
         let mut fake = Fake::new(None, steal);
-        let mut pg = Pages {
-            left: pages,
-            given: Vec::new(),
-        };
+        let mut pg = Pages::new(pages);
         let got = detect::setup_steal_clock(&mut |r| fake.answer(r), || {
             pg.alloc_shared_page().map(|p| p.phys)
         });

@@ -2,13 +2,8 @@
 //! arch-x86/cpuid.h, and the setup steps that fail before any hypercall.
 
 use super::*;
-use crate::SharedPage;
+use crate::test_support::{sig, with_env, Pages};
 use pvops_probe::CpuidResult;
-
-fn sig(s: &[u8; 12]) -> (u32, u32, u32) {
-    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-    (w(0), w(4), w(8))
-}
 
 fn r(eax: u32, (ebx, ecx, edx): (u32, u32, u32)) -> CpuidResult {
     CpuidResult { eax, ebx, ecx, edx }
@@ -65,14 +60,6 @@ fn one_leaf(leaf: u32, _: u32) -> CpuidResult {
     }
 }
 
-fn with_env<R>(src: &dyn CpuidSource, f: impl FnOnce(&Environment<'_>) -> R) -> R {
-    let probe = pvops_probe::probe(src);
-    f(&Environment {
-        probe: &probe,
-        cpuid: src,
-    })
-}
-
 #[test]
 fn detects_xen_at_the_first_base() {
     with_env(&plain_xen, |env| {
@@ -126,18 +113,13 @@ fn leaves_decode_from_the_header_layout() {
     assert_eq!(read_leaves(&plain_xen, 0x4000_0000, 0x4000_0002).time, None);
 }
 
-struct NoPages;
-impl Platform for NoPages {
-    fn alloc_shared_page(&mut self) -> Option<SharedPage> {
-        None
-    }
-}
-
 #[test]
 fn no_page_for_the_hypercall_page_fails_the_backend() {
     with_env(&plain_xen, |env| {
         let mut patch = Patch::new("xen");
-        let e = XEN.install(env, &mut patch, &mut NoPages).unwrap_err();
+        let e = XEN
+            .install(env, &mut patch, &mut Pages::new(0))
+            .unwrap_err();
         assert_eq!(e.step, "hypercall page");
         assert_eq!(patch.replaced().count(), 0);
     });
@@ -151,7 +133,9 @@ fn unusable_hypercall_leaf_fails_the_backend() {
     };
     with_env(&src, |env| {
         let mut patch = Patch::new("xen");
-        let e = XEN.install(env, &mut patch, &mut NoPages).unwrap_err();
+        let e = XEN
+            .install(env, &mut patch, &mut Pages::new(0))
+            .unwrap_err();
         assert_eq!(
             e,
             SetupError {
