@@ -12,7 +12,7 @@
 
 use crate::hypercall::Microvisor;
 use crate::interrupts::{self, IPI_VECTOR};
-use bootkit::{println, record};
+use bootkit::println;
 use pvops_abi::microvisor::{code, ExitSnapshot};
 
 /// Whether the command line asks for the benchmarks (`bench` or `bench=1`).
@@ -123,35 +123,24 @@ fn print(w: &Workload, cycles: u64, completed: Option<u32>, snap: Option<ExitSna
         None => println!("  {:<10} {:>6} x: {:>8} cycles/it", w.name, w.iterations, per_it),
     }
     let f = |get: fn(&ExitSnapshot) -> u64| Count(snap.as_ref().map(get));
-    match completed {
-        Some(c) => record!(
-            "bench",
-            name = w.name,
-            iterations = w.iterations,
-            cycles = cycles,
-            exits = f(|s| s.total),
-            cpuid = f(|s| s.cpuid),
-            msr = f(|s| s.msr),
-            io = f(|s| s.io),
-            hlt = f(|s| s.hlt),
-            vmmcall = f(|s| s.vmmcall),
-            intr = f(|s| s.intr),
-            completed = c
-        ),
-        None => record!(
-            "bench",
-            name = w.name,
-            iterations = w.iterations,
-            cycles = cycles,
-            exits = f(|s| s.total),
-            cpuid = f(|s| s.cpuid),
-            msr = f(|s| s.msr),
-            io = f(|s| s.io),
-            hlt = f(|s| s.hlt),
-            vmmcall = f(|s| s.vmmcall),
-            intr = f(|s| s.intr)
-        ),
-    }
+    let done = completed.unwrap_or(0);
+    let fields: [(&str, &dyn core::fmt::Display); 11] = [
+        ("name", &w.name),
+        ("iterations", &w.iterations),
+        ("cycles", &cycles),
+        ("exits", &f(|s| s.total)),
+        ("cpuid", &f(|s| s.cpuid)),
+        ("msr", &f(|s| s.msr)),
+        ("io", &f(|s| s.io)),
+        ("hlt", &f(|s| s.hlt)),
+        ("vmmcall", &f(|s| s.vmmcall)),
+        ("intr", &f(|s| s.intr)),
+        ("completed", &done),
+    ];
+    // `completed=` (the last field) only for workloads that wait for an
+    // event.
+    let n = fields.len() - usize::from(completed.is_none());
+    bootkit::record::emit("bench", &fields[..n]);
 }
 
 /// A count, or `-` when there is none (no microvisor).

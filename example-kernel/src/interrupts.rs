@@ -64,6 +64,9 @@ pub fn enable_apic() -> Result<Mode, &'static str> {
     let mode = if leaf1.ecx & (1 << 21) != 0 {
         Mode::X2Apic
     } else {
+        // IA32_APIC_BASE bits 12 and up (to MAXPHYADDR, at most 51) hold the
+        // xAPIC's physical base (Intel SDM Vol. 3A, "Local APIC Status and
+        // Location").
         // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (checked).
         let base = unsafe { pvops::cpu::read_msr(apic::MSR_APIC_BASE) } & 0x000f_ffff_ffff_f000;
         if base >= 4 << 30 {

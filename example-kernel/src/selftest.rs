@@ -162,7 +162,8 @@ fn cpu_cpuid(ctx: &mut Context<'_>) -> Outcome {
     )
 }
 
-/// IA32_SYSENTER_ESP: present on every x86-64 CPU, unused by this kernel.
+/// IA32_SYSENTER_ESP (Intel SDM Vol. 4, table 2-2): present on every
+/// x86-64 CPU, unused by this kernel.
 const MSR_SYSENTER_ESP: u32 = 0x175;
 
 fn cpu_msr_roundtrip(_ctx: &mut Context<'_>) -> Outcome {

@@ -111,6 +111,29 @@ impl ScenarioReport {
         self.raw.as_ref().and_then(|r| r.status)
     }
 
+    /// A report for a run QEMU completed, judged against the scenario's
+    /// expectations (and, with `bench`, the benchmark records' structure).
+    fn judged(
+        scenario: &'static Scenario,
+        raw: RawRun,
+        result: BootResult,
+        resolved: Resolved,
+        bench: bool,
+    ) -> ScenarioReport {
+        let mut failures = verdict::judge(scenario, &raw, &result, &resolved);
+        if bench {
+            failures.extend(verdict::bench_failures(&result));
+        }
+        ScenarioReport {
+            scenario,
+            skipped: None,
+            raw: Some(raw),
+            result,
+            failures,
+            resolved,
+        }
+    }
+
     fn failed(scenario: &'static Scenario, why: String) -> ScenarioReport {
         ScenarioReport {
             scenario,
@@ -196,22 +219,11 @@ pub fn run_scenario(scenario: &'static Scenario, opts: &RunOptions) -> ScenarioR
     match raw {
         Err(e) => ScenarioReport::failed(scenario, e),
         Ok(raw) => {
-            let mut failures = verdict::judge(scenario, &raw, &result, &resolved);
-            if opts
+            let bench = opts
                 .extra_guest_cmdline
                 .split_whitespace()
-                .any(|w| w == "bench")
-            {
-                failures.extend(verdict::bench_failures(&result));
-            }
-            ScenarioReport {
-                scenario,
-                skipped: None,
-                raw: Some(raw),
-                result,
-                failures,
-                resolved,
-            }
+                .any(|w| w == "bench");
+            ScenarioReport::judged(scenario, raw, result, resolved, bench)
         }
     }
 }

@@ -194,21 +194,22 @@ fn judge_pairs(reports: &mut [ScenarioReport]) {
     }
 }
 
+/// `selected` with its native pairs; on an unknown name, the error and
+/// exit code 2.
+fn selection(
+    selected: Result<Vec<&'static scenario::Scenario>, String>,
+) -> Result<Vec<&'static scenario::Scenario>, ExitCode> {
+    selected.map(with_pairs).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn boot(cli: &Cli) -> ExitCode {
-    let selected = match scenario::select(&cli.scenarios) {
-        Ok(s) => with_pairs(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let selected = match selection(scenario::select(&cli.scenarios)) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    match qemu_runner::qemu() {
-        Ok(q) => eprintln!("using {} ({})", q.path.display(), q.version),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
     let opts = RunOptions {
         stream_serial: cli.serial,
         timeout: cli.timeout.map(Duration::from_secs),
@@ -216,13 +217,34 @@ fn boot(cli: &Cli) -> ExitCode {
     };
     // With --serial, one at a time so the console stays readable;
     // otherwise in parallel (the runner allows one QEMU per CPU).
-    let mut reports = run_all(&selected, &opts, !cli.serial);
+    run_and_report(&selected, &opts, !cli.serial, cli.json)
+}
+
+/// Finds QEMU, runs `selected`, judges the pairs and prints the JSON lines
+/// or the tables (with the benchmark table when `opts` asks for `bench`).
+fn run_and_report(
+    selected: &[&'static scenario::Scenario],
+    opts: &RunOptions,
+    parallel: bool,
+    json: bool,
+) -> ExitCode {
+    match qemu_runner::qemu() {
+        Ok(q) => eprintln!("using {} ({})", q.path.display(), q.version),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut reports = run_all(selected, opts, parallel);
     judge_pairs(&mut reports);
-    if cli.json {
+    if json {
         print_json(&reports);
     } else {
         print!("{}", report::table(&reports));
         print!("{}", report::compare_table(&reports));
+        if opts.extra_guest_cmdline == "bench" {
+            print!("{}", report::bench_table(&reports));
+        }
     }
     exit_code(&reports)
 }
@@ -251,23 +273,13 @@ fn bench(names: &[String], json: bool, serial: bool, timeout: Option<u64>) -> Ex
     } else {
         scenario::select(names)
     };
-    let selected = match selected {
-        Ok(s) => with_pairs(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let selected = match selection(selected) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     if !selected.iter().any(|s| s.native_pair.is_some()) {
         eprintln!("error: none of these scenarios has a native pair to compare with");
         return ExitCode::from(2);
-    }
-    match qemu_runner::qemu() {
-        Ok(q) => eprintln!("using {} ({})", q.path.display(), q.version),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
     }
     let opts = RunOptions {
         stream_serial: serial,
@@ -275,16 +287,7 @@ fn bench(names: &[String], json: bool, serial: bool, timeout: Option<u64>) -> Ex
         extra_guest_cmdline: "bench".to_string(),
     };
     // One at a time: a second QEMU on the same CPUs would distort cycles.
-    let mut reports = run_all(&selected, &opts, false);
-    judge_pairs(&mut reports);
-    if json {
-        print_json(&reports);
-    } else {
-        print!("{}", report::table(&reports));
-        print!("{}", report::compare_table(&reports));
-        print!("{}", report::bench_table(&reports));
-    }
-    exit_code(&reports)
+    run_and_report(&selected, &opts, false, json)
 }
 
 fn run_all(

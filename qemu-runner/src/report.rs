@@ -399,16 +399,13 @@ mod tests {
             duration: Duration::from_millis(1500),
             ..RawRun::default()
         };
-        let result = BootResult::parse(serial);
-        let failures = crate::verdict::judge(scenario, &raw, &result, &crate::Resolved::default());
-        ScenarioReport {
+        ScenarioReport::judged(
             scenario,
-            skipped: None,
-            raw: Some(raw),
-            result,
-            failures,
-            resolved: crate::Resolved::default(),
-        }
+            raw,
+            BootResult::parse(serial),
+            Default::default(),
+            false,
+        )
     }
 
     const MV: &str = "\

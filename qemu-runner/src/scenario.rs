@@ -418,6 +418,13 @@ const TESTGUEST_CHECKS: &[&str] = &[
     "one-shot-timer",
 ];
 
+/// What `microvisor/testguest` must show: every one of its checks passed.
+const TESTGUEST: Expect = Expect {
+    hypervisor: None,
+    selftests: TESTGUEST_CHECKS,
+    ..Expect::PASS
+};
+
 /// What the example kernel's `fault=panic` panics with.
 const PANIC_MESSAGE: &str = "fault=panic: deliberate kernel panic";
 
@@ -653,12 +660,22 @@ const NATIVE_NONE: Expect = Expect {
     ..Expect::PASS
 };
 
+/// A guest the microvisor stopped with `outcome` after its `mv.fault
+/// kind=<fault>`: the guest does not complete.
+const fn stopped(outcome: ExitCode, fault: &'static str) -> Expect {
+    Expect {
+        outcome,
+        hypervisor: None,
+        backend: None,
+        guest_completes: false,
+        fault: Some(fault),
+        ..Expect::PASS
+    }
+}
+
 /// A microvisor fault case: persona `none`, guest `fault=<case>`.
 const FAULT: Scenario = Scenario {
-    boot: Boot::Microvisor {
-        persona: "none",
-        args: "",
-    },
+    boot: mv("none", ""),
     expect: NATIVE_NONE,
     ..Scenario::BASE
 };
@@ -726,20 +743,14 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "microvisor:none",
         description: "microvisor under TCG, persona none (hypervisor bit clear)",
-        boot: Boot::Microvisor {
-            persona: "none",
-            args: "",
-        },
+        boot: mv("none", ""),
         expect: NATIVE_NONE,
         ..Scenario::BASE
     },
     Scenario {
         name: "microvisor:bare",
         description: "microvisor under TCG, persona bare (hypervisor bit, no signature)",
-        boot: Boot::Microvisor {
-            persona: "bare",
-            args: "",
-        },
+        boot: mv("bare", ""),
         expect: Expect {
             hypervisor: Some("unknown"),
             backend: Some("native"),
@@ -975,11 +986,7 @@ pub const ALL: &[Scenario] = &[
         description: "the microvisor's own test guest: hidden hypercalls with exact counts, error codes, vAPIC timers",
         boot: mv("none", ""),
         guest: Guest::MicrovisorTestGuest,
-        expect: Expect {
-            hypervisor: None,
-            selftests: TESTGUEST_CHECKS,
-            ..Expect::PASS
-        },
+        expect: TESTGUEST,
         ..Scenario::BASE
     },
     Scenario {
@@ -987,39 +994,21 @@ pub const ALL: &[Scenario] = &[
         description: "the test guest under bare: a microvisor-magic VMMCALL before the interface is open is the persona's (-1)",
         boot: mv("bare", ""),
         guest: Guest::MicrovisorTestGuest,
-        expect: Expect {
-            hypervisor: None,
-            selftests: TESTGUEST_CHECKS,
-            ..Expect::PASS
-        },
+        expect: TESTGUEST,
         ..Scenario::BASE
     },
     Scenario {
         name: "microvisor:fault-triple",
         description: "guest triple-faults; the microvisor reports it",
         guest_cmdline: "fault=triple",
-        expect: Expect {
-            outcome: ExitCode::GuestTripleFault,
-            hypervisor: None,
-            backend: None,
-            guest_completes: false,
-            fault: Some("triple-fault"),
-            ..Expect::PASS
-        },
+        expect: stopped(ExitCode::GuestTripleFault, "triple-fault"),
         ..FAULT
     },
     Scenario {
         name: "microvisor:fault-bad-memory",
         description: "guest touches memory outside its RAM; the microvisor stops it",
         guest_cmdline: "fault=bad-memory",
-        expect: Expect {
-            outcome: ExitCode::GuestBadMemory,
-            hypervisor: None,
-            backend: None,
-            guest_completes: false,
-            fault: Some("bad-memory"),
-            ..Expect::PASS
-        },
+        expect: stopped(ExitCode::GuestBadMemory, "bad-memory"),
         ..FAULT
     },
     Scenario {
@@ -1067,19 +1056,9 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "microvisor:fault-hang",
         description: "guest stops making progress; the microvisor's watchdog ends the run",
-        boot: Boot::Microvisor {
-            persona: "none",
-            args: "watchdog_ms=3000",
-        },
+        boot: mv("none", "watchdog_ms=3000"),
         guest_cmdline: "fault=hang",
-        expect: Expect {
-            outcome: ExitCode::GuestWatchdog,
-            hypervisor: None,
-            backend: None,
-            guest_completes: false,
-            fault: Some("watchdog"),
-            ..Expect::PASS
-        },
+        expect: stopped(ExitCode::GuestWatchdog, "watchdog"),
         ..FAULT
     },
 ];

@@ -8,7 +8,7 @@
 
 use pvops::time::TscSource;
 use qemu_runner::parse::{BootResult, Exits};
-use qemu_runner::scenario::{Metric, Owners};
+use qemu_runner::scenario::{Count, Metric, Owners};
 use qemu_runner::{scenario, RunOptions, ScenarioReport, Status};
 
 /// Scenarios with a dedicated test in one of this crate's test files
@@ -64,16 +64,7 @@ pub fn known_tsc_sources() -> impl Iterator<Item = &'static str> {
 /// Boots scenario `name`. Returns `None` (after printing `SKIP <name>: <why>`
 /// on stderr) when the host cannot run it; panics when `name` is unknown.
 pub fn boot(name: &str) -> Option<ScenarioReport> {
-    let s = scenario::find(name).unwrap_or_else(|| panic!("no scenario named {name}"));
-    let r = qemu_runner::run_scenario(s, &RunOptions::default());
-    if r.status() == Status::Skip {
-        eprintln!(
-            "SKIP {name}: {}",
-            r.skipped.as_deref().unwrap_or("requirement not met")
-        );
-        return None;
-    }
-    Some(r)
+    boot_with(name, &RunOptions::default())
 }
 
 /// Boots scenario `name` with `opts` (e.g. extra guest command-line
@@ -134,6 +125,27 @@ pub fn metric(r: &ScenarioReport, m: Metric) -> u64 {
     m.of(exits(r))
 }
 
+/// A metric of a run's counters meets `c`.
+pub fn assert_count(r: &ScenarioReport, m: Metric, c: Count) {
+    let n = metric(r, m);
+    assert!(
+        c.holds(n),
+        "{} = {n}, want {}\n{}",
+        m.name(),
+        c.describe(),
+        context(r)
+    );
+}
+
+/// The hypervisor interfaces the guest reported, as (base, kind).
+pub fn interfaces(r: &ScenarioReport) -> Vec<(u64, &str)> {
+    r.result
+        .interfaces
+        .iter()
+        .map(|i| (i.base, i.kind.as_str()))
+        .collect()
+}
+
 /// Owners as declared: `o.backend` owned by `backend`, `o.optional` by
 /// either, everything else native.
 pub fn assert_owners(r: &ScenarioReport, backend: &str, o: &Owners) {
@@ -150,6 +162,22 @@ pub fn assert_persona_guest(
     owners: &Owners,
     tsc_source: &str,
 ) {
+    assert_completed(r, hypervisor, backend);
+    assert_owners(r, backend, owners);
+    let res = &r.result;
+    assert_eq!(
+        res.tsc_source.as_deref(),
+        Some(tsc_source),
+        "{}",
+        context(r)
+    );
+    assert!(res.tsc_khz.unwrap_or(0) > 0, "{}", context(r));
+}
+
+/// The guest reported `hypervisor` and `backend`, did not panic, and
+/// reached `done` with every self-test group present and every self-test
+/// passed.
+fn assert_completed(r: &ScenarioReport, hypervisor: &str, backend: &str) {
     let res = &r.result;
     let ctx = || context(r);
     assert_eq!(res.hypervisor.as_deref(), Some(hypervisor), "{}", ctx());
@@ -160,7 +188,8 @@ pub fn assert_persona_guest(
             res.selftests
                 .keys()
                 .any(|n| n.split('.').next() == Some(group)),
-            "no self-test of group {group}\n{}",
+            "no self-test of group {group}: {:?}\n{}",
+            res.selftests.keys().collect::<Vec<_>>(),
             ctx()
         );
     }
@@ -171,9 +200,6 @@ pub fn assert_persona_guest(
         .as_ref()
         .unwrap_or_else(|| panic!("no done\n{}", ctx()));
     assert_eq!(done.verdict, "pass", "{}", ctx());
-    assert_owners(r, backend, owners);
-    assert_eq!(res.tsc_source.as_deref(), Some(tsc_source), "{}", ctx());
-    assert!(res.tsc_khz.unwrap_or(0) > 0, "{}", ctx());
 }
 
 /// Context for assertion messages: failures, QEMU status and stderr, and the
@@ -212,31 +238,13 @@ pub fn assert_verdict_pass(r: &ScenarioReport) {
 pub fn assert_guest(r: &ScenarioReport, hypervisor: &str, backend: &str, owner: &str) {
     let res: &BootResult = &r.result;
     let ctx = || context(r);
-    assert_eq!(res.hypervisor.as_deref(), Some(hypervisor), "{}", ctx());
-    assert_eq!(res.backend.as_deref(), Some(backend), "{}", ctx());
-    assert!(res.panic.is_none(), "guest panicked\n{}", ctx());
     assert!(
         !res.selftests.is_empty(),
         "no self-test reported\n{}",
         ctx()
     );
-    for group in SELFTEST_GROUPS {
-        assert!(
-            res.selftests
-                .keys()
-                .any(|n| n.split('.').next() == Some(group)),
-            "no self-test of group {group}: {:?}\n{}",
-            res.selftests.keys().collect::<Vec<_>>(),
-            ctx()
-        );
-    }
-    let failed: Vec<_> = res.selftests.iter().filter(|(_, t)| !t.pass).collect();
-    assert!(failed.is_empty(), "failed self-tests {failed:?}\n{}", ctx());
-    let done = res
-        .done
-        .as_ref()
-        .unwrap_or_else(|| panic!("no done\n{}", ctx()));
-    assert_eq!(done.verdict, "pass", "{}", ctx());
+    assert_completed(r, hypervisor, backend);
+    let done = res.done.as_ref().expect("checked by assert_completed");
     assert_eq!(done.total as usize, res.selftests.len(), "{}", ctx());
     for entry in pvops::Entry::all() {
         assert_eq!(
@@ -261,10 +269,7 @@ pub fn assert_guest(r: &ScenarioReport, hypervisor: &str, backend: &str, owner: 
 /// against the PIT.
 pub fn assert_exits(r: &ScenarioReport) {
     let ctx = || context(r);
-    let exits = r
-        .result
-        .exits()
-        .unwrap_or_else(|| panic!("no microvisor counters\n{}", ctx()));
+    let exits = exits(r);
     assert!(exits.total > 0, "no exit counted\n{}", ctx());
     assert!(
         exits.reason("cpuid") > 0,

@@ -8,10 +8,11 @@
 //! assertions here restate the key ones explicitly.
 
 use pvops_tests::{
-    assert_exits, assert_persona_guest, assert_verdict_pass, boot, boot_pair, context, metric,
+    assert_count, assert_exits, assert_persona_guest, assert_verdict_pass, boot, boot_pair,
+    context, interfaces, metric,
 };
 use qemu_runner::scenario::{
-    self, Metric, Owners, HV_TIME_REF_COUNT, HYPERV_NO_HYPERCALLS, HYPERV_OWNS, VMWARE_OWNS,
+    self, Count, Metric, Owners, HV_TIME_REF_COUNT, HYPERV_NO_HYPERCALLS, HYPERV_OWNS, VMWARE_OWNS,
     XEN_HYPERCALLS_ONLY, XEN_NO_TIMER, XEN_OWNS, XEN_SET_SINGLESHOT_TIMER,
 };
 use qemu_runner::{report, verdict, RunOptions, ScenarioReport};
@@ -51,25 +52,21 @@ fn vmware_and_native_pair() {
     for entry in ["time.tsc_frequency", "time.monotonic_ns", "cpu.io_delay"] {
         assert_eq!(owner(&b, entry), Some("vmware"), "{entry}\n{}", context(&b));
     }
-    assert_eq!(metric(&b, Metric::Pit), 0, "{}", context(&b));
-    assert_eq!(
-        metric(&b, Metric::Port(IO_DELAY_PORT)),
-        0,
-        "{}",
-        context(&b)
-    );
+    assert_count(&b, Metric::Pit, Count::Zero);
+    assert_count(&b, Metric::Port(IO_DELAY_PORT), Count::Zero);
 
     // pvops=native is the bare-hardware baseline: it ignores the timing
     // leaf and calibrates against the PIT; io_delay is an OUT to port 0x80.
     assert_persona_guest(&n, "vmware", "native", &Owners::NATIVE, "pit-calibration");
-    assert!(metric(&n, Metric::Pit) > 0, "{}", context(&n));
+    assert_count(&n, Metric::Pit, Count::NonZero);
+    assert_count(&n, Metric::Port(IO_DELAY_PORT), Count::NonZero);
+    assert_pair(&b, &n);
     assert!(
-        metric(&n, Metric::Port(IO_DELAY_PORT)) > 0,
-        "{}",
+        metric(&b, Metric::IoNoConsole) < metric(&n, Metric::IoNoConsole),
+        "{}\n{}",
+        context(&b),
         context(&n)
     );
-    assert_pair(&b, &n);
-    assert!(metric(&b, Metric::IoNoConsole) < metric(&n, Metric::IoNoConsole));
 }
 
 // ---- Xen ------------------------------------------------------------------
@@ -79,36 +76,22 @@ fn xen_and_native_pair() {
     let (b, n) = boot_pair("microvisor:xen", &RunOptions::default());
     assert_persona_guest(&b, "xen", "xen", &XEN_OWNS, "pvclock");
     assert_exits(&b);
-    assert_eq!(metric(&b, Metric::Pit), 0, "{}", context(&b));
+    assert_count(&b, Metric::Pit, Count::Zero);
     // Ticks come through the event channel: the microvisor counted
     // VCPUOP_set_singleshot_timer, and the native TSC-deadline timer was
     // never armed.
-    assert!(
-        metric(&b, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER)) > 0,
-        "{}",
-        context(&b)
+    assert_count(
+        &b,
+        Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER),
+        Count::NonZero,
     );
-    assert_eq!(
-        metric(&b, Metric::MsrWrites(TSC_DEADLINE)),
-        0,
-        "{}",
-        context(&b)
-    );
-    assert_eq!(
-        metric(&b, Metric::Port(IO_DELAY_PORT)),
-        0,
-        "{}",
-        context(&b)
-    );
+    assert_count(&b, Metric::MsrWrites(TSC_DEADLINE), Count::Zero);
+    assert_count(&b, Metric::Port(IO_DELAY_PORT), Count::Zero);
 
     assert_persona_guest(&n, "xen", "native", &Owners::NATIVE, "pit-calibration");
-    assert!(metric(&n, Metric::Pit) > 0, "{}", context(&n));
-    assert!(
-        metric(&n, Metric::MsrWrites(TSC_DEADLINE)) > 0,
-        "{}",
-        context(&n)
-    );
-    assert_eq!(metric(&n, Metric::Hypercalls), 0, "{}", context(&n));
+    assert_count(&n, Metric::Pit, Count::NonZero);
+    assert_count(&n, Metric::MsrWrites(TSC_DEADLINE), Count::NonZero);
+    assert_count(&n, Metric::Hypercalls, Count::Zero);
     assert_pair(&b, &n);
 }
 
@@ -117,22 +100,16 @@ fn xen_viridian_picks_xen() {
     let r = boot("microvisor:xen+viridian").expect("TCG scenario must run");
     assert_verdict_pass(&r);
     assert_persona_guest(&r, "hyperv", "xen", &XEN_OWNS, "pvclock");
-    let ifaces: Vec<(u64, &str)> = r
-        .result
-        .interfaces
-        .iter()
-        .map(|i| (i.base, i.kind.as_str()))
-        .collect();
     assert_eq!(
-        ifaces,
+        interfaces(&r),
         [(0x4000_0000, "hyperv"), (0x4000_0100, "xen")],
         "{}",
         context(&r)
     );
-    assert!(
-        metric(&r, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER)) > 0,
-        "{}",
-        context(&r)
+    assert_count(
+        &r,
+        Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER),
+        Count::NonZero,
     );
 }
 
@@ -149,8 +126,8 @@ fn xen_break_hypercall_page_falls_back_to_native() {
         "the fallback names the failed step\n{}",
         context(&r)
     );
-    assert_eq!(metric(&r, Metric::Hypercalls), 0, "{}", context(&r));
-    assert!(metric(&r, Metric::Pit) > 0, "{}", context(&r));
+    assert_count(&r, Metric::Hypercalls, Count::Zero);
+    assert_count(&r, Metric::Pit, Count::NonZero);
 }
 
 /// shared_info or the pvclock unusable: Xen keeps only what needs just
@@ -160,19 +137,10 @@ fn xen_without_pvclock(name: &str) {
     let r = boot(name).expect("TCG scenario must run");
     assert_verdict_pass(&r);
     assert_persona_guest(&r, "xen", "xen", &XEN_HYPERCALLS_ONLY, "pit-calibration");
-    assert!(metric(&r, Metric::Pit) > 0, "{}", context(&r));
-    assert_eq!(
-        metric(&r, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER)),
-        0,
-        "{}",
-        context(&r)
-    );
-    assert!(
-        metric(&r, Metric::MsrWrites(TSC_DEADLINE)) > 0,
-        "{}",
-        context(&r)
-    );
-    assert!(metric(&r, Metric::Hypercalls) > 0, "{}", context(&r));
+    assert_count(&r, Metric::Pit, Count::NonZero);
+    assert_count(&r, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero);
+    assert_count(&r, Metric::MsrWrites(TSC_DEADLINE), Count::NonZero);
+    assert_count(&r, Metric::Hypercalls, Count::NonZero);
 }
 
 #[test]
@@ -190,18 +158,9 @@ fn xen_break_evtchn_keeps_pvclock_native_timer() {
     let r = boot("microvisor:xen:break=evtchn").expect("TCG scenario must run");
     assert_verdict_pass(&r);
     assert_persona_guest(&r, "xen", "xen", &XEN_NO_TIMER, "pvclock");
-    assert_eq!(metric(&r, Metric::Pit), 0, "{}", context(&r));
-    assert_eq!(
-        metric(&r, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER)),
-        0,
-        "{}",
-        context(&r)
-    );
-    assert!(
-        metric(&r, Metric::MsrWrites(TSC_DEADLINE)) > 0,
-        "{}",
-        context(&r)
-    );
+    assert_count(&r, Metric::Pit, Count::Zero);
+    assert_count(&r, Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero);
+    assert_count(&r, Metric::MsrWrites(TSC_DEADLINE), Count::NonZero);
 }
 
 // ---- Hyper-V --------------------------------------------------------------
@@ -211,18 +170,13 @@ fn hyperv_and_native_pair() {
     let (b, n) = boot_pair("microvisor:hyperv", &RunOptions::default());
     assert_persona_guest(&b, "hyperv", "hyperv", &HYPERV_OWNS, "hyperv-msr");
     assert_exits(&b);
-    assert_eq!(metric(&b, Metric::Pit), 0, "{}", context(&b));
-    assert!(metric(&b, Metric::Hypercalls) > 0, "{}", context(&b));
+    assert_count(&b, Metric::Pit, Count::Zero);
+    assert_count(&b, Metric::Hypercalls, Count::NonZero);
     // The clock comes from the reference TSC page: no counter MSR reads.
-    assert_eq!(
-        metric(&b, Metric::MsrReads(HV_TIME_REF_COUNT)),
-        0,
-        "{}",
-        context(&b)
-    );
+    assert_count(&b, Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero);
 
     assert_persona_guest(&n, "hyperv", "native", &Owners::NATIVE, "pit-calibration");
-    assert!(metric(&n, Metric::Eoi) > 0, "{}", context(&n));
+    assert_count(&n, Metric::Eoi, Count::NonZero);
     assert_pair(&b, &n);
     assert!(
         metric(&b, Metric::Eoi) < metric(&n, Metric::Eoi),
@@ -237,14 +191,8 @@ fn kvm_hyperv_picks_hyperv() {
     let r = boot("microvisor:kvm+hyperv").expect("TCG scenario must run");
     assert_verdict_pass(&r);
     assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_OWNS, "hyperv-msr");
-    let ifaces: Vec<(u64, &str)> = r
-        .result
-        .interfaces
-        .iter()
-        .map(|i| (i.base, i.kind.as_str()))
-        .collect();
     assert_eq!(
-        ifaces,
+        interfaces(&r),
         [(0x4000_0000, "hyperv"), (0x4000_0100, "kvm")],
         "{}",
         context(&r)
@@ -256,7 +204,7 @@ fn hyperv_break_hypercall_page() {
     let r = boot("microvisor:hyperv:break=hypercall-page").expect("TCG scenario must run");
     assert_verdict_pass(&r);
     assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_NO_HYPERCALLS, "hyperv-msr");
-    assert_eq!(metric(&r, Metric::Hypercalls), 0, "{}", context(&r));
+    assert_count(&r, Metric::Hypercalls, Count::Zero);
 }
 
 #[test]
@@ -265,7 +213,7 @@ fn hyperv_break_hypercall_error() {
     assert_verdict_pass(&r);
     assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_NO_HYPERCALLS, "hyperv-msr");
     // The probe hypercalls were made, and refused.
-    assert!(metric(&r, Metric::Hypercalls) > 0, "{}", context(&r));
+    assert_count(&r, Metric::Hypercalls, Count::NonZero);
 }
 
 #[test]
@@ -273,11 +221,7 @@ fn hyperv_break_tsc_page_reads_reference_counter() {
     let r = boot("microvisor:hyperv:break=tsc-page").expect("TCG scenario must run");
     assert_verdict_pass(&r);
     assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_OWNS, "hyperv-msr");
-    assert!(
-        metric(&r, Metric::MsrReads(HV_TIME_REF_COUNT)) > 0,
-        "{}",
-        context(&r)
-    );
+    assert_count(&r, Metric::MsrReads(HV_TIME_REF_COUNT), Count::NonZero);
 }
 
 /// Every persona scenario whose guest runs to the end declares its owners,
@@ -303,7 +247,7 @@ fn persona_scenarios_are_declared_completely() {
             assert!(
                 e.counts
                     .iter()
-                    .any(|&(m, c)| m == Metric::Pit && c == scenario::Count::Zero),
+                    .any(|&(m, c)| m == Metric::Pit && c == Count::Zero),
                 "{}: zero PIT exits",
                 s.name
             );
