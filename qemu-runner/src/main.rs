@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             serial,
         }) => bench(scenarios, json, serial, cli.timeout),
         None if cli.list => {
-            for s in scenario::ALL {
+            for s in scenario::ALL.iter() {
                 println!(
                     "{:<40} {}{}",
                     s.name,

@@ -7,6 +7,13 @@
 
 use pvops_abi::exit::ExitCode;
 
+mod fixes;
+mod kvm;
+mod microvm;
+mod minimal;
+mod nested;
+mod realpeers;
+
 /// How QEMU executes the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
@@ -680,8 +687,24 @@ const FAULT: Scenario = Scenario {
     ..Scenario::BASE
 };
 
-/// Every scenario, in report order.
-pub const ALL: &[Scenario] = &[
+/// Every scenario, in report order: the core table below, then each area's
+/// own table (one file per area under `scenario/`).
+pub static ALL: std::sync::LazyLock<Vec<Scenario>> = std::sync::LazyLock::new(|| {
+    [
+        CORE,
+        minimal::SCENARIOS,
+        microvm::SCENARIOS,
+        kvm::SCENARIOS,
+        realpeers::SCENARIOS,
+        nested::SCENARIOS,
+        fixes::SCENARIOS,
+    ]
+    .concat()
+});
+
+/// The scenarios of QEMU's PC machine (TCG, KVM) and the microvisor's
+/// personas, breaks and fault cases.
+const CORE: &[Scenario] = &[
     Scenario {
         name: "tcg",
         description: "QEMU software emulation, example kernel booted directly",
