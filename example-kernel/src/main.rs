@@ -137,13 +137,20 @@ fn kmain(start_info_paddr: u64) -> ! {
         total = tally.total,
         verdict = verdict
     );
+    // The verdict is on the serial line; the exit device gets the code
+    // before any hypervisor power-off, which would end the machine first
+    // (QEMU's Xen emulation exits with status 0 at SCHEDOP_shutdown). Where
+    // there is no such device the write is ignored and the hypervisor (or
+    // native) shutdown follows.
+    let code = if pass { ExitCode::Pass } else { ExitCode::Fail };
+    bootkit::exit::signal(code);
     pvops::system::shutdown(if pass {
         ShutdownReason::PowerOff
     } else {
         ShutdownReason::Crash
     });
     // The native shutdown hook exits; a backend's shutdown might return.
-    bootkit::exit::exit(if pass { ExitCode::Pass } else { ExitCode::Fail })
+    bootkit::exit::exit(code)
 }
 
 /// Upper-case view for the human verdict.
@@ -280,6 +287,9 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         let mut msg = text::Text::<256>::new();
         let _ = core::fmt::Write::write_fmt(&mut msg, format_args!("{}", info.message()));
         pvops::system::report_crash(msg.as_str());
+        // Unlike the end of `main`, the hypervisor's crash shutdown comes
+        // first: it is the crash channel (Xen records the crash), and the
+        // verdict — the panic record — is already on the serial line.
         pvops::system::shutdown(ShutdownReason::Crash);
     }
     bootkit::exit::exit(ExitCode::Fail)

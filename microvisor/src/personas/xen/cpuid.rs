@@ -20,12 +20,19 @@ pub(super) fn leaf(x: &Xen, leaf: u32, subleaf: u32) -> [u32; 4] {
             let [b, c, d] = signature(abi::SIGNATURE);
             [base + TOP, b, c, d]
         }
-        abi::LEAF_VERSION => [super::VERSION.to_eax(), 0, 0, 0],
+        abi::LEAF_VERSION => [x.version().to_eax(), 0, 0, 0],
         // One page; features1/2 (PV MMU bits) 0.
         abi::LEAF_HYPERCALL => [1, x.hypercall_msr(), 0, 0],
         abi::LEAF_TIME => time(x, subleaf),
         abi::LEAF_HVM => [
-            abi::HVM_VCPU_ID_PRESENT | abi::HVM_DOMID_PRESENT,
+            abi::HVM_VCPU_ID_PRESENT
+                | abi::HVM_DOMID_PRESENT
+                | if x.knobs.callback_via_only {
+                    0
+                } else {
+                    // Xen 4.17+ (`cpuid_hypervisor_leaves`), QEMU 8.2+.
+                    abi::HVM_UPCALL_VECTOR
+                },
             0,
             u32::from(DOMID),
             0,
@@ -40,6 +47,14 @@ pub(super) fn leaf(x: &Xen, leaf: u32, subleaf: u32) -> [u32; 4] {
 fn time(x: &Xen, subleaf: u32) -> [u32; 4] {
     let khz = u32::try_from(x.tsc_khz).unwrap_or(0);
     match subleaf {
+        // QEMU's Xen emulation on KVM, as measured in the nested real-peer
+        // runs: the TSC kHz and the pvclock scale, not Xen's sub-leaf 0.
+        0 if x.knobs.qemu => [
+            khz,
+            0,
+            x.time.tsc_to_system_mul,
+            x.time.tsc_shift as u8 as u32,
+        ],
         // RDTSC is never intercepted: never emulated. The host TSC is not
         // claimed reliable (QEMU TCG derives it from the host clock).
         0 => [0, abi::TSC_MODE_NEVER_EMULATE, khz, 0],
