@@ -78,7 +78,7 @@ pub(super) fn read_time(tries: u32) -> Result<(VcpuTimeInfo, u64), ClockError> {
         let snap = unsafe { t.read_volatile() };
         // RDTSC is not ordered by the fences; LFENCE before it keeps it from
         // running ahead of the field reads (Linux uses rdtsc_ordered()).
-        let tsc = ordered_tsc();
+        let tsc = crate::tsc::ordered();
         fence(Ordering::Acquire);
         // SAFETY: as above.
         let v2 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
@@ -93,15 +93,6 @@ pub(super) fn read_time(tries: u32) -> Result<(VcpuTimeInfo, u64), ClockError> {
         }
     }
     Err(ClockError::StuckOdd)
-}
-
-fn ordered_tsc() -> u64 {
-    // SAFETY: LFENCE and RDTSC have no memory effects; the kernel runs at
-    // CPL 0 so RDTSC cannot fault on CR4.TSD.
-    unsafe {
-        core::arch::x86_64::_mm_lfence();
-        core::arch::x86_64::_rdtsc()
-    }
 }
 
 /// Whether vCPU 0 has an event upcall pending.
