@@ -46,6 +46,7 @@ impl HyperV {
             m::VP_INDEX => 0,
             m::TIME_REF_COUNT => self.clock.at(cx.now),
             m::REFERENCE_TSC => self.tsc_page_msr,
+            m::TSC_FREQUENCY | m::APIC_FREQUENCY if self.knobs.no_frequencies => return Err(Gp),
             m::TSC_FREQUENCY => self.clock.tsc_hz(),
             m::APIC_FREQUENCY => self.apic_hz,
             m::ICR => cx.apic.rdmsr(X2APIC_ICR, cx.now)?,
@@ -161,6 +162,11 @@ impl HyperV {
             }
             let sequence = if self.broken == Some(Break::TscPage) {
                 TSC_SEQUENCE_INVALID
+            } else if self.knobs.tsc_page_late {
+                // Valid 100 ms of TSC later (see `poll`): past the guest's
+                // set-up.
+                self.tsc_valid_at = Some(cx.now.saturating_add(self.clock.tsc_hz() / 10));
+                TSC_SEQUENCE_INVALID
             } else {
                 self.next_sequence()
             };
@@ -169,6 +175,16 @@ impl HyperV {
         }
         self.tsc_page_msr = value;
         Ok(())
+    }
+
+    /// Writes a valid header into the enabled TSC page (`tsc-page-late`),
+    /// over the overlay installed with sequence 0.
+    pub(super) fn validate_tsc_page(&mut self, cx: &mut GuestCx<'_>) {
+        if let Some(gpa) = self.tsc_overlay.as_ref().map(Overlay::gpa) {
+            let sequence = self.next_sequence();
+            let header = self.clock.page_header(sequence);
+            let _ = cx.mem.write(gpa, &header);
+        }
     }
 
     /// The next TSC page sequence: never 0 (invalid) nor 0xFFFF_FFFF (the
