@@ -492,6 +492,13 @@ pub const XEN_OWNS: Owners = Owners {
     optional: &["time.steal_ns"],
 };
 
+/// The Hyper-V backend on Xen's Viridian "base" group (persona
+/// xen+viridian): only the EOI MSR.
+pub const VIRIDIAN_OWNS: Owners = Owners {
+    backend: &["irq.eoi"],
+    optional: &[],
+};
+
 /// Hyper-V without working hypercalls: clock, frequencies, synthetic
 /// timer, EOI assist and crash MSRs; remote flush and IPIs native.
 pub const HYPERV_NO_HYPERCALLS: Owners = Owners {
@@ -975,9 +982,10 @@ const CORE: &[Scenario] = &[
     matrix!("xen-only" ["xen"] @ "kvm+hyperv" => "native", Owners::NATIVE),
     matrix!("hyperv-only" ["hyperv"] @ "vmware" => "native", Owners::NATIVE),
     matrix!("hyperv-only" ["hyperv"] @ "xen" => "native", Owners::NATIVE),
-    // The persona's Viridian leaves grant no privilege (no hypercall MSRs,
-    // no VP index), so the Hyper-V backend does not detect: native.
-    matrix!("hyperv-only" ["hyperv"] @ "xen+viridian" => "native", Owners::NATIVE),
+    // Xen's Viridian "base" group: the Hyper-V backend detects, and after
+    // its guest OS ID (bits 47:40 >= 4) Xen publishes the MSR-based APIC
+    // recommendation, so the EOI goes through HV_X64_MSR_EOI (review F8).
+    matrix!("hyperv-only" ["hyperv"] @ "xen+viridian" => "hyperv", VIRIDIAN_OWNS),
     matrix!("hyperv-only" ["hyperv"] @ "hyperv" => "hyperv", HYPERV_OWNS),
     matrix!("hyperv-only" ["hyperv"] @ "kvm+hyperv" => "hyperv", HYPERV_OWNS),
     Scenario {

@@ -205,6 +205,10 @@ pub struct Xen {
     timer: Option<u64>,
     runstate: Option<Runstate>,
     stats: Stats,
+    /// Viridian's HV_X64_MSR_GUEST_OS_ID.
+    guest_os_id: u64,
+    /// Viridian's HV_X64_MSR_HYPERCALL (enabling is accepted, no page).
+    viridian_hypercall: u64,
 }
 
 impl Xen {
@@ -240,6 +244,8 @@ impl Xen {
             timer: None,
             runstate: None,
             stats: Stats::default(),
+            guest_os_id: 0,
+            viridian_hypercall: 0,
         })
     }
 
@@ -353,8 +359,38 @@ impl Persona for Xen {
         cpuid::leaf(self, leaf, subleaf)
     }
 
+    fn rdmsr(&mut self, _cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
+        use pvops_abi::hyperv::msr as hm;
+        if !self.viridian {
+            return None;
+        }
+        Some(Ok(match msr {
+            hm::GUEST_OS_ID => self.guest_os_id,
+            hm::HYPERCALL => self.viridian_hypercall,
+            hm::VP_INDEX => 0,
+            // Not enabled: Xen's "apic_assist" group is not offered.
+            hm::VP_ASSIST_PAGE => 0,
+            _ => return None,
+        }))
+    }
+
     fn wrmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32, value: u64) -> Option<Result<(), Gp>> {
-        (msr == self.hypercall_msr()).then(|| self.write_hypercall_msr(cx, value))
+        use pvops_abi::hyperv::msr as hm;
+        if msr == self.hypercall_msr() {
+            return Some(self.write_hypercall_msr(cx, value));
+        }
+        if !self.viridian {
+            return None;
+        }
+        match msr {
+            hm::GUEST_OS_ID => self.guest_os_id = value,
+            hm::HYPERCALL => self.viridian_hypercall = value,
+            hm::EOI => cx.apic.eoi(),
+            // Accepted, never enabled (read back 0).
+            hm::VP_ASSIST_PAGE => {}
+            _ => return None,
+        }
+        Some(Ok(()))
     }
 
     fn hypercall(&mut self, cx: &mut GuestCx<'_>) -> Hypercall {
@@ -421,6 +457,7 @@ impl Persona for Xen {
             direct_injections = s.direct_injections,
             idle_eois = s.idle_eois,
             broken = self.brk.map_or("none", Break::name),
+            guest_os_id = format_args!("{:#x}", self.guest_os_id),
         );
     }
 }

@@ -158,7 +158,21 @@ fn cpuid_leaves() {
         v.cpuid(HV_LEAF_BASE + 1, 0)[0],
         u32::from_le_bytes(*b"Hv#1")
     );
-    assert_eq!(v.cpuid(HV_LEAF_BASE + 3, 0), [0; 4]);
+    // Xen's Viridian: privileges, but leaf 2 and 4 empty without an OS ID.
+    assert_eq!(v.cpuid(HV_LEAF_BASE + 3, 0)[0], 0x870);
+    assert_eq!(v.cpuid(HV_LEAF_BASE + 2, 0), [0; 4]);
+    assert_eq!(v.cpuid(HV_LEAF_BASE + 4, 0), [0; 4]);
+    let mut g = Guest::new();
+    // Linux's ID: bits 47:40 are 0, so still no recommendations.
+    v.wrmsr(&mut g.cx(), 0x4000_0000, 0x8100_0006_0c00_0000)
+        .unwrap()
+        .unwrap();
+    assert_ne!(v.cpuid(HV_LEAF_BASE + 2, 0)[0], 0);
+    assert_eq!(v.cpuid(HV_LEAF_BASE + 4, 0), [0; 4]);
+    v.wrmsr(&mut g.cx(), 0x4000_0000, 0x8070_0400_0100_0000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.cpuid(HV_LEAF_BASE + 4, 0)[0], 1 << 3 | 1 << 5);
     let [max, b, ..] = v.cpuid(0x4000_0100, 0);
     assert_eq!((max, b), (0x4000_0104, abi::SIGNATURE_EBX));
     assert_eq!(v.cpuid(0x4000_0102, 0)[1], abi::HYPERCALL_MSR_VIRIDIAN);
