@@ -279,24 +279,37 @@ fn set_tsc_khz(khz: u64, source: TscSource, patch: &mut Patch) {
 }
 
 /// The TSC frequency from the reference counter: 10 ms of reference time
-/// against the TSC (ordered reads, the counter read between two TSC reads
-/// and paired with their midpoint).
+/// against the TSC. Each sample reads the counter between two ordered TSC
+/// reads and pairs it with their midpoint; of [`SAMPLE_TRIES`] tries the
+/// one with the narrowest TSC window is kept, so a sample whose counter
+/// read was delayed (the vCPU preempted around the MSR exit) does not skew
+/// the result.
 fn calibrate(hw: &mut dyn Hw) -> Option<u64> {
     let sample = |hw: &mut dyn Hw| {
-        let a = hw.tsc();
-        let r = hw.rdmsr(m::TIME_REF_COUNT);
-        let b = hw.tsc();
-        (r, a / 2 + b / 2)
+        let mut best = (0, 0, u64::MAX);
+        for _ in 0..SAMPLE_TRIES {
+            let a = hw.tsc();
+            let r = hw.rdmsr(m::TIME_REF_COUNT);
+            let b = hw.tsc();
+            let width = b.wrapping_sub(a);
+            if width < best.2 {
+                best = (r, a / 2 + b / 2, width);
+            }
+        }
+        (best.0, best.1)
     };
     let (r0, t0) = sample(hw);
     for _ in 0..CALIBRATION_READS {
-        let (r1, t1) = sample(hw);
-        if r1.wrapping_sub(r0) >= CALIBRATION_UNITS {
+        if hw.rdmsr(m::TIME_REF_COUNT).wrapping_sub(r0) >= CALIBRATION_UNITS {
+            let (r1, t1) = sample(hw);
             return tsc_hz_from_counter(r0, t0, r1, t1);
         }
     }
     None
 }
+
+/// Samples per calibration end point.
+const SAMPLE_TRIES: u32 = 5;
 
 fn apic_timer_khz() -> u64 {
     APIC_KHZ.load(Ordering::Relaxed)

@@ -23,7 +23,7 @@
 //! real hosts ([`KNOBS`]): `no-frequencies` (no AccessFrequencyRegs
 //! privilege nor frequency-MSR feature, the MSRs #GP: QEMU without
 //! `hv-frequencies`), `tsc-page-late` (the reference TSC page reads
-//! sequence 0 when enabled and becomes valid 100 ms later, as KVM's
+//! sequence 0 when enabled and becomes valid later (1 s, or at the first synthetic timer configuration), as KVM's
 //! `kvm_hv_setup_tsc_page` leaves it 0 until its master clock is usable).
 
 mod cpuid;
@@ -59,7 +59,7 @@ pub const KNOBS: &[&str] = &["no-frequencies", "tsc-page-late"];
 pub struct Knobs {
     /// No frequency MSRs.
     pub no_frequencies: bool,
-    /// TSC page sequence 0 at set-up, valid 100 ms later.
+    /// TSC page sequence 0 at set-up, valid later.
     pub tsc_page_late: bool,
 }
 
@@ -274,6 +274,7 @@ impl Persona for HyperV {
             "mv.hyperv",
             break_step = self.broken.map_or("none", Break::name),
             frequencies = !self.knobs.no_frequencies,
+            tsc_khz = self.clock.tsc_hz() / 1000,
             tsc_page_late = self.knobs.tsc_page_late,
             hypercall_page =
                 page_msr::is_enabled(self.hypercall_msr) && self.hypercall_overlay.is_some(),

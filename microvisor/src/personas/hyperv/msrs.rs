@@ -108,7 +108,14 @@ impl HyperV {
             }
             _ => match stimer_of(msr) {
                 Some((n, true)) => self.stimers[n].write_count(value, &self.clock, cx.now),
-                Some((n, false)) => self.stimers[n].write_config(value, &self.clock, cx.now)?,
+                Some((n, false)) => {
+                    // `tsc-page-late`: the page turns valid by the time the
+                    // guest configures its timer, at the latest.
+                    if self.tsc_valid_at.take().is_some() {
+                        self.validate_tsc_page(cx);
+                    }
+                    self.stimers[n].write_config(value, &self.clock, cx.now)?
+                }
                 // VP_INDEX, TIME_REF_COUNT and the frequencies are read-only;
                 // everything else is not offered.
                 None => return Err(Gp),
@@ -163,9 +170,10 @@ impl HyperV {
             let sequence = if self.broken == Some(Break::TscPage) {
                 TSC_SEQUENCE_INVALID
             } else if self.knobs.tsc_page_late {
-                // Valid 100 ms of TSC later (see `poll`): past the guest's
-                // set-up.
-                self.tsc_valid_at = Some(cx.now.saturating_add(self.clock.tsc_hz() / 10));
+                // Valid 1 s of TSC later (see `poll`) or at the first
+                // synthetic timer configuration, whichever comes first:
+                // after the guest's set-up either way.
+                self.tsc_valid_at = Some(cx.now.saturating_add(self.clock.tsc_hz()));
                 TSC_SEQUENCE_INVALID
             } else {
                 self.next_sequence()
