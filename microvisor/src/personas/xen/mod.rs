@@ -331,7 +331,7 @@ impl Xen {
         self.timer = None;
         self.stats.timer_fired += 1;
         // Toolstack traffic in the timer's event word, just before it.
-        let port = if self.stats.timer_fired % 2 == 0 {
+        let port = if self.stats.timer_fired.is_multiple_of(2) {
             XENSTORE_PORT
         } else {
             CONSOLE_PORT

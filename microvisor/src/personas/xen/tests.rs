@@ -529,7 +529,8 @@ fn noisy_toolstack_ports_share_the_timer_word() {
     let mut page: [u8; 4096] = g.get(PAGE_SI);
     for w in 0..64 {
         let at = abi::evtchn_mask_offset(w);
-        page[at..at + 8].copy_from_slice(&(!0u64 & !((w == 0) as u64 * (1 << port))).to_le_bytes());
+        let unmasked = if w == 0 { 1u64 << port } else { 0 };
+        page[at..at + 8].copy_from_slice(&(!unmasked).to_le_bytes());
     }
     page[0] = 0;
     page[8..16].fill(0);
