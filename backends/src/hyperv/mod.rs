@@ -333,6 +333,16 @@ pub(crate) fn setup(
         hw.wrmsr(m::GUEST_OS_ID, GUEST_OS_ID.0);
     }
     let os_id_ok = hw.rdmsr(m::GUEST_OS_ID) != 0;
+    // Review finding F9: where the partition may, expose the invariant-TSC
+    // flag as Linux does. The probe ran before (it reported the flag
+    // hidden); pvops decides nothing on it, later CPUID readers see it.
+    if leaves
+        .privileges
+        .contains(Privileges::TSC_INVARIANT_CONTROLS)
+    {
+        hw.wrmsr(m::TSC_INVARIANT_CONTROL, 1);
+        log::info!("pvops: hyperv: invariant TSC exposed (HV_X64_MSR_TSC_INVARIANT_CONTROL)");
+    }
     let mut fresh = *leaves;
     if os_id_ok {
         // Only the recommendations are gated so; privileges and features

@@ -535,3 +535,22 @@ fn a_refused_hyperv_says_why() {
     });
     with_env(&Cpu::hyperv(), |env| assert_eq!(HYPERV.declined(env), None));
 }
+
+/// Review finding F9: AccessTscInvariantControls → bit 0 of
+/// HV_X64_MSR_TSC_INVARIANT_CONTROL, as Linux does; never without it.
+#[test]
+fn invariant_tsc_is_exposed_where_permitted() {
+    let mut cpu = Cpu::hyperv();
+    cpu.set(0x4000_0003, 0x2E7F | 1 << 15, 0xB0, 0, 0x0008_0500);
+    let l = hyperv_leaves_of(&cpu);
+    let mut hv = FakeHv::new();
+    hv.leaves_after_id = Some(l);
+    setup(&mut hv, &l, &mut Patch::new("hyperv"), &mut Pages::new(8));
+    assert!(hv.writes.contains(&(m::TSC_INVARIANT_CONTROL, 1)));
+    let mut hv = FakeHv::new();
+    let _ = run(&mut hv, 8);
+    assert!(hv
+        .writes
+        .iter()
+        .all(|(i, _)| *i != m::TSC_INVARIANT_CONTROL));
+}
