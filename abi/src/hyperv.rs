@@ -102,6 +102,9 @@ impl Privileges {
     pub const DEBUG_REGS: Privileges = Privileges(1 << 12);
     /// AccessReenlightenmentControls.
     pub const REENLIGHTENMENT_CONTROLS: Privileges = Privileges(1 << 13);
+    /// AccessTscInvariantControls (bit 15): HV_X64_MSR_TSC_INVARIANT_CONTROL
+    /// (Linux `HV_ACCESS_TSC_INVARIANT` in `hvgdk_mini.h`).
+    pub const TSC_INVARIANT_CONTROLS: Privileges = Privileges(1 << 15);
     /// AccessPartitionId (bit 33): HvCallGetPartitionId.
     pub const ACCESS_PARTITION_ID: Privileges = Privileges(1 << 33);
     /// PostMessages (bit 36): HvCallPostMessage.
@@ -329,6 +332,11 @@ pub mod msr {
     pub const CRASH_P4: u32 = 0x4000_0104;
     /// HV_X64_MSR_CRASH_CTL: see [`super::crash_ctl`].
     pub const CRASH_CTL: u32 = 0x4000_0105;
+    /// HV_X64_MSR_TSC_INVARIANT_CONTROL: bit 0 set exposes the architectural
+    /// invariant-TSC flag (CPUID.80000007H:EDX[8]), which Hyper-V and KVM
+    /// otherwise hide (Linux `ms_hyperv_init_platform`,
+    /// `HV_INVARIANT_TSC_EXPOSED`).
+    pub const TSC_INVARIANT_CONTROL: u32 = 0x4000_0118;
 
     /// Number of synthetic timers per VP (STIMER0..STIMER3; TLFS, Timers:
     /// Synthetic Timers).

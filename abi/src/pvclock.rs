@@ -47,7 +47,9 @@ pub struct VcpuTimeInfo {
     pub pad0: u32,
     /// TSC at the last update of the values below.
     pub tsc_timestamp: u64,
-    /// System time in ns at `tsc_timestamp` (since the domain booted).
+    /// System time in ns at `tsc_timestamp`: the hypervisor's clock (for Xen
+    /// its host system time, `NOW()`, which the singleshot timer compares
+    /// with; for kvmclock the time since the guest booted).
     pub system_time: u64,
     /// TSC→ns multiplier, a 32.32 fixed-point fraction after the shift.
     pub tsc_to_system_mul: u32,

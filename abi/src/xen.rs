@@ -140,6 +140,66 @@ impl TimeLeaf {
             incarnation: edx,
         }
     }
+
+    /// Whether sub-leaf 0 follows Xen's layout: only the three defined
+    /// flag bits and a known TSC mode. QEMU's Xen emulation on KVM does not
+    /// fill it so: there sub-leaf 0 was seen holding the TSC kHz in EAX and
+    /// the pvclock multiplier and shift in ECX/EDX (KVM updates sub-leaves
+    /// 1 and 2 of a leaf entry QEMU does not mark as indexed), so ECX is no
+    /// kHz value and the leaf must not be trusted.
+    pub const fn follows_xen_layout(&self) -> bool {
+        self.flags & !(TSC_EMULATED | HOST_TSC_RELIABLE | RDTSCP_INSTR_AVAIL) == 0
+            && self.tsc_mode <= TSC_MODE_PVRDTSCP
+    }
+
+    /// The guest TSC kHz, when the leaf follows Xen's layout, reports one
+    /// and the TSC is not emulated (an emulated TSC runs at the rate Xen
+    /// chose, which ECX then names too, but a guest reading it through
+    /// RDTSC exits every time: still the right rate).
+    pub const fn sound_tsc_khz(&self) -> Option<u32> {
+        if self.follows_xen_layout() && self.guest_tsc_khz != 0 {
+            Some(self.guest_tsc_khz)
+        } else {
+            None
+        }
+    }
+}
+
+/// Base+4 ("Leaf 5"): HVM-specific features.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HvmLeaf {
+    /// EAX: `XEN_HVM_CPUID_*`.
+    pub flags: u32,
+    /// EBX: the vCPU id, when [`HVM_VCPU_ID_PRESENT`].
+    pub vcpu_id: u32,
+    /// ECX: the domain id, when [`HVM_DOMID_PRESENT`].
+    pub domid: u32,
+}
+
+impl HvmLeaf {
+    /// Decodes base+4.
+    pub const fn from_regs(eax: u32, ebx: u32, ecx: u32) -> HvmLeaf {
+        HvmLeaf {
+            flags: eax,
+            vcpu_id: ebx,
+            domid: ecx,
+        }
+    }
+
+    /// Whether `HVMOP_set_evtchn_upcall_vector` is offered (bit 6).
+    pub const fn upcall_vector(&self) -> bool {
+        self.flags & HVM_UPCALL_VECTOR != 0
+    }
+
+    /// This vCPU's id for per-vCPU operations: EBX when present, else 0
+    /// (the boot vCPU).
+    pub const fn vcpu(&self) -> u32 {
+        if self.flags & HVM_VCPU_ID_PRESENT != 0 {
+            self.vcpu_id
+        } else {
+            0
+        }
+    }
 }
 
 /// `XEN_HVM_CPUID_APIC_ACCESS_VIRT` (base+4 EAX bit 0).
@@ -229,6 +289,28 @@ pub const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
 
 /// `XENVER_version` (version.h): returns major << 16 | minor.
 pub const XENVER_VERSION: u32 = 0;
+/// `XENVER_get_features` (version.h): one 32-bit submap of features.h.
+pub const XENVER_GET_FEATURES: u32 = 6;
+/// `XENFEAT_hvm_callback_vector` (features.h): the callback-via vector
+/// type of `HVM_PARAM_CALLBACK_IRQ` is supported (params.h asks guests to
+/// check it).
+pub const XENFEAT_HVM_CALLBACK_VECTOR: u32 = 8;
+/// `XENFEAT_hvm_safe_pvclock` (features.h): the pvclock of an HVM guest is
+/// safe to use (Linux requires it before using it).
+pub const XENFEAT_HVM_SAFE_PVCLOCK: u32 = 9;
+
+/// `struct xen_feature_info` (version.h).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct FeatureInfo {
+    /// In: which 32-bit submap.
+    pub submap_idx: u32,
+    /// Out: the submap.
+    pub submap: u32,
+}
+assert_eq_size!(FeatureInfo, [u8; 8]);
 
 /// Xen error numbers (errno.h, `XEN_ERRNO(...)`); hypercalls return them
 /// negated.
@@ -326,7 +408,35 @@ const_assert_eq!(offset_of!(AddToPhysmap, gpfn), 16);
 pub const HVMOP_SET_PARAM: u32 = 0;
 /// `HVMOP_get_param`.
 pub const HVMOP_GET_PARAM: u32 = 1;
-/// `HVM_PARAM_CALLBACK_IRQ`: how event-channel upcalls reach vCPU 0.
+/// `HVMOP_set_evtchn_upcall_vector` (hvm_op.h, x86): a per-vCPU upcall
+/// vector, delivered through the vLAPIC (Xen `hvm_assert_evtchn_irq` ->
+/// `vlapic_set_irq`), so an EOI is due. Offered when base+4 EAX has
+/// [`HVM_UPCALL_VECTOR`]; vectors below 0x10 are -EINVAL, an unknown vCPU
+/// -ENOENT (`hvmop_set_evtchn_upcall_vector`).
+pub const HVMOP_SET_EVTCHN_UPCALL_VECTOR: u32 = 23;
+
+/// `struct xen_hvm_evtchn_upcall_vector` (hvm_op.h): 8 bytes with the
+/// C tail padding.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct HvmEvtchnUpcallVector {
+    /// The vCPU.
+    pub vcpu: u32,
+    /// The vector (0x10..=0xff).
+    pub vector: u8,
+    /// Tail padding.
+    pub pad: [u8; 3],
+}
+assert_eq_size!(HvmEvtchnUpcallVector, [u8; 8]);
+const_assert_eq!(offset_of!(HvmEvtchnUpcallVector, vector), 4);
+
+/// `HVM_PARAM_CALLBACK_IRQ`: how event-channel upcalls reach vCPU 0. With
+/// the vector type Xen injects the vector as an external interrupt while
+/// `evtchn_upcall_pending` is set (`hvm_vcpu_has_pending_irq` ->
+/// `hvm_intack_vector`), bypassing the vLAPIC: no ISR bit, no EOI due,
+/// injected again at every entry until the guest clears the flag.
 pub const HVM_PARAM_CALLBACK_IRQ: u32 = 0;
 /// `HVM_PARAM_CALLBACK_TYPE_VECTOR` (x86): deliver as interrupt vector
 /// `value[7:0]`.
@@ -429,41 +539,37 @@ pub const fn port_word_bit(port: u32) -> (usize, u32) {
     ((port / 64) as usize, port % 64)
 }
 
-/// What the upcall handler must do for one port, from the shared words
-/// (pure: the backend applies it to shared memory).
+/// `evtchn_mask` words of the 2-level ABI (`sizeof(xen_ulong_t) * 8` on
+/// x86-64): shared_info is zero-filled at domain creation, so every port
+/// starts unmasked; the guest masks them all first (xen.h "MASK ... is only
+/// updated by the guest"; Linux `xen_evtchn_mask_all`, Xen's own guest
+/// `map_shared_info` "Mask all upcalls").
+pub const EVTCHN_2L_WORDS: usize = 64;
+
+/// What acknowledging one port finds in its words (pure: the backend
+/// applies it to shared memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortScan {
     /// The port's pending bit was set.
     pub pending: bool,
     /// The port is masked (pending but must not be handled).
     pub masked: bool,
-    /// `evtchn_pending_sel` to write back: the bit of the port's word is
-    /// kept set when other unmasked ports of that word are still pending,
-    /// so they are not forgotten.
-    pub pending_sel_rest: u64,
 }
 
-/// Demultiplexes `port` from the selector taken from `vcpu_info`
-/// (`pending_sel`), the port's `evtchn_pending` word and its `evtchn_mask`
-/// word, following the 2-level scan Xen documents in xen.h ("any 0->1
-/// pending transition on an unmasked channel causes a corresponding bit in
-/// a per-vcpu selector word to be set").
-pub const fn scan_port(pending_sel: u64, pending_word: u64, mask_word: u64, port: u32) -> PortScan {
-    let (word, bit) = port_word_bit(port);
+/// The state of `port` in its `evtchn_pending` and `evtchn_mask` words.
+///
+/// The selector taken from `vcpu_info` is never written back: Xen's
+/// `evtchn_2l_set_pending` (xen/common/event_2l.c) raises an upcall only
+/// on a 0->1 transition of the port's selector bit, so a selector bit put
+/// back without `evtchn_upcall_pending` silences every later event of that
+/// word (review finding F1). A guest that masks every port it has not
+/// bound (see [`EVTCHN_2L_WORDS`]) has nothing else to remember.
+pub const fn scan_port(pending_word: u64, mask_word: u64, port: u32) -> PortScan {
+    let (_, bit) = port_word_bit(port);
     let port_bit = 1u64 << bit;
-    let pending = pending_word & port_bit != 0;
-    let masked = mask_word & port_bit != 0;
-    let others = pending_word & !mask_word & !port_bit;
-    let sel_bit = 1u64 << (word % 64);
-    let pending_sel_rest = if others != 0 {
-        pending_sel | sel_bit
-    } else {
-        pending_sel & !sel_bit
-    };
     PortScan {
-        pending,
-        masked,
-        pending_sel_rest,
+        pending: pending_word & port_bit != 0,
+        masked: mask_word & port_bit != 0,
     }
 }
 
@@ -480,7 +586,10 @@ pub const VCPUOP_SET_SINGLESHOT_TIMER: u32 = 8;
 pub const VCPUOP_STOP_SINGLESHOT_TIMER: u32 = 9;
 /// `VCPUOP_stop_periodic_timer` (arg NULL).
 pub const VCPUOP_STOP_PERIODIC_TIMER: u32 = 7;
-/// `VCPU_SSHOTTMR_future`: fail with -ETIME if the deadline has passed.
+/// `VCPU_SSHOTTMR_future`: vcpu.h says it asks for -ETIME when the deadline
+/// has passed but "can be ignored by the hypervisor"; current Xen ignores
+/// `flags` altogether (`xen/common/domain.c`, VCPUOP_set_singleshot_timer).
+/// pvops passes 0, as Linux does (review finding F11).
 pub const VCPU_SSHOTTMR_FUTURE: u32 = 1 << 0;
 
 /// `struct vcpu_set_singleshot_timer`.
@@ -813,35 +922,41 @@ mod tests {
     }
 
     #[test]
+    fn time_leaf_layout_check() {
+        let xen = TimeLeaf::from_regs(HOST_TSC_RELIABLE, TSC_MODE_NEVER_EMULATE, 2_400_000, 1);
+        assert_eq!(xen.sound_tsc_khz(), Some(2_400_000));
+        // QEMU/KVM: kHz in EAX, pvclock mul/shift in ECX/EDX.
+        let qemu = TimeLeaf::from_regs(2_400_000, 0, 0xd555_5555, 0xffff_ffff);
+        assert!(!qemu.follows_xen_layout());
+        assert_eq!(qemu.sound_tsc_khz(), None);
+        assert_eq!(TimeLeaf::from_regs(0, 0, 0, 0).sound_tsc_khz(), None);
+        let h = HvmLeaf::from_regs(HVM_UPCALL_VECTOR | HVM_VCPU_ID_PRESENT, 3, 1);
+        assert!(h.upcall_vector());
+        assert_eq!(h.vcpu(), 3);
+        assert_eq!(HvmLeaf::from_regs(0, 3, 0).vcpu(), 0);
+    }
+
+    #[test]
     fn port_demultiplexing() {
         assert_eq!(port_word_bit(0), (0, 0));
         assert_eq!(port_word_bit(65), (1, 1));
-        // Only the timer port (3) pending in word 0: selector bit 0 clears.
-        let s = scan_port(0b1, 1 << 3, 0, 3);
+        let s = scan_port(1 << 3, 0, 3);
         assert_eq!(
             s,
             PortScan {
                 pending: true,
                 masked: false,
-                pending_sel_rest: 0
             }
         );
-        // Another unmasked port (7) also pending: selector bit stays.
-        let s = scan_port(0b1, (1 << 3) | (1 << 7), 0, 3);
-        assert!(s.pending);
-        assert_eq!(s.pending_sel_rest, 0b1);
-        // Port 7 pending but masked: it does not keep the selector bit.
-        let s = scan_port(0b1, (1 << 3) | (1 << 7), 1 << 7, 3);
-        assert_eq!(s.pending_sel_rest, 0);
-        // The timer port itself masked.
-        let s = scan_port(0b1, 1 << 3, 1 << 3, 3);
+        // Other ports of the word change nothing for this one.
+        assert_eq!(scan_port((1 << 3) | (1 << 7), 0, 3), s);
+        // The port itself masked.
+        let s = scan_port(1 << 3, 1 << 3, 3);
         assert!(s.pending && s.masked);
-        // A port in word 1: bit 1 of the selector; bit 0 untouched.
-        let s = scan_port(0b11, 1 << 1, 0, 65);
-        assert_eq!(s.pending_sel_rest, 0b01);
+        // A port in word 1: bit 1 of its word.
+        assert!(scan_port(1 << 1, 0, 65).pending);
         // Nothing pending for the port.
-        let s = scan_port(0, 0, 0, 3);
-        assert!(!s.pending);
+        assert!(!scan_port(0, 0, 3).pending);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub mod native;
 mod select;
 #[cfg(test)]
 mod test_support;
+#[cfg(any(feature = "xen", feature = "hyperv"))]
+mod tsc;
 #[cfg(feature = "vmware")]
 pub mod vmware;
 #[cfg(feature = "xen")]
@@ -98,6 +100,13 @@ pub trait Backend: Sync {
     /// Whether this backend can run here, and with which priority.
     fn detect(&self, env: &Environment<'_>) -> Option<Detection>;
 
+    /// Why the backend does not detect although its hypervisor's signature
+    /// is there (e.g. a Hyper-V without the hypercall or VP index
+    /// privileges); `None` when it detects or sees no such signature.
+    fn declined(&self, _env: &Environment<'_>) -> Option<&'static str> {
+        None
+    }
+
     /// Sets up the hypervisor interfaces and replaces table entries in
     /// `patch`. On error the caller discards the patch and installs native;
     /// a backend that can still offer part of its entries after a failed
@@ -120,6 +129,9 @@ pub struct InitReport {
     pub installed: &'static str,
     /// The setup error that forced a fallback to native, if any.
     pub fallback: Option<SetupError>,
+    /// A compiled-in backend that saw its hypervisor's signature but did
+    /// not detect, and why (the first such backend).
+    pub declined: Option<(&'static str, &'static str)>,
 }
 
 /// Probes the CPU, selects a backend, installs it and makes sure the clock
@@ -140,6 +152,13 @@ pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
         cpuid: &source,
     };
     let selection = select(&env, cmdline);
+    let mut declined = None;
+    for b in compiled_in() {
+        if let Some(why) = b.declined(&env) {
+            log::info!("pvops: backend '{}' not taken: {}", b.name(), why);
+            declined = declined.or(Some((b.name(), why)));
+        }
+    }
     log::info!(
         "pvops: selected backend '{}': {}",
         selection.backend.name(),
@@ -178,5 +197,6 @@ pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
         selection,
         installed,
         fallback,
+        declined,
     }
 }

@@ -137,13 +137,20 @@ fn kmain(start_info_paddr: u64) -> ! {
         total = tally.total,
         verdict = verdict
     );
+    // The verdict is on the serial line; the exit device gets the code
+    // before any hypervisor power-off, which would end the machine first
+    // (QEMU's Xen emulation exits with status 0 at SCHEDOP_shutdown). Where
+    // there is no such device the write is ignored and the hypervisor (or
+    // native) shutdown follows.
+    let code = if pass { ExitCode::Pass } else { ExitCode::Fail };
+    bootkit::exit::signal(code);
     pvops::system::shutdown(if pass {
         ShutdownReason::PowerOff
     } else {
         ShutdownReason::Crash
     });
     // The native shutdown hook exits; a backend's shutdown might return.
-    bootkit::exit::exit(if pass { ExitCode::Pass } else { ExitCode::Fail })
+    bootkit::exit::exit(code)
 }
 
 /// Upper-case view for the human verdict.
@@ -225,15 +232,35 @@ fn report(init: &pvops_backends::InitReport) {
         None if p.under_hypervisor() => "unknown",
         None => "none",
     };
+    // Every interface seen, lowest base first ("hyperv+xen" for Xen with
+    // Viridian): the primary one names the hypervisor, the backend may use
+    // another.
+    let mut seen = text::Text::<64>::new();
+    for (i, iface) in p.interfaces.iter().enumerate() {
+        let _ = core::fmt::Write::write_fmt(
+            &mut seen,
+            format_args!("{}{}", if i > 0 { "+" } else { "" }, iface.kind.name()),
+        );
+    }
+    if seen.as_str().is_empty() {
+        let _ = core::fmt::Write::write_str(&mut seen, hv);
+    }
     println!(
-        "  hypervisor bit: {}; hypervisor: {hv}",
-        p.under_hypervisor()
+        "  hypervisor bit: {}; hypervisor: {hv}; interfaces seen: {}",
+        p.under_hypervisor(),
+        seen.as_str()
     );
-    record!("hypervisor", name = hv);
+    record!("hypervisor", name = hv, interfaces = seen.as_str());
 
     let sel = &init.selection;
     let mut reason = text::Text::<256>::new();
     let _ = core::fmt::Write::write_fmt(&mut reason, format_args!("{}", sel.why));
+    if let Some((name, why)) = init.declined {
+        let _ = core::fmt::Write::write_fmt(
+            &mut reason,
+            format_args!("; backend '{name}' not taken: {why}"),
+        );
+    }
     if let Some(e) = &init.fallback {
         let _ = core::fmt::Write::write_fmt(
             &mut reason,
@@ -244,8 +271,31 @@ fn report(init: &pvops_backends::InitReport) {
         );
     }
     println!();
-    println!("Backend: {} ({})", init.installed, reason);
-    println!("  {}", sel.backend.description());
+    println!(
+        "Backend: {} ({}); hypervisor {hv}, interfaces seen {}, selected {}",
+        init.installed,
+        reason,
+        seen.as_str(),
+        init.installed
+    );
+    // What the backend installed here, not everything it could.
+    let mut installed = text::Text::<512>::new();
+    for (entry, owner) in pvops::owners() {
+        if owner != "native" {
+            let sep = if installed.as_str().is_empty() {
+                ""
+            } else {
+                ", "
+            };
+            let _ =
+                core::fmt::Write::write_fmt(&mut installed, format_args!("{sep}{}", entry.name()));
+        }
+    }
+    if installed.as_str().is_empty() {
+        println!("  installed: nothing (every entry native)");
+    } else {
+        println!("  installed: {}", installed.as_str());
+    }
     record!("backend", name = init.installed, reason = reason);
 
     println!("Operations table owners:");
@@ -255,19 +305,50 @@ fn report(init: &pvops_backends::InitReport) {
     }
 
     let tsc = pvops::time::tsc_frequency();
+    let timer = timer_name();
     println!(
-        "TSC: {} kHz ({}); APIC timer {} kHz; timer mode {}",
+        "TSC: {} kHz ({}); APIC timer {} kHz; timer {}",
         tsc.khz,
         tsc.source.name(),
         pvops::time::apic_timer_khz(),
-        if pvops::native::time::uses_tsc_deadline() {
-            "tsc-deadline"
-        } else {
-            "one-shot"
-        }
+        timer
     );
     record!("tsc", khz = tsc.khz, source = tsc.source.name());
+    record!("timer", kind = timer);
     println!();
+}
+
+/// The timer actually armed: whoever owns `time.timer_arm` (a backend's own
+/// timer) or the native local APIC mode.
+fn timer_name() -> &'static str {
+    let owner = pvops::owners()
+        .find(|(e, _)| e.name() == "time.timer_arm")
+        .map_or("native", |(_, o)| o);
+    match owner {
+        "native" if pvops::native::time::uses_tsc_deadline() => "lapic-tsc-deadline",
+        "native" => "lapic-one-shot",
+        "xen" => xen_timer(),
+        "hyperv" => "hyperv-stimer0-direct",
+        other => other,
+    }
+}
+
+/// Xen's singleshot timer and how its upcall arrives (native when
+/// `timer_setup` could not route the upcall).
+#[cfg(feature = "xen")]
+fn xen_timer() -> &'static str {
+    use pvops_backends::xen::{delivery, Delivery};
+    match delivery() {
+        Delivery::UpcallVector => "xen-singleshot-upcall-vector",
+        Delivery::CallbackVia => "xen-singleshot-callback-via",
+        Delivery::None if pvops::native::time::uses_tsc_deadline() => "lapic-tsc-deadline",
+        Delivery::None => "lapic-one-shot",
+    }
+}
+
+#[cfg(not(feature = "xen"))]
+fn xen_timer() -> &'static str {
+    "xen-singleshot"
 }
 
 #[panic_handler]
@@ -280,6 +361,9 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         let mut msg = text::Text::<256>::new();
         let _ = core::fmt::Write::write_fmt(&mut msg, format_args!("{}", info.message()));
         pvops::system::report_crash(msg.as_str());
+        // Unlike the end of `main`, the hypervisor's crash shutdown comes
+        // first: it is the crash channel (Xen records the crash), and the
+        // verdict — the panic record — is already on the serial line.
         pvops::system::shutdown(ShutdownReason::Crash);
     }
     bootkit::exit::exit(ExitCode::Fail)

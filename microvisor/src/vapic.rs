@@ -106,6 +106,9 @@ pub struct VApic {
     tsc_khz: u64,
     /// Timer interrupts raised (for statistics and the watchdog).
     pub timer_fires: u64,
+    /// EOIs written with nothing in service (a guest EOI-ing an interrupt
+    /// that never went through the APIC).
+    pub idle_eois: u64,
 }
 
 impl VApic {
@@ -128,6 +131,7 @@ impl VApic {
             tsc_deadline: 0,
             tsc_khz: tsc_khz.max(1),
             timer_fires: 0,
+            idle_eois: 0,
         }
     }
 
@@ -232,9 +236,23 @@ impl VApic {
 
     /// End of interrupt: retires the highest in-service vector (SDM 11.8.5).
     pub fn eoi(&mut self) {
-        if let Some(top) = self.isr.highest() {
-            self.isr.clear(top);
+        match self.isr.highest() {
+            Some(top) => self.isr.clear(top),
+            None => self.idle_eois += 1,
         }
+    }
+
+    /// Withdraws a requested `vector` from the IRR (a level-like source
+    /// that stopped asserting before the guest took it).
+    pub fn withdraw(&mut self, vector: u8) {
+        self.irr.clear(vector);
+    }
+
+    /// Clears `vector` from the ISR without an EOI: for an interrupt the
+    /// microvisor injects directly, bypassing the APIC (Xen's callback-via
+    /// vector, `hvm_intack_vector`), which leaves nothing in service.
+    pub fn bypass(&mut self, vector: u8) {
+        self.isr.clear(vector);
     }
 
     /// The highest in-service vector, if any.

@@ -21,11 +21,17 @@ pub enum TscSource {
     HypervMsr,
     /// Given by the kernel (command line or platform firmware).
     Platform,
+    /// Hyper-V's reference TSC page scale (`2^64 * 10^7 / scale` Hz).
+    HypervTscPage,
+    /// Hyper-V's reference counter (100 ns units) measured against the TSC.
+    HypervReferenceCounter,
+    /// Xen's CPUID time leaf (base+3 ECX), where it follows Xen's layout.
+    XenTimeLeaf,
 }
 
 impl TscSource {
     /// Every source, `Unknown` first.
-    pub const ALL: [TscSource; 8] = [
+    pub const ALL: [TscSource; 11] = [
         TscSource::Unknown,
         TscSource::PitCalibration,
         TscSource::Cpuid15,
@@ -34,6 +40,9 @@ impl TscSource {
         TscSource::Pvclock,
         TscSource::HypervMsr,
         TscSource::Platform,
+        TscSource::HypervTscPage,
+        TscSource::HypervReferenceCounter,
+        TscSource::XenTimeLeaf,
     ];
 
     /// Stable lower-case name for reports.
@@ -47,6 +56,9 @@ impl TscSource {
             TscSource::Pvclock => "pvclock",
             TscSource::HypervMsr => "hyperv-msr",
             TscSource::Platform => "platform",
+            TscSource::HypervTscPage => "hyperv-tsc-page",
+            TscSource::HypervReferenceCounter => "hyperv-reference-counter",
+            TscSource::XenTimeLeaf => "xen-cpuid-time-leaf",
         }
     }
 }

@@ -12,7 +12,7 @@ use qemu_runner::scenario::{Count, Metric, Owners};
 use qemu_runner::{scenario, RunOptions, ScenarioReport, Status};
 
 /// Scenarios with a dedicated test in one of this crate's test files
-/// (`scenarios.rs`, `personas.rs`); every other declared scenario, except
+/// (`scenarios.rs`, `personas.rs`, `fixes.rs`); every other declared scenario, except
 /// the families of [`DEDICATED_PREFIXES`], is booted by
 /// `every_other_scenario_meets_its_expectations`.
 pub const DEDICATED: &[&str] = &[
@@ -44,6 +44,13 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:hyperv:break=hypercall-page",
     "microvisor:hyperv:break=tsc-page",
     "microvisor:hyperv:break=hypercall-error",
+    // tests/tests/fixes.rs
+    "microvisor:xen:noisy-ports",
+    "microvisor:xen:callback-via",
+    "microvisor:xen:qemu",
+    "microvisor:hyperv:no-frequencies",
+    "microvisor:hyperv:tsc-page-late",
+    "microvisor:hyperv:no-frequencies+tsc-page-late",
 ];
 
 /// Scenario families with their own test: the feature matrix

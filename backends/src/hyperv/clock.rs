@@ -70,6 +70,18 @@ pub(crate) fn set_tsc_page(page: NonNull<u8>) {
     TSC_PAGE.store(page.as_ptr(), Ordering::Release);
 }
 
+/// The published page's scale, when a page is in use and its sequence is
+/// valid now.
+pub(crate) fn tsc_page_scale() -> Option<u64> {
+    let page = TscPage::new(NonNull::new(TSC_PAGE.load(Ordering::Acquire))?);
+    let start = page.sequence();
+    if start == TSC_SEQUENCE_INVALID {
+        return None;
+    }
+    let scale = page.read_u64(TSC_PAGE_SCALE_OFFSET);
+    (page.sequence() == start).then_some(scale)
+}
+
 /// Whether the TSC page is in use.
 pub(crate) fn uses_tsc_page() -> bool {
     !TSC_PAGE.load(Ordering::Acquire).is_null()
@@ -79,7 +91,9 @@ pub(crate) fn uses_tsc_page() -> bool {
 /// valid, else the reference counter MSR.
 pub(crate) fn reference_time() -> u64 {
     if let Some(page) = NonNull::new(TSC_PAGE.load(Ordering::Acquire)) {
-        if let Some(t) = TscPage::new(page).read(pvops::native::cpu::read_tsc) {
+        // An ordered TSC read inside the sequence window (Linux
+        // `hv_read_tsc_page_tsc` uses `rdtsc_ordered()`; review F5).
+        if let Some(t) = TscPage::new(page).read(crate::tsc::ordered) {
             return t;
         }
     }

@@ -37,7 +37,7 @@ mod remote;
 mod timer;
 
 use crate::{Backend, Detection, Environment, Platform, SetupError, SharedPage};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use pvops::patch::Patch;
 use pvops::slot;
 use pvops::time::{TscFrequency, TscSource};
@@ -59,7 +59,14 @@ pub const PRIORITY: u32 = cpuid::VENDOR_AND_MAX_FUNCTIONS;
 
 /// The guest OS identity pvops reports: open source, no allocated OS type
 /// (see [`GuestOsId::OS_TYPE_PVOPS`]), OS ID 0x70 ('p'), version = this
-/// crate's major.minor.patch as 0x00MMmmpp, build 0.
+/// crate's major.minor.patch as 0x04MMmmpp, build 0.
+///
+/// The version's top byte (ID bits 47:40) is [`GUEST_OS_LEVEL`]: Xen's
+/// Viridian reads those bits as the Microsoft encoding's "OS" field and
+/// publishes its recommendations (leaf 0x4000_0004) only when it is at least
+/// 4 (`xen/arch/x86/hvm/viridian/viridian.c`, `guest_os_id.os < 4`; review
+/// finding F8). The TLFS leaves the open-source version field to the
+/// vendor.
 pub const GUEST_OS_ID: GuestOsId =
     GuestOsId::open_source(GuestOsId::OS_TYPE_PVOPS, 0x70, version_word(), 0);
 
@@ -78,8 +85,36 @@ const fn version_word() -> u32 {
     let major = parse(env!("CARGO_PKG_VERSION_MAJOR"));
     let minor = parse(env!("CARGO_PKG_VERSION_MINOR"));
     let patch = parse(env!("CARGO_PKG_VERSION_PATCH"));
-    (major & 0xFF) << 16 | (minor & 0xFF) << 8 | (patch & 0xFF)
+    (GUEST_OS_LEVEL as u32) << 24 | (major & 0xFF) << 16 | (minor & 0xFF) << 8 | (patch & 0xFF)
 }
+
+/// ID bits 47:40 (see [`GUEST_OS_ID`]).
+pub const GUEST_OS_LEVEL: u8 = 4;
+
+/// The TSC frequency in Hz a reference TSC page scale stands for: the page
+/// gives reference time (100 ns units) = `((tsc * scale) >> 64) + offset`
+/// (TLFS, Partition Reference Time Enlightenment), so one TSC tick is
+/// `scale / 2^64` units and `tsc_hz = 10^7 * 2^64 / scale`. `None` for a
+/// scale of 0 or one that would mean a TSC beyond 64 bits of Hz.
+pub fn tsc_hz_from_scale(scale: u64) -> Option<u64> {
+    if scale == 0 {
+        return None;
+    }
+    u64::try_from((10_000_000u128 << 64) / u128::from(scale)).ok()
+}
+
+/// The TSC frequency in Hz from two (reference time, TSC) samples: `None`
+/// unless the reference time advanced.
+pub fn tsc_hz_from_counter(ref0: u64, tsc0: u64, ref1: u64, tsc1: u64) -> Option<u64> {
+    let dref = ref1.checked_sub(ref0).filter(|&d| d > 0)?;
+    let dtsc = tsc1.checked_sub(tsc0)?;
+    u64::try_from(u128::from(dtsc) * 10_000_000 / u128::from(dref)).ok()
+}
+
+/// Reference-counter units (100 ns) the calibration spans: 10 ms.
+const CALIBRATION_UNITS: u64 = 100_000;
+/// Reads of the counter before the calibration gives up.
+const CALIBRATION_READS: u32 = 10_000_000;
 
 /// Reads the Hyper-V leaves from the environment's CPUID.
 pub fn leaves(env: &Environment<'_>) -> Leaves {
@@ -87,6 +122,13 @@ pub fn leaves(env: &Environment<'_>) -> Leaves {
         let r = env.cpuid.cpuid(leaf, 0);
         [r.eax, r.ebx, r.ecx, r.edx]
     })
+}
+
+/// Why the backend does not detect although "Microsoft Hv" is there, for
+/// [`Backend::declined`].
+fn declined(env: &Environment<'_>) -> Option<&'static str> {
+    env.probe.find(HypervisorKind::HyperV)?;
+    check(env).err()
 }
 
 /// Why the backend does not detect, or the decoded leaves when it does.
@@ -170,8 +212,12 @@ pub(crate) trait Hw {
     /// Publishes the verified hypercall page.
     fn set_hypercall_page(&mut self, page: &SharedPage);
     fn flush_probe(&mut self, vp_mask: u64) -> HypercallResult;
-    fn ipi_probe(&mut self) -> HypercallResult;
     fn apic_id(&self) -> u32;
+    /// The Hyper-V leaves, read again (after the guest OS ID: Xen's
+    /// Viridian fills leaves 2 and 4 only once one is written).
+    fn leaves(&mut self) -> Leaves;
+    /// An ordered TSC read.
+    fn tsc(&mut self) -> u64;
 }
 
 /// The real machine.
@@ -193,24 +239,77 @@ impl Hw for Real {
     fn flush_probe(&mut self, vp_mask: u64) -> HypercallResult {
         remote::flush_hypercall(vp_mask, pvops::mmu::FlushTarget::All)
     }
-    fn ipi_probe(&mut self) -> HypercallResult {
-        // An empty processor mask: the call is validated, nothing delivered.
-        remote::ipi_hypercall(0, 0xFF)
-    }
     fn apic_id(&self) -> u32 {
         pvops::native::apic::id()
+    }
+    fn leaves(&mut self) -> Leaves {
+        Leaves::decode(|leaf| {
+            let r = pvops::cpu::cpuid(leaf, 0);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        })
+    }
+    fn tsc(&mut self) -> u64 {
+        crate::tsc::ordered()
     }
 }
 
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 static APIC_KHZ: AtomicU64 = AtomicU64::new(0);
+/// Where [`TSC_KHZ`] came from (index into [`TSC_SOURCES`]).
+static TSC_FROM: AtomicU8 = AtomicU8::new(0);
+const TSC_SOURCES: [TscSource; 3] = [
+    TscSource::HypervMsr,
+    TscSource::HypervTscPage,
+    TscSource::HypervReferenceCounter,
+];
 
 fn tsc_frequency() -> TscFrequency {
     TscFrequency {
         khz: TSC_KHZ.load(Ordering::Relaxed),
-        source: TscSource::HypervMsr,
+        source: TSC_SOURCES[usize::from(TSC_FROM.load(Ordering::Relaxed)) % TSC_SOURCES.len()],
     }
 }
+
+fn set_tsc_khz(khz: u64, source: TscSource, patch: &mut Patch) {
+    TSC_KHZ.store(khz, Ordering::Relaxed);
+    let i = TSC_SOURCES.iter().position(|&s| s == source).unwrap_or(0);
+    TSC_FROM.store(i as u8, Ordering::Relaxed);
+    patch.set(slot::TIME_TSC_FREQUENCY, tsc_frequency);
+    log::info!("pvops: hyperv: TSC {} kHz from {}", khz, source.name());
+}
+
+/// The TSC frequency from the reference counter: 10 ms of reference time
+/// against the TSC. Each sample reads the counter between two ordered TSC
+/// reads and pairs it with their midpoint; of [`SAMPLE_TRIES`] tries the
+/// one with the narrowest TSC window is kept, so a sample whose counter
+/// read was delayed (the vCPU preempted around the MSR exit) does not skew
+/// the result.
+fn calibrate(hw: &mut dyn Hw) -> Option<u64> {
+    let sample = |hw: &mut dyn Hw| {
+        let mut best = (0, 0, u64::MAX);
+        for _ in 0..SAMPLE_TRIES {
+            let a = hw.tsc();
+            let r = hw.rdmsr(m::TIME_REF_COUNT);
+            let b = hw.tsc();
+            let width = b.wrapping_sub(a);
+            if width < best.2 {
+                best = (r, a / 2 + b / 2, width);
+            }
+        }
+        (best.0, best.1)
+    };
+    let (r0, t0) = sample(hw);
+    for _ in 0..CALIBRATION_READS {
+        if hw.rdmsr(m::TIME_REF_COUNT).wrapping_sub(r0) >= CALIBRATION_UNITS {
+            let (r1, t1) = sample(hw);
+            return tsc_hz_from_counter(r0, t0, r1, t1);
+        }
+    }
+    None
+}
+
+/// Samples per calibration end point.
+const SAMPLE_TRIES: u32 = 5;
 
 fn apic_timer_khz() -> u64 {
     APIC_KHZ.load(Ordering::Relaxed)
@@ -227,14 +326,41 @@ pub(crate) fn setup(
     patch: &mut Patch,
     platform: &mut dyn Platform,
 ) {
-    let offer = Offer::from_leaves(leaves);
-    log::debug!("pvops: hyperv: {:?}", offer);
-
-    // 1. Guest OS identity, if none yet (TLFS step 3).
+    // 1. Guest OS identity, if none yet (TLFS step 3), before the
+    // recommendations are read: Xen's Viridian publishes leaf 4 only after
+    // one (review finding F8).
     if hw.rdmsr(m::GUEST_OS_ID) == 0 {
         hw.wrmsr(m::GUEST_OS_ID, GUEST_OS_ID.0);
     }
     let os_id_ok = hw.rdmsr(m::GUEST_OS_ID) != 0;
+    // Review finding F9: where the partition may, expose the invariant-TSC
+    // flag as Linux does. The probe ran before (it reported the flag
+    // hidden); pvops decides nothing on it, later CPUID readers see it.
+    if leaves
+        .privileges
+        .contains(Privileges::TSC_INVARIANT_CONTROLS)
+    {
+        hw.wrmsr(m::TSC_INVARIANT_CONTROL, 1);
+        log::info!("pvops: hyperv: invariant TSC exposed (HV_X64_MSR_TSC_INVARIANT_CONTROL)");
+    }
+    let mut fresh = *leaves;
+    if os_id_ok {
+        // Only the recommendations are gated so; privileges and features
+        // stay what detection decided on.
+        let reread = hw.leaves();
+        if reread.hints != leaves.hints {
+            log::info!(
+                "pvops: hyperv: recommendations {:#x} after the guest OS ID (were {:#x})",
+                reread.hints.0,
+                leaves.hints.0
+            );
+        }
+        fresh.hints = reread.hints;
+        fresh.spin_retries = reread.spin_retries;
+    }
+    let leaves = &fresh;
+    let offer = Offer::from_leaves(leaves);
+    log::debug!("pvops: hyperv: {:?}", offer);
 
     // 2. Hypercall page, verified overlaid before any hypercall.
     let hypercalls = if !offer.needs_hypercalls() {
@@ -266,14 +392,14 @@ pub(crate) fn setup(
         native_stays("time.monotonic_ns", "no reference counter privilege");
     }
 
+    let mut tsc = 0;
     if offer.frequencies {
-        let tsc = hw.rdmsr(m::TSC_FREQUENCY) / 1000;
+        tsc = hw.rdmsr(m::TSC_FREQUENCY) / 1000;
         let apic_khz = hw.rdmsr(m::APIC_FREQUENCY) / 1000;
         if tsc != 0 {
-            TSC_KHZ.store(tsc, Ordering::Relaxed);
-            patch.set(slot::TIME_TSC_FREQUENCY, tsc_frequency);
+            set_tsc_khz(tsc, TscSource::HypervMsr, patch);
         } else {
-            native_stays("time.tsc_frequency", "HV_X64_MSR_TSC_FREQUENCY reads 0");
+            log::info!("pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY reads 0");
         }
         if apic_khz != 0 {
             APIC_KHZ.store(apic_khz, Ordering::Relaxed);
@@ -282,7 +408,30 @@ pub(crate) fn setup(
             native_stays("time.apic_timer_khz", "HV_X64_MSR_APIC_FREQUENCY reads 0");
         }
     } else {
-        native_stays("time.tsc_frequency", "frequency MSRs not offered");
+        log::info!("pvops: hyperv: no frequency MSRs");
+    }
+    if tsc == 0 && offer.reference_counter {
+        // Without the MSR: the TSC page's scale, else the reference counter
+        // against the TSC — both the hypervisor's own references, better
+        // than a PIT calibration under virtualisation.
+        let from_page = clock::tsc_page_scale().and_then(tsc_hz_from_scale);
+        match from_page {
+            Some(hz) => set_tsc_khz(hz.div_ceil(1000), TscSource::HypervTscPage, patch),
+            None => match calibrate(hw) {
+                Some(hz) => {
+                    set_tsc_khz((hz + 500) / 1000, TscSource::HypervReferenceCounter, patch)
+                }
+                None => native_stays(
+                    "time.tsc_frequency",
+                    "the reference counter did not advance",
+                ),
+            },
+        }
+    } else if tsc == 0 {
+        native_stays(
+            "time.tsc_frequency",
+            "no frequency MSRs and no reference counter",
+        );
     }
 
     if offer.stimer_direct {
@@ -330,8 +479,10 @@ pub(crate) fn setup(
         }
     }
     if offer.cluster_ipi {
-        let r = remote_ok.and_then(|()| check_status(hw.ipi_probe().status()));
-        match r {
+        // No probe call: the TLFS defines no result for an empty set and
+        // Linux never sends one (review finding F6); a failing call falls
+        // back to the native IPI per call (`remote::send_ipi`).
+        match remote_ok {
             Ok(()) => {
                 patch.set(slot::IRQ_SEND_IPI, remote::send_ipi);
                 patch.set(slot::IRQ_SEND_IPI_MASK, remote::send_ipi_mask);
@@ -413,7 +564,11 @@ fn tsc_page(hw: &mut dyn Hw, platform: &mut dyn Platform) -> Result<(), &'static
     }
     let view = clock::TscPage::new(page.virt);
     if view.sequence() == abi::TSC_SEQUENCE_INVALID {
-        return Err("TSC page sequence 0");
+        // KVM writes sequence 0 while it sets up or invalidates the page and
+        // validates it later; every read decides for itself (review F7).
+        log::info!(
+            "pvops: hyperv: TSC page sequence 0 at set-up; reads use the MSR until it is valid"
+        );
     }
     clock::set_tsc_page(page.virt);
     Ok(())
@@ -425,7 +580,11 @@ impl Backend for HyperV {
     }
 
     fn description(&self) -> &'static str {
-        "Hyper-V TLFS: reference TSC page clock, frequency MSRs, synthetic timer, lazy EOI, hypercall TLB flush and IPIs, crash MSRs"
+        "Hyper-V TLFS: may provide the reference TSC page clock, frequency MSRs, synthetic timer, lazy EOI, hypercall TLB flush and IPIs, crash MSRs"
+    }
+
+    fn declined(&self, env: &Environment<'_>) -> Option<&'static str> {
+        declined(env)
     }
 
     fn detect(&self, env: &Environment<'_>) -> Option<Detection> {

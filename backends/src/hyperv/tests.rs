@@ -157,6 +157,15 @@ struct FakeHv {
     apic_id: u32,
     hypercall_page: Option<u64>,
     writes: Vec<(u32, u64)>,
+    /// What CPUID reads after the guest OS ID (None: the initial leaves).
+    leaves_after_id: Option<Leaves>,
+    /// Xen's Viridian gate: `leaves_after_id` only once an ID with bits
+    /// 47:40 >= 4 was written.
+    viridian_gate: bool,
+    /// The reference counter (advances 10 us per read) and the TSC (a 2.5
+    /// GHz TSC: 250 ticks per 100 ns unit).
+    ref_count: u64,
+    tsc: u64,
 }
 
 impl FakeHv {
@@ -177,12 +186,21 @@ impl FakeHv {
             apic_id: 0,
             hypercall_page: None,
             writes: Vec::new(),
+            leaves_after_id: None,
+            viridian_gate: false,
+            ref_count: 1_000,
+            tsc: 77,
         }
     }
 }
 
 impl Hw for FakeHv {
     fn rdmsr(&mut self, index: u32) -> u64 {
+        if index == m::TIME_REF_COUNT {
+            self.ref_count += 100;
+            self.tsc += 25_000;
+            return self.ref_count;
+        }
         self.msrs.get(&index).copied().unwrap_or(0)
     }
     fn wrmsr(&mut self, index: u32, value: u64) {
@@ -225,23 +243,44 @@ impl Hw for FakeHv {
         );
         HypercallResult::new(self.hypercall_status, 0)
     }
-    fn ipi_probe(&mut self) -> HypercallResult {
-        assert!(
-            self.hypercall_page.is_some(),
-            "hypercall before the page was verified"
-        );
-        HypercallResult::new(self.hypercall_status, 0)
-    }
     fn apic_id(&self) -> u32 {
         self.apic_id
+    }
+    fn leaves(&mut self) -> Leaves {
+        let id = self.rdmsr(m::GUEST_OS_ID);
+        let open = !self.viridian_gate || (id != 0 && (id >> 40) as u8 >= 4);
+        match self.leaves_after_id {
+            Some(l) if open => l,
+            _ => hyperv_leaves_of(&Cpu::hyperv_without_hints()),
+        }
+    }
+    fn tsc(&mut self) -> u64 {
+        self.tsc += 1;
+        self.tsc
     }
 }
 
 fn hyperv_leaves() -> Leaves {
-    with_env(&Cpu::hyperv(), |env| check(env).unwrap())
+    hyperv_leaves_of(&Cpu::hyperv())
+}
+
+fn hyperv_leaves_of(cpu: &Cpu) -> Leaves {
+    with_env(cpu, |env| check(env).unwrap())
+}
+
+impl Cpu {
+    /// Hyper-V whose leaf 4 is still empty (Xen's Viridian before an OS ID).
+    fn hyperv_without_hints() -> Cpu {
+        let mut c = Cpu::hyperv();
+        c.set(0x4000_0004, 0, 0, 0, 0);
+        c
+    }
 }
 
 fn run(hv: &mut FakeHv, pages: usize) -> (Patch, Pages) {
+    if hv.leaves_after_id.is_none() {
+        hv.leaves_after_id = Some(hyperv_leaves());
+    }
     let mut patch = Patch::new("hyperv");
     let mut platform = Pages::new(pages);
     setup(hv, &hyperv_leaves(), &mut patch, &mut platform);
@@ -269,6 +308,7 @@ const ALL: [&str; 11] = [
 #[test]
 fn full_offer_owns_every_entry_in_tlfs_order() {
     let mut hv = FakeHv::new();
+    hv.leaves_after_id = Some(hyperv_leaves());
     let (patch, _) = run(&mut hv, 8);
     let mut got = owned(&patch);
     got.sort();
@@ -310,7 +350,9 @@ fn hypercall_error_reverts_that_entry() {
     let (patch, _) = run(&mut hv, 8);
     let got = owned(&patch);
     assert!(!got.contains(&"mmu.flush_remote"));
-    assert!(!got.contains(&"irq.send_ipi_mask"));
+    // No IPI probe (review F6): the IPI entries are owned and fall back
+    // per call.
+    assert!(got.contains(&"irq.send_ipi_mask"));
     assert!(got.contains(&"time.monotonic_ns"));
 }
 
@@ -390,4 +432,125 @@ fn crash_without_message_capability_uses_no_page() {
     // Pages: hypercall, input, TSC, VP assist; none for crash messages.
     assert_eq!(platform.given.len(), 4);
     assert!(platform.virt(0x10_0000).is_some());
+}
+
+/// Review finding F8: Xen's Viridian publishes leaf 4 only after a guest
+/// OS ID whose bits 47:40 are at least 4; the backend writes its ID first
+/// and reads the recommendations after it.
+#[test]
+fn recommendations_are_read_after_the_guest_os_id() {
+    assert!((GUEST_OS_ID.0 >> 40) as u8 >= 4, "{:#x}", GUEST_OS_ID.0);
+    let mut hv = FakeHv::new();
+    hv.viridian_gate = true;
+    hv.leaves_after_id = Some(hyperv_leaves());
+    let mut patch = Patch::new("hyperv");
+    // What detection saw: no recommendations yet.
+    let before = hyperv_leaves_of(&Cpu::hyperv_without_hints());
+    setup(&mut hv, &before, &mut patch, &mut Pages::new(8));
+    let got = owned(&patch);
+    for e in ["irq.eoi", "mmu.flush_remote", "irq.send_ipi"] {
+        assert!(got.contains(&e), "{e}: {got:?}");
+    }
+    // An ID with 0 there keeps the leaf empty, as in Xen.
+    let mut hv = FakeHv::new();
+    hv.viridian_gate = true;
+    hv.leaves_after_id = Some(hyperv_leaves());
+    hv.msrs.insert(m::GUEST_OS_ID, 0x8100_0000_0000_0000);
+    let mut patch = Patch::new("hyperv");
+    setup(&mut hv, &before, &mut patch, &mut Pages::new(8));
+    assert!(!owned(&patch).contains(&"irq.eoi"));
+}
+
+/// Without frequency MSRs the TSC frequency comes from the hypervisor's
+/// references: `2^64 * 10^7 / scale` for the TSC page (exact for the
+/// persona's and KVM's scale), the reference counter against the TSC
+/// otherwise.
+#[test]
+fn tsc_frequency_from_the_page_scale_or_the_counter() {
+    for hz in [
+        2_500_000_000u64,
+        2_459_954_000,
+        1_000_000_000,
+        3_700_123_000,
+    ] {
+        let scale = ((10_000_000u128 << 64) / u128::from(hz)) as u64;
+        let got = tsc_hz_from_scale(scale).unwrap();
+        assert!(got >= hz && got - hz < 1000, "{hz}: {got}");
+        assert_eq!(got.div_ceil(1000), hz / 1000);
+    }
+    assert_eq!(tsc_hz_from_scale(0), None);
+    assert_eq!(
+        tsc_hz_from_counter(0, 0, 100_000, 25_000_000),
+        Some(2_500_000_000)
+    );
+    assert_eq!(tsc_hz_from_counter(5, 0, 5, 10), None);
+    let mut hv = FakeHv::new();
+    let hz = calibrate(&mut hv).unwrap();
+    assert!(hz.abs_diff(2_500_000_000) < 2_500_000, "{hz}");
+}
+
+#[test]
+fn no_frequency_msrs_still_owns_the_tsc_frequency() {
+    let mut cpu = Cpu::hyperv();
+    // Privilege bit 11 and feature bit 8 off.
+    cpu.set(
+        0x4000_0003,
+        0x2E7F & !(1 << 11),
+        0xB0,
+        0,
+        0x0008_0500 & !(1 << 8),
+    );
+    let l = hyperv_leaves_of(&cpu);
+    assert!(!Offer::from_leaves(&l).frequencies);
+    let mut hv = FakeHv::new();
+    hv.leaves_after_id = Some(l);
+    let mut patch = Patch::new("hyperv");
+    setup(&mut hv, &l, &mut patch, &mut Pages::new(8));
+    let got = owned(&patch);
+    assert!(got.contains(&"time.tsc_frequency"), "{got:?}");
+    assert!(!got.contains(&"time.apic_timer_khz"));
+}
+
+/// Review finding F7: KVM writes sequence 0 while it sets the page up; the
+/// page is kept and every read decides.
+#[test]
+fn tsc_page_with_sequence_zero_at_setup_is_kept() {
+    let mut hv = FakeHv::new();
+    hv.tsc_sequence = 0;
+    let mut pages = Pages::new(1);
+    assert_eq!(tsc_page(&mut hv, &mut pages), Ok(()));
+}
+
+#[test]
+fn a_refused_hyperv_says_why() {
+    let mut cpu = Cpu::hyperv();
+    // QEMU's hv-relaxed,hv-vapic,hv-time: no VP index privilege.
+    cpu.set(0x4000_0003, 0x2E7F & !0x40, 0, 0, 0);
+    with_env(&cpu, |env| {
+        assert_eq!(HYPERV.detect(env), None);
+        assert_eq!(
+            HYPERV.declined(env),
+            Some("no hypercall or VP index MSR privilege")
+        );
+    });
+    with_env(&Cpu::hyperv(), |env| assert_eq!(HYPERV.declined(env), None));
+}
+
+/// Review finding F9: AccessTscInvariantControls → bit 0 of
+/// HV_X64_MSR_TSC_INVARIANT_CONTROL, as Linux does; never without it.
+#[test]
+fn invariant_tsc_is_exposed_where_permitted() {
+    let mut cpu = Cpu::hyperv();
+    cpu.set(0x4000_0003, 0x2E7F | 1 << 15, 0xB0, 0, 0x0008_0500);
+    let l = hyperv_leaves_of(&cpu);
+    let mut hv = FakeHv::new();
+    hv.leaves_after_id = Some(l);
+    setup(&mut hv, &l, &mut Patch::new("hyperv"), &mut Pages::new(8));
+    assert!(hv.writes.contains(&(m::TSC_INVARIANT_CONTROL, 1)));
+    let mut hv = FakeHv::new();
+    let _ = run(&mut hv, 8);
+    assert!(hv
+        .writes
+        .iter()
+        .all(|(i, _)| *i != m::TSC_INVARIANT_CONTROL));
 }

@@ -83,6 +83,50 @@ pub fn xen_version() -> Result<abi::Version, i64> {
     Ok(abi::Version::from_eax(rc as u32))
 }
 
+/// `xen_version(XENVER_get_features)`: feature submap `idx` (features.h).
+pub fn xen_get_features(idx: u32) -> Result<u32, i64> {
+    let mut arg = abi::FeatureInfo {
+        submap_idx: idx,
+        submap: 0,
+    };
+    let p = core::ptr::addr_of_mut!(arg) as u64;
+    // SAFETY: `arg` is a live `xen_feature_info`; Xen writes `submap`.
+    result(unsafe {
+        raw(
+            nr::XEN_VERSION,
+            u64::from(abi::XENVER_GET_FEATURES),
+            p,
+            0,
+            0,
+            0,
+        )
+    })?;
+    Ok(arg.submap)
+}
+
+/// `hvm_op(HVMOP_set_evtchn_upcall_vector)`: event upcalls of `vcpu`
+/// arrive as LAPIC vector `vector` (an EOI is due).
+pub fn hvm_set_evtchn_upcall_vector(vcpu: u32, vector: u8) -> Result<(), i64> {
+    let mut arg = abi::HvmEvtchnUpcallVector {
+        vcpu,
+        vector,
+        pad: [0; 3],
+    };
+    let p = core::ptr::addr_of_mut!(arg) as u64;
+    // SAFETY: `arg` is a live `xen_hvm_evtchn_upcall_vector` for the call.
+    result(unsafe {
+        raw(
+            nr::HVM_OP,
+            u64::from(abi::HVMOP_SET_EVTCHN_UPCALL_VECTOR),
+            p,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}
+
 /// `memory_op(XENMEM_add_to_physmap)`: maps shared_info at guest frame `gpfn`.
 pub fn add_shared_info_to_physmap(gpfn: u64) -> Result<(), i64> {
     let mut arg = abi::AddToPhysmap {

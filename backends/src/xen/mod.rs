@@ -12,13 +12,22 @@
 //! 2. `xen_version`, logged. From here on `cpu.io_delay` (no-op),
 //!    `system.shutdown` (`SCHEDOP_shutdown`) and `cpu.halt`
 //!    (`SCHEDOP_block`) are owned.
-//! 3. shared_info mapped with `XENMEM_add_to_physmap`; vCPU 0's pvclock must
-//!    settle to an even version with a non-zero multiplier. Then
+//! 3. shared_info mapped with `XENMEM_add_to_physmap` and every event
+//!    channel masked (nothing is bound yet; review finding F1); vCPU 0's
+//!    pvclock must settle to an even version with a non-zero multiplier
+//!    (and Xen must report `XENFEAT_hvm_safe_pvclock`, F10). Then
 //!    `time.monotonic_ns`, `time.tsc_frequency` and `irq.safe_halt` are
-//!    owned.
-//! 4. `VIRQ_TIMER` bound to an event channel and unmasked, `hvm_op` probed:
-//!    then the one-shot timer entries are owned (`timer_setup`, `timer_arm`,
-//!    `timer_cancel`, `timer_ack`).
+//!    owned. Without a pvclock, `time.tsc_frequency` comes from base+3 when
+//!    that leaf follows Xen's layout.
+//! 4. `VIRQ_TIMER` bound to an event channel and unmasked, and a way to
+//!    deliver its upcall: the per-vCPU upcall vector
+//!    (`HVMOP_set_evtchn_upcall_vector`, base+4 EAX bit 6; an EOI is due),
+//!    else `HVM_PARAM_CALLBACK_IRQ` of the vector type (no EOI is due: the
+//!    backend's `irq.eoi` swallows the EOI after a timer upcall; review
+//!    finding F3). `HVMOP_get_param` is never used (QEMU's Xen emulation
+//!    answers -ENOSYS). Then the one-shot timer entries are owned
+//!    (`timer_setup`, `timer_arm`, `timer_cancel`, `timer_ack`) and
+//!    `irq.eoi`.
 //! 5. runstate area registered: `time.steal_ns` is owned.
 //!
 //! A failing step 3–5 leaves its entries native and logs why.
@@ -28,13 +37,13 @@ mod shared;
 
 pub use hypercall::ready as hypercalls_ready;
 pub use hypercall::{
-    evtchn_bind_virq, evtchn_send, evtchn_unmask, hvm_get_param, hvm_set_param, sched_block,
-    sched_shutdown, sched_yield, vcpu_set_singleshot_timer, vcpu_stop_singleshot_timer,
-    xen_version,
+    evtchn_bind_virq, evtchn_send, evtchn_unmask, hvm_get_param, hvm_set_evtchn_upcall_vector,
+    hvm_set_param, sched_block, sched_shutdown, sched_yield, vcpu_set_singleshot_timer,
+    vcpu_stop_singleshot_timer, xen_get_features, xen_version,
 };
 
 use crate::{Backend, Detection, Environment, Platform, SetupError};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use pvops::patch::Patch;
 use pvops::slot;
 use pvops::system::ShutdownReason;
@@ -71,9 +80,69 @@ static TIMER_PORT: AtomicU32 = AtomicU32::new(NO_PORT);
 /// The callback parameter could not be set in `timer_setup`: the timer
 /// entries forward to native.
 static TIMER_NATIVE: AtomicBool = AtomicBool::new(false);
+/// How upcalls are delivered ([`Delivery`] as u8), chosen at install and
+/// possibly downgraded by `timer_setup`.
+static DELIVERY: AtomicU8 = AtomicU8::new(Delivery::None as u8);
+/// The next `irq.eoi` belongs to a callback-via upcall, which has no LAPIC
+/// in-service bit: skip it.
+static SKIP_EOI: AtomicBool = AtomicBool::new(false);
+/// This vCPU's id for per-vCPU hypercalls (base+4 EBX, else 0).
+static VCPU_ID: AtomicU32 = AtomicU32::new(0);
 static LAST_NS: AtomicU64 = AtomicU64::new(0);
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+/// Whether [`TSC_KHZ`] came from base+3 rather than a pvclock.
+static TSC_FROM_LEAF: AtomicBool = AtomicBool::new(false);
 
+/// How event-channel upcalls reach the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Delivery {
+    /// Not set up (the timer stays native).
+    None = 0,
+    /// `HVMOP_set_evtchn_upcall_vector`: through the vLAPIC, EOI due.
+    UpcallVector = 1,
+    /// `HVM_PARAM_CALLBACK_IRQ` vector type: injected directly while
+    /// `evtchn_upcall_pending` is set, no LAPIC in-service bit, no EOI.
+    CallbackVia = 2,
+}
+
+impl Delivery {
+    fn from_u8(v: u8) -> Delivery {
+        match v {
+            1 => Delivery::UpcallVector,
+            2 => Delivery::CallbackVia,
+            _ => Delivery::None,
+        }
+    }
+
+    /// Name for logs and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Delivery::None => "none",
+            Delivery::UpcallVector => "per-vCPU upcall vector (HVMOP_set_evtchn_upcall_vector)",
+            Delivery::CallbackVia => "callback via vector (HVM_PARAM_CALLBACK_IRQ)",
+        }
+    }
+
+    /// The preferred delivery for an HVM leaf and feature submap 0
+    /// (`None` = XENVER_get_features failed; Xen has set
+    /// XENFEAT_hvm_callback_vector for every HVM guest since 4.0, so an
+    /// unknown submap is taken to have it).
+    pub fn choose(hvm: Option<&abi::HvmLeaf>, features: Option<u32>) -> Delivery {
+        if hvm.is_some_and(abi::HvmLeaf::upcall_vector) {
+            Delivery::UpcallVector
+        } else if features.is_none_or(|f| f & (1 << abi::XENFEAT_HVM_CALLBACK_VECTOR) != 0) {
+            Delivery::CallbackVia
+        } else {
+            Delivery::None
+        }
+    }
+}
+
+/// The delivery in use.
+pub fn delivery() -> Delivery {
+    Delivery::from_u8(DELIVERY.load(Ordering::Relaxed))
+}
 /// Finds the Xen interface in a probe: the first "XenVMMXenVMM" base with
 /// at least [`abi::MIN_LEAVES`] leaves, when CPUID.1:ECX.HV is set.
 pub fn find_base(probe: &Probe) -> Option<u32> {
@@ -98,6 +167,8 @@ pub struct Leaves {
     pub hypercall: abi::HypercallLeaf,
     /// base+3 sub-leaf 0, when the interface has that leaf.
     pub time: Option<abi::TimeLeaf>,
+    /// base+4, when the interface has that leaf.
+    pub hvm: Option<abi::HvmLeaf>,
 }
 
 /// Reads the leaves of the interface at `base` (with `max_leaf` its highest).
@@ -109,11 +180,16 @@ pub fn read_leaves(cpuid: &dyn CpuidSource, base: u32, max_leaf: u32) -> Leaves 
         let t = r(abi::LEAF_TIME);
         abi::TimeLeaf::from_regs(t.eax, t.ebx, t.ecx, t.edx)
     });
+    let hvm = (max_leaf >= base + abi::LEAF_HVM).then(|| {
+        let t = r(abi::LEAF_HVM);
+        abi::HvmLeaf::from_regs(t.eax, t.ebx, t.ecx)
+    });
     Leaves {
         base,
         version: abi::Version::from_eax(v.eax),
         hypercall: abi::HypercallLeaf::from_regs(h.eax, h.ebx, h.ecx, h.edx),
         time,
+        hvm,
     }
 }
 
@@ -123,8 +199,8 @@ impl Backend for Xen {
     }
 
     fn description(&self) -> &'static str {
-        "Xen HVM: hypercall page, pvclock from shared_info, VIRQ_TIMER single-shot timer, \
-         SCHEDOP_block idle, runstate steal time, SCHEDOP_shutdown"
+        "Xen HVM: hypercall page; may provide pvclock from shared_info, VIRQ_TIMER single-shot \
+         timer, SCHEDOP_block idle, runstate steal time, SCHEDOP_shutdown"
     }
 
     fn detect(&self, env: &Environment<'_>) -> Option<Detection> {
@@ -161,12 +237,25 @@ impl Backend for Xen {
             leaves.hypercall.msr
         );
         if let Some(t) = leaves.time {
-            log::info!(
-                "xen: TSC mode {}, flags {:#x}, guest TSC {} kHz",
-                t.tsc_mode,
-                t.flags,
-                t.guest_tsc_khz
-            );
+            if t.follows_xen_layout() {
+                log::info!(
+                    "xen: TSC mode {}, flags {:#x}, guest TSC {} kHz",
+                    t.tsc_mode,
+                    t.flags,
+                    t.guest_tsc_khz
+                );
+            } else {
+                log::info!(
+                    "xen: base+3 does not follow Xen's layout (EAX {:#x}, EBX {:#x}, ECX {:#x}: \
+                     QEMU/KVM's Xen emulation?); not used",
+                    t.flags,
+                    t.tsc_mode,
+                    t.guest_tsc_khz
+                );
+            }
+        }
+        if let Some(h) = leaves.hvm {
+            VCPU_ID.store(h.vcpu(), Ordering::Relaxed);
         }
 
         // 1. Hypercall page.
@@ -184,25 +273,62 @@ impl Backend for Xen {
         patch.set(slot::CPU_IO_DELAY, io_delay);
         patch.set(slot::SYSTEM_SHUTDOWN, shutdown);
         patch.set(slot::CPU_HALT, halt);
+        // Review finding F10: params.h and Linux consult the feature flags.
+        let features = match hypercall::xen_get_features(0) {
+            Ok(f) => {
+                log::info!("xen: features submap 0 {:#x}", f);
+                Some(f)
+            }
+            Err(rc) => {
+                log::info!(
+                    "xen: XENVER_get_features failed ({}); assuming an HVM guest's defaults",
+                    abi::errno::name(rc)
+                );
+                None
+            }
+        };
+        let leaf_khz = leaves.time.and_then(|t| t.sound_tsc_khz());
 
         // 3. shared_info and pvclock.
-        if let Err(e) = setup_shared_info(platform) {
+        let safe_pvclock = features.is_none_or(|f| f & (1 << abi::XENFEAT_HVM_SAFE_PVCLOCK) != 0);
+        let shared = if safe_pvclock {
+            setup_shared_info(platform, leaf_khz)
+        } else {
+            Err(SetupError {
+                step: "pvclock",
+                detail: "XENFEAT_hvm_safe_pvclock not offered",
+            })
+        };
+        if let Err(e) = shared {
             log::warn!("xen: {}; clock, timer and idle stay native", e);
+            if let Some(khz) = leaf_khz {
+                TSC_KHZ.store(u64::from(khz), Ordering::Relaxed);
+                TSC_FROM_LEAF.store(true, Ordering::Relaxed);
+                patch.set(slot::TIME_TSC_FREQUENCY, tsc_frequency);
+                log::info!("xen: TSC frequency {} kHz from CPUID base+3", khz);
+            }
             return Ok(());
         }
         patch.set(slot::TIME_MONOTONIC_NS, monotonic_ns);
         patch.set(slot::TIME_TSC_FREQUENCY, tsc_frequency);
         patch.set(slot::IRQ_SAFE_HALT, safe_halt);
 
-        // 4. Timer event channel.
-        match setup_timer_channel() {
+        // 4. Timer event channel and upcall delivery.
+        let how = Delivery::choose(leaves.hvm.as_ref(), features);
+        match setup_timer_channel(how) {
             Ok(port) => {
                 TIMER_PORT.store(port, Ordering::Relaxed);
+                DELIVERY.store(how as u8, Ordering::Relaxed);
                 patch.set(slot::TIME_TIMER_SETUP, timer_setup);
                 patch.set(slot::TIME_TIMER_ARM, timer_arm);
                 patch.set(slot::TIME_TIMER_CANCEL, timer_cancel);
                 patch.set(slot::TIME_TIMER_ACK, timer_ack);
-                log::info!("xen: VIRQ_TIMER bound to event channel {}", port);
+                patch.set(slot::IRQ_EOI, eoi);
+                log::info!(
+                    "xen: VIRQ_TIMER bound to event channel {}; upcalls by {}",
+                    port,
+                    how.name()
+                );
             }
             Err(e) => log::warn!("xen: {}; the one-shot timer stays native", e),
         }
@@ -269,7 +395,7 @@ fn setup_hypercall_page(
     Ok(())
 }
 
-fn setup_shared_info(platform: &mut dyn Platform) -> Result<(), SetupError> {
+fn setup_shared_info(platform: &mut dyn Platform, leaf_khz: Option<u32>) -> Result<(), SetupError> {
     let err = |detail| SetupError {
         step: "shared_info",
         detail,
@@ -282,6 +408,7 @@ fn setup_shared_info(platform: &mut dyn Platform) -> Result<(), SetupError> {
     // SAFETY: Xen now backs this guest frame with shared_info; the page is
     // the platform's mapping of it, lent for good.
     unsafe { shared::set_shared_info(page.virt.as_ptr()) };
+    shared::mask_all();
     let (t, _) = shared::read_time(PVCLOCK_TRIES).map_err(|_| SetupError {
         step: "pvclock",
         detail: "version stuck odd",
@@ -302,16 +429,29 @@ fn setup_shared_info(platform: &mut dyn Platform) -> Result<(), SetupError> {
         t.tsc_shift,
         t.flags
     );
+    if let Some(leaf) = leaf_khz {
+        // Only logged: the pvclock is the hypervisor's own scale.
+        log::info!(
+            "xen: base+3 says {} kHz ({})",
+            leaf,
+            if u64::from(leaf).abs_diff(khz) <= khz / 1000 {
+                "agrees with the pvclock"
+            } else {
+                "differs from the pvclock, which is used"
+            }
+        );
+    }
     Ok(())
 }
 
-fn setup_timer_channel() -> Result<u32, SetupError> {
+fn setup_timer_channel(how: Delivery) -> Result<u32, SetupError> {
     let step = "event channel";
-    // hvm_op must work for timer_setup's HVMOP_set_param later.
-    hypercall::hvm_get_param(abi::HVM_PARAM_CALLBACK_IRQ).map_err(|rc| SetupError {
-        step: "hvm_op",
-        detail: errno_detail(rc, "HVMOP_get_param failed"),
-    })?;
+    if how == Delivery::None {
+        return Err(SetupError {
+            step: "upcall",
+            detail: "neither an upcall vector nor XENFEAT_hvm_callback_vector",
+        });
+    }
     let port = hypercall::evtchn_bind_virq(abi::VIRQ_TIMER, 0).map_err(|rc| SetupError {
         step,
         detail: errno_detail(rc, "EVTCHNOP_bind_virq(VIRQ_TIMER) failed"),
@@ -390,16 +530,38 @@ fn monotonic_ns() -> u64 {
     }
 }
 
-/// `time.tsc_frequency`: from the pvclock multiplier and shift.
+/// `time.tsc_frequency`: from the pvclock multiplier and shift (or, without
+/// a pvclock, from base+3).
 fn tsc_frequency() -> TscFrequency {
     TscFrequency {
         khz: TSC_KHZ.load(Ordering::Relaxed),
-        source: TscSource::Pvclock,
+        source: if TSC_FROM_LEAF.load(Ordering::Relaxed) {
+            TscSource::XenTimeLeaf
+        } else {
+            TscSource::Pvclock
+        },
     }
 }
 
-/// `time.timer_setup`: route event-channel upcalls to `vector`.
+/// `time.timer_setup`: route event-channel upcalls to `vector`: the
+/// per-vCPU upcall vector where offered, else (or if Xen refuses it) the
+/// callback-via vector, else the native timer.
 fn timer_setup(vector: u8) {
+    if delivery() == Delivery::UpcallVector {
+        match hypercall::hvm_set_evtchn_upcall_vector(VCPU_ID.load(Ordering::Relaxed), vector) {
+            Ok(()) => {
+                TIMER_NATIVE.store(false, Ordering::Relaxed);
+                return;
+            }
+            Err(rc) => {
+                log::warn!(
+                    "xen: HVMOP_set_evtchn_upcall_vector failed ({}); trying the callback via",
+                    abi::errno::name(rc)
+                );
+                DELIVERY.store(Delivery::CallbackVia as u8, Ordering::Relaxed);
+            }
+        }
+    }
     match hypercall::hvm_set_param(
         abi::HVM_PARAM_CALLBACK_IRQ,
         abi::callback_via_vector(vector),
@@ -410,6 +572,7 @@ fn timer_setup(vector: u8) {
                 "xen: HVMOP_set_param(CALLBACK_IRQ) failed ({}); using the native timer",
                 abi::errno::name(rc)
             );
+            DELIVERY.store(Delivery::None as u8, Ordering::Relaxed);
             TIMER_NATIVE.store(true, Ordering::Relaxed);
             pvops::native::time::timer_setup(vector);
         }
@@ -444,10 +607,10 @@ fn timer_cancel() {
 }
 
 /// `time.timer_ack`: clear the upcall flag and the timer port's pending bit
-/// (Xen re-injects the callback vector while `evtchn_upcall_pending` is
-/// set). The APIC EOI stays native: a callback-vector upcall does not go
-/// through the local APIC, so the kernel's EOI after it has no in-service
-/// interrupt to retire.
+/// (with the callback via, Xen re-injects the vector while
+/// `evtchn_upcall_pending` is set). A callback-via upcall has no LAPIC
+/// in-service bit, so the EOI the kernel sends after this is swallowed by
+/// [`eoi`]; an upcall-vector upcall came through the vLAPIC and keeps it.
 fn timer_ack() {
     if TIMER_NATIVE.load(Ordering::Relaxed) {
         return pvops::native::time::timer_ack();
@@ -455,6 +618,18 @@ fn timer_ack() {
     let port = TIMER_PORT.load(Ordering::Relaxed);
     if port != NO_PORT {
         shared::ack_port(port);
+    }
+    if delivery() == Delivery::CallbackVia {
+        SKIP_EOI.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `irq.eoi`: native, except the one right after a callback-via timer
+/// upcall ([`timer_ack`]), which has nothing in service to retire — an EOI
+/// there would retire whatever other vector is in service (review F3).
+fn eoi() {
+    if !SKIP_EOI.swap(false, Ordering::Relaxed) {
+        pvops::native::irq::eoi();
     }
 }
 

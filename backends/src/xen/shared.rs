@@ -78,7 +78,7 @@ pub(super) fn read_time(tries: u32) -> Result<(VcpuTimeInfo, u64), ClockError> {
         let snap = unsafe { t.read_volatile() };
         // RDTSC is not ordered by the fences; LFENCE before it keeps it from
         // running ahead of the field reads (Linux uses rdtsc_ordered()).
-        let tsc = ordered_tsc();
+        let tsc = crate::tsc::ordered();
         fence(Ordering::Acquire);
         // SAFETY: as above.
         let v2 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
@@ -95,15 +95,6 @@ pub(super) fn read_time(tries: u32) -> Result<(VcpuTimeInfo, u64), ClockError> {
     Err(ClockError::StuckOdd)
 }
 
-fn ordered_tsc() -> u64 {
-    // SAFETY: LFENCE and RDTSC have no memory effects; the kernel runs at
-    // CPL 0 so RDTSC cannot fault on CR4.TSD.
-    unsafe {
-        core::arch::x86_64::_mm_lfence();
-        core::arch::x86_64::_rdtsc()
-    }
-}
-
 /// Whether vCPU 0 has an event upcall pending.
 pub(super) fn upcall_pending() -> bool {
     match vcpu0() {
@@ -118,33 +109,87 @@ pub(super) fn upcall_pending() -> bool {
     }
 }
 
-/// Acknowledges an upcall on vCPU 0 and consumes `port`'s pending bit:
-/// clears `evtchn_upcall_pending`, takes the selector with an exchange,
-/// clears the port's bit if it was pending and unmasked, and puts back the
-/// selector bits of other words (and of the port's word when other unmasked
-/// ports there are pending) so nothing is forgotten. Returns whether the
-/// port was pending (and unmasked).
+/// Masks every event channel of the 2-level ABI and forgets any upcall
+/// raised before: right after shared_info is mapped nothing is bound, so
+/// no event can be live (Linux `xen_init_IRQ` -> `xen_evtchn_mask_all`;
+/// Xen's own guest `map_shared_info`, "Mask all upcalls"). Events on masked
+/// ports stay recorded in `evtchn_pending`; unmasking a port that is
+/// pending notifies it again (Xen `evtchn_2l_unmask`). Review finding F1:
+/// the toolstack's xenstore and console ports share word 0 with the timer.
+pub(super) fn mask_all() {
+    if let (Some(page), Some(vi)) = (shared(), vcpu0()) {
+        // SAFETY: shared() and vcpu0() point into the live shared_info page
+        // (`set_shared_info`'s contract).
+        unsafe { mask_all_in(page, vi) }
+    }
+}
+
+/// [`mask_all`] on the shared_info page at `page` (its vCPU 0 `vcpu_info`
+/// at `vi`).
+///
+/// # Safety
+///
+/// `page` must point to 4 KiB laid out as `shared_info`, 8-byte aligned and
+/// valid for atomic access; `vi` to its `vcpu_info[0]`.
+pub(super) unsafe fn mask_all_in(page: *mut u8, vi: *mut VcpuInfo) {
+    for word in 0..abi::EVTCHN_2L_WORDS {
+        // SAFETY: the mask words lie inside the page at the ABI offsets
+        // (checked in pvops-abi), naturally aligned.
+        unsafe {
+            AtomicU64::from_ptr(page.add(abi::evtchn_mask_offset(word)).cast::<u64>())
+                .store(!0, Ordering::SeqCst);
+        }
+    }
+    // SAFETY: as above, inside `vcpu_info[0]`.
+    unsafe {
+        AtomicU64::from_ptr(core::ptr::addr_of_mut!((*vi).evtchn_pending_sel))
+            .store(0, Ordering::SeqCst);
+        AtomicU8::from_ptr(core::ptr::addr_of_mut!((*vi).evtchn_upcall_pending))
+            .store(0, Ordering::SeqCst);
+    }
+}
+
+/// Acknowledges an upcall on vCPU 0 and consumes `port`'s pending bit.
+/// Returns whether the port was pending (and unmasked). See
+/// [`ack_port_in`].
 pub(super) fn ack_port(port: u32) -> bool {
-    let (Some(page), Some(vi)) = (shared(), vcpu0()) else {
-        return false;
-    };
+    match (shared(), vcpu0()) {
+        // SAFETY: as in `mask_all`.
+        (Some(page), Some(vi)) => unsafe { ack_port_in(page, vi, port) },
+        _ => false,
+    }
+}
+
+/// Acknowledges an upcall in the page at `page` and consumes `port`:
+/// clears `evtchn_upcall_pending`, takes the selector with an exchange and
+/// clears the port's pending bit if it is pending and unmasked — the order
+/// of Linux `__xen_evtchn_do_upcall` and Xen's `xen_evtchn_upcall`. The
+/// taken selector is never written back: with every other port masked
+/// ([`mask_all`]) it names nothing else, and a selector bit set without
+/// `evtchn_upcall_pending` would keep Xen from ever raising an upcall for
+/// that word again (`evtchn_2l_set_pending` notifies only on the selector
+/// bit's 0->1 transition; review finding F1).
+///
+/// # Safety
+///
+/// As [`mask_all_in`].
+pub(super) unsafe fn ack_port_in(page: *mut u8, vi: *mut VcpuInfo, port: u32) -> bool {
     let (word, bit) = abi::port_word_bit(port);
-    if word >= 64 {
+    if word >= abi::EVTCHN_2L_WORDS {
         return false;
     }
-    // SAFETY: every pointer below lies inside the live shared_info page at
-    // the offsets fixed by the ABI (checked in pvops-abi), naturally aligned;
-    // Xen updates these words with locked instructions, so atomics are the
-    // right access (Linux: xchg on pending_sel, lock and on pending).
+    // SAFETY: every pointer below lies inside the page at the offsets fixed
+    // by the ABI (checked in pvops-abi), naturally aligned; Xen updates these
+    // words with locked instructions, so atomics are the right access (Linux:
+    // xchg on pending_sel, lock and on pending).
     unsafe {
         AtomicU8::from_ptr(core::ptr::addr_of_mut!((*vi).evtchn_upcall_pending))
             .store(0, Ordering::SeqCst);
         let sel = AtomicU64::from_ptr(core::ptr::addr_of_mut!((*vi).evtchn_pending_sel));
-        let taken = sel.swap(0, Ordering::SeqCst);
+        sel.swap(0, Ordering::SeqCst);
         let pending = AtomicU64::from_ptr(page.add(abi::evtchn_pending_offset(word)).cast::<u64>());
         let mask = AtomicU64::from_ptr(page.add(abi::evtchn_mask_offset(word)).cast::<u64>());
         let scan = abi::scan_port(
-            taken,
             pending.load(Ordering::SeqCst),
             mask.load(Ordering::SeqCst),
             port,
@@ -152,9 +197,6 @@ pub(super) fn ack_port(port: u32) -> bool {
         let hit = scan.pending && !scan.masked;
         if hit {
             pending.fetch_and(!(1u64 << bit), Ordering::SeqCst);
-        }
-        if scan.pending_sel_rest != 0 {
-            sel.fetch_or(scan.pending_sel_rest, Ordering::SeqCst);
         }
         hit
     }

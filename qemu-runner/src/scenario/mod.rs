@@ -436,15 +436,18 @@ const TESTGUEST: Expect = Expect {
 const PANIC_MESSAGE: &str = "fault=panic: deliberate kernel panic";
 
 /// What a Xen guest shows when shared_info cannot be used (not mapped, or
-/// its pvclock never settles): only the hypercall-based entries, clock and
-/// timer native (so a PIT calibration and no singleshot timer).
+/// its pvclock never settles): only the hypercall-based entries and the TSC
+/// frequency from base+3 (the persona's leaf follows Xen's layout), clock
+/// and timer native (no PIT calibration, no singleshot timer).
 const XEN_WITHOUT_SHARED_INFO: Expect = Expect {
-    owners: Some(XEN_HYPERCALLS_ONLY),
-    tsc_source: Some("pit-calibration"),
+    owners: Some(XEN_HYPERCALLS_AND_TIME_LEAF),
+    tsc_source: Some("xen-cpuid-time-leaf"),
     counts: &[
-        (Metric::Pit, Count::NonZero),
+        (Metric::Pit, Count::Zero),
         (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero),
-        (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero),
+        // The exit device gets the verdict before SCHEDOP_shutdown, which
+        // is then never reached (issue 11, item 5).
+        (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::Zero),
     ],
     fewer_than_native: &[],
     ..XEN
@@ -454,6 +457,19 @@ const XEN_WITHOUT_SHARED_INFO: Expect = Expect {
 /// when shared_info or the pvclock fails.
 pub const XEN_HYPERCALLS_ONLY: Owners = Owners {
     backend: &["cpu.io_delay", "system.shutdown", "cpu.halt"],
+    optional: &[],
+};
+
+/// Xen after step 2 with the TSC frequency from a sound base+3: what stays
+/// when shared_info or the pvclock fails on a Xen whose time leaf follows
+/// Xen's layout.
+pub const XEN_HYPERCALLS_AND_TIME_LEAF: Owners = Owners {
+    backend: &[
+        "cpu.io_delay",
+        "system.shutdown",
+        "cpu.halt",
+        "time.tsc_frequency",
+    ],
     optional: &[],
 };
 
@@ -484,8 +500,17 @@ pub const XEN_OWNS: Owners = Owners {
         "time.timer_arm",
         "time.timer_cancel",
         "time.timer_ack",
+        // Swallows the EOI after a callback-via upcall (review F3).
+        "irq.eoi",
     ],
     optional: &["time.steal_ns"],
+};
+
+/// The Hyper-V backend on Xen's Viridian "base" group (persona
+/// xen+viridian): only the EOI MSR.
+pub const VIRIDIAN_OWNS: Owners = Owners {
+    backend: &["irq.eoi"],
+    optional: &[],
 };
 
 /// Hyper-V without working hypercalls: clock, frequencies, synthetic
@@ -500,6 +525,25 @@ pub const HYPERV_NO_HYPERCALLS: Owners = Owners {
         "time.timer_cancel",
         "irq.eoi",
         "system.report_crash",
+    ],
+    optional: &[],
+};
+
+/// Hyper-V whose hypercalls all fail: the flush probe fails, so flushes stay
+/// native; the IPI entries have no probe (review F6) and fall back to the
+/// native IPI per call.
+pub const HYPERV_HYPERCALLS_FAIL: Owners = Owners {
+    backend: &[
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "time.apic_timer_khz",
+        "time.timer_setup",
+        "time.timer_arm",
+        "time.timer_cancel",
+        "irq.eoi",
+        "system.report_crash",
+        "irq.send_ipi",
+        "irq.send_ipi_mask",
     ],
     optional: &[],
 };
@@ -559,7 +603,9 @@ const XEN: Expect = Expect {
     counts: &[
         (Metric::Pit, Count::Zero),
         (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::NonZero),
-        (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero),
+        // The exit device gets the verdict before SCHEDOP_shutdown, which
+        // is then never reached (issue 11, item 5).
+        (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::Zero),
         (Metric::Port(0x80), Count::Zero),
     ],
     fewer_than_native: &[Metric::TotalNoConsole, Metric::Pit, Metric::IoNoConsole],
@@ -868,7 +914,9 @@ const CORE: &[Scenario] = &[
             counts: &[
                 (Metric::Pit, Count::Zero),
                 (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::Zero),
-                (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero),
+                // The exit device gets the verdict before SCHEDOP_shutdown, which
+        // is then never reached (issue 11, item 5).
+        (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::Zero),
             ],
             fewer_than_native: &[],
             ..XEN
@@ -935,10 +983,10 @@ const CORE: &[Scenario] = &[
     },
     Scenario {
         name: "microvisor:hyperv:break=hypercall-error",
-        description: "persona hyperv, hypercalls fail: flush and IPI entries native",
+        description: "persona hyperv, hypercalls fail: flush native (its probe fails), IPIs owned and falling back per call",
         boot: mv("hyperv", "break=hypercall-error"),
         expect: Expect {
-            owners: Some(HYPERV_NO_HYPERCALLS),
+            owners: Some(HYPERV_HYPERCALLS_FAIL),
             counts: &[
                 (Metric::Pit, Count::Zero),
                 (Metric::Hypercalls, Count::NonZero),
@@ -967,9 +1015,10 @@ const CORE: &[Scenario] = &[
     matrix!("xen-only" ["xen"] @ "kvm+hyperv" => "native", Owners::NATIVE),
     matrix!("hyperv-only" ["hyperv"] @ "vmware" => "native", Owners::NATIVE),
     matrix!("hyperv-only" ["hyperv"] @ "xen" => "native", Owners::NATIVE),
-    // The persona's Viridian leaves grant no privilege (no hypercall MSRs,
-    // no VP index), so the Hyper-V backend does not detect: native.
-    matrix!("hyperv-only" ["hyperv"] @ "xen+viridian" => "native", Owners::NATIVE),
+    // Xen's Viridian "base" group: the Hyper-V backend detects, and after
+    // its guest OS ID (bits 47:40 >= 4) Xen publishes the MSR-based APIC
+    // recommendation, so the EOI goes through HV_X64_MSR_EOI (review F8).
+    matrix!("hyperv-only" ["hyperv"] @ "xen+viridian" => "hyperv", VIRIDIAN_OWNS),
     matrix!("hyperv-only" ["hyperv"] @ "hyperv" => "hyperv", HYPERV_OWNS),
     matrix!("hyperv-only" ["hyperv"] @ "kvm+hyperv" => "hyperv", HYPERV_OWNS),
     Scenario {

@@ -49,7 +49,15 @@ pub const HINTS: Hints = Hints::HYPERCALL_REMOTE_FLUSH
 pub const SPIN_RETRIES_NEVER: u32 = 0xFFFF_FFFF;
 
 /// The leaf's EAX, EBX, ECX, EDX.
-pub fn leaf(kvm: bool, leaf: u32) -> [u32; 4] {
+pub fn leaf(kvm: bool, knobs: super::Knobs, leaf: u32) -> [u32; 4] {
+    let (privileges, features) = if knobs.no_frequencies {
+        (
+            PRIVILEGES.0 & !Privileges::FREQUENCY_REGS.0,
+            FEATURES.0 & !Features::FREQUENCY_MSRS.0,
+        )
+    } else {
+        (PRIVILEGES.0, FEATURES.0)
+    };
     match leaf {
         cpuid::VENDOR_AND_MAX_FUNCTIONS => {
             let [b, c, d] = signature(cpuid::VENDOR_SIGNATURE);
@@ -62,12 +70,7 @@ pub fn leaf(kvm: bool, leaf: u32) -> [u32; 4] {
             0,
             0,
         ],
-        cpuid::FEATURES => [
-            PRIVILEGES.0 as u32,
-            (PRIVILEGES.0 >> 32) as u32,
-            0,
-            FEATURES.0,
-        ],
+        cpuid::FEATURES => [privileges as u32, (privileges >> 32) as u32, 0, features],
         cpuid::ENLIGHTENMENT_INFO => [HINTS.0, SPIN_RETRIES_NEVER, 0, 0],
         // One VP, one logical processor, no interrupt remapping.
         cpuid::IMPLEMENTATION_LIMITS => [1, 1, 0, 0],
@@ -94,7 +97,7 @@ mod tests {
 
     #[test]
     fn leaves_decode_as_a_conforming_hyperv() {
-        let l = Leaves::decode(|n| leaf(false, n));
+        let l = Leaves::decode(|n| leaf(false, Default::default(), n));
         assert!(l.is_conforming());
         assert_eq!(l.max_leaf, 0x4000_0006);
         let p = l.privileges;
@@ -105,15 +108,22 @@ mod tests {
         assert_eq!(l.features.0, 1 << 8 | 1 << 10 | 1 << 18 | 1 << 19);
         assert_eq!(l.hints.0, 1 << 2 | 1 << 3 | 1 << 10);
         assert_eq!(l.max_vps, 1);
-        assert_eq!(leaf(false, KVM_BASE), [0; 4]);
+        assert_eq!(leaf(false, Default::default(), KVM_BASE), [0; 4]);
+        let knobs = crate::personas::hyperv::Knobs {
+            no_frequencies: true,
+            ..Default::default()
+        };
+        let l = Leaves::decode(|n| leaf(false, knobs, n));
+        assert!(!l.privileges.contains(Privileges::FREQUENCY_REGS));
+        assert!(!l.features.contains(Features::FREQUENCY_MSRS));
     }
 
     #[test]
     fn kvm_block_sits_at_0x40000100() {
-        let [max, b, c, d] = leaf(true, KVM_BASE);
+        let [max, b, c, d] = leaf(true, Default::default(), KVM_BASE);
         assert_eq!(max, KVM_BASE + 1);
         assert_eq!([b, c, d], signature(KVM_SIGNATURE));
-        assert_eq!(leaf(true, KVM_BASE + 1), [0; 4]);
-        assert_eq!(leaf(true, 0x4000_0000)[0], MAX_LEAF);
+        assert_eq!(leaf(true, Default::default(), KVM_BASE + 1), [0; 4]);
+        assert_eq!(leaf(true, Default::default(), 0x4000_0000)[0], MAX_LEAF);
     }
 }

@@ -16,10 +16,15 @@
 //!   disabled, from CPL > 0 or outside protected mode raises #UD (TLFS,
 //!   Hypercall Interface).
 //!
-//! `break=<step>` switches, for the guest's fallback paths:
-//! `hypercall-page` (the MSR enables, but no overlay is written),
-//! `tsc-page` (the page keeps sequence 0), `hypercall-error` (every
-//! hypercall returns HV_STATUS_ACCESS_DENIED).
+//! `break=<word>[+<word>...]`: at most one step broken, for the guest's
+//! fallback paths: `hypercall-page` (the MSR enables, but no overlay is
+//! written), `tsc-page` (the page keeps sequence 0), `hypercall-error`
+//! (every hypercall returns HV_STATUS_ACCESS_DENIED); and behaviours of
+//! real hosts ([`KNOBS`]): `no-frequencies` (no AccessFrequencyRegs
+//! privilege nor frequency-MSR feature, the MSRs #GP: QEMU without
+//! `hv-frequencies`), `tsc-page-late` (the reference TSC page reads
+//! sequence 0 when enabled and becomes valid later (1 s, or at the first synthetic timer configuration), as KVM's
+//! `kvm_hv_setup_tsc_page` leaves it 0 until its master clock is usable).
 
 mod cpuid;
 mod crash;
@@ -46,6 +51,17 @@ pub enum Break {
 
 /// `break=` step names.
 pub const BREAK_STEPS: &[&str] = &["hypercall-page", "tsc-page", "hypercall-error"];
+/// Behaviour words `break=` also takes.
+pub const KNOBS: &[&str] = &["no-frequencies", "tsc-page-late"];
+
+/// Behaviours of real hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Knobs {
+    /// No frequency MSRs.
+    pub no_frequencies: bool,
+    /// TSC page sequence 0 at set-up, valid later.
+    pub tsc_page_late: bool,
+}
 
 impl Break {
     fn parse(s: &str) -> Option<Break> {
@@ -71,6 +87,9 @@ impl Break {
 pub struct HyperV {
     kvm: bool,
     broken: Option<Break>,
+    knobs: Knobs,
+    /// Host TSC from which a `tsc-page-late` page becomes valid.
+    tsc_valid_at: Option<u64>,
     clock: refclock::RefClock,
     apic_hz: u64,
     guest_os_id: u64,
@@ -89,13 +108,23 @@ pub struct HyperV {
 impl HyperV {
     /// A Hyper-V persona, with a KVM signature above it if asked.
     pub fn new(kvm: bool, break_step: Option<&str>) -> Result<Self, SelectError> {
-        let broken = match break_step {
-            None => None,
-            Some(s) => Some(Break::parse(s).ok_or(SelectError::UnknownBreak)?),
-        };
+        let mut broken = None;
+        let mut knobs = Knobs::default();
+        for word in break_step.into_iter().flat_map(|s| s.split('+')) {
+            match word {
+                "no-frequencies" => knobs.no_frequencies = true,
+                "tsc-page-late" => knobs.tsc_page_late = true,
+                _ => match Break::parse(word) {
+                    Some(b) if broken.is_none() => broken = Some(b),
+                    _ => return Err(SelectError::UnknownBreak),
+                },
+            }
+        }
         Ok(HyperV {
             kvm,
             broken,
+            knobs,
+            tsc_valid_at: None,
             clock: refclock::RefClock::new(1_000_000),
             apic_hz: 0,
             guest_os_id: 0,
@@ -139,7 +168,7 @@ impl Persona for HyperV {
     }
 
     fn cpuid(&mut self, leaf: u32, _subleaf: u32) -> [u32; 4] {
-        cpuid::leaf(self.kvm, leaf)
+        cpuid::leaf(self.kvm, self.knobs, leaf)
     }
 
     fn rdmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
@@ -210,6 +239,10 @@ impl Persona for HyperV {
 
     fn poll(&mut self, cx: &mut GuestCx<'_>) {
         self.clock.start(cx.now);
+        if self.tsc_valid_at.is_some_and(|t| cx.now >= t) {
+            self.tsc_valid_at = None;
+            self.validate_tsc_page(cx);
+        }
         for t in &mut self.stimers {
             if let Some(v) = t.poll(&self.clock, cx.now) {
                 cx.apic.raise(v);
@@ -240,6 +273,9 @@ impl Persona for HyperV {
         bootkit::record!(
             "mv.hyperv",
             break_step = self.broken.map_or("none", Break::name),
+            frequencies = !self.knobs.no_frequencies,
+            tsc_khz = self.clock.tsc_hz() / 1000,
+            tsc_page_late = self.knobs.tsc_page_late,
             hypercall_page =
                 page_msr::is_enabled(self.hypercall_msr) && self.hypercall_overlay.is_some(),
             tsc_page = page_msr::is_enabled(self.tsc_page_msr),

@@ -46,6 +46,7 @@ impl HyperV {
             m::VP_INDEX => 0,
             m::TIME_REF_COUNT => self.clock.at(cx.now),
             m::REFERENCE_TSC => self.tsc_page_msr,
+            m::TSC_FREQUENCY | m::APIC_FREQUENCY if self.knobs.no_frequencies => return Err(Gp),
             m::TSC_FREQUENCY => self.clock.tsc_hz(),
             m::APIC_FREQUENCY => self.apic_hz,
             m::ICR => cx.apic.rdmsr(X2APIC_ICR, cx.now)?,
@@ -107,7 +108,14 @@ impl HyperV {
             }
             _ => match stimer_of(msr) {
                 Some((n, true)) => self.stimers[n].write_count(value, &self.clock, cx.now),
-                Some((n, false)) => self.stimers[n].write_config(value, &self.clock, cx.now)?,
+                Some((n, false)) => {
+                    // `tsc-page-late`: the page turns valid by the time the
+                    // guest configures its timer, at the latest.
+                    if self.tsc_valid_at.take().is_some() {
+                        self.validate_tsc_page(cx);
+                    }
+                    self.stimers[n].write_config(value, &self.clock, cx.now)?
+                }
                 // VP_INDEX, TIME_REF_COUNT and the frequencies are read-only;
                 // everything else is not offered.
                 None => return Err(Gp),
@@ -161,6 +169,12 @@ impl HyperV {
             }
             let sequence = if self.broken == Some(Break::TscPage) {
                 TSC_SEQUENCE_INVALID
+            } else if self.knobs.tsc_page_late {
+                // Valid 1 s of TSC later (see `poll`) or at the first
+                // synthetic timer configuration, whichever comes first:
+                // after the guest's set-up either way.
+                self.tsc_valid_at = Some(cx.now.saturating_add(self.clock.tsc_hz()));
+                TSC_SEQUENCE_INVALID
             } else {
                 self.next_sequence()
             };
@@ -169,6 +183,16 @@ impl HyperV {
         }
         self.tsc_page_msr = value;
         Ok(())
+    }
+
+    /// Writes a valid header into the enabled TSC page (`tsc-page-late`),
+    /// over the overlay installed with sequence 0.
+    pub(super) fn validate_tsc_page(&mut self, cx: &mut GuestCx<'_>) {
+        if let Some(gpa) = self.tsc_overlay.as_ref().map(Overlay::gpa) {
+            let sequence = self.next_sequence();
+            let header = self.clock.page_header(sequence);
+            let _ = cx.mem.write(gpa, &header);
+        }
     }
 
     /// The next TSC page sequence: never 0 (invalid) nor 0xFFFF_FFFF (the

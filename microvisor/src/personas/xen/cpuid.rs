@@ -3,7 +3,7 @@
 
 use super::{Xen, DOMID};
 use crate::personas::{signature, HV_LEAF_BASE};
-use pvops_abi::hyperv::cpuid as hv;
+use pvops_abi::hyperv::{cpuid as hv, Hints, Privileges};
 use pvops_abi::xen as abi;
 
 /// The highest Xen leaf offset: base+4, the HVM leaf ("Leaf 5").
@@ -13,19 +13,26 @@ const TOP: u32 = abi::LEAF_HVM;
 pub(super) fn leaf(x: &Xen, leaf: u32, subleaf: u32) -> [u32; 4] {
     let base = x.base();
     if x.viridian && leaf < base {
-        return viridian(leaf);
+        return viridian(x, leaf);
     }
     match leaf.wrapping_sub(base) {
         0 => {
             let [b, c, d] = signature(abi::SIGNATURE);
             [base + TOP, b, c, d]
         }
-        abi::LEAF_VERSION => [super::VERSION.to_eax(), 0, 0, 0],
+        abi::LEAF_VERSION => [x.version().to_eax(), 0, 0, 0],
         // One page; features1/2 (PV MMU bits) 0.
         abi::LEAF_HYPERCALL => [1, x.hypercall_msr(), 0, 0],
         abi::LEAF_TIME => time(x, subleaf),
         abi::LEAF_HVM => [
-            abi::HVM_VCPU_ID_PRESENT | abi::HVM_DOMID_PRESENT,
+            abi::HVM_VCPU_ID_PRESENT
+                | abi::HVM_DOMID_PRESENT
+                | if x.knobs.callback_via_only {
+                    0
+                } else {
+                    // Xen 4.17+ (`cpuid_hypervisor_leaves`), QEMU 8.2+.
+                    abi::HVM_UPCALL_VECTOR
+                },
             0,
             u32::from(DOMID),
             0,
@@ -40,6 +47,14 @@ pub(super) fn leaf(x: &Xen, leaf: u32, subleaf: u32) -> [u32; 4] {
 fn time(x: &Xen, subleaf: u32) -> [u32; 4] {
     let khz = u32::try_from(x.tsc_khz).unwrap_or(0);
     match subleaf {
+        // QEMU's Xen emulation on KVM, as measured in the nested real-peer
+        // runs: the TSC kHz and the pvclock scale, not Xen's sub-leaf 0.
+        0 if x.knobs.qemu => [
+            khz,
+            0,
+            x.time.tsc_to_system_mul,
+            x.time.tsc_shift as u8 as u32,
+        ],
         // RDTSC is never intercepted: never emulated. The host TSC is not
         // claimed reliable (QEMU TCG derives it from the host clock).
         0 => [0, abi::TSC_MODE_NEVER_EMULATE, khz, 0],
@@ -54,17 +69,38 @@ fn time(x: &Xen, subleaf: u32) -> [u32; 4] {
     }
 }
 
-/// Viridian below Xen: the vendor leaf with max 0x4000_0005 and "Hv#1";
-/// every other leaf 0 — no privileges in 0x4000_0003 (no hypercall MSRs,
-/// no VP index), so a Hyper-V backend does not take it, and no hypervisor
-/// MSR of the TLFS is implemented.
-fn viridian(leaf: u32) -> [u32; 4] {
+/// Viridian below Xen, as Xen's `cpuid_viridian_leaves`
+/// (`xen/arch/x86/hvm/viridian/viridian.c`) answers with only the "base"
+/// enlightenment group: the vendor leaf with max 0x4000_0005 and "Hv#1";
+/// leaf 2 (version) zero until the guest wrote any OS ID; leaf 3 the
+/// AccessIntrCtrlRegs, AccessHypercallMsrs, AccessVpIndex and
+/// AccessFrequencyRegs privileges (no feature bits); leaf 4 zero until an
+/// OS ID whose bits 47:40 (the Microsoft encoding's "OS") are at least 4,
+/// then "relax timer interrupts" and "MSR-based APIC" (SVM has no APIC
+/// register virtualisation here).
+fn viridian(x: &Xen, leaf: u32) -> [u32; 4] {
+    let id = x.guest_os_id;
     match leaf {
         HV_LEAF_BASE => {
             let [b, c, d] = signature(hv::VENDOR_SIGNATURE);
             [hv::IMPLEMENTATION_LIMITS, b, c, d]
         }
         hv::INTERFACE => [hv::HV1, 0, 0, 0],
+        // Xen's viridian_build/major/minor: 0x1772, 6.0 (Windows 7 era).
+        hv::VERSION if id != 0 => [0x1772, 6 << 16, 0, 0],
+        hv::FEATURES => [VIRIDIAN_PRIVILEGES.0 as u32, 0, 0, 0],
+        hv::ENLIGHTENMENT_INFO if id != 0 && (id >> 40) as u8 >= 4 => {
+            // EBX: Xen's default spinlock retry count.
+            [VIRIDIAN_HINTS.0, 2047, 0, 0]
+        }
         _ => [0; 4],
     }
 }
+
+/// Leaf 3 of Xen's Viridian "base" group.
+pub(super) const VIRIDIAN_PRIVILEGES: Privileges = Privileges::INTR_CTRL_REGS
+    .union(Privileges::HYPERCALL_MSRS)
+    .union(Privileges::VP_INDEX)
+    .union(Privileges::FREQUENCY_REGS);
+/// Leaf 4 once published.
+pub(super) const VIRIDIAN_HINTS: Hints = Hints::RELAXED_TIMING.union(Hints::APIC_MSRS);

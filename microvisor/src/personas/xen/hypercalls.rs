@@ -87,7 +87,7 @@ impl Xen {
             Err(-errno::EPERM)
         } else {
             match u32::try_from(rax).unwrap_or(u32::MAX) {
-                nr::XEN_VERSION => self.xen_version(a1),
+                nr::XEN_VERSION => self.xen_version(cx, a1, a2),
                 nr::MEMORY_OP => self.memory_op(cx, a1, a2),
                 nr::HVM_OP => self.hvm_op(cx, a1, a2),
                 nr::EVENT_CHANNEL_OP => self.event_channel_op(cx, a1, a2),
@@ -110,11 +110,25 @@ impl Xen {
         Hypercall { code, action }
     }
 
-    /// `xen_version`: only `XENVER_version` (Xen `do_xen_version` answers
-    /// -ENOSYS to commands it does not know).
-    fn xen_version(&mut self, cmd: u64) -> Res {
+    /// `xen_version`: `XENVER_version` and `XENVER_get_features` (Xen
+    /// `do_xen_version` answers -ENOSYS to commands it does not know).
+    fn xen_version(&mut self, cx: &mut GuestCx<'_>, cmd: u64, arg: u64) -> Res {
         match u32::try_from(cmd) {
-            Ok(abi::XENVER_VERSION) => Ok(Done::Value(u64::from(super::VERSION.to_eax()))),
+            Ok(abi::XENVER_VERSION) => Ok(Done::Value(u64::from(self.version().to_eax()))),
+            Ok(abi::XENVER_GET_FEATURES) => {
+                let mut fi: abi::FeatureInfo = read(self, cx, arg)?;
+                // Submap 0 of an HVM guest (xen/common/kernel.c): writable
+                // page tables and auto-translated physmap (paging mode
+                // translate), safe pvclock, callback vector.
+                fi.submap = if fi.submap_idx == 0 {
+                    1 | 1 << 2
+                        | 1 << abi::XENFEAT_HVM_CALLBACK_VECTOR
+                        | 1 << abi::XENFEAT_HVM_SAFE_PVCLOCK
+                } else {
+                    0
+                };
+                write(self, cx, arg, &fi)
+            }
             _ => Err(-errno::ENOSYS),
         }
     }
@@ -139,13 +153,30 @@ impl Xen {
         OK
     }
 
-    /// `hvm_op`: get/set of `HVM_PARAM_CALLBACK_IRQ` only (other
-    /// parameters -EINVAL); delivery type vector only (GSI/PCI INTx
-    /// callbacks are refused with -EINVAL; 0 turns delivery off).
+    /// `hvm_op`: `HVMOP_set_evtchn_upcall_vector` (Xen
+    /// `hvmop_set_evtchn_upcall_vector`: vector below 0x10 -EINVAL, unknown
+    /// vCPU -ENOENT), and get/set of `HVM_PARAM_CALLBACK_IRQ` only (other
+    /// parameters -EINVAL; QEMU's emulation has no get: -ENOSYS); delivery
+    /// type vector only (GSI/PCI INTx callbacks are refused with -EINVAL; 0
+    /// turns delivery off).
     fn hvm_op(&mut self, cx: &mut GuestCx<'_>, op: u64, arg: u64) -> Res {
         let set = match u32::try_from(op) {
             Ok(abi::HVMOP_SET_PARAM) => true,
-            Ok(abi::HVMOP_GET_PARAM) => false,
+            Ok(abi::HVMOP_GET_PARAM) if !self.knobs.qemu => false,
+            Ok(abi::HVMOP_SET_EVTCHN_UPCALL_VECTOR) => {
+                let u: abi::HvmEvtchnUpcallVector = read(self, cx, arg)?;
+                if u.vector < 0x10 {
+                    return Err(-errno::EINVAL);
+                }
+                if u.vcpu != 0 {
+                    return Err(-errno::ENOENT);
+                }
+                self.upcall_vector = Some(u.vector);
+                if self.upcall_pending(cx) {
+                    self.raise_callback(cx);
+                }
+                return OK;
+            }
             _ => return Err(-errno::ENOSYS),
         };
         let mut p: abi::HvmParam = read(self, cx, arg)?;
@@ -216,6 +247,8 @@ impl Xen {
                         self.set_pending(cx, p.port);
                         OK
                     }
+                    // The remote end (not modelled) is notified.
+                    Some(Port::Toolstack) => OK,
                     _ => Err(-errno::EINVAL),
                 }
             }
@@ -241,12 +274,9 @@ impl Xen {
         match u32::try_from(cmd) {
             Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER) => {
                 let t: abi::VcpuSetSingleshotTimer = read(self, cx, arg)?;
-                let now_ns = self.system_ns(cx.now);
-                // Xen: with VCPU_SSHOTTMR_future a deadline already
-                // passed is -ETIME; otherwise it fires at once.
-                if t.flags & abi::VCPU_SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < now_ns {
-                    return Err(-errno::ETIME);
-                }
+                // Current Xen (and QEMU) ignore `flags`, VCPU_SSHOTTMR_future
+                // included (review F11): a deadline already passed fires at
+                // once.
                 self.timer = Some(self.tsc_at(cx.now, t.timeout_abs_ns));
                 self.stats.timer_set += 1;
                 OK

@@ -23,11 +23,31 @@
 //!   ([`Persona::next_deadline`]), fired from [`Persona::poll`] as
 //!   `VIRQ_TIMER`.
 //!
-//! `break=<step>` switches (for the guest's fallback tests), each making one
-//! setup step of the backend fail: `hypercall-page` (the MSR write is
+//! - Event channels as a toolstack leaves them: ports 1 (xenstore) and 2
+//!   (console) are allocated before the guest runs, in word 0 with the
+//!   ports the guest binds (libxl `xc_evtchn_alloc_unbound` for
+//!   `store_port` and `console_port`); shared_info starts zeroed, so they
+//!   are unmasked until the guest masks them.
+//! - Upcall delivery, both of Xen's models: the per-vCPU upcall vector
+//!   (`HVMOP_set_evtchn_upcall_vector`, advertised in base+4 EAX bit 6 as
+//!   Xen 4.17+ does) goes through the virtual APIC (IRR, ISR, EOI due), raised
+//!   on each 0->1 of `evtchn_upcall_pending`; the callback-via vector
+//!   (`HVM_PARAM_CALLBACK_IRQ` type 2) is injected directly, as Xen's
+//!   `hvm_intack_vector`: no ISR bit (an EOI after it finds nothing in
+//!   service and is counted as `idle_eois`), and re-asserted at every entry
+//!   while `evtchn_upcall_pending` stays set.
+//!
+//! `break=<word>[+<word>...]`: at most one setup step broken on purpose
+//! (for the guest's fallback tests): `hypercall-page` (the MSR write is
 //! accepted, the page never filled), `shared-info` (`XENMEM_add_to_physmap`
 //! answers -EINVAL), `pvclock-odd` (`vcpu_time_info.version` stays odd),
-//! `evtchn` (`EVTCHNOP_bind_virq` answers -ENOSPC).
+//! `evtchn` (`EVTCHNOP_bind_virq` answers -ENOSPC); and behaviours of real
+//! hosts ([`KNOBS`]): `noisy-ports` (the console and xenstore ports get
+//! events during the boot, as xenconsoled and xenstored send them),
+//! `callback-via` (no base+4 upcall-vector bit: Xen before 4.17),
+//! `qemu` (QEMU's Xen emulation on KVM: version 4.10, `HVMOP_get_param`
+//! -ENOSYS, base+3 sub-leaf 0 holding the TSC kHz and the pvclock
+//! multiplier and shift instead of Xen's layout).
 //!
 //! Design notes, limits and the counter codes are in `docs/backends/xen.md`,
 //! "The microvisor persona".
@@ -55,6 +75,28 @@ pub const DOMID: u16 = 1;
 pub const NR_PORTS: usize = 16;
 /// The `break=` steps this persona knows.
 pub const BREAKS: &[&str] = &["hypercall-page", "shared-info", "pvclock-odd", "evtchn"];
+/// The behaviour words `break=` also takes (combined with `+`).
+pub const KNOBS: &[&str] = &["noisy-ports", "callback-via", "qemu"];
+/// The toolstack's xenstore port (libxl `store_port`).
+pub const XENSTORE_PORT: u32 = 1;
+/// The toolstack's console port (libxl `console_port`).
+pub const CONSOLE_PORT: u32 = 2;
+/// QEMU's `xen-version=0x4000a` of the nested real-peer runs.
+pub const QEMU_VERSION: abi::Version = abi::Version {
+    major: 4,
+    minor: 10,
+};
+
+/// Behaviours of real hosts, chosen with `break=` words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Knobs {
+    /// Events on the console and xenstore ports during the boot.
+    pub noisy_ports: bool,
+    /// No `XEN_HVM_CPUID_UPCALL_VECTOR` in base+4.
+    pub callback_via_only: bool,
+    /// QEMU's Xen emulation.
+    pub qemu: bool,
+}
 
 /// A setup step broken on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +141,9 @@ enum Port {
     Virq(u8),
     /// An IPI to vCPU 0 (raised by `EVTCHNOP_send`).
     Ipi,
+    /// Allocated by the toolstack for a backend in another domain
+    /// (xenstore, console): unbound interdomain, as far as the guest knows.
+    Toolstack,
 }
 
 /// The registered runstate area.
@@ -126,6 +171,13 @@ struct Stats {
     efault: u64,
     /// pvclock publications.
     publishes: u64,
+    /// Events raised on the toolstack's ports (`noisy-ports`).
+    noise: u64,
+    /// Callback-via injections (no ISR bit set).
+    direct_injections: u64,
+    /// EOIs the guest wrote with nothing in service (the virtual APIC's
+    /// count, sampled at every poll).
+    idle_eois: u64,
 }
 
 /// The `xen` persona.
@@ -133,6 +185,7 @@ struct Stats {
 pub struct Xen {
     viridian: bool,
     brk: Option<Break>,
+    knobs: Knobs,
     tsc_khz: u64,
     /// vCPU 0's pvclock as last published (or as it will be once
     /// shared_info is mapped): the timebase of every time the persona reads
@@ -144,32 +197,55 @@ pub struct Xen {
     shared_info: Option<u64>,
     /// `HVM_PARAM_CALLBACK_IRQ` as set by the guest.
     callback: u64,
+    /// vCPU 0's upcall vector (`HVMOP_set_evtchn_upcall_vector`), which
+    /// takes precedence over the callback via.
+    upcall_vector: Option<u8>,
     ports: [Port; NR_PORTS],
     /// Host TSC at which the singleshot timer fires.
     timer: Option<u64>,
     runstate: Option<Runstate>,
     stats: Stats,
+    /// Viridian's HV_X64_MSR_GUEST_OS_ID.
+    guest_os_id: u64,
+    /// Viridian's HV_X64_MSR_HYPERCALL (enabling is accepted, no page).
+    viridian_hypercall: u64,
 }
 
 impl Xen {
     /// A Xen persona, with a Viridian (Hyper-V) signature below it if asked.
     pub fn new(viridian: bool, break_step: Option<&str>) -> Result<Self, SelectError> {
-        let brk = match break_step {
-            None => None,
-            Some(s) => Some(Break::parse(s).ok_or(SelectError::UnknownBreak)?),
-        };
+        let mut brk = None;
+        let mut knobs = Knobs::default();
+        for word in break_step.into_iter().flat_map(|s| s.split('+')) {
+            match word {
+                "noisy-ports" => knobs.noisy_ports = true,
+                "callback-via" => knobs.callback_via_only = true,
+                "qemu" => knobs.qemu = true,
+                _ => match Break::parse(word) {
+                    Some(b) if brk.is_none() => brk = Some(b),
+                    _ => return Err(SelectError::UnknownBreak),
+                },
+            }
+        }
+        let mut ports = [Port::Free; NR_PORTS];
+        ports[XENSTORE_PORT as usize] = Port::Toolstack;
+        ports[CONSOLE_PORT as usize] = Port::Toolstack;
         Ok(Xen {
             viridian,
             brk,
+            knobs,
             tsc_khz: 0,
             time: VcpuTimeInfo::default(),
             hypercall_page: None,
             shared_info: None,
             callback: 0,
-            ports: [Port::Free; NR_PORTS],
+            upcall_vector: None,
+            ports,
             timer: None,
             runstate: None,
             stats: Stats::default(),
+            guest_os_id: 0,
+            viridian_hypercall: 0,
         })
     }
 
@@ -210,11 +286,40 @@ impl Xen {
         self.time.ns_at(tsc)
     }
 
+    /// The Xen version reported (base+1, `XENVER_version`).
+    pub fn version(&self) -> abi::Version {
+        if self.knobs.qemu {
+            QEMU_VERSION
+        } else {
+            VERSION
+        }
+    }
+
     /// The callback vector, when `HVM_PARAM_CALLBACK_IRQ` selects vector
-    /// delivery.
+    /// delivery and no per-vCPU upcall vector overrides it.
     fn callback_vector(&self) -> Option<u8> {
-        (self.callback >> abi::HVM_PARAM_CALLBACK_TYPE_SHIFT == abi::HVM_PARAM_CALLBACK_TYPE_VECTOR)
+        (self.upcall_vector.is_none()
+            && self.callback >> abi::HVM_PARAM_CALLBACK_TYPE_SHIFT
+                == abi::HVM_PARAM_CALLBACK_TYPE_VECTOR)
             .then_some(self.callback as u8)
+    }
+
+    /// The delivery model in use, for the report.
+    fn delivery(&self) -> &'static str {
+        match (self.upcall_vector, self.callback_vector()) {
+            (Some(_), _) => "upcall-vector",
+            (None, Some(_)) => "callback-via",
+            (None, None) => "none",
+        }
+    }
+
+    /// An event on a toolstack port, when `noisy-ports` (xenconsoled after
+    /// consuming output or delivering input, xenstored on ring activity).
+    fn noise(&mut self, cx: &mut GuestCx<'_>, port: u32) {
+        if self.knobs.noisy_ports {
+            self.stats.noise += 1;
+            self.set_pending(cx, port);
+        }
     }
 
     /// Fires the singleshot timer if due.
@@ -225,6 +330,13 @@ impl Xen {
         }
         self.timer = None;
         self.stats.timer_fired += 1;
+        // Toolstack traffic in the timer's event word, just before it.
+        let port = if self.stats.timer_fired.is_multiple_of(2) {
+            XENSTORE_PORT
+        } else {
+            CONSOLE_PORT
+        };
+        self.noise(cx, port);
         self.send_virq(cx, abi::VIRQ_TIMER);
         self.update_runstate(cx);
     }
@@ -247,8 +359,38 @@ impl Persona for Xen {
         cpuid::leaf(self, leaf, subleaf)
     }
 
+    fn rdmsr(&mut self, _cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
+        use pvops_abi::hyperv::msr as hm;
+        if !self.viridian {
+            return None;
+        }
+        Some(Ok(match msr {
+            hm::GUEST_OS_ID => self.guest_os_id,
+            hm::HYPERCALL => self.viridian_hypercall,
+            hm::VP_INDEX => 0,
+            // Not enabled: Xen's "apic_assist" group is not offered.
+            hm::VP_ASSIST_PAGE => 0,
+            _ => return None,
+        }))
+    }
+
     fn wrmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32, value: u64) -> Option<Result<(), Gp>> {
-        (msr == self.hypercall_msr()).then(|| self.write_hypercall_msr(cx, value))
+        use pvops_abi::hyperv::msr as hm;
+        if msr == self.hypercall_msr() {
+            return Some(self.write_hypercall_msr(cx, value));
+        }
+        if !self.viridian {
+            return None;
+        }
+        match msr {
+            hm::GUEST_OS_ID => self.guest_os_id = value,
+            hm::HYPERCALL => self.viridian_hypercall = value,
+            hm::EOI => cx.apic.eoi(),
+            // Accepted, never enabled (read back 0).
+            hm::VP_ASSIST_PAGE => {}
+            _ => return None,
+        }
+        Some(Ok(()))
     }
 
     fn hypercall(&mut self, cx: &mut GuestCx<'_>) -> Hypercall {
@@ -271,6 +413,25 @@ impl Persona for Xen {
         if self.shared_info.is_some() {
             self.maybe_refresh(cx);
         }
+        // The callback via is level-like: asserted while the upcall flag is
+        // set, withdrawn once the guest clears it (Xen checks the flag at
+        // every VM entry, `hvm_vcpu_has_pending_irq`).
+        if let Some(v) = self.callback_vector() {
+            if self.upcall_pending(cx) {
+                cx.apic.raise(v);
+            } else {
+                cx.apic.withdraw(v);
+            }
+        }
+        self.stats.idle_eois = cx.apic.idle_eois;
+    }
+
+    fn on_inject(&mut self, cx: &mut GuestCx<'_>, vector: u8) {
+        // Injected as an external interrupt, not through the vLAPIC.
+        if self.callback_vector() == Some(vector) {
+            cx.apic.bypass(vector);
+            self.stats.direct_injections += 1;
+        }
     }
 
     fn report(&self) {
@@ -281,6 +442,9 @@ impl Persona for Xen {
             hypercall_page = Opt(self.hypercall_page),
             shared_info = Opt(self.shared_info),
             callback = format_args!("{:#x}", self.callback),
+            upcall_vector = Opt(self.upcall_vector.map(u64::from)),
+            delivery = self.delivery(),
+            flavour = if self.knobs.qemu { "qemu" } else { "xen" },
             timer_port = Opt(self.port_of(abi::VIRQ_TIMER).map(u64::from)),
             runstate = Opt(self.runstate.map(|r| r.gva)),
             timers_set = s.timer_set,
@@ -289,7 +453,11 @@ impl Persona for Xen {
             upcalls = s.upcalls,
             pvclock_updates = s.publishes,
             efault = s.efault,
+            noise = s.noise,
+            direct_injections = s.direct_injections,
+            idle_eois = s.idle_eois,
             broken = self.brk.map_or("none", Break::name),
+            guest_os_id = format_args!("{:#x}", self.guest_os_id),
         );
     }
 }

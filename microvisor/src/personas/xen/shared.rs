@@ -96,8 +96,14 @@ impl Xen {
             Some(_) => {}
             None => cx.mem.zero(gpa, PAGE).map_err(|_| -abi::errno::EINVAL)?,
         }
+        let first = self.shared_info.is_none();
         self.shared_info = Some(gpa);
         self.publish(cx);
+        if first {
+            // The console daemon consumed the boot's first output: an
+            // event on a port the guest has not masked yet.
+            self.noise(cx, super::CONSOLE_PORT);
+        }
         Ok(())
     }
 
@@ -206,9 +212,11 @@ impl Xen {
         self.raise_callback(cx);
     }
 
-    /// Raises the callback vector, if one is configured.
+    /// Raises the upcall (Xen `hvm_assert_evtchn_irq`): the per-vCPU
+    /// vector through the virtual APIC, else the callback-via vector (which
+    /// [`Xen::poll`](super::Xen) keeps asserted while the flag is set).
     pub(super) fn raise_callback(&mut self, cx: &mut GuestCx<'_>) {
-        if let Some(v) = self.callback_vector() {
+        if let Some(v) = self.upcall_vector.or(self.callback_vector()) {
             cx.apic.raise(v);
             self.stats.upcalls += 1;
         }
