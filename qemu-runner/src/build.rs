@@ -128,7 +128,12 @@ impl KernelSpec {
 /// settings of the cargo that runs us (tests, `cargo run`), so that the
 /// kernel's own `.cargo/config.toml` and the toolchain file rule.
 pub fn cargo_in(dir: &Path) -> Command {
-    let mut cmd = Command::new("cargo");
+    tool_in(dir, "cargo")
+}
+
+/// [`cargo_in`] for another tool of the toolchain (`rustc`, `rustup`).
+pub fn tool_in(dir: &Path, program: &str) -> Command {
+    let mut cmd = Command::new(program);
     cmd.current_dir(dir);
     for var in [
         "CARGO_TARGET_DIR",
@@ -171,6 +176,7 @@ fn build_uncached(spec: &KernelSpec) -> Result<PathBuf, String> {
             dir.display()
         ));
     }
+    crate::toolchain::ensure_for_kernels()?;
     eprintln!("building {} ({}) ...", spec.name, spec.key());
     let out = spec
         .command()
