@@ -38,25 +38,6 @@ pub fn inb_unused(port: u16) -> u8 {
     unsafe { bootkit::cpu::inb(port) }
 }
 
-/// Remaps the legacy 8259 PICs to vectors 0x20..0x30 and masks every line,
-/// so the PIT interrupt that firmware left running never reaches the CPU
-/// (firmware leaves the master PIC at vector 8, which is #DF).
-pub fn disable_legacy_pic() {
-    const ICW1_INIT_ICW4: u8 = 0x11;
-    // SAFETY: ports 0x20/0x21/0xA0/0xA1 are the PC's two 8259s; the
-    // standard ICW1..ICW4 sequence then a full mask only reroutes and
-    // silences legacy IRQs.
-    unsafe {
-        for (cmd, data, base, cascade) in [(0x20u16, 0x21u16, 0x20u8, 4u8), (0xa0, 0xa1, 0x28, 2)] {
-            outb(cmd, ICW1_INIT_ICW4);
-            outb(data, base);
-            outb(data, cascade);
-            outb(data, 0x01); // 8086 mode
-            outb(data, 0xff); // mask all
-        }
-    }
-}
-
 /// RDMSR of an MSR that may not exist: a #GP is expected and must be
 /// handled by a vector-13 handler that skips the 2-byte instruction.
 pub fn rdmsr_expect_fault(msr: u32) -> u64 {
