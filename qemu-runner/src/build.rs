@@ -1,4 +1,5 @@
-//! Building the two kernels (`example-kernel/`, `microvisor/`).
+//! Building the kernels (`example-kernel/`, `microvisor/` and its test
+//! guest, `examples/minimal-kernel/`).
 //!
 //! Each is its own Cargo workspace built for `x86_64-unknown-none` (through
 //! its `.cargo/config.toml`). Builds go to `<workspace>/target/kernels/<name>`,
@@ -55,10 +56,22 @@ impl KernelSpec {
         }
     }
 
+    /// The template kernel `examples/minimal-kernel/`, built in its own
+    /// directory as a kernel author would (its own Cargo.toml, lock file and
+    /// `.cargo/config.toml`).
+    pub fn minimal_kernel() -> KernelSpec {
+        KernelSpec {
+            name: "minimal-kernel",
+            features: Vec::new(),
+            no_default_features: false,
+        }
+    }
+
     /// The kernel's directory, relative to the workspace root.
     pub fn dir(&self) -> &'static str {
         match self.name {
             "mv-testguest" => "microvisor/testguest",
+            "minimal-kernel" => "examples/minimal-kernel",
             name => name,
         }
     }
@@ -226,10 +239,10 @@ pub fn executable_from_messages(stdout: &str, name: &str) -> Option<PathBuf> {
 
 /// The images `scenario` boots, built if needed.
 pub fn images(scenario: &Scenario) -> Result<crate::qemu::Images, String> {
+    use crate::scenario::Guest;
     let example = match (scenario.boot, scenario.guest) {
-        (Boot::Microvisor { .. }, crate::scenario::Guest::MicrovisorTestGuest) => {
-            build(&KernelSpec::test_guest())?
-        }
+        (Boot::Microvisor { .. }, Guest::MicrovisorTestGuest) => build(&KernelSpec::test_guest())?,
+        (_, Guest::MinimalKernel) => build(&KernelSpec::minimal_kernel())?,
         _ => build(&KernelSpec::example_kernel(scenario))?,
     };
     Ok(match scenario.boot {
