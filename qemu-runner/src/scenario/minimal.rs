@@ -67,4 +67,26 @@ pub const SCENARIOS: &[Scenario] = &[
         },
         ..Scenario::BASE
     },
+    Scenario {
+        name: "minimal:tcg:no-apic",
+        description: "examples/minimal-kernel with check=no-apic: init without the local APIC warns, naming the missing step",
+        guest: Guest::MinimalKernel,
+        guest_cmdline: "check=no-apic",
+        expect: Expect {
+            selftests: &["no-apic"],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "minimal:tcg:second-init",
+        description: "examples/minimal-kernel with check=second-init: a second init is refused and changes nothing",
+        guest: Guest::MinimalKernel,
+        guest_cmdline: "check=second-init",
+        expect: Expect {
+            selftests: &["second-init"],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
 ];
