@@ -14,6 +14,16 @@
 //! still boots where that hypervisor runs (it picks another, or native).
 #![cfg_attr(not(test), no_std)]
 
+/// The examples of this crate's README and of docs/using-pvops.md, compiled
+/// (and run where they can) as doctests for the host.
+#[cfg(doctest)]
+mod doc_examples {
+    #[doc = include_str!("../README.md")]
+    struct BackendsReadme;
+    #[doc = include_str!("../../docs/using-pvops.md")]
+    struct UsingPvops;
+}
+
 mod cmdline;
 #[cfg(feature = "hyperv")]
 pub mod hyperv;
