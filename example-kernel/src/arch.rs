@@ -20,16 +20,6 @@ pub fn sidt() -> DescriptorTablePointer<u64> {
     p
 }
 
-/// Writes a byte to an I/O port.
-///
-/// # Safety
-///
-/// The port's device must tolerate the write (no memory-safety effect).
-pub unsafe fn outb(port: u16, value: u8) {
-    // SAFETY: forwarded to the caller.
-    unsafe { bootkit::cpu::outb(port, value) }
-}
-
 /// Reads a byte from an I/O port that has no device behind it (or whose
 /// read has no side effect).
 pub fn inb_unused(port: u16) -> u8 {
