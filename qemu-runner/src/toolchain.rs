@@ -174,10 +174,10 @@ pub fn ensure(dir: &Path, targets: &[&str], components: &[&str]) -> Result<(), S
         // toolchain file's toolchain absent): install the file's toolchain.
         Err(e) if active_toolchain(dir).is_some() || rustup_present(dir) => {
             eprintln!(
-                "toolchain: {e}; running `rustup toolchain install` in {}",
+                "toolchain: {e}; running `rustup toolchain install --no-self-update` in {}",
                 dir.display()
             );
-            run(dir, "rustup toolchain install")?;
+            run(dir, "rustup toolchain install --no-self-update")?;
             status(dir, targets, components)?
         }
         Err(e) => return Err(e),
