@@ -197,11 +197,12 @@ pub fn ensure(dir: &Path, targets: &[&str], components: &[&str]) -> Result<(), S
             fix.join(" && "),
         ));
     }
+    eprintln!(
+        "toolchain: {} missing, running `{}`",
+        missing_list(&status),
+        fix.join(" && ")
+    );
     for line in &fix {
-        eprintln!(
-            "toolchain: {} missing, running `{line}`",
-            missing_list(&status)
-        );
         run(dir, line)?;
     }
     Ok(())
