@@ -140,7 +140,16 @@ impl KernelSpec {
 /// A `cargo` command in `dir` (a kernel's own workspace), cleared of the
 /// settings of the cargo that runs us (tests, `cargo run`), so that the
 /// kernel's own `.cargo/config.toml` and the toolchain file rule.
+///
+/// First (once per process) makes sure the toolchain has the kernels'
+/// target and components ([`crate::toolchain::ensure_for_kernels`]), so
+/// that every kernel build, lint or check of the tests finds them; when
+/// that fails the reason and the command to run are printed, and the
+/// command then fails as cargo does.
 pub fn cargo_in(dir: &Path) -> Command {
+    if let Err(e) = crate::toolchain::ensure_for_kernels() {
+        eprintln!("toolchain: {e}");
+    }
     tool_in(dir, "cargo")
 }
 
