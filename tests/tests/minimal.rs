@@ -109,20 +109,33 @@ fn minimal_kernel_boots_under_tcg_kvm_and_the_microvisor() {
 }
 
 /// The traps of the first hour, on a real boot: init without the local
-/// APIC warns (naming the call to make), a second init is refused.
+/// APIC warns (naming the call to make), a second init is refused, a
+/// backend that gets no shared page says which step lacked it.
 #[test]
 fn minimal_kernel_traps_are_reported() {
-    let names = ["minimal:tcg:no-apic", "minimal:tcg:second-init"];
+    let names = [
+        "minimal:tcg:no-apic",
+        "minimal:tcg:second-init",
+        "minimal:microvisor:xen:no-pages",
+    ];
     let reports = boot_all(&names, &RunOptions::default());
     for (name, r) in names.iter().zip(reports) {
         let r = r.unwrap_or_else(|| panic!("{name} needs only TCG"));
+        if name.ends_with("no-pages") {
+            assert_eq!(detail_number(&r, "pages", "shared_pages"), 0);
+        }
         assert_verdict_pass(&r);
         let serial = &r.raw.as_ref().expect("ran").serial;
         let want = match *name {
             "minimal:tcg:no-apic" => {
                 "[WARN ] pvops: the local APIC is not enabled: call pvops::apic::enable"
             }
-            _ => "[ERROR] pvops: init called again: refused",
+            "minimal:tcg:second-init" => "[ERROR] pvops: init called again: refused",
+            // A backend without its pages names the step and what happens.
+            _ => {
+                "backend 'xen' setup failed (hypercall page: the platform has no page to give); \
+                  falling back to native"
+            }
         };
         assert!(
             serial.contains(want),

@@ -21,11 +21,13 @@ const TIMER_NS: u64 = 1_000_000; // 1 ms
 static PAGES: pvops_boot::pages::PagePool<8> = pvops_boot::pages::PagePool::new();
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
-struct Platform;
+struct Platform {
+    lend: bool, // false for the tests' `check=no-pages`
+}
 
 impl pvops_backends::Platform for Platform {
     fn alloc_shared_page(&mut self) -> Option<pvops_backends::SharedPage> {
-        let (phys, virt) = PAGES.take()?;
+        let (phys, virt) = self.lend.then(|| PAGES.take()).flatten()?;
         Some(pvops_backends::SharedPage { phys, virt })
     }
 }
@@ -61,7 +63,8 @@ fn kmain(start_info: u64) -> ! {
     // The local APIC, x2APIC when CPUID offers it; this also masks the
     // legacy PICs (whose timer would arrive as vector 8).
     let mode = pvops::apic::preferred_mode().unwrap_or_else(|e| panic!("local APIC: {e}"));
-    let check = si.cmdline_value("check"); // the tests' `check=no-apic|second-init`
+    let check = si.cmdline_value("check"); // the tests' `check=no-apic|second-init|no-pages`
+    let mut platform = Platform { lend: check != Some("no-pages") };
     if check != Some("no-apic") {
         // SAFETY: x2APIC only when CPUID reports it; an xAPIC page sits at
         // 0xFEE0_0000, identity-mapped uncached by pvops-boot's boot tables.
@@ -69,7 +72,7 @@ fn kmain(start_info: u64) -> ! {
     }
 
     // SAFETY: one CPU, interrupts disabled since boot, first call.
-    let init = unsafe { pvops_backends::init(&mut Platform, si.cmdline()) };
+    let init = unsafe { pvops_backends::init(&mut platform, si.cmdline()) };
     for i in init.probe.interfaces.iter() {
         let (base, kind) = (format_args!("{:#x}", i.base), i.kind.name());
         record!("interface", base = base, signature = i.signature_str(), kind = kind);
@@ -82,9 +85,9 @@ fn kmain(start_info: u64) -> ! {
     }
     let tsc = pvops::time::tsc_frequency();
     record!("tsc", khz = tsc.khz, source = tsc.source.name());
-    if let Some(check) = check {
+    if let Some(check) = check.filter(|&c| c != "no-pages") {
         // SAFETY: as above; a second call must be refused and change nothing.
-        let again = (check == "second-init").then(|| unsafe { pvops_backends::init(&mut Platform, "") });
+        let again = (check == "second-init").then(|| unsafe { pvops_backends::init(&mut platform, "") });
         let refused = again.is_some_and(|a| a.refused.is_some() && a.installed == init.installed);
         let warned = check == "no-apic" && !init.missing_steps.is_empty();
         let detail = format_args!("{}", init.missing_steps.first().unwrap_or(&"refused"));

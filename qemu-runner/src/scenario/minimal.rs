@@ -89,4 +89,19 @@ pub const SCENARIOS: &[Scenario] = &[
         },
         ..Scenario::BASE
     },
+    Scenario {
+        name: "minimal:microvisor:xen:no-pages",
+        description: "examples/minimal-kernel under the xen persona lending no shared page: the Xen backend names the step and falls back to native",
+        guest: Guest::MinimalKernel,
+        boot: mv("xen", ""),
+        guest_cmdline: "check=no-pages",
+        expect: Expect {
+            hypervisor: Some("xen"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: MINIMAL_CHECKS,
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
 ];
