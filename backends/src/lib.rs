@@ -14,6 +14,16 @@
 //! still boots where that hypervisor runs (it picks another, or native).
 #![cfg_attr(not(test), no_std)]
 
+/// The examples of this crate's README and of docs/using-pvops.md, compiled
+/// (and run where they can) as doctests for the host.
+#[cfg(doctest)]
+mod doc_examples {
+    #[doc = include_str!("../README.md")]
+    struct BackendsReadme;
+    #[doc = include_str!("../../docs/using-pvops.md")]
+    struct UsingPvops;
+}
+
 mod cmdline;
 #[cfg(feature = "hyperv")]
 pub mod hyperv;
@@ -29,7 +39,7 @@ pub mod vmware;
 pub mod xen;
 
 pub use cmdline::override_from_cmdline;
-pub use select::{compiled_in, select, Choice, Selection};
+pub use select::{compiled_in, select, Choice, NativeBecause, Selection, Why};
 
 use core::ptr::NonNull;
 use pvops::patch::Patch;
@@ -83,6 +93,21 @@ pub struct SharedPage {
 }
 
 /// Services a backend needs from the kernel during installation.
+///
+/// Shared pages each backend asks for (at most; it asks only for what the
+/// hypervisor offers), and what it gives up when [`alloc_shared_page`]
+/// returns `None` (it logs the step, and falls back per entry):
+///
+/// | backend | pages | without them |
+/// |---|---|---|
+/// | `native` | 0 | - |
+/// | `vmware` | 1: steal-clock area | `time.steal_ns` stays native (0) |
+/// | `xen` | 3: hypercall page, shared_info, runstate area | no hypercall page: the whole backend (native fallback); no shared_info: pvclock clock and event-channel timer stay native; no runstate: no steal time |
+/// | `hyperv` | 5: hypercall page + hypercall input page, reference TSC page, VP assist page, crash message page | no hypercall pages: remote flush and IPIs native; no TSC page: clock from the reference-counter MSR (one exit per read); no assist page: EOI through the MSR (no lazy EOI); no crash page: crash notify without message |
+///
+/// So a kernel that lends 8 pages covers every backend of this crate.
+///
+/// [`alloc_shared_page`]: Platform::alloc_shared_page
 pub trait Platform {
     /// A zeroed 4 KiB page that stays allocated and mapped for the rest of
     /// the kernel's life, or `None` if the kernel has none to give.
@@ -132,19 +157,42 @@ pub struct InitReport {
     /// A compiled-in backend that saw its hypervisor's signature but did
     /// not detect, and why (the first such backend).
     pub declined: Option<(&'static str, &'static str)>,
+    /// Why the table was not patched at all, if it was not: a second `init`
+    /// ([`pvops::patch::InstallError::AlreadySealed`], [`installed`](Self::installed)
+    /// is then the earlier init's backend) or interrupts left enabled.
+    pub refused: Option<pvops::patch::InstallError>,
+    /// Set-up steps the kernel skipped that pvops needs (each also logged
+    /// as a warning), e.g. the local APIC not enabled.
+    pub missing_steps: &'static [&'static str],
 }
+
+/// The warning [`init`] gives when the local APIC was not enabled.
+pub const MISSING_APIC: &str = "the local APIC is not enabled: call pvops::apic::enable \
+     (mode from pvops::apic::preferred_mode) before pvops_backends::init, or timers never \
+     fire and the first irq::safe_halt sleeps forever";
 
 /// Probes the CPU, selects a backend, installs it and makes sure the clock
 /// and timer have a TSC (and, for one-shot APIC mode, APIC timer) frequency.
 ///
 /// The kernel must have configured the local APIC through
-/// [`pvops::native::apic::enable`] beforehand.
+/// [`pvops::apic::enable`] beforehand (else a warning, [`MISSING_APIC`],
+/// and [`InitReport::missing_steps`] say so). Everything pvops decides is
+/// logged through the `log` crate; without a logger fallbacks are silent.
+///
+/// A second call changes nothing: it logs an error and reports
+/// [`InitReport::refused`].
 ///
 /// # Safety
 ///
 /// The contract of [`pvops::patch::install`]: call once, on the boot CPU,
 /// with interrupts disabled, before any other CPU runs.
 pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
+    let missing_steps: &'static [&'static str] = if pvops::apic::mode().is_none() {
+        log::warn!("pvops: {}", MISSING_APIC);
+        &[MISSING_APIC]
+    } else {
+        &[]
+    };
     let source = pvops_probe::NativeCpuid;
     let probe = pvops_probe::probe(&source);
     let env = Environment {
@@ -152,6 +200,21 @@ pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
         cpuid: &source,
     };
     let selection = select(&env, cmdline);
+    if let Some(earlier) = pvops::patch::installed() {
+        log::error!(
+            "pvops: init called again: refused, the table was already patched (backend '{}')",
+            earlier
+        );
+        return InitReport {
+            probe,
+            selection,
+            installed: earlier,
+            fallback: None,
+            declined: None,
+            refused: Some(pvops::patch::InstallError::AlreadySealed),
+            missing_steps,
+        };
+    }
     let mut declined = None;
     for b in compiled_in() {
         if let Some(why) = b.declined(&env) {
@@ -178,13 +241,19 @@ pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
         // Native setup cannot fail.
         let _ = native::NATIVE.install(&env, &mut patch, platform);
     }
-    let installed = patch.backend();
+    let mut installed = patch.backend();
     for entry in patch.replaced() {
         log::debug!("pvops: {} -> {}", entry, installed);
     }
     // SAFETY: forwarded to the caller.
-    if let Err(e) = unsafe { pvops::patch::install(patch) } {
-        log::error!("pvops: table not patched: {:?}", e);
+    let refused = unsafe { pvops::patch::install(patch) }.err();
+    if let Some(e) = refused {
+        installed = pvops::patch::installed().unwrap_or(native::NATIVE.name());
+        log::error!(
+            "pvops: table not patched ({:?}): refused; entries stay with '{}'",
+            e,
+            installed
+        );
     }
     // `pvops=native` asks for bare hardware behaviour, the baseline that
     // paravirtualisation is measured against: no hypervisor interface at
@@ -198,5 +267,7 @@ pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
         installed,
         fallback,
         declined,
+        refused,
+        missing_steps,
     }
 }

@@ -52,6 +52,81 @@ pub struct Selection {
 pub struct Why {
     choice: Choice,
     detection: Detection,
+    /// Set when detection ended at native: what was (not) seen.
+    native: Option<NativeBecause>,
+}
+
+/// Why detection ended at the native backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeBecause {
+    /// No CPUID hypervisor bit, no hypervisor signature.
+    NoHypervisor,
+    /// The hypervisor bit is set but no signature at 0x4000_0000.. names it.
+    UnknownHypervisor,
+    /// A hypervisor was identified, but no backend for it is compiled in.
+    NotCompiledIn {
+        /// Its kind name (as in `pvops_probe::HypervisorKind::name`).
+        kind: &'static str,
+        /// The CPUID base of its interface.
+        base: u32,
+    },
+    /// A hypervisor was identified and its backend is compiled in, but the
+    /// backend did not detect a usable interface (see its debug log).
+    NotUsable {
+        /// Its kind name.
+        kind: &'static str,
+        /// The CPUID base of its interface.
+        base: u32,
+    },
+}
+
+impl core::fmt::Display for NativeBecause {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            NativeBecause::NoHypervisor => f.write_str("no hypervisor interface detected"),
+            NativeBecause::UnknownHypervisor => f.write_str(
+                "the CPUID hypervisor bit is set but no hypervisor signature names the hypervisor",
+            ),
+            NativeBecause::NotCompiledIn { kind, base } => write!(
+                f,
+                "hypervisor '{kind}' seen at {base:#x}, but no backend for it is compiled in"
+            ),
+            NativeBecause::NotUsable { kind, base } => write!(
+                f,
+                "hypervisor '{kind}' seen at {base:#x}, but its backend found no usable interface"
+            ),
+        }
+    }
+}
+
+impl Why {
+    /// When detection ended at native: what was (not) seen.
+    pub fn native_because(&self) -> Option<NativeBecause> {
+        self.native
+    }
+}
+
+/// What made detection end at native for `env`, given `backends`.
+fn native_because(backends: &[&dyn Backend], env: &Environment<'_>) -> NativeBecause {
+    let probe = env.probe;
+    // The reported hypervisor; signatures without the hypervisor bit count
+    // too (the first one).
+    let Some(i) = probe
+        .primary_interface()
+        .or_else(|| probe.interfaces.iter().next())
+    else {
+        return if probe.under_hypervisor() {
+            NativeBecause::UnknownHypervisor
+        } else {
+            NativeBecause::NoHypervisor
+        };
+    };
+    let (kind, base) = (i.kind.name(), i.base);
+    if backends.iter().any(|b| b.name() == kind) {
+        NativeBecause::NotUsable { kind, base }
+    } else {
+        NativeBecause::NotCompiledIn { kind, base }
+    }
 }
 
 impl core::fmt::Display for Why {
@@ -69,6 +144,9 @@ impl core::fmt::Display for Why {
         f.write_str(self.detection.reason)?;
         if let Some(base) = self.detection.base {
             write!(f, " (base {:#x})", base)?;
+        }
+        if let Some(n) = self.native {
+            write!(f, "; {n}")?;
         }
         Ok(())
     }
@@ -102,12 +180,17 @@ pub(crate) fn select_from(
         }
     }
     let (detected, detection) = best.unwrap_or((&native::NATIVE, native::DETECTION));
-    let make = |backend, detection, choice, requested| Selection {
+    let because = (detected.name() == native::NATIVE.name()).then(|| native_because(backends, env));
+    let make = |backend: &'static dyn Backend, detection, choice, requested| Selection {
         backend,
         detection,
         choice,
         requested,
-        why: Why { choice, detection },
+        why: Why {
+            choice,
+            detection,
+            native: because.filter(|_| choice != Choice::Override),
+        },
     };
     let Some(name) = requested else {
         return make(detected, detection, Choice::Detected, None);
@@ -234,6 +317,37 @@ mod tests {
             let s = select(env, "");
             assert_eq!(s.backend.name(), "native");
             assert_eq!(s.choice, Choice::Detected);
+            assert_eq!(s.why.native_because(), Some(NativeBecause::NoHypervisor));
+            assert!(format!("{}", s.why).contains("no hypervisor interface detected"));
+        });
+    }
+
+    #[test]
+    fn native_names_the_hypervisor_it_did_not_take() {
+        static ONLY_NATIVE: &[&dyn Backend] = &[&native::NATIVE];
+        with_env(|env| {
+            let s = select_from(ONLY_NATIVE, env, None);
+            assert_eq!(s.backend.name(), "native");
+            let why = format!("{}", s.why);
+            assert!(
+                why.contains("hypervisor 'hyperv' seen at 0x40000000")
+                    && why.contains("no backend for it is compiled in"),
+                "{why}"
+            );
+            // Asked for by name: no excuse to give.
+            let s = select_from(ONLY_NATIVE, env, Some("native"));
+            assert_eq!(s.why.native_because(), None);
+        });
+        // A backend compiled in that does not take its hypervisor.
+        static REFUSES: FakeBackend = FakeBackend {
+            name: "hyperv",
+            kind: HypervisorKind::Xen,
+        };
+        static WITH_REFUSER: &[&dyn Backend] = &[&REFUSES, &native::NATIVE];
+        with_env(|env| {
+            let s = select_from(WITH_REFUSER, env, None);
+            assert_eq!(s.backend.name(), "native");
+            assert!(format!("{}", s.why).contains("its backend found no usable interface"));
         });
     }
 }

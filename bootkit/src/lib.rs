@@ -1,5 +1,6 @@
-//! Boot support shared by pvops' bare-metal binaries (the example kernel and
-//! the microvisor).
+//! Boot kit for x86-64 Rust kernels started through PVH (QEMU `-kernel`,
+//! Xen, the pvops microvisor), published as `pvops-boot`; pvops' own
+//! bare-metal binaries use it too.
 //!
 //! - [`pvh_entry!`]: PVH ELF note + 32-bit stub into long mode (see [`pvh`]);
 //!   `link.ld` next to this crate's manifest is the matching linker script.
@@ -10,6 +11,7 @@
 //! - [`exit::exit`]: `isa-debug-exit`; [`panic::handle`]: panic reporting.
 //! - [`gdt`], [`idt`]: descriptor tables, exception reporting and
 //!   run-time interrupt handlers.
+//! - [`pages::PagePool`]: zeroed pages in the image to lend pvops' backends.
 //!
 //! See README.md for the build setup of a binary using it.
 #![no_std]
@@ -20,6 +22,7 @@ pub mod gdt;
 pub mod idt;
 pub mod image;
 pub mod logger;
+pub mod pages;
 pub mod panic;
 pub mod pvh;
 pub mod record;

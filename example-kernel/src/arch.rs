@@ -20,41 +20,12 @@ pub fn sidt() -> DescriptorTablePointer<u64> {
     p
 }
 
-/// Writes a byte to an I/O port.
-///
-/// # Safety
-///
-/// The port's device must tolerate the write (no memory-safety effect).
-pub unsafe fn outb(port: u16, value: u8) {
-    // SAFETY: forwarded to the caller.
-    unsafe { bootkit::cpu::outb(port, value) }
-}
-
 /// Reads a byte from an I/O port that has no device behind it (or whose
 /// read has no side effect).
 pub fn inb_unused(port: u16) -> u8 {
     // SAFETY: callers pass ports with no device or side-effect-free reads
     // (the bad-port probe); an IN cannot break memory safety by itself.
     unsafe { bootkit::cpu::inb(port) }
-}
-
-/// Remaps the legacy 8259 PICs to vectors 0x20..0x30 and masks every line,
-/// so the PIT interrupt that firmware left running never reaches the CPU
-/// (firmware leaves the master PIC at vector 8, which is #DF).
-pub fn disable_legacy_pic() {
-    const ICW1_INIT_ICW4: u8 = 0x11;
-    // SAFETY: ports 0x20/0x21/0xA0/0xA1 are the PC's two 8259s; the
-    // standard ICW1..ICW4 sequence then a full mask only reroutes and
-    // silences legacy IRQs.
-    unsafe {
-        for (cmd, data, base, cascade) in [(0x20u16, 0x21u16, 0x20u8, 4u8), (0xa0, 0xa1, 0x28, 2)] {
-            outb(cmd, ICW1_INIT_ICW4);
-            outb(data, base);
-            outb(data, cascade);
-            outb(data, 0x01); // 8086 mode
-            outb(data, 0xff); // mask all
-        }
-    }
 }
 
 /// RDMSR of an MSR that may not exist: a #GP is expected and must be

@@ -2,7 +2,7 @@
 
 use bootkit::idt::{self, InterruptFrame};
 use core::sync::atomic::{AtomicU64, Ordering};
-use pvops::native::apic::{self, Mode, Register};
+use pvops::native::apic::{self, Mode};
 
 /// One-shot timer vector.
 pub const TIMER_VECTOR: u8 = 0x40;
@@ -53,33 +53,19 @@ pub fn install_handlers() {
     idt::set_handler(0x2f, Some(pic_spurious));
 }
 
-/// Enables the local APIC: x2APIC when CPUID reports it, else xAPIC at the
-/// (identity-mapped, uncached) base from IA32_APIC_BASE. Masks LINT0 (the
-/// legacy PIC's ExtINT line). Returns the mode, or why it could not.
+/// Enables the local APIC in the mode CPUID prefers (x2APIC, else xAPIC at
+/// its identity-mapped, uncached base; `pvops::apic::enable` also masks the
+/// legacy PICs and LINT0). Returns the mode, or why it could not.
 pub fn enable_apic() -> Result<Mode, &'static str> {
-    let leaf1 = pvops::cpu::cpuid(1, 0);
-    if leaf1.edx & (1 << 9) == 0 {
-        return Err("CPUID reports no local APIC");
-    }
-    let mode = if leaf1.ecx & (1 << 21) != 0 {
-        Mode::X2Apic
-    } else {
-        // IA32_APIC_BASE bits 12 and up (to MAXPHYADDR, at most 51) hold the
-        // xAPIC's physical base (Intel SDM Vol. 3A, "Local APIC Status and
-        // Location").
-        // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (checked).
-        let base = unsafe { pvops::cpu::read_msr(apic::MSR_APIC_BASE) } & 0x000f_ffff_ffff_f000;
-        if base >= 4 << 30 {
+    let mode = pvops::apic::preferred_mode()?;
+    if let Mode::XApic { base } = mode {
+        if base as u64 >= 4 << 30 {
             return Err("xAPIC base above the 4 GiB identity map");
         }
-        Mode::XApic {
-            base: base as usize,
-        }
-    };
-    // SAFETY: x2APIC only when CPUID reports it; the xAPIC base is inside
-    // the permanent identity map (uncached from 3 GiB, where it sits).
+    }
+    // SAFETY: x2APIC only when CPUID reports it (preferred_mode); the xAPIC
+    // base is inside the permanent identity map (uncached from 3 GiB, where
+    // it sits).
     unsafe { apic::enable(mode, SPURIOUS_VECTOR) };
-    apic::write(Register::LvtLint0, 1 << 16);
-    apic::write(Register::Tpr, 0);
     Ok(mode)
 }

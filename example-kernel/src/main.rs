@@ -60,7 +60,6 @@ fn kmain(start_info_paddr: u64) -> ! {
         bootkit::idt::init(pvops::cpu::load_idt);
     }
     interrupts::install_handlers();
-    arch::disable_legacy_pic();
     pvops::native::system::set_shutdown_hook(shutdown_hook);
 
     // Own page tables from RAM above the image.

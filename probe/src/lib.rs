@@ -15,6 +15,11 @@
 //! probe a recorded machine.
 #![no_std]
 
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
 pub mod dump;
 mod hypervisor;
 mod source;

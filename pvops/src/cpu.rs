@@ -69,6 +69,42 @@ pub unsafe fn write_cr4(value: u64) {
     unsafe { (table().cpu.write_cr4)(value) }
 }
 
+/// A [`DescriptorTablePointer`] (what [`load_gdt`] and [`load_idt`] take)
+/// to `table`: base = its address, limit = its size - 1. Works for any
+/// table laid out as the CPU reads it: an array of descriptors of your own,
+/// or the rust-osdev `x86_64` crate's `InterruptDescriptorTable` (load it
+/// with `load_idt(&table_pointer(&IDT)?)` instead of `IDT.load()`, which
+/// executes LIDT behind pvops' back). `None` for an empty table or one
+/// larger than 64 KiB (no limit describes it).
+///
+/// ```
+/// static IDT: [u128; 256] = [0; 256];
+/// let p = pvops::cpu::table_pointer(&IDT).unwrap();
+/// assert_eq!({ p.limit }, 4095);
+/// ```
+pub fn table_pointer<T>(table: &'static T) -> Option<DescriptorTablePointer<u64>> {
+    raw_table_pointer(table as *const T as u64, core::mem::size_of::<T>())
+}
+
+/// [`table_pointer`] for a slice of entries, e.g. the `x86_64` crate's
+/// `GlobalDescriptorTable::entries()` (load it with
+/// `load_gdt(&slice_pointer(GDT.entries())?)` instead of `GDT.load()`).
+pub fn slice_pointer<T>(entries: &'static [T]) -> Option<DescriptorTablePointer<u64>> {
+    raw_table_pointer(entries.as_ptr() as u64, core::mem::size_of_val(entries))
+}
+
+/// A pointer from a table's base address and size in bytes, e.g. from the
+/// `x86_64` crate's `DescriptorTablePointer` (`base.as_u64()`, `limit + 1`).
+/// `None` when `size` is 0 or above 64 KiB. Building the pointer is safe;
+/// loading it is the `unsafe` step.
+pub fn raw_table_pointer(base: u64, size: usize) -> Option<DescriptorTablePointer<u64>> {
+    let limit = u16::try_from(size.checked_sub(1)?).ok()?;
+    Some(DescriptorTablePointer {
+        limit,
+        base: base as *const u64,
+    })
+}
+
 /// Loads IDTR.
 ///
 /// # Safety

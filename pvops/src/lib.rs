@@ -8,6 +8,14 @@
 //! [`patch::install`]. After that the table is read-only: a call costs one
 //! load and one indirect call, with no lock or atomic.
 //!
+//! Set-up every kernel does whatever the backend, before
+//! `pvops_backends::init`: [`apic::preferred_mode`] and [`apic::enable`] (the
+//! local APIC, which also masks the legacy 8259 PICs), and the native hooks
+//! [`system::set_shutdown_hook`] and [`mmu::set_remote_flush_hook`].
+//!
+//! pvops reports what it chose, and every fallback, through the `log`
+//! crate: install a logger first, or fallbacks are invisible.
+//!
 //! Which backend owns each entry is recorded and can be queried with
 //! [`owner`], for boot reports.
 //!
@@ -25,6 +33,10 @@ pub mod system;
 mod table;
 pub mod time;
 
+/// Local APIC set-up every kernel does before `pvops_backends::init`,
+/// whatever the backend: [`apic::preferred_mode`], [`apic::enable`] (also at
+/// `pvops::native::apic`).
+pub use native::apic;
 pub use pvops_probe::CpuidResult;
 pub use table::{slot, Entry, Slot, Table, ENTRY_COUNT};
 

@@ -2,6 +2,10 @@
 
 use crate::patch::table;
 
+/// The kernel's cross-CPU flush, used by the native [`flush_remote`] (also
+/// at `pvops::native::mmu`).
+pub use crate::native::mmu::{set_remote_flush_hook, RemoteFlushHook};
+
 /// Reads CR2, the linear address of the last page fault.
 #[inline]
 pub fn read_cr2() -> u64 {

@@ -14,6 +14,7 @@ pub const NATIVE: &str = "native";
 struct Live {
     table: Table,
     owners: [&'static str; ENTRY_COUNT],
+    backend: &'static str,
 }
 
 struct LiveCell(UnsafeCell<Live>);
@@ -26,6 +27,7 @@ unsafe impl Sync for LiveCell {}
 static LIVE: LiveCell = LiveCell(UnsafeCell::new(Live {
     table: Table::NATIVE,
     owners: [NATIVE; ENTRY_COUNT],
+    backend: NATIVE,
 }));
 
 const OPEN: u8 = 0;
@@ -51,6 +53,12 @@ pub(crate) fn owner(entry: Entry) -> &'static str {
 /// Whether a backend has been installed (the table is sealed).
 pub fn is_sealed() -> bool {
     STATE.load(Ordering::Acquire) == SEALED
+}
+
+/// The backend whose patch [`install`] wrote (`None` before).
+pub fn installed() -> Option<&'static str> {
+    // SAFETY: as in `table`: read only once sealed, never written again.
+    is_sealed().then(|| unsafe { (*LIVE.0.get()).backend })
 }
 
 /// A backend's changes, applied all at once by [`install`].
@@ -141,6 +149,7 @@ pub unsafe fn install(patch: Patch) -> Result<(), InstallError> {
         let live = &mut *LIVE.0.get();
         live.table = patch.table;
         live.owners = patch.owners;
+        live.backend = patch.backend;
     }
     STATE.store(SEALED, Ordering::Release);
     Ok(())

@@ -18,8 +18,83 @@ pub fn shutdown(reason: ShutdownReason) {
     (table().system.shutdown)(reason)
 }
 
-/// Hands a crash message to the hypervisor, where it has a channel for one.
-#[inline]
-pub fn report_crash(message: &str) {
-    (table().system.report_crash)(message)
+pub use crate::native::system::{set_shutdown_hook, ShutdownHook};
+
+/// Longest crash message [`report_crash`] passes on (longer ones are cut at
+/// a character boundary); Hyper-V's crash message page holds 4 KiB.
+pub const CRASH_MESSAGE_MAX: usize = 1024;
+
+/// Hands a crash message to the hypervisor, where it has a channel for one
+/// (Hyper-V's crash MSRs; natively nothing). Takes anything printable: a
+/// `&str`, `format_args!(...)`, or from a panic handler the
+/// [`PanicInfo`](core::panic::PanicInfo) itself (message and location) or
+/// `info.message()`:
+///
+/// ```
+/// fn on_panic(info: &core::panic::PanicInfo<'_>) {
+///     pvops::system::report_crash(info.message());
+/// }
+/// pvops::system::report_crash("disk on fire");
+/// pvops::system::report_crash(format_args!("bad block {}", 7));
+/// ```
+///
+/// The message is formatted into a stack buffer of [`CRASH_MESSAGE_MAX`]
+/// bytes, so this allocates nothing and works from any context.
+pub fn report_crash(message: impl core::fmt::Display) {
+    let mut buf = MessageBuf {
+        bytes: [0; CRASH_MESSAGE_MAX],
+        len: 0,
+    };
+    // A full buffer stops the formatting with an error: keep what fits.
+    let _ = core::fmt::write(&mut buf, format_args!("{message}"));
+    (table().system.report_crash)(buf.as_str())
+}
+
+struct MessageBuf {
+    bytes: [u8; CRASH_MESSAGE_MAX],
+    len: usize,
+}
+
+impl MessageBuf {
+    fn as_str(&self) -> &str {
+        // Only whole `str` pieces (or their prefixes up to a char boundary)
+        // are ever copied in, so the bytes are UTF-8.
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for MessageBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = CRASH_MESSAGE_MAX - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        if take < s.len() {
+            Err(core::fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::fmt::Write;
+
+    #[test]
+    fn messages_are_cut_at_a_char_boundary() {
+        let mut b = MessageBuf {
+            bytes: [0; CRASH_MESSAGE_MAX],
+            len: 0,
+        };
+        let long = "é".repeat(CRASH_MESSAGE_MAX);
+        assert!(b.write_str(&long).is_err());
+        assert_eq!(b.as_str().len(), CRASH_MESSAGE_MAX);
+        assert!(b.as_str().chars().all(|c| c == 'é'));
+        report_crash(format_args!("x {}", 1));
+    }
 }

@@ -1,4 +1,5 @@
-//! Building the two kernels (`example-kernel/`, `microvisor/`).
+//! Building the kernels (`example-kernel/`, `microvisor/` and its test
+//! guest, `examples/minimal-kernel/`).
 //!
 //! Each is its own Cargo workspace built for `x86_64-unknown-none` (through
 //! its `.cargo/config.toml`). Builds go to `<workspace>/target/kernels/<name>`,
@@ -55,10 +56,22 @@ impl KernelSpec {
         }
     }
 
+    /// The template kernel `examples/minimal-kernel/`, built in its own
+    /// directory as a kernel author would (its own Cargo.toml, lock file and
+    /// `.cargo/config.toml`).
+    pub fn minimal_kernel() -> KernelSpec {
+        KernelSpec {
+            name: "minimal-kernel",
+            features: Vec::new(),
+            no_default_features: false,
+        }
+    }
+
     /// The kernel's directory, relative to the workspace root.
     pub fn dir(&self) -> &'static str {
         match self.name {
             "mv-testguest" => "microvisor/testguest",
+            "minimal-kernel" => "examples/minimal-kernel",
             name => name,
         }
     }
@@ -127,8 +140,22 @@ impl KernelSpec {
 /// A `cargo` command in `dir` (a kernel's own workspace), cleared of the
 /// settings of the cargo that runs us (tests, `cargo run`), so that the
 /// kernel's own `.cargo/config.toml` and the toolchain file rule.
+///
+/// First (once per process) makes sure the toolchain has the kernels'
+/// target and components ([`crate::toolchain::ensure_for_kernels`]), so
+/// that every kernel build, lint or check of the tests finds them; when
+/// that fails the reason and the command to run are printed, and the
+/// command then fails as cargo does.
 pub fn cargo_in(dir: &Path) -> Command {
-    let mut cmd = Command::new("cargo");
+    if let Err(e) = crate::toolchain::ensure_for_kernels() {
+        eprintln!("toolchain: {e}");
+    }
+    tool_in(dir, "cargo")
+}
+
+/// [`cargo_in`] for another tool of the toolchain (`rustc`, `rustup`).
+pub fn tool_in(dir: &Path, program: &str) -> Command {
+    let mut cmd = Command::new(program);
     cmd.current_dir(dir);
     for var in [
         "CARGO_TARGET_DIR",
@@ -171,6 +198,7 @@ fn build_uncached(spec: &KernelSpec) -> Result<PathBuf, String> {
             dir.display()
         ));
     }
+    crate::toolchain::ensure_for_kernels()?;
     eprintln!("building {} ({}) ...", spec.name, spec.key());
     let out = spec
         .command()
@@ -220,10 +248,10 @@ pub fn executable_from_messages(stdout: &str, name: &str) -> Option<PathBuf> {
 
 /// The images `scenario` boots, built if needed.
 pub fn images(scenario: &Scenario) -> Result<crate::qemu::Images, String> {
+    use crate::scenario::Guest;
     let example = match (scenario.boot, scenario.guest) {
-        (Boot::Microvisor { .. }, crate::scenario::Guest::MicrovisorTestGuest) => {
-            build(&KernelSpec::test_guest())?
-        }
+        (Boot::Microvisor { .. }, Guest::MicrovisorTestGuest) => build(&KernelSpec::test_guest())?,
+        (_, Guest::MinimalKernel) => build(&KernelSpec::minimal_kernel())?,
         _ => build(&KernelSpec::example_kernel(scenario))?,
     };
     Ok(match scenario.boot {

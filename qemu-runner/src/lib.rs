@@ -21,6 +21,7 @@ pub mod qemu;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod toolchain;
 pub mod verdict;
 
 use std::sync::OnceLock;

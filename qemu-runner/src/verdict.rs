@@ -163,8 +163,12 @@ pub fn judge(
         for (name, t) in r.selftests.iter().filter(|(_, t)| !t.pass) {
             f.push(format!("self-test {name} failed: {}", t.detail));
         }
-        // Only the example kernel runs pvops and reports a TSC frequency.
-        if scenario.guest == crate::scenario::Guest::ExampleKernel && r.tsc_khz.unwrap_or(0) == 0 {
+        // Only the kernels on pvops report a TSC frequency.
+        let on_pvops = matches!(
+            scenario.guest,
+            crate::scenario::Guest::ExampleKernel | crate::scenario::Guest::MinimalKernel
+        );
+        if on_pvops && r.tsc_khz.unwrap_or(0) == 0 {
             f.push("no TSC frequency reported".to_string());
         }
     }

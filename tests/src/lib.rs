@@ -55,7 +55,7 @@ pub const DEDICATED: &[&str] = &[
 
 /// Scenario families with their own test: the feature matrix
 /// (`matrix.rs`).
-pub const DEDICATED_PREFIXES: &[&str] = &["matrix:"];
+pub const DEDICATED_PREFIXES: &[&str] = &["matrix:", "minimal:"];
 
 /// Self-test groups every completed boot must cover (the table's groups).
 pub const SELFTEST_GROUPS: [&str; 4] = ["cpu", "mmu", "irq", "time"];

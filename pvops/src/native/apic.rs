@@ -84,9 +84,68 @@ pub fn mode() -> Option<Mode> {
     }
 }
 
-/// Switches the local APIC on in `mode` and records how to reach it.
-/// Sets IA32_APIC_BASE.EN (and EXTD for x2APIC), then software-enables the
-/// APIC with `spurious_vector`.
+/// The best mode this CPU offers, from CPUID: x2APIC when CPUID.1:ECX bit 21
+/// reports it, else xAPIC at the register page's *physical* address (from
+/// IA32_APIC_BASE), which is also its virtual address under an identity
+/// map; a kernel that maps it elsewhere replaces `base`. Errors name what
+/// is missing (CPUID.1:EDX bit 9, "APIC on chip").
+///
+/// ```no_run
+/// use pvops::apic;
+/// let mode = apic::preferred_mode().expect("a local APIC");
+/// // SAFETY: x2APIC only when CPUID reports it (preferred_mode); the xAPIC
+/// // page is identity-mapped and uncached (e.g. by pvops-boot's boot tables).
+/// unsafe { apic::enable(mode, 0xff) };
+/// ```
+pub fn preferred_mode() -> Result<Mode, &'static str> {
+    // CPUID.1 (Intel SDM vol. 2A, CPUID: EDX bit 9 APIC, ECX bit 21 x2APIC).
+    let leaf1 = crate::cpu::cpuid(1, 0);
+    if leaf1.edx & (1 << 9) == 0 {
+        return Err("CPUID reports no local APIC");
+    }
+    if leaf1.ecx & (1 << 21) != 0 {
+        return Ok(Mode::X2Apic);
+    }
+    // IA32_APIC_BASE bits 12 and up (to MAXPHYADDR, at most 51) hold the
+    // xAPIC's physical base (Intel SDM vol. 3A, 11.4.4).
+    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (checked above).
+    let base = unsafe { crate::cpu::read_msr(MSR_APIC_BASE) } & 0x000f_ffff_ffff_f000;
+    usize::try_from(base)
+        .map(|base| Mode::XApic { base })
+        .map_err(|_| "xAPIC base does not fit a usize")
+}
+
+/// Remaps the two legacy 8259 PICs to vectors 0x20..0x30 and masks every
+/// line. Firmware (SeaBIOS before a PVH boot) leaves the master PIC at
+/// vector 8 with the PIT's IRQ 0 unmasked, so the first `sti` would take
+/// the PIT tick as vector 8, which looks like a double fault. [`enable`]
+/// calls this; a spurious IRQ 7/15 of a masked PIC can still arrive, as
+/// vector 0x27/0x2f, and needs no EOI.
+pub fn mask_legacy_pic() {
+    const ICW1_INIT_ICW4: u8 = 0x11;
+    // Ports 0x20/0x21 (master) and 0xA0/0xA1 (slave); ICW1..ICW4 then OCW1
+    // (Intel 8259A data sheet: initialization command words).
+    for (cmd, data, base, cascade) in [(0x20u16, 0x21u16, 0x20u8, 4u8), (0xa0, 0xa1, 0x28, 2)] {
+        for (port, value) in [
+            (cmd, ICW1_INIT_ICW4),
+            (data, base),
+            (data, cascade),
+            (data, 0x01), // ICW4: 8086 mode
+            (data, 0xff), // OCW1: mask every line
+        ] {
+            // SAFETY: the PC's 8259 ports; the standard initialisation then
+            // a full mask only reroutes and silences legacy IRQs, which
+            // pvops never uses (it drives the local APIC).
+            unsafe { x86::io::outb(port, value) };
+        }
+    }
+}
+
+/// Switches the local APIC on in `mode` and records how to reach it: masks
+/// the legacy PICs ([`mask_legacy_pic`]), sets IA32_APIC_BASE.EN (and EXTD
+/// for x2APIC), software-enables the APIC with `spurious_vector`, masks
+/// LINT0 (the PICs' ExtINT line) and sets the task priority to 0 (accept
+/// every vector). [`preferred_mode`] picks `mode` from CPUID.
 ///
 /// # Safety
 ///
@@ -94,6 +153,7 @@ pub fn mode() -> Option<Mode> {
 /// physical register page, valid for the rest of the kernel's life. x2APIC
 /// mode must only be requested when CPUID reports it.
 pub unsafe fn enable(mode: Mode, spurious_vector: u8) {
+    mask_legacy_pic();
     // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC; setting EN and,
     // when supported (caller's duty), EXTD is the documented way to enable it.
     unsafe {
@@ -111,6 +171,8 @@ pub unsafe fn enable(mode: Mode, spurious_vector: u8) {
         Ordering::Relaxed,
     );
     write(Register::Svr, (1 << 8) | u32::from(spurious_vector));
+    write(Register::LvtLint0, timer_mode::MASKED);
+    write(Register::Tpr, 0);
 }
 
 /// Reads a register (0 when the APIC has not been configured).

@@ -65,6 +65,9 @@ pub enum Guest {
     /// own interfaces (hidden hypercalls and their counts, error codes,
     /// virtual APIC timers) exactly.
     MicrovisorTestGuest,
+    /// `examples/minimal-kernel/`: the kernel-of-one's-own template, built
+    /// out of tree against the published crate names (issue 9).
+    MinimalKernel,
 }
 
 /// Something the host must offer for a scenario to run.
@@ -312,8 +315,8 @@ pub struct Scenario {
     pub qemu_args: &'static [&'static str],
     /// What QEMU boots.
     pub boot: Boot,
-    /// The guest kernel (under the microvisor; a direct boot is always the
-    /// example kernel).
+    /// The guest kernel: booted directly, or as the microvisor's guest.
+    /// (The microvisor's test guest only runs under the microvisor.)
     pub guest: Guest,
     /// The example kernel's command line.
     pub guest_cmdline: &'static str,
