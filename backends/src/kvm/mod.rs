@@ -65,6 +65,9 @@ pub struct Kvm;
 const SETUP_TRIES: u32 = 100_000;
 /// Attempts on the hot path (the areas were seen settling at setup).
 const HOT_TRIES: u32 = 1 << 20;
+/// TSC cycles to wait for the host's first steal-time record (about 40 ms
+/// at 2.5 GHz).
+const STEAL_WAIT_CYCLES: u64 = 100_000_000;
 /// EOIs after which a PV EOI flag the host never set is given up on.
 pub const PV_EOI_PATIENCE: u32 = 64;
 
@@ -136,8 +139,9 @@ pub struct Offer {
     pub steal_time: bool,
     /// `KVM_FEATURE_PV_EOI` (kvm.c `kvm_guest_init`).
     pub pv_eoi: bool,
-    /// `KVM_FEATURE_PV_SEND_IPI`. Linux's `pv_ipi_supported` also wants
-    /// more than one CPU; pvops uses it for self-IPIs too (see the docs).
+    /// `KVM_FEATURE_PV_SEND_IPI` and more than one CPU (kvm.c
+    /// `pv_ipi_supported`: with one CPU there is no one to send to, and no
+    /// hypercall is made).
     pub pv_ipi: bool,
     /// `KVM_FEATURE_PV_SCHED_YIELD`, no `KVM_HINTS_REALTIME`, more than
     /// one CPU (kvm.c `pv_sched_yield_supported`).
@@ -171,7 +175,7 @@ impl Offer {
             nop_io_delay: f.contains(Features::NOP_IO_DELAY),
             steal_time: f.contains(Features::STEAL_TIME),
             pv_eoi: f.contains(Features::PV_EOI),
-            pv_ipi: f.contains(Features::PV_SEND_IPI),
+            pv_ipi: f.contains(Features::PV_SEND_IPI) && smp,
             sched_yield: f.contains(Features::PV_SCHED_YIELD) && !realtime && smp,
             pv_spinlocks: f.contains(Features::PV_UNHALT) && !realtime && smp,
             pv_tlb_flush: f.contains(Features::PV_TLB_FLUSH)
@@ -619,7 +623,10 @@ pub(crate) fn setup(
             native_stays("irq.send_ipi_mask", "KVM_HC_SEND_IPI failed");
         }
     } else {
-        native_stays("irq.send_ipi_mask", "KVM_FEATURE_PV_SEND_IPI not offered");
+        native_stays(
+            "irq.send_ipi_mask",
+            "KVM_FEATURE_PV_SEND_IPI not offered, or one CPU (kvm.c pv_ipi_supported)",
+        );
     }
 
     // Decoded only.
@@ -696,7 +703,18 @@ fn steal_time(hw: &mut dyn Hw, page: &SharedPage, state: &State) -> Result<(), &
         // SAFETY: unpublishing (null) is always sound.
         unsafe { state.steal.set(core::ptr::null_mut()) }
     };
-    match shared::read_steal(&state.steal, SETUP_TRIES) {
+    // KVM records steal time on the vCPU's next entry after the WRMSR;
+    // under a nested KVM the first record was seen a few dozen reads
+    // later. Wait for it a bounded number of TSC cycles.
+    let t0 = crate::pvclock::ordered_tsc();
+    let mut first = shared::read_steal(&state.steal, SETUP_TRIES);
+    while matches!(first, Ok((0, _)))
+        && crate::pvclock::ordered_tsc().wrapping_sub(t0) < STEAL_WAIT_CYCLES
+    {
+        core::hint::spin_loop();
+        first = shared::read_steal(&state.steal, SETUP_TRIES);
+    }
+    match first {
         Ok((0, _)) => {
             unpublish();
             Err("steal-time area never written by the host (version 0)")
@@ -794,7 +812,11 @@ impl Backend for Kvm {
         STATE
             .vmmcall
             .store(insn == HypercallInsn::Vmmcall, Ordering::Relaxed);
-        log::info!("pvops: kvm: hypercalls by {}", insn.name());
+        log::info!(
+            "pvops: kvm: hypercalls by {} (CPU vendor \"{}\")",
+            insn.name(),
+            core::str::from_utf8(&env.probe.vendor_string).unwrap_or("?")
+        );
         let needs_page = offer.clock.is_some() || offer.steal_time || offer.pv_eoi;
         let page = if needs_page {
             platform.alloc_shared_page()

@@ -95,11 +95,11 @@ fn gates_follow_kvm_c() {
     };
     let one = Offer::from_leaves(&l, 1, false);
     assert_eq!(one.clock, Some(ClockMsr::New));
-    assert!(one.stable_bit && one.nop_io_delay && one.steal_time && one.pv_eoi && one.pv_ipi);
-    // One CPU: no PV spinlocks, TLB flush or sched yield.
-    assert!(!one.pv_spinlocks && !one.pv_tlb_flush && !one.sched_yield);
+    assert!(one.stable_bit && one.nop_io_delay && one.steal_time && one.pv_eoi);
+    // One CPU: no PV IPIs, spinlocks, TLB flush or sched yield.
+    assert!(!one.pv_ipi && !one.pv_spinlocks && !one.pv_tlb_flush && !one.sched_yield);
     let smp = Offer::from_leaves(&l, 4, false);
-    assert!(smp.pv_spinlocks && smp.pv_tlb_flush && smp.sched_yield);
+    assert!(smp.pv_ipi && smp.pv_spinlocks && smp.pv_tlb_flush && smp.sched_yield);
     assert!(!Offer::from_leaves(&l, 4, true).pv_tlb_flush, "MWAIT");
     let rt = Offer::from_leaves(
         &Leaves {
@@ -240,16 +240,9 @@ impl Hw for Host {
     }
 }
 
+/// The offer for a two-CPU kernel (so that PV IPIs are in).
 fn offer() -> Offer {
-    Offer::from_leaves(
-        &Leaves {
-            base: 0x4000_0000,
-            features: Features(QEMU_FEATURES),
-            hints: Hints(0),
-        },
-        1,
-        false,
-    )
+    Offer::from_leaves(&leaves(), 2, false)
 }
 
 fn leaves() -> Leaves {
@@ -468,6 +461,27 @@ fn hidden_features_are_not_touched() {
     );
     assert_eq!(patch.replaced().count(), 0);
     assert!(host.writes.is_empty() && host.calls.is_empty());
+}
+
+#[test]
+fn one_cpu_makes_no_hypercall() {
+    let mut pages = Pages::new(1);
+    let page = pages.alloc_shared_page().unwrap();
+    let mut host = Host::new(page);
+    let state: &'static State = Box::leak(Box::new(State::new()));
+    let mut patch = Patch::new("kvm");
+    setup(
+        &mut host,
+        &leaves(),
+        &Offer::from_leaves(&leaves(), 1, false),
+        Some(page),
+        None,
+        &mut patch,
+        state,
+    );
+    assert!(host.calls.is_empty());
+    assert!(!patch.replaced().any(|e| e.name() == "irq.send_ipi_mask"));
+    assert_eq!(patch.replaced().count(), ALL_OWNED.len() - 1);
 }
 
 #[test]
