@@ -440,7 +440,7 @@ mod tests {
             ["QEMU was killed by signal 6: qemu: error: failed to set MSR 0x10a"]
         );
         let f = judge_text("kvm", Some(33), &good_tcg());
-        assert_eq!(f, ["hypervisor Some(\"qemu-tcg\"), expected \"kvm\""]);
+        assert_eq!(f[0], "hypervisor Some(\"qemu-tcg\"), expected \"kvm\"");
         let failing = good_tcg().replace(
             "time.tsc result=pass detail=",
             "time.tsc result=fail detail=slow",

@@ -14,11 +14,11 @@ fn record(r: &ScenarioReport, kind: &str) -> Record {
     let serial = r.raw.as_ref().map_or("", |raw| raw.serial.as_str());
     serial
         .lines()
-        .filter_map(|l| match parse_line(l) {
+        .rev()
+        .find_map(|l| match parse_line(l) {
             Line::Record(rec) if rec.kind == kind => Some(rec),
             _ => None,
         })
-        .last()
         .unwrap_or_else(|| panic!("no `@@ {kind}` record\n{}", context(r)))
 }
 
