@@ -20,6 +20,7 @@ pub const DEDICATED: &[&str] = &[
     "kvm",
     "vmport",
     "kvm-vmware-freq",
+    "kvm/native",
     "microvisor:none",
     "microvisor:bare",
     "microvisor:fault-triple",

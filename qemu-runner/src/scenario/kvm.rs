@@ -76,6 +76,25 @@ const fn broken(
 
 /// This area's scenarios, in report order.
 pub const SCENARIOS: &[Scenario] = &[
+    // The real-KVM pair of `kvm` (the QMP exit-counter work defines the
+    // same name; one definition survives the merge).
+    Scenario {
+        name: "kvm/native",
+        description: "KVM (-cpu host), guest forced to pvops=native (pair of kvm)",
+        accel: Accel::Kvm,
+        // arch-capabilities: see `kvm`.
+        cpu: Some("host,-arch-capabilities"),
+        requires: &[Requirement::Kvm],
+        guest_cmdline: "pvops=native",
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "kvm")],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
     Scenario {
         name: "microvisor:kvm",
         description: "microvisor persona kvm (KVMKVMKVM, kvmclock, PV EOI, steal time, hypercalls)",

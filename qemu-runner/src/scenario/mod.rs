@@ -754,6 +754,7 @@ const CORE: &[Scenario] = &[
             interfaces: &[(0x4000_0000, "kvm")],
             ..Expect::PASS
         },
+        native_pair: Some("kvm/native"),
         ..Scenario::BASE
     },
     Scenario {
