@@ -463,28 +463,4 @@ impl Persona for Kvm {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn leaves_and_breaks() {
-        let k = Kvm::new(None).unwrap();
-        let [max, b, c, d] = k.iface.cpuid(0x4000_0000).unwrap();
-        assert_eq!(max, 0x4000_0001);
-        assert_eq!([b, c, d], signature(abi::SIGNATURE));
-        assert_eq!(k.iface.cpuid(0x4000_0001).unwrap()[0], FEATURES.0);
-        assert_eq!(k.iface.cpuid(0x4000_0002), None);
-        let stacked = KvmInterface::new(0x4000_0100, None);
-        assert_eq!(stacked.cpuid(0x4000_0100).unwrap()[0], 0x4000_0101);
-        assert_eq!(stacked.cpuid(0x4000_0000), None);
-        for s in BREAK_STEPS {
-            let k = Kvm::new(Some(s)).unwrap();
-            assert_eq!(k.iface.broken().map(Break::name), Some(*s));
-        }
-        assert!(matches!(
-            Kvm::new(Some("nope")),
-            Err(SelectError::UnknownBreak)
-        ));
-        assert!(KvmInterface::owns_msr(m::PV_EOI_EN) && !KvmInterface::owns_msr(0x80b));
-    }
-}
+mod tests;
