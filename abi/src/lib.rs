@@ -13,6 +13,7 @@
 
 pub mod exit;
 pub mod hyperv;
+pub mod kvm;
 pub mod microvisor;
 pub mod pvclock;
 pub mod pvh;

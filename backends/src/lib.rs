@@ -9,7 +9,7 @@
 //! have a TSC frequency.
 //!
 //! Backends are chosen at build time with Cargo features: `native` is
-//! always there; `vmware`, `xen` and `hyperv` add the others. Features are
+//! always there; `vmware`, `xen`, `hyperv` and `kvm` add the others. Features are
 //! additive: any combination builds, and a kernel built without a backend
 //! still boots where that hypervisor runs (it picks another, or native).
 #![cfg_attr(not(test), no_std)]
@@ -27,7 +27,11 @@ mod doc_examples {
 mod cmdline;
 #[cfg(feature = "hyperv")]
 pub mod hyperv;
+#[cfg(feature = "kvm")]
+pub mod kvm;
 pub mod native;
+#[cfg(any(feature = "xen", feature = "kvm"))]
+mod pvclock;
 mod select;
 #[cfg(test)]
 mod test_support;
@@ -92,6 +96,10 @@ pub struct SharedPage {
     pub virt: NonNull<u8>,
 }
 
+/// A WRMSR the CPU (or hypervisor) refused with #GP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrFault;
+
 /// Services a backend needs from the kernel during installation.
 ///
 /// Shared pages each backend asks for (at most; it asks only for what the
@@ -112,6 +120,24 @@ pub trait Platform {
     /// A zeroed 4 KiB page that stays allocated and mapped for the rest of
     /// the kernel's life, or `None` if the kernel has none to give.
     fn alloc_shared_page(&mut self) -> Option<SharedPage>;
+
+    /// Writes `value` to MSR `index` with the kernel's #GP handler set to
+    /// step over the WRMSR: `Some(Ok(()))` when written, `Some(Err(_))`
+    /// when it raised #GP (nothing written), `None` (the default) when the
+    /// kernel cannot recover from a #GP. A backend then writes only what
+    /// CPUID promises and checks the write by reading the MSR back.
+    ///
+    /// # Safety
+    ///
+    /// As [`pvops::cpu::write_msr`]: if the write succeeds, its effects
+    /// must be sound (e.g. a page the MSR registers was lent for good).
+    unsafe fn write_msr_catching_gp(
+        &mut self,
+        _index: u32,
+        _value: u64,
+    ) -> Option<Result<(), MsrFault>> {
+        None
+    }
 }
 
 /// A hypervisor backend.

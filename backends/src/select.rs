@@ -15,6 +15,8 @@ static BACKENDS: &[&dyn Backend] = &[
     &crate::xen::XEN,
     #[cfg(feature = "hyperv")]
     &crate::hyperv::HYPERV,
+    #[cfg(feature = "kvm")]
+    &crate::kvm::KVM,
     &native::NATIVE,
 ];
 

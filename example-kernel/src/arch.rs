@@ -50,6 +50,25 @@ pub fn rdmsr_expect_fault(msr: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// WRMSR that may raise #GP: the caller installed a vector-13 handler that
+/// advances RIP by 2 (the instruction's length).
+///
+/// # Safety
+///
+/// As [`pvops::cpu::write_msr`] when the write succeeds.
+pub unsafe fn wrmsr_may_fault(msr: u32, value: u64) {
+    // SAFETY: forwarded to the caller; a fault is stepped over.
+    unsafe {
+        core::arch::asm!(
+            "wrmsr",
+            in("ecx") msr,
+            in("eax") value as u32,
+            in("edx") (value >> 32) as u32,
+            options(nostack)
+        )
+    };
+}
+
 /// Reads a u64 at a physical address through the identity/extra mapping.
 ///
 /// # Safety

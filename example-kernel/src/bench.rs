@@ -30,11 +30,16 @@ struct Workload {
     run: fn(u32, u32) -> Option<u32>,
 }
 
-const WORKLOADS: [Workload; 5] = [
+const WORKLOADS: [Workload; 6] = [
     Workload {
         name: "clock",
         iterations: 10_000,
         run: clock,
+    },
+    Workload {
+        name: "tsc-read",
+        iterations: 10_000,
+        run: tsc_read,
     },
     Workload {
         name: "timer",
@@ -162,6 +167,17 @@ fn clock(n: u32, _apic_id: u32) -> Option<u32> {
         last = core::hint::black_box(pvops::time::monotonic_ns()).max(last);
     }
     core::hint::black_box(last);
+    None
+}
+
+/// `tsc-read`: `cpu.read_tsc`, the raw TSC a clock read is measured
+/// against (a pvclock read is this plus the scaling and the version loop).
+fn tsc_read(n: u32, _apic_id: u32) -> Option<u32> {
+    let mut x = 0;
+    for _ in 0..n {
+        x ^= core::hint::black_box(pvops::cpu::read_tsc());
+    }
+    core::hint::black_box(x);
     None
 }
 

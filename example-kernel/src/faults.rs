@@ -121,6 +121,29 @@ fn skip_rdmsr(frame: &mut InterruptFrame) {
     frame.rip += 2; // RDMSR is 0F 32
 }
 
+/// #GP handler for [`wrmsr_catching_gp`]: count and step over the WRMSR.
+fn skip_wrmsr(frame: &mut InterruptFrame) {
+    GP_TAKEN.fetch_add(1, Ordering::SeqCst);
+    frame.rip += 2; // WRMSR is 0F 30
+}
+
+/// WRMSR with a #GP handler that steps over it: true when written, false
+/// when the CPU (or hypervisor) refused it with #GP. Interrupts must be
+/// off (the handler is swapped for the duration).
+///
+/// # Safety
+///
+/// As [`pvops::cpu::write_msr`] for a write that succeeds.
+pub unsafe fn wrmsr_catching_gp(msr: u32, value: u64) -> bool {
+    let before = GP_TAKEN.load(Ordering::SeqCst);
+    let old = idt::set_handler(13, Some(skip_wrmsr));
+    // SAFETY: forwarded to the caller; a #GP is stepped over by the
+    // handler just installed.
+    unsafe { arch::wrmsr_may_fault(msr, value) };
+    idt::set_handler(13, old);
+    GP_TAKEN.load(Ordering::SeqCst) == before
+}
+
 /// An MSR index no CPU or hypervisor defines.
 const BAD_MSR: u32 = 0x4fff_0000;
 

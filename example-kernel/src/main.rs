@@ -121,6 +121,18 @@ fn kmain(start_info_paddr: u64) -> ! {
         bench::run(apic_id, ctx.timer_works);
     }
 
+    #[cfg(feature = "kvm")]
+    if let Some(k) = pvops_backends::kvm::summary() {
+        // After the self-tests: how many EOI writes PV EOI saved, and
+        // whether it is still on (a host that never sets the flag is
+        // given up on).
+        record!(
+            "kvm.end",
+            eoi_skipped = k.eoi_skipped,
+            pv_eoi = k.pv_eoi,
+            steal_ns = pvops::time::steal_ns()
+        );
+    }
     let pass = tally.passed == tally.total;
     let verdict = if pass { "pass" } else { "fail" };
     println!();
@@ -314,6 +326,8 @@ fn report(init: &pvops_backends::InitReport) {
     );
     record!("tsc", khz = tsc.khz, source = tsc.source.name());
     record!("timer", kind = timer);
+    #[cfg(feature = "kvm")]
+    report_kvm();
     println!();
 }
 
@@ -348,6 +362,47 @@ fn xen_timer() -> &'static str {
 #[cfg(not(feature = "xen"))]
 fn xen_timer() -> &'static str {
     "xen-singleshot"
+}
+
+/// What the KVM backend set up (`@@ kvm`), when it was installed.
+#[cfg(feature = "kvm")]
+fn report_kvm() {
+    let Some(k) = pvops_backends::kvm::summary() else {
+        return;
+    };
+    println!(
+        "KVM: features {:#x}, hints {:#x}, hypercalls by {}; kvmclock {} (stable {}, {} kHz), steal time {}, PV EOI {}, PV IPI {}, no-op io_delay {}",
+        k.features.0,
+        k.hints.0,
+        k.hypercall.name(),
+        k.clock,
+        k.stable,
+        k.pvclock_khz,
+        k.steal,
+        k.pv_eoi,
+        k.pv_ipi,
+        k.io_delay
+    );
+    let f = |b| k.features.contains(b);
+    use pvops_abi::kvm::Features as F;
+    record!(
+        "kvm",
+        base = format_args!("{:#x}", k.base),
+        features = format_args!("{:#x}", k.features.0),
+        hints = format_args!("{:#x}", k.hints.0),
+        hypercall = k.hypercall.name(),
+        clock = k.clock,
+        stable = k.stable,
+        pvclock_khz = k.pvclock_khz,
+        steal = k.steal,
+        pv_eoi = k.pv_eoi,
+        pv_ipi = k.pv_ipi,
+        io_delay = k.io_delay,
+        pv_unhalt = f(F::PV_UNHALT),
+        pv_tlb_flush = f(F::PV_TLB_FLUSH),
+        pv_sched_yield = f(F::PV_SCHED_YIELD),
+        preempted = pvops_backends::kvm::preempted().unwrap_or(0)
+    );
 }
 
 #[panic_handler]

@@ -131,6 +131,20 @@ impl pvops_backends::Platform for FrameAllocator {
             virt: core::ptr::NonNull::new(phys as *mut u8)?,
         })
     }
+
+    unsafe fn write_msr_catching_gp(
+        &mut self,
+        index: u32,
+        value: u64,
+    ) -> Option<Result<(), pvops_backends::MsrFault>> {
+        // SAFETY: forwarded to the caller (`Platform` contract).
+        let ok = unsafe { crate::faults::wrmsr_catching_gp(index, value) };
+        Some(if ok {
+            Ok(())
+        } else {
+            Err(pvops_backends::MsrFault)
+        })
+    }
 }
 
 /// A page-table page, accessed by physical (= virtual) address.

@@ -337,6 +337,25 @@ pub fn tsc_hz_from_kernel_log(log: &str) -> Option<u64> {
     find("tsc: Refined TSC clocksource calibration:").or_else(|| find("tsc: Detected"))
 }
 
+/// The TSC rate KVM itself uses for its guests here, in kHz, and where it
+/// was read: KVM's `tsc_khz` is the host kernel's TSC calibration, which
+/// its log states (`tsc: Refined TSC clocksource calibration` or `tsc:
+/// Detected`, needs `dmesg` access); else `cpu MHz` of /proc/cpuinfo (the
+/// TSC rate on a VM host, rounded to kHz by the kernel).
+pub fn host_tsc_khz() -> Option<(u64, &'static str)> {
+    let log = Command::new("dmesg")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if let Some(hz) = tsc_hz_from_kernel_log(&log).into_iter().next() {
+        return Some((hz / 1000, "host kernel log (tsc:)"));
+    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    tsc_hz_from_cpuinfo(&info).map(|hz| (hz / 1000, "/proc/cpuinfo cpu MHz"))
+}
+
 /// `cpu MHz` of the first CPU in /proc/cpuinfo, in Hz.
 pub fn tsc_hz_from_cpuinfo(info: &str) -> Option<u64> {
     info.lines()

@@ -261,8 +261,45 @@ pub fn bench_table(reports: &[ScenarioReport]) -> String {
                 fmt_ratio(eb.zip(en).and_then(|(b, n)| ratio(b, n)))
             ));
         }
+        out.push_str(&clock_vs_tsc(r, native));
+        if r.scenario.accel == crate::scenario::Accel::Kvm {
+            out.push_str(&tsc_vs_host(r));
+        }
     }
     out
+}
+
+/// Cycles of a clock read against a raw TSC read, in each run of a pair.
+fn clock_vs_tsc(r: &ScenarioReport, native: &ScenarioReport) -> String {
+    let mut out = String::new();
+    for run in [r, native] {
+        let (Some(c), Some(t)) = (run.result.bench("clock"), run.result.bench("tsc-read")) else {
+            continue;
+        };
+        let (c, t) = (c.cycles_per_iteration(), t.cycles_per_iteration());
+        out.push_str(&format!(
+            "  clock read vs raw TSC ({}): {c:.0} vs {t:.0} cycles ({})\n",
+            run.result.backend.as_deref().unwrap_or("?"),
+            fmt_ratio(ratio(c, t))
+        ));
+    }
+    out
+}
+
+/// The guest's TSC frequency against the one KVM uses on this host.
+fn tsc_vs_host(r: &ScenarioReport) -> String {
+    let Some(guest) = r.result.tsc_khz else {
+        return String::new();
+    };
+    let source = r.result.tsc_source.as_deref().unwrap_or("?");
+    match crate::qemu::host_tsc_khz() {
+        Some((host, from)) => format!(
+            "  TSC: guest {guest} kHz ({source}) vs KVM's {host} kHz ({from}): {} ({:+.0} ppm)\n",
+            fmt_ratio(ratio(guest as f64, host as f64)),
+            (guest as f64 - host as f64) / host as f64 * 1e6
+        ),
+        None => format!("  TSC: guest {guest} kHz ({source}); host rate unknown\n"),
+    }
 }
 
 /// The microvisor's counters as JSON (MSR, port and hypercall keys in hex).

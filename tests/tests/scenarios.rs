@@ -31,7 +31,8 @@ fn kvm() {
         return;
     };
     assert_verdict_pass(&r);
-    assert_guest(&r, "kvm", "native", "native");
+    // The KVM backend (tests/tests/kvm.rs checks what it owns).
+    assert_eq!(r.result.backend.as_deref(), Some("kvm"), "{}", context(&r));
     assert!(
         r.result.interfaces.iter().any(|i| i.kind == "kvm"),
         "{}",
@@ -194,16 +195,15 @@ fn vmport() {
 }
 
 /// KVM with `vmware-cpuid-freq=on` and an explicit TSC frequency publishes
-/// leaf 0x40000010 under its own signature: the native backend takes the
-/// TSC frequency from it, exactly the configured one.
+/// leaf 0x40000010 under its own signature: the KVM backend takes the TSC
+/// frequency from it, exactly the configured one.
 #[test]
 fn kvm_vmware_freq() {
     let Some(r) = boot("kvm-vmware-freq") else {
         return;
     };
     assert_verdict_pass(&r);
-    assert_guest(&r, "kvm", "native", "native");
-    assert_owners(&r, "native", &scenario::Owners::NATIVE);
+    assert_owners(&r, "kvm", &scenario::KVM_OWNS);
     let hz = r
         .resolved
         .tsc_hz

@@ -64,35 +64,9 @@ pub(super) fn read_time(tries: u32) -> Result<(VcpuTimeInfo, u64), ClockError> {
         .cast::<u8>()
         .wrapping_add(core::mem::offset_of!(VcpuInfo, time))
         .cast::<VcpuTimeInfo>();
-    for _ in 0..tries {
-        // SAFETY: `t` points into the live shared_info page (see
-        // `set_shared_info`), 8-byte aligned; Xen writes it concurrently, so
-        // every field is read volatile.
-        let v1 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
-        if v1 & 1 != 0 {
-            core::hint::spin_loop();
-            continue;
-        }
-        fence(Ordering::Acquire);
-        // SAFETY: as above.
-        let snap = unsafe { t.read_volatile() };
-        // RDTSC is not ordered by the fences; LFENCE before it keeps it from
-        // running ahead of the field reads (Linux uses rdtsc_ordered()).
-        let tsc = crate::tsc::ordered();
-        fence(Ordering::Acquire);
-        // SAFETY: as above.
-        let v2 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
-        if v1 == v2 {
-            return Ok((
-                VcpuTimeInfo {
-                    version: v1,
-                    ..snap
-                },
-                tsc,
-            ));
-        }
-    }
-    Err(ClockError::StuckOdd)
+    // SAFETY: `t` points into the live shared_info page (see
+    // `set_shared_info`), 8-byte aligned.
+    unsafe { crate::pvclock::read(t, tries) }.ok_or(ClockError::StuckOdd)
 }
 
 /// Whether vCPU 0 has an event upcall pending.

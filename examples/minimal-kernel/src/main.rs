@@ -125,9 +125,12 @@ fn selftest(name: &str, pass: bool, detail: core::fmt::Arguments<'_>) -> bool {
 fn finish(passed: u32, total: u32) -> ! {
     let pass = passed == total;
     record!("done", passed = passed, total = total, verdict = if pass { "pass" } else { "fail" });
+    let code = if pass { ExitCode::Pass } else { ExitCode::Fail };
+    // The exit device first: a hypervisor's power-off would race it.
+    pvops_boot::exit::signal(code);
     // Through the table: a hypervisor's power-off, natively the hook above.
     pvops::system::shutdown(if pass { ShutdownReason::PowerOff } else { ShutdownReason::Crash });
-    pvops_boot::exit::exit(if pass { ExitCode::Pass } else { ExitCode::Fail })
+    pvops_boot::exit::exit(code)
 }
 
 #[panic_handler]

@@ -21,6 +21,7 @@
 
 pub mod bare;
 pub mod hyperv;
+pub mod kvm;
 pub mod none;
 pub mod vmware;
 pub mod xen;
@@ -193,6 +194,8 @@ pub enum Active {
     Xen(xen::Xen),
     /// [`hyperv::HyperV`] (also `kvm+hyperv`).
     HyperV(hyperv::HyperV),
+    /// [`kvm::Kvm`].
+    Kvm(kvm::Kvm),
 }
 
 /// Persona names accepted on the command line.
@@ -204,6 +207,7 @@ pub const NAMES: &[&str] = &[
     "xen+viridian",
     "hyperv",
     "kvm+hyperv",
+    "kvm",
 ];
 
 /// Why a persona could not be selected.
@@ -229,6 +233,7 @@ pub fn select(name: &str, break_step: Option<&str>) -> Result<Active, SelectErro
         "xen+viridian" => xen::Xen::new(true, break_step).map(Active::Xen),
         "hyperv" => hyperv::HyperV::new(false, break_step).map(Active::HyperV),
         "kvm+hyperv" => hyperv::HyperV::new(true, break_step).map(Active::HyperV),
+        "kvm" => kvm::Kvm::new(break_step).map(Active::Kvm),
         _ => Err(SelectError::UnknownPersona),
     }
 }
@@ -243,6 +248,7 @@ macro_rules! each_persona {
             Active::Vmware(p) => p,
             Active::Xen(p) => p,
             Active::HyperV(p) => p,
+            Active::Kvm(p) => p,
         }
     };
 }
@@ -274,7 +280,7 @@ mod tests {
         for name in NAMES {
             assert_eq!(select(name, None).unwrap().get().name(), *name);
         }
-        assert_eq!(select("kvm", None).err(), Some(SelectError::UnknownPersona));
+        assert_eq!(select("qnx", None).err(), Some(SelectError::UnknownPersona));
     }
 
     #[test]

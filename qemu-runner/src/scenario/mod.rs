@@ -569,6 +569,20 @@ pub const HYPERV_OWNS: Owners = Owners {
     optional: &[],
 };
 
+/// KVM with one CPU: no-op io_delay, kvmclock clock and TSC frequency, PV
+/// EOI, steal time (PV IPIs need more than one CPU, kvm.c
+/// `pv_ipi_supported`), from backends/src/kvm/mod.rs.
+pub const KVM_OWNS: Owners = Owners {
+    backend: &[
+        "cpu.io_delay",
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "time.steal_ns",
+        "irq.eoi",
+    ],
+    optional: &[],
+};
+
 /// The Xen persona's counter code (`mv.hypercall code=`, `(nr << 8) |
 /// sub-op`, microvisor/src/personas/xen/hypercalls.rs) of
 /// `vcpu_op(VCPUOP_set_singleshot_timer)`: 24 << 8 | 8.
@@ -632,7 +646,7 @@ const HYPERV: Expect = Expect {
 };
 
 /// A persona scenario's native pair: same persona, guest `pvops=native`.
-const fn native_pair(
+pub(super) const fn native_pair(
     name: &'static str,
     description: &'static str,
     persona: &'static str,
@@ -700,15 +714,23 @@ macro_rules! matrix {
 }
 
 /// Feature sets of the matrix, as (name, features).
-pub const MATRIX_FEATURE_SETS: [(&str, &[&str]); 4] = [
+pub const MATRIX_FEATURE_SETS: [(&str, &[&str]); 5] = [
     ("no-backends", &[]),
     ("vmware-only", &["vmware"]),
     ("xen-only", &["xen"]),
     ("hyperv-only", &["hyperv"]),
+    ("kvm-only", &["kvm"]),
 ];
 
 /// Personas of the matrix.
-pub const MATRIX_PERSONAS: [&str; 5] = ["vmware", "xen", "xen+viridian", "hyperv", "kvm+hyperv"];
+pub const MATRIX_PERSONAS: [&str; 6] = [
+    "vmware",
+    "xen",
+    "xen+viridian",
+    "hyperv",
+    "kvm+hyperv",
+    "kvm",
+];
 
 const NATIVE_NONE: Expect = Expect {
     hypervisor: Some("none"),
@@ -775,9 +797,13 @@ const CORE: &[Scenario] = &[
         requires: &[Requirement::Kvm],
         expect: Expect {
             hypervisor: Some("kvm"),
-            backend: Some("native"),
+            backend: Some("kvm"),
+            owners: Some(KVM_OWNS),
+            tsc_source: Some("pvclock"),
+            interfaces: &[(0x4000_0000, "kvm")],
             ..Expect::PASS
         },
+        native_pair: Some("kvm/native"),
         ..Scenario::BASE
     },
     Scenario {
@@ -801,10 +827,14 @@ const CORE: &[Scenario] = &[
         // publish 0x40000010; tsc-frequency is found by a dry probe.
         cpu: Some("host,-arch-capabilities,+invtsc,vmware-cpuid-freq=on,tsc-frequency={tsc_hz}"),
         requires: &[Requirement::Kvm, Requirement::KvmTscFrequency],
+        // The KVM backend owns the frequency; with the timing leaf inside
+        // KVM's block it reports the leaf's whole kHz (the pvclock scale
+        // is a rounded fraction; the guest's `@@ kvm pvclock_khz=` shows
+        // both agree, checked in tests/tests/kvm.rs).
         expect: Expect {
             hypervisor: Some("kvm"),
-            backend: Some("native"),
-            owners: Some(Owners::NATIVE),
+            backend: Some("kvm"),
+            owners: Some(KVM_OWNS),
             tsc_source: Some("cpuid-0x40000010"),
             tsc_khz: TscKhz::Configured,
             interfaces: &[(0x4000_0000, "kvm")],
@@ -945,12 +975,13 @@ const CORE: &[Scenario] = &[
     ),
     Scenario {
         name: "microvisor:kvm+hyperv",
-        description: "persona kvm+hyperv: Hyper-V at 0x40000000, KVMKVMKVM at 0x40000100; no KVM backend, so hyperv",
+        description: "persona kvm+hyperv: Hyper-V at 0x40000000, KVMKVMKVM at 0x40000100 with kvmclock, PV EOI, steal time: kvm wins",
         boot: mv("kvm+hyperv", ""),
         expect: Expect {
+            hypervisor: Some("hyperv"),
             interfaces: &[(0x4000_0000, "hyperv"), (0x4000_0100, "kvm")],
             fewer_than_native: &[],
-            ..HYPERV
+            ..kvm::KVM_PERSONA
         },
         ..Scenario::BASE
     },
@@ -1024,6 +1055,16 @@ const CORE: &[Scenario] = &[
     matrix!("hyperv-only" ["hyperv"] @ "xen+viridian" => "hyperv", VIRIDIAN_OWNS),
     matrix!("hyperv-only" ["hyperv"] @ "hyperv" => "hyperv", HYPERV_OWNS),
     matrix!("hyperv-only" ["hyperv"] @ "kvm+hyperv" => "hyperv", HYPERV_OWNS),
+    matrix!("no-backends" [] @ "kvm" => "native", Owners::NATIVE),
+    matrix!("vmware-only" ["vmware"] @ "kvm" => "native", Owners::NATIVE),
+    matrix!("xen-only" ["xen"] @ "kvm" => "native", Owners::NATIVE),
+    matrix!("hyperv-only" ["hyperv"] @ "kvm" => "native", Owners::NATIVE),
+    matrix!("kvm-only" ["kvm"] @ "vmware" => "native", Owners::NATIVE),
+    matrix!("kvm-only" ["kvm"] @ "xen" => "native", Owners::NATIVE),
+    matrix!("kvm-only" ["kvm"] @ "xen+viridian" => "native", Owners::NATIVE),
+    matrix!("kvm-only" ["kvm"] @ "hyperv" => "native", Owners::NATIVE),
+    matrix!("kvm-only" ["kvm"] @ "kvm+hyperv" => "kvm", KVM_OWNS),
+    matrix!("kvm-only" ["kvm"] @ "kvm" => "kvm", KVM_OWNS),
     Scenario {
         name: "microvisor:hyperv:fault-panic",
         description: "guest panics under hyperv: the message reaches the hypervisor through the crash MSRs",

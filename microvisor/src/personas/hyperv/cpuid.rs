@@ -85,7 +85,8 @@ pub fn leaf(kvm: bool, knobs: super::Knobs, leaf: u32) -> [u32; 4] {
             let [b, c, d] = signature(KVM_SIGNATURE);
             [KVM_BASE + 1, b, c, d]
         }
-        // KVM_CPUID_FEATURES: no KVM features at all.
+        // KVM_CPUID_FEATURES comes from the `kvm` persona's interface
+        // (`HyperV::cpuid`); here: none.
         _ => [0; 4],
     }
 }

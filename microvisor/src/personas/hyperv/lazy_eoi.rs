@@ -29,6 +29,12 @@
 //!
 //! Every path leaves exactly one EOI per injected interrupt, so no interrupt
 //! is lost (ISR never left set) or retired twice.
+//!
+//! KVM's PV EOI (msr.rst, `MSR_KVM_PV_EOI_EN`) is the same protocol on a
+//! 4-byte word with the flag in bit 0 (`KVM_PV_EOI_ENABLED`), which is
+//! exactly the `apic_assist` word at offset 0 of a VP assist page: the
+//! `kvm` persona uses this state machine with the PV EOI word's GPA as the
+//! "page".
 
 use super::GuestCx;
 use pvops_abi::hyperv::{APIC_ASSIST_NO_EOI_REQUIRED, VP_ASSIST_APIC_ASSIST_OFFSET};

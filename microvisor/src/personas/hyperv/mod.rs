@@ -1,8 +1,9 @@
 //! `hyperv` and `kvm+hyperv`: the Microsoft hypervisor interface "Hv#1"
 //! as the TLFS specifies it, from the ABI the guest backend shares
-//! (`pvops_abi::hyperv`). `kvm+hyperv` adds a KVM signature at 0x4000_0100
-//! with no KVM features, as QEMU/KVM stacks it above its Hyper-V
-//! enlightenments.
+//! (`pvops_abi::hyperv`). `kvm+hyperv` adds KVM's interface at
+//! 0x4000_0100 (the `kvm` persona's [`KvmInterface`]: kvmclock, steal time,
+//! PV EOI, hypercalls), as QEMU/KVM stacks it above its Hyper-V
+//! enlightenments; `break=` steps are the Hyper-V ones.
 //!
 //! - CPUID 0x4000_0000..=0x4000_0006 ([`cpuid`]).
 //! - Synthetic MSRs ([`msrs`]): guest OS ID, hypercall page (overlay
@@ -29,11 +30,12 @@
 mod cpuid;
 mod crash;
 mod hypercalls;
-mod lazy_eoi;
+pub(crate) mod lazy_eoi;
 mod msrs;
 mod refclock;
 mod stimer;
 
+use super::kvm::KvmInterface;
 use super::{GuestCx, Hypercall, HypercallAction, Persona, SelectError};
 use crate::guest::Gp;
 use pvops_abi::hyperv::{msr as m, page_msr, Control, HypercallResult, Status};
@@ -86,6 +88,7 @@ impl Break {
 #[derive(Debug)]
 pub struct HyperV {
     kvm: bool,
+    kvm_iface: Option<KvmInterface>,
     broken: Option<Break>,
     knobs: Knobs,
     /// Host TSC from which a `tsc-page-late` page becomes valid.
@@ -122,6 +125,7 @@ impl HyperV {
         }
         Ok(HyperV {
             kvm,
+            kvm_iface: kvm.then(|| KvmInterface::new(cpuid::KVM_BASE, None)),
             broken,
             knobs,
             tsc_valid_at: None,
@@ -168,18 +172,38 @@ impl Persona for HyperV {
     }
 
     fn cpuid(&mut self, leaf: u32, _subleaf: u32) -> [u32; 4] {
+        if let Some(r) = self.kvm_iface.as_ref().and_then(|k| k.cpuid(leaf)) {
+            return r;
+        }
         cpuid::leaf(self.kvm, self.knobs, leaf)
     }
 
     fn rdmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
+        if let Some(k) = self.kvm_iface.as_mut() {
+            if KvmInterface::owns_msr(msr) {
+                return Some(k.rdmsr(msr));
+            }
+        }
         m::is_synthetic(msr).then(|| self.read(cx, msr))
     }
 
     fn wrmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32, value: u64) -> Option<Result<(), Gp>> {
+        if let Some(k) = self.kvm_iface.as_mut() {
+            if KvmInterface::owns_msr(msr) {
+                return Some(k.wrmsr(cx, msr, value));
+            }
+        }
         m::is_synthetic(msr).then(|| self.write(cx, msr, value))
     }
 
     fn hypercall(&mut self, cx: &mut GuestCx<'_>) -> Hypercall {
+        // With the hypercall page disabled, a VMMCALL is KVM's (QEMU/KVM
+        // takes Hyper-V hypercalls only through the page's overlay).
+        if let Some(k) = self.kvm_iface.as_mut() {
+            if !page_msr::is_enabled(self.hypercall_msr) {
+                return k.hypercall(cx);
+            }
+        }
         let long = cx.state.efer & EFER_LMA != 0 && cx.state.cs.attrib & ATTRIB_L != 0;
         let lo32 = |r: u64| r & 0xFFFF_FFFF;
         let (control, input, output) = if long {
@@ -229,6 +253,9 @@ impl Persona for HyperV {
     }
 
     fn set_clock(&mut self, tsc_khz: u64, apic_bus_khz: u64) {
+        if let Some(k) = self.kvm_iface.as_mut() {
+            k.set_clock(tsc_khz);
+        }
         self.clock = refclock::RefClock::new(tsc_khz);
         self.apic_hz = apic_bus_khz.saturating_mul(1000);
     }
@@ -251,13 +278,22 @@ impl Persona for HyperV {
         // After the timers: a timer interrupt now requested withdraws an
         // outstanding lazy EOI before anything is injected.
         self.lazy.reconcile(cx);
+        if let Some(k) = self.kvm_iface.as_mut() {
+            k.poll(cx);
+        }
     }
 
     fn on_inject(&mut self, cx: &mut GuestCx<'_>, vector: u8) {
         self.lazy.on_inject(cx, vector);
+        if let Some(k) = self.kvm_iface.as_mut() {
+            k.on_inject(cx, vector);
+        }
     }
 
     fn report(&self) {
+        if let Some(k) = &self.kvm_iface {
+            k.report();
+        }
         if let Some(p) = self.crash.notified {
             bootkit::record!(
                 "mv.crash",

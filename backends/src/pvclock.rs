@@ -1,0 +1,51 @@
+//! Reading a pvclock (`struct pvclock_vcpu_time_info`, shared by Xen and
+//! KVM, layout in `pvops_abi::pvclock`) by its version protocol.
+//!
+//! The hypervisor makes `version` odd, writes the fields, then makes it
+//! even again (xen.h `vcpu_time_info` comment; KVM msr.rst,
+//! `MSR_KVM_SYSTEM_TIME_NEW`: "guests should ... check the version field
+//! ... if odd, an update is in progress"). A reader retries while the
+//! version is odd or changed across its copy (Linux
+//! `pvclock_clocksource_read`).
+
+use core::sync::atomic::{fence, Ordering};
+use pvops_abi::pvclock::VcpuTimeInfo;
+
+/// A consistent copy of the pvclock at `t` and the TSC read inside the
+/// same version window, or `None` when the version stayed odd (or kept
+/// changing) for `tries` attempts.
+///
+/// # Safety
+///
+/// `t` must point to a readable, 8-byte aligned `VcpuTimeInfo` that stays
+/// mapped while this runs (the hypervisor may write it concurrently).
+pub(crate) unsafe fn read(t: *const VcpuTimeInfo, tries: u32) -> Option<(VcpuTimeInfo, u64)> {
+    for _ in 0..tries {
+        // SAFETY: `t` is valid and aligned (the caller's contract); the
+        // hypervisor writes it concurrently, so every read is volatile.
+        let v1 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
+        if v1 & 1 != 0 {
+            core::hint::spin_loop();
+            continue;
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let snap = unsafe { t.read_volatile() };
+        // RDTSC is not ordered by the fences; LFENCE before it keeps it from
+        // running ahead of the field reads (Linux uses rdtsc_ordered()).
+        let tsc = crate::tsc::ordered();
+        fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let v2 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
+        if v1 == v2 {
+            return Some((
+                VcpuTimeInfo {
+                    version: v1,
+                    ..snap
+                },
+                tsc,
+            ));
+        }
+    }
+    None
+}

@@ -1,0 +1,182 @@
+//! Host tests: the interface against a guest RAM buffer, read back with the
+//! ABI types the guest backend uses.
+
+extern crate std;
+use super::*;
+use crate::guest::mem::GuestRam;
+use crate::svm::{vmcb::StateSave, vmrun::GuestRegs};
+use crate::vapic::VApic;
+use std::vec::Vec;
+use zerocopy::{FromBytes, FromZeros};
+
+const RAM: usize = 64 * 1024;
+const KHZ: u64 = 2_000_000;
+const PAGE: u64 = 0x2000;
+
+struct Guest {
+    _ram: Vec<u64>,
+    mem: GuestRam,
+    state: StateSave,
+    regs: GuestRegs,
+    apic: VApic,
+    now: u64,
+}
+
+impl Guest {
+    fn new() -> Guest {
+        let ram = std::vec![0u64; RAM / 8];
+        // SAFETY: the buffer is this test's own, lives as long as `Guest`
+        // and is accessed only through `mem` (host tests: addresses are
+        // host pointers).
+        let mem = unsafe { GuestRam::new(ram.as_ptr() as u64, RAM as u64) };
+        Guest {
+            _ram: ram,
+            mem,
+            state: StateSave::new_zeroed(),
+            regs: GuestRegs::default(),
+            apic: VApic::new(KHZ),
+            now: 1_000_000,
+        }
+    }
+
+    fn cx(&mut self) -> GuestCx<'_> {
+        GuestCx {
+            state: &mut self.state,
+            regs: &mut self.regs,
+            mem: &self.mem,
+            now: self.now,
+            tsc_khz: KHZ,
+            apic: &mut self.apic,
+        }
+    }
+
+    fn get<T: FromBytes + IntoBytes>(&self, gpa: u64) -> T {
+        let mut v = T::new_zeroed();
+        self.mem.read(gpa, v.as_mut_bytes()).unwrap();
+        v
+    }
+
+    fn call(&mut self, k: &mut KvmInterface, nr: u64, a: [u64; 4]) -> (i64, u64) {
+        self.state.rax = nr;
+        self.regs.rbx = a[0];
+        self.regs.rcx = a[1];
+        self.regs.rdx = a[2];
+        self.regs.rsi = a[3];
+        let h = k.hypercall(&mut self.cx());
+        assert_eq!(h.action, HypercallAction::Return);
+        (self.state.rax as i64, h.code)
+    }
+}
+
+fn iface(broken: Option<Break>) -> KvmInterface {
+    let mut k = KvmInterface::new(super::super::HV_LEAF_BASE, broken);
+    k.set_clock(KHZ);
+    k
+}
+
+#[test]
+fn leaves_and_breaks() {
+    let k = Kvm::new(None).unwrap();
+    let [max, b, c, d] = k.iface.cpuid(0x4000_0000).unwrap();
+    assert_eq!(max, 0x4000_0001);
+    assert_eq!([b, c, d], signature(abi::SIGNATURE));
+    assert_eq!(k.iface.cpuid(0x4000_0001).unwrap()[0], FEATURES.0);
+    assert_eq!(k.iface.cpuid(0x4000_0002), None);
+    let stacked = KvmInterface::new(0x4000_0100, None);
+    assert_eq!(stacked.cpuid(0x4000_0100).unwrap()[0], 0x4000_0101);
+    assert_eq!(stacked.cpuid(0x4000_0000), None);
+    for s in BREAK_STEPS {
+        let k = Kvm::new(Some(s)).unwrap();
+        assert_eq!(k.iface.broken().map(Break::name), Some(*s));
+    }
+    assert!(matches!(
+        Kvm::new(Some("nope")),
+        Err(SelectError::UnknownBreak)
+    ));
+    assert!(KvmInterface::owns_msr(m::PV_EOI_EN) && !KvmInterface::owns_msr(0x80b));
+}
+
+#[test]
+fn kvmclock_is_published_with_the_version_protocol() {
+    let mut g = Guest::new();
+    let mut k = iface(None);
+    k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(PAGE))
+        .unwrap();
+    let t: VcpuTimeInfo = g.get(PAGE);
+    assert_eq!(t.version, 2);
+    assert_eq!(t.flags, pvclock::FLAG_TSC_STABLE);
+    assert!(t.tsc_khz().abs_diff(KHZ) <= 1);
+    assert_eq!(t.tsc_timestamp, g.now);
+    assert_eq!(k.rdmsr(m::SYSTEM_TIME_NEW), Ok(PAGE | 1));
+    // Broken: stuck odd; no stable bit.
+    let mut g = Guest::new();
+    let mut k = iface(Some(Break::PvclockOdd));
+    k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(PAGE))
+        .unwrap();
+    assert_eq!(g.get::<VcpuTimeInfo>(PAGE).version & 1, 1);
+    let mut g = Guest::new();
+    let mut k = iface(Some(Break::StableBit));
+    k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(PAGE))
+        .unwrap();
+    assert_eq!(g.get::<VcpuTimeInfo>(PAGE).flags, 0);
+}
+
+#[test]
+fn steal_time_registration_and_reserved_bits() {
+    let mut g = Guest::new();
+    let mut k = iface(None);
+    assert_eq!(k.wrmsr(&mut g.cx(), m::STEAL_TIME, PAGE | 2), Err(Gp));
+    k.wrmsr(&mut g.cx(), m::STEAL_TIME, m::steal_time(PAGE + 64))
+        .unwrap();
+    let st: StealTime = g.get(PAGE + 64);
+    assert_eq!((st.version, st.steal), (2, 0));
+    // Refreshed after the period.
+    g.now += KHZ * STEAL_REFRESH_MS;
+    k.poll(&mut g.cx());
+    assert_eq!(g.get::<StealTime>(PAGE + 64).version, 4);
+    let mut g = Guest::new();
+    let mut k = iface(Some(Break::StealNever));
+    k.wrmsr(&mut g.cx(), m::STEAL_TIME, m::steal_time(PAGE + 64))
+        .unwrap();
+    assert_eq!(g.get::<StealTime>(PAGE + 64).version, 0);
+}
+
+#[test]
+fn pv_eoi_msr_and_its_break() {
+    let mut g = Guest::new();
+    let mut k = iface(None);
+    assert_eq!(k.wrmsr(&mut g.cx(), m::PV_EOI_EN, PAGE | 3), Err(Gp));
+    k.wrmsr(&mut g.cx(), m::PV_EOI_EN, m::pv_eoi(PAGE + 128))
+        .unwrap();
+    assert_eq!(k.rdmsr(m::PV_EOI_EN), Ok(PAGE + 128 + 1));
+    let mut k = iface(Some(Break::PvEoiRefused));
+    assert_eq!(
+        k.wrmsr(&mut g.cx(), m::PV_EOI_EN, m::pv_eoi(PAGE + 128)),
+        Err(Gp)
+    );
+    assert_eq!(k.stats.refused, 1);
+    // MSRs not offered.
+    assert_eq!(k.wrmsr(&mut g.cx(), m::POLL_CONTROL, 0), Err(Gp));
+    assert_eq!(k.rdmsr(m::ASYNC_PF_EN), Err(Gp));
+}
+
+#[test]
+fn hypercalls_are_counted_and_enosys_when_broken() {
+    let mut g = Guest::new();
+    let mut k = iface(None);
+    assert_eq!(g.call(&mut k, hc::SEND_IPI, [1, 0, 0, 0x40]), (1, 10));
+    assert_eq!(g.call(&mut k, hc::SEND_IPI, [0, 0, 0, 0x40]), (0, 10));
+    assert_eq!(g.call(&mut k, hc::SCHED_YIELD, [0; 4]), (0, 11));
+    assert_eq!(g.call(&mut k, hc::KICK_CPU, [0, 0, 0, 0]), (0, 5));
+    assert_eq!(g.call(&mut k, 99, [0; 4]).0, -abi::err::ENOSYS);
+    assert_eq!(
+        (k.stats.ipis, k.stats.yields, k.stats.kicks, k.stats.enosys),
+        (1, 1, 1, 1)
+    );
+    let mut k = iface(Some(Break::HypercallEnosys));
+    assert_eq!(
+        g.call(&mut k, hc::SEND_IPI, [1, 0, 0, 0x40]).0,
+        -abi::err::ENOSYS
+    );
+    assert_eq!(k.stats.ipis, 0);
+}
