@@ -8,7 +8,9 @@
 use pvops_abi::exit::ExitCode;
 
 mod fixes;
+mod hostile;
 mod kvm;
+mod lying;
 mod microvm;
 mod minimal;
 mod nested;
@@ -769,6 +771,8 @@ pub static ALL: std::sync::LazyLock<Vec<Scenario>> = std::sync::LazyLock::new(||
         realpeers::SCENARIOS,
         nested::SCENARIOS,
         fixes::SCENARIOS,
+        lying::SCENARIOS,
+        hostile::SCENARIOS,
     ]
     .concat()
 });
