@@ -21,11 +21,15 @@ pub enum TscSource {
     HypervMsr,
     /// Given by the kernel (command line or platform firmware).
     Platform,
+    /// Looked for and not found: no backend, leaf or PIT gives a frequency
+    /// (e.g. a machine without a PIT, such as QEMU's microVM). The clock
+    /// and timer cannot convert time then; the kernel should say so.
+    NoSource,
 }
 
 impl TscSource {
     /// Every source, `Unknown` first.
-    pub const ALL: [TscSource; 8] = [
+    pub const ALL: [TscSource; 9] = [
         TscSource::Unknown,
         TscSource::PitCalibration,
         TscSource::Cpuid15,
@@ -34,6 +38,7 @@ impl TscSource {
         TscSource::Pvclock,
         TscSource::HypervMsr,
         TscSource::Platform,
+        TscSource::NoSource,
     ];
 
     /// Stable lower-case name for reports.
@@ -47,6 +52,7 @@ impl TscSource {
             TscSource::Pvclock => "pvclock",
             TscSource::HypervMsr => "hyperv-msr",
             TscSource::Platform => "platform",
+            TscSource::NoSource => "none",
         }
     }
 }

@@ -5,11 +5,25 @@
 //! OUT pin is readable at port 0x61 bit 5 once the count reaches zero
 //! (Intel 8254 data sheet; the PC/AT port 0x61 layout).
 //!
+//! Many machines have no PIT at all: QEMU's microVM with `pit=off`
+//! (Firecracker's and Cloud Hypervisor's model), Xen PVH domains, Hyper-V
+//! generation 2 VMs. There nothing decodes the ports and reads return all
+//! ones (an empty bus), so OUT2 looks "high" at once and any measurement is
+//! garbage. The PIT is taken as absent when port 0x61 reads 0xFF, or when
+//! OUT2 is already high right after a mode-0 control word (the 8254 data
+//! sheet, mode 0: "the output will be initially low after the mode set
+//! operation"); calibration then fails with [`PitError::Absent`] and the
+//! caller reports that it has no frequency rather than a wrong one.
+//!
 //! A virtual CPU can be descheduled at any moment, which ruins a single
 //! measurement. So the TSC is read right before the write that starts the
 //! count, each sample is rejected if the gap between two polls of the OUT
 //! pin was large compared with the whole measurement, and the median of the
-//! accepted samples is returned.
+//! accepted samples is returned. When no sample is undisturbed there is no
+//! value to trust, and calibration fails ([`PitError::AllDisturbed`]).
+//!
+//! The port and TSC accesses go through [`PitHardware`], so the logic is
+//! tested on the host against a modelled PIT.
 
 use x86::io::{inb, outb};
 
@@ -19,40 +33,105 @@ pub const PIT_HZ: u64 = 1_193_182;
 const CH2_DATA: u16 = 0x42;
 const COMMAND: u16 = 0x43;
 const GATE: u16 = 0x61;
+/// Port 0x61 bit 5: OUT2, the output of channel 2.
+const OUT2: u8 = 0x20;
+/// Channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
+const CH2_MODE0: u8 = 0b1011_0000;
 /// Most samples taken.
 const MAX_SAMPLES: usize = 9;
 /// Undisturbed samples that are enough.
 const GOOD_ENOUGH: usize = 3;
+/// Polls of OUT2 before a sample gives up: far more than 50 ms needs even
+/// under slow emulation, so a PIT that never counts cannot hang the boot.
+const MAX_POLLS: u64 = 50_000_000;
+
+/// The port and TSC accesses calibration needs.
+pub trait PitHardware {
+    /// Reads an I/O port byte.
+    fn inb(&mut self, port: u16) -> u8;
+    /// Writes an I/O port byte.
+    fn outb(&mut self, port: u16, value: u8);
+    /// Reads the TSC.
+    fn read_tsc(&mut self) -> u64;
+}
+
+/// The machine's own ports and TSC.
+struct Hardware;
+
+impl PitHardware for Hardware {
+    fn inb(&mut self, port: u16) -> u8 {
+        // SAFETY: only ports 0x42, 0x43 and 0x61 are passed (PIT channel 2
+        // and its gate); reading them has no effect on memory.
+        unsafe { inb(port) }
+    }
+
+    fn outb(&mut self, port: u16, value: u8) {
+        // SAFETY: as for `inb`; channel 2 drives only the speaker, which
+        // stays disconnected (bit 1 of port 0x61 is cleared), so this
+        // disturbs nothing else.
+        unsafe { outb(port, value) }
+    }
+
+    fn read_tsc(&mut self) -> u64 {
+        super::cpu::read_tsc()
+    }
+}
+
+/// Why the PIT gave no TSC frequency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PitError {
+    /// There is no PIT (what gave it away).
+    Absent(&'static str),
+    /// The count never reached zero within the poll bound.
+    NeverCounted,
+    /// Every sample was disturbed (the vCPU stopped during each), so none
+    /// can be trusted.
+    AllDisturbed,
+}
+
+impl core::fmt::Display for PitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PitError::Absent(why) => write!(f, "no PIT ({why})"),
+            PitError::NeverCounted => f.write_str("the PIT channel 2 count never reached zero"),
+            PitError::AllDisturbed => write!(
+                f,
+                "all {MAX_SAMPLES} PIT calibration samples were disturbed"
+            ),
+        }
+    }
+}
 
 /// Measures the TSC against PIT channel 2 in samples of `ms` milliseconds
 /// and returns its frequency in kHz: the median of the undisturbed samples
-/// (three are enough; at most nine are taken), or, on a host so busy that
-/// every sample was disturbed, the median of them all (logged). `None` when
-/// the PIT never counted down, so the caller can report it rather than
-/// trust a bogus value.
-pub fn calibrate_tsc(ms: u32) -> Option<u64> {
+/// (three are enough; at most nine are taken). An error when there is no
+/// PIT, when it never counted down, or when no sample was undisturbed.
+pub fn calibrate_tsc(ms: u32) -> Result<u64, PitError> {
+    calibrate_tsc_with(&mut Hardware, ms, MAX_POLLS)
+}
+
+/// [`calibrate_tsc`] on `hw`, giving up a sample after `max_polls` polls.
+pub fn calibrate_tsc_with(
+    hw: &mut impl PitHardware,
+    ms: u32,
+    max_polls: u64,
+) -> Result<u64, PitError> {
     let ms = ms.clamp(1, 50);
+    if hw.inb(GATE) == 0xFF {
+        return Err(PitError::Absent("port 0x61 reads 0xff"));
+    }
     let mut good = [0u64; MAX_SAMPLES];
-    let mut all = [0u64; MAX_SAMPLES];
-    let (mut n_good, mut n_all) = (0, 0);
-    while n_all < MAX_SAMPLES && n_good < GOOD_ENOUGH {
-        let (khz, disturbed) = match sample(ms) {
-            Sample::Good(khz) => (khz, false),
-            Sample::Disturbed(khz) => (khz, true),
-            Sample::NoPit => return None,
-        };
-        all[n_all] = khz;
-        n_all += 1;
-        if !disturbed {
+    let mut n_good = 0;
+    for _ in 0..MAX_SAMPLES {
+        if n_good == GOOD_ENOUGH {
+            break;
+        }
+        if let Some(khz) = sample(hw, ms, max_polls)? {
             good[n_good] = khz;
             n_good += 1;
         }
     }
-    if n_good == 0 {
-        log::warn!("pvops: every PIT calibration sample was disturbed; using their median");
-        return median(&mut all[..n_all]);
-    }
-    median(&mut good[..n_good])
+    median(&mut good[..n_good]).ok_or(PitError::AllDisturbed)
 }
 
 /// The median of `values` (the lower middle one for an even count).
@@ -64,57 +143,138 @@ pub fn median(values: &mut [u64]) -> Option<u64> {
     Some(values[(values.len() - 1) / 2])
 }
 
-enum Sample {
-    Good(u64),
-    Disturbed(u64),
-    NoPit,
-}
-
-fn sample(ms: u32) -> Sample {
+/// One measurement: `Some(kHz)` when undisturbed, `None` when disturbed.
+fn sample(hw: &mut impl PitHardware, ms: u32, max_polls: u64) -> Result<Option<u64>, PitError> {
     // < 65536 for ms <= 54.
     let ticks = PIT_HZ * u64::from(ms) / 1000;
-    // SAFETY: ports 0x42, 0x43 and 0x61 are the PC's PIT channel 2 and its
-    // gate; channel 2 drives only the speaker, which stays disconnected (bit 1
-    // of port 0x61 is cleared), so this disturbs nothing else.
-    unsafe {
-        let gate = inb(GATE);
-        outb(GATE, (gate & !0x02) | 0x01); // gate on, speaker off
-        outb(COMMAND, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
-        outb(CH2_DATA, (ticks & 0xff) as u8);
-        let start = super::cpu::read_tsc();
-        outb(CH2_DATA, (ticks >> 8) as u8); // the count starts now
-        let mut last = start;
-        let mut max_gap = 0;
-        // Bound the wait: far more polls than 50 ms needs even under slow
-        // emulation, so a missing PIT cannot hang the boot.
-        let mut polls: u64 = 0;
-        while inb(GATE) & 0x20 == 0 {
-            polls += 1;
-            if polls > 50_000_000 {
-                outb(GATE, gate);
-                return Sample::NoPit;
-            }
-            let now = super::cpu::read_tsc();
-            max_gap = max_gap.max(now.wrapping_sub(last));
-            last = now;
-        }
-        let end = super::cpu::read_tsc();
-        max_gap = max_gap.max(end.wrapping_sub(last));
-        outb(GATE, gate);
-        let cycles = end.wrapping_sub(start);
-        // A poll gap above 1/32 of the window means the vCPU stopped for a
-        // while: the end of the count may have been seen late.
-        let khz = cycles / u64::from(ms);
-        if cycles == 0 || max_gap > cycles / 32 {
-            return Sample::Disturbed(khz);
-        }
-        Sample::Good(khz)
+    let gate = hw.inb(GATE);
+    hw.outb(GATE, (gate & !0x02) | 0x01); // gate on, speaker off
+    hw.outb(COMMAND, CH2_MODE0);
+    // Mode 0 drives OUT low on the control word; high now means nothing
+    // answers (or the bus floats).
+    if hw.inb(GATE) & OUT2 != 0 {
+        hw.outb(GATE, gate);
+        return Err(PitError::Absent(
+            "OUT2 high right after a mode-0 control word",
+        ));
     }
+    hw.outb(CH2_DATA, (ticks & 0xff) as u8);
+    let start = hw.read_tsc();
+    hw.outb(CH2_DATA, (ticks >> 8) as u8); // the count starts now
+    let mut last = start;
+    let mut max_gap = 0;
+    let mut polls: u64 = 0;
+    while hw.inb(GATE) & OUT2 == 0 {
+        polls += 1;
+        if polls > max_polls {
+            hw.outb(GATE, gate);
+            return Err(PitError::NeverCounted);
+        }
+        let now = hw.read_tsc();
+        max_gap = max_gap.max(now.wrapping_sub(last));
+        last = now;
+    }
+    let end = hw.read_tsc();
+    max_gap = max_gap.max(end.wrapping_sub(last));
+    hw.outb(GATE, gate);
+    let cycles = end.wrapping_sub(start);
+    // A poll gap above 1/32 of the window means the vCPU stopped for a
+    // while: the end of the count may have been seen late.
+    if cycles == 0 || max_gap > cycles / 32 {
+        return Ok(None);
+    }
+    Ok(Some(cycles / u64::from(ms)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
+
+    /// A modelled PIT channel 2 and port 0x61 beside a TSC of `tsc_khz`
+    /// that advances `cost` ticks per access.
+    struct Model {
+        present: bool,
+        /// Port 0x61 decoded but OUT2 stuck high (a half-emulated gate).
+        out2_stuck: bool,
+        /// OUT2 never rises.
+        frozen: bool,
+        tsc: u64,
+        tsc_khz: u64,
+        cost: u64,
+        /// Extra TSC ticks added on the n-th poll of every sample (a
+        /// descheduled vCPU), 0 for none.
+        stall: u64,
+        polls_this_sample: u64,
+        gate: u8,
+        lsb: Option<u8>,
+        /// TSC at which OUT2 rises.
+        out_at: Option<u64>,
+    }
+
+    impl Model {
+        fn new(tsc_khz: u64) -> Model {
+            Model {
+                present: true,
+                out2_stuck: false,
+                frozen: false,
+                tsc: 1_000_000,
+                tsc_khz,
+                cost: 50,
+                stall: 0,
+                polls_this_sample: 0,
+                gate: 0x10,
+                lsb: None,
+                out_at: None,
+            }
+        }
+    }
+
+    impl PitHardware for Model {
+        fn inb(&mut self, port: u16) -> u8 {
+            self.tsc += self.cost;
+            if !self.present {
+                return 0xFF;
+            }
+            assert_eq!(port, GATE);
+            self.polls_this_sample += 1;
+            if self.polls_this_sample == 100 {
+                self.tsc += self.stall;
+            }
+            let out = self.out2_stuck
+                || (!self.frozen && self.out_at.is_some_and(|t| self.tsc >= t));
+            (self.gate & 0x0f) | if out { OUT2 } else { 0 }
+        }
+
+        fn outb(&mut self, port: u16, value: u8) {
+            self.tsc += self.cost;
+            if !self.present {
+                return;
+            }
+            match port {
+                GATE => self.gate = value,
+                COMMAND => {
+                    assert_eq!(value, CH2_MODE0);
+                    self.out_at = None;
+                    self.lsb = None;
+                    self.polls_this_sample = 0;
+                }
+                CH2_DATA => match self.lsb.take() {
+                    None => self.lsb = Some(value),
+                    Some(lo) => {
+                        let count = u64::from(lo) | (u64::from(value) << 8);
+                        let tsc_ticks = count * self.tsc_khz * 1000 / PIT_HZ;
+                        self.out_at = Some(self.tsc + tsc_ticks);
+                    }
+                },
+                _ => panic!("unexpected port {port:#x}"),
+            }
+        }
+
+        fn read_tsc(&mut self) -> u64 {
+            self.tsc += self.cost;
+            self.tsc
+        }
+    }
 
     #[test]
     fn median_ignores_outliers() {
@@ -124,5 +284,79 @@ mod tests {
         );
         assert_eq!(median(&mut [5, 1]), Some(1));
         assert_eq!(median(&mut []), None);
+    }
+
+    #[test]
+    fn a_working_pit_gives_the_tsc_rate() {
+        let mut m = Model::new(2_400_000);
+        let khz = calibrate_tsc_with(&mut m, 10, 10_000_000).unwrap();
+        assert!(khz.abs_diff(2_400_000) < 2_400, "{khz}");
+    }
+
+    #[test]
+    fn no_pit_gives_no_frequency() {
+        // What QEMU's microVM (pit=off) and the microvisor's pit=off show:
+        // every port reads all ones. The earlier code returned the median
+        // of these "disturbed" samples as a frequency.
+        let mut m = Model::new(2_400_000);
+        m.present = false;
+        assert_eq!(
+            calibrate_tsc_with(&mut m, 10, 10_000_000),
+            Err(PitError::Absent("port 0x61 reads 0xff"))
+        );
+    }
+
+    #[test]
+    fn out2_high_after_the_control_word_means_no_pit() {
+        let mut m = Model::new(2_400_000);
+        m.out2_stuck = true;
+        assert!(matches!(
+            calibrate_tsc_with(&mut m, 10, 10_000_000),
+            Err(PitError::Absent(_))
+        ));
+    }
+
+    #[test]
+    fn every_sample_disturbed_gives_no_frequency() {
+        let mut m = Model::new(2_400_000);
+        // A stall of a whole window in every sample.
+        m.stall = 24_000_000;
+        assert_eq!(
+            calibrate_tsc_with(&mut m, 10, 10_000_000),
+            Err(PitError::AllDisturbed)
+        );
+    }
+
+    #[test]
+    fn one_disturbed_sample_is_set_aside() {
+        struct OnceStalled(Model, u32);
+        impl PitHardware for OnceStalled {
+            fn inb(&mut self, port: u16) -> u8 {
+                if self.0.polls_this_sample == 99 && self.1 == 0 {
+                    self.1 += 1;
+                    self.0.tsc += 24_000_000;
+                }
+                self.0.inb(port)
+            }
+            fn outb(&mut self, port: u16, value: u8) {
+                self.0.outb(port, value)
+            }
+            fn read_tsc(&mut self) -> u64 {
+                self.0.read_tsc()
+            }
+        }
+        let mut m = OnceStalled(Model::new(3_000_000), 0);
+        let khz = calibrate_tsc_with(&mut m, 10, 10_000_000).unwrap();
+        assert!(khz.abs_diff(3_000_000) < 3_000, "{khz}");
+    }
+
+    #[test]
+    fn a_pit_that_never_counts_is_an_error() {
+        let mut m = Model::new(2_400_000);
+        m.frozen = true;
+        assert_eq!(
+            calibrate_tsc_with(&mut m, 10, 1_000),
+            Err(PitError::NeverCounted)
+        );
     }
 }
