@@ -10,10 +10,15 @@
 //! generation 2 VMs. There nothing decodes the ports and reads return all
 //! ones (an empty bus), so OUT2 looks "high" at once and any measurement is
 //! garbage. The PIT is taken as absent when port 0x61 reads 0xFF, or when
-//! OUT2 is already high right after a mode-0 control word (the 8254 data
-//! sheet, mode 0: "the output will be initially low after the mode set
-//! operation"); calibration then fails with [`PitError::Absent`] and the
-//! caller reports that it has no frequency rather than a wrong one.
+//! OUT2 is already high right after loading a mode-0 count, in each of
+//! [`GOOD_ENOUGH`] samples (in mode 0 the output stays low from the load
+//! until the count reaches zero, 8254 data sheet; one such sample alone may
+//! be a vCPU descheduled for the whole window, and is set aside as
+//! disturbed). Calibration then fails with [`PitError::Absent`] and the
+//! caller reports that it has no frequency rather than a wrong one. (The
+//! data sheet also drives OUT low on the mode-0 control word itself, but
+//! QEMU's 8254 model leaves OUT as the previous count left it until the new
+//! count is loaded, so that earlier point cannot be checked.)
 //!
 //! A virtual CPU can be descheduled at any moment, which ruins a single
 //! measurement. So the TSC is read right before the write that starts the
@@ -121,14 +126,23 @@ pub fn calibrate_tsc_with(
         return Err(PitError::Absent("port 0x61 reads 0xff"));
     }
     let mut good = [0u64; MAX_SAMPLES];
-    let mut n_good = 0;
+    let (mut n_good, mut n_high) = (0, 0);
     for _ in 0..MAX_SAMPLES {
+        match sample(hw, ms, max_polls)? {
+            Sample::Good(khz) => {
+                good[n_good] = khz;
+                n_good += 1;
+            }
+            Sample::Disturbed => {}
+            Sample::HighAtOnce => n_high += 1,
+        }
         if n_good == GOOD_ENOUGH {
             break;
         }
-        if let Some(khz) = sample(hw, ms, max_polls)? {
-            good[n_good] = khz;
-            n_good += 1;
+        if n_good == 0 && n_high == GOOD_ENOUGH {
+            return Err(PitError::Absent(
+                "OUT2 high right after loading a mode-0 count",
+            ));
         }
     }
     median(&mut good[..n_good]).ok_or(PitError::AllDisturbed)
@@ -143,24 +157,30 @@ pub fn median(values: &mut [u64]) -> Option<u64> {
     Some(values[(values.len() - 1) / 2])
 }
 
-/// One measurement: `Some(kHz)` when undisturbed, `None` when disturbed.
-fn sample(hw: &mut impl PitHardware, ms: u32, max_polls: u64) -> Result<Option<u64>, PitError> {
+/// One measurement.
+enum Sample {
+    /// Undisturbed: the TSC rate in kHz.
+    Good(u64),
+    /// A poll gap too long to trust the end.
+    Disturbed,
+    /// OUT2 was high at the first poll after the count was loaded.
+    HighAtOnce,
+}
+
+fn sample(hw: &mut impl PitHardware, ms: u32, max_polls: u64) -> Result<Sample, PitError> {
     // < 65536 for ms <= 54.
     let ticks = PIT_HZ * u64::from(ms) / 1000;
     let gate = hw.inb(GATE);
     hw.outb(GATE, (gate & !0x02) | 0x01); // gate on, speaker off
     hw.outb(COMMAND, CH2_MODE0);
-    // Mode 0 drives OUT low on the control word; high now means nothing
-    // answers (or the bus floats).
-    if hw.inb(GATE) & OUT2 != 0 {
-        hw.outb(GATE, gate);
-        return Err(PitError::Absent(
-            "OUT2 high right after a mode-0 control word",
-        ));
-    }
     hw.outb(CH2_DATA, (ticks & 0xff) as u8);
     let start = hw.read_tsc();
     hw.outb(CH2_DATA, (ticks >> 8) as u8); // the count starts now
+    if hw.inb(GATE) & OUT2 != 0 {
+        // Mode 0 keeps OUT low from the load to terminal count.
+        hw.outb(GATE, gate);
+        return Ok(Sample::HighAtOnce);
+    }
     let mut last = start;
     let mut max_gap = 0;
     let mut polls: u64 = 0;
@@ -181,9 +201,9 @@ fn sample(hw: &mut impl PitHardware, ms: u32, max_polls: u64) -> Result<Option<u
     // A poll gap above 1/32 of the window means the vCPU stopped for a
     // while: the end of the count may have been seen late.
     if cycles == 0 || max_gap > cycles / 32 {
-        return Ok(None);
+        return Ok(Sample::Disturbed);
     }
-    Ok(Some(cycles / u64::from(ms)))
+    Ok(Sample::Good(cycles / u64::from(ms)))
 }
 
 #[cfg(test)]
@@ -240,8 +260,8 @@ mod tests {
             if self.polls_this_sample == 100 {
                 self.tsc += self.stall;
             }
-            let out = self.out2_stuck
-                || (!self.frozen && self.out_at.is_some_and(|t| self.tsc >= t));
+            let out =
+                self.out2_stuck || (!self.frozen && self.out_at.is_some_and(|t| self.tsc >= t));
             (self.gate & 0x0f) | if out { OUT2 } else { 0 }
         }
 
@@ -253,8 +273,9 @@ mod tests {
             match port {
                 GATE => self.gate = value,
                 COMMAND => {
+                    // Like QEMU's model: OUT stays as the last count left
+                    // it until a new count is loaded.
                     assert_eq!(value, CH2_MODE0);
-                    self.out_at = None;
                     self.lsb = None;
                     self.polls_this_sample = 0;
                 }
