@@ -115,6 +115,9 @@ pub struct Interface {
 pub struct SelfTest {
     /// Whether it passed.
     pub pass: bool,
+    /// `result=unsupported`: the machine lacks what the test needs (neither
+    /// passed nor failed; `pass` is false).
+    pub unsupported: bool,
     /// The detail text.
     pub detail: String,
 }
@@ -126,6 +129,8 @@ pub struct Done {
     pub passed: u64,
     /// Self-tests run.
     pub total: u64,
+    /// Self-tests reported unsupported (0 when the field is absent).
+    pub unsupported: u64,
     /// `pass` or `fail`.
     pub verdict: String,
 }
@@ -378,6 +383,15 @@ impl BootResult {
         self.selftests.values().filter(|t| t.pass).count()
     }
 
+    /// Names of the self-tests reported unsupported.
+    pub fn selftests_unsupported(&self) -> Vec<&str> {
+        self.selftests
+            .iter()
+            .filter(|(_, t)| t.unsupported)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
     /// The bench result of workload `name`.
     pub fn bench(&self, name: &str) -> Option<&Bench> {
         self.bench.iter().find(|b| b.name == name)
@@ -459,13 +473,21 @@ impl BootResult {
                 let (Some(name), Some(result)) = (s("name"), rec.get("result")) else {
                     return false;
                 };
-                let pass = match result {
-                    "pass" => true,
-                    "fail" => false,
+                let (pass, unsupported) = match result {
+                    "pass" => (true, false),
+                    "fail" => (false, false),
+                    "unsupported" => (false, true),
                     _ => return false,
                 };
                 let detail = s("detail").unwrap_or_default();
-                self.selftests.insert(name, SelfTest { pass, detail });
+                self.selftests.insert(
+                    name,
+                    SelfTest {
+                        pass,
+                        unsupported,
+                        detail,
+                    },
+                );
             }
             "bench" => match Bench::from_record(rec) {
                 Some(b) => self.bench.push(b),
@@ -476,6 +498,7 @@ impl BootResult {
                 self.done = Some(Done {
                     passed: n("passed").unwrap_or(0),
                     total: n("total").unwrap_or(0),
+                    unsupported: n("unsupported").unwrap_or(0),
                     verdict: s("verdict").unwrap_or_default(),
                 })
             }

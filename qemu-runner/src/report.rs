@@ -13,7 +13,15 @@ pub fn to_json(r: &ScenarioReport) -> Value {
     let selftests: Map<String, Value> = res
         .selftests
         .iter()
-        .map(|(k, v)| (k.clone(), Value::Bool(v.pass)))
+        .map(|(k, v)| {
+            // true / false, or "unsupported" (neither).
+            let verdict = if v.unsupported {
+                Value::String("unsupported".to_string())
+            } else {
+                Value::Bool(v.pass)
+            };
+            (k.clone(), verdict)
+        })
         .collect();
     let owners: Map<String, Value> = res
         .owners
@@ -39,7 +47,7 @@ pub fn to_json(r: &ScenarioReport) -> Value {
         })).collect::<Vec<_>>(),
         "panic": res.panic,
         "done": res.done.as_ref().map(|d| json!({
-            "passed": d.passed, "total": d.total, "verdict": d.verdict,
+            "passed": d.passed, "total": d.total, "unsupported": d.unsupported, "verdict": d.verdict,
         })),
         "exit_status": r.exit_status(),
         "exit": r.raw.as_ref().map(|raw| if raw.timed_out { "timeout".to_string() } else { status_name(raw.status) }),
@@ -316,7 +324,16 @@ pub fn row(r: &ScenarioReport) -> [String; 6] {
     let res = &r.result;
     let dash = || "-".to_string();
     let selftests = if r.raw.is_some() && !res.selftests.is_empty() {
-        format!("{}/{}", res.selftests_passed(), res.selftests.len())
+        let unsupported = res.selftests_unsupported().len();
+        if unsupported == 0 {
+            format!("{}/{}", res.selftests_passed(), res.selftests.len())
+        } else {
+            format!(
+                "{}/{} ({unsupported} unsupported)",
+                res.selftests_passed(),
+                res.selftests.len()
+            )
+        }
     } else {
         dash()
     };

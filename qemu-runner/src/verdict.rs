@@ -7,6 +7,9 @@ use crate::run::RawRun;
 use crate::scenario::{Owners, Scenario, TscKhz};
 use crate::Resolved;
 
+/// The `tsc source=` of a guest that found no TSC frequency source.
+pub const NO_TSC_SOURCE: &str = "none";
+
 /// Everything wrong with a run; empty = the scenario passed.
 /// `resolved` holds what the runner decided at run time (the configured
 /// TSC frequency).
@@ -156,11 +159,41 @@ pub fn judge(
             f.push("no self-test reported".to_string());
         }
         for (name, t) in r.selftests.iter().filter(|(_, t)| !t.pass) {
-            f.push(format!("self-test {name} failed: {}", t.detail));
+            if t.unsupported {
+                if !expect.unsupported.contains(&name.as_str()) {
+                    f.push(format!(
+                        "self-test {name} unsupported, which the scenario does not expect: {}",
+                        t.detail
+                    ));
+                }
+            } else {
+                f.push(format!("self-test {name} failed: {}", t.detail));
+            }
         }
-        // Only the example kernel runs pvops and reports a TSC frequency.
-        if scenario.guest == crate::scenario::Guest::ExampleKernel && r.tsc_khz.unwrap_or(0) == 0 {
-            f.push("no TSC frequency reported".to_string());
+        for name in expect.unsupported {
+            match r.selftests.get(*name) {
+                Some(t) if t.unsupported => {}
+                Some(t) => f.push(format!(
+                    "self-test {name} {}, expected unsupported",
+                    if t.pass { "passed" } else { "failed" }
+                )),
+                None => f.push(format!(
+                    "self-test {name} not reported (expected unsupported)"
+                )),
+            }
+        }
+        // Only the example kernel runs pvops and reports a TSC frequency;
+        // `none` (no source at all) only where the scenario says so.
+        let no_source_expected = expect.tsc_source == Some(NO_TSC_SOURCE)
+            && r.tsc_source.as_deref() == Some(NO_TSC_SOURCE);
+        if scenario.guest == crate::scenario::Guest::ExampleKernel
+            && r.tsc_khz.unwrap_or(0) == 0
+            && !no_source_expected
+        {
+            f.push(format!(
+                "no TSC frequency reported (source {:?})",
+                r.tsc_source.as_deref().unwrap_or("-")
+            ));
         }
     }
     for name in expect.selftests {

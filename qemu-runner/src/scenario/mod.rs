@@ -201,6 +201,15 @@ impl Metric {
     }
 }
 
+/// The example kernel's self-tests that need a TSC frequency and report
+/// `unsupported` when no source exists (`tsc source=none`).
+pub const TIME_TESTS_NEEDING_A_FREQUENCY: &[&str] = &[
+    "time.tsc-frequency",
+    "time.clock-vs-tsc",
+    "time.clock-vs-timer",
+    "time.timer-cancel",
+];
+
 /// Which backend owns which table entry after installation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owners {
@@ -245,6 +254,10 @@ pub struct Expect {
     pub guest_completes: bool,
     /// Self-tests that must be reported and pass (on top of "all passed").
     pub selftests: &'static [&'static str],
+    /// Self-tests that must be reported `unsupported` (the machine lacks
+    /// what they need, e.g. [`TIME_TESTS_NEEDING_A_FREQUENCY`]); any other
+    /// unsupported self-test fails the run.
+    pub unsupported: &'static [&'static str],
     /// The microvisor's `mv.fault kind=` the run must end with.
     pub fault: Option<&'static str>,
     /// Text the guest's `panic message=` must contain (the guest must panic).
@@ -283,6 +296,7 @@ impl Expect {
         backend: None,
         guest_completes: true,
         selftests: &[],
+        unsupported: &[],
         fault: None,
         panic: None,
         crash_report: None,
