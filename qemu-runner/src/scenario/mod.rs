@@ -743,6 +743,7 @@ const CORE: &[Scenario] = &[
             backend: Some("native"),
             ..Expect::PASS
         },
+        native_pair: Some("kvm/native"),
         ..Scenario::BASE
     },
     Scenario {
