@@ -273,8 +273,46 @@ pub fn judge(
         }
     }
 
+    if let Some(k) = &r.kvm {
+        f.extend(kvm_counter_failures(k, expect));
+    }
+
     for line in &r.malformed {
         f.push(format!("malformed record: {line}"));
+    }
+    f
+}
+
+/// What is wrong with KVM's counters of a run: a QMP failure, no exit
+/// counted, or an unmet [`crate::scenario::Expect::counts`] condition.
+/// Counters that this QEMU or host cannot give are no failure.
+fn kvm_counter_failures(
+    k: &crate::parse::KvmCounters,
+    expect: &crate::scenario::Expect,
+) -> Vec<String> {
+    use crate::parse::KvmCounters;
+    let mut f = Vec::new();
+    match k {
+        KvmCounters::Unavailable {
+            reason,
+            failure: true,
+        } => f.push(format!("KVM exit counters: {reason}")),
+        KvmCounters::Unavailable { .. } => {}
+        KvmCounters::Read(e) => {
+            if e.total == 0 {
+                f.push("KVM counted no exit".to_string());
+            }
+            for &(metric, count) in expect.counts {
+                let n = metric.of(e);
+                if !count.holds(n) {
+                    f.push(format!(
+                        "{} (KVM's counters): {n}, expected {}",
+                        metric.name(),
+                        count.describe()
+                    ));
+                }
+            }
+        }
     }
     f
 }
@@ -322,6 +360,17 @@ pub fn owner_failures(o: &Owners, backend: &str, r: &BootResult) -> Vec<String> 
 /// than the native run. Empty when both ran and it holds.
 pub fn judge_pair(backend: &crate::ScenarioReport, native: &crate::ScenarioReport) -> Vec<String> {
     let metrics = backend.scenario.expect.fewer_than_native;
+    // KVM's counters that this QEMU or host cannot give: nothing to
+    // compare, and no failure (each run reports why).
+    let unavailable = |r: &crate::ScenarioReport| {
+        matches!(
+            r.result.kvm,
+            Some(crate::parse::KvmCounters::Unavailable { failure: false, .. })
+        )
+    };
+    if unavailable(backend) || unavailable(native) {
+        return Vec::new();
+    }
     let (Some(b), Some(n)) = (backend.result.exits(), native.result.exits()) else {
         return vec![format!(
             "pair {} / {}: exit counters missing",

@@ -20,11 +20,14 @@
 //! QEMU's 8254 model leaves OUT as the previous count left it until the new
 //! count is loaded, so that earlier point cannot be checked.)
 //!
-//! A virtual CPU can be descheduled at any moment, which ruins a single
-//! measurement. So the TSC is read right before the write that starts the
-//! count, each sample is rejected if the gap between two polls of the OUT
-//! pin was large compared with the whole measurement, and the median of the
-//! accepted samples is returned. When no sample is undisturbed there is no
+//! A virtual CPU can be descheduled at any moment, which can ruin a single
+//! measurement. The TSC is read right before the write that starts the
+//! count, and the end is the first poll that sees OUT2 high, so only two
+//! gaps can make a sample wrong: from that TSC read to the first poll
+//! (the start write was late) and the last poll gap (the end was seen
+//! late); a stall in between changes nothing. A sample is rejected when
+//! either is large compared with the whole measurement, and the median of
+//! the accepted samples is returned. When no sample is undisturbed there is no
 //! value to trust, and calibration fails ([`PitError::AllDisturbed`]).
 //!
 //! The port and TSC accesses go through [`PitHardware`], so the logic is
@@ -182,7 +185,7 @@ fn sample(hw: &mut impl PitHardware, ms: u32, max_polls: u64) -> Result<Sample, 
         return Ok(Sample::HighAtOnce);
     }
     let mut last = start;
-    let mut max_gap = 0;
+    let mut first_gap = None;
     let mut polls: u64 = 0;
     while hw.inb(GATE) & OUT2 == 0 {
         polls += 1;
@@ -190,17 +193,16 @@ fn sample(hw: &mut impl PitHardware, ms: u32, max_polls: u64) -> Result<Sample, 
             hw.outb(GATE, gate);
             return Err(PitError::NeverCounted);
         }
-        let now = hw.read_tsc();
-        max_gap = max_gap.max(now.wrapping_sub(last));
-        last = now;
+        last = hw.read_tsc();
+        first_gap.get_or_insert(last.wrapping_sub(start));
     }
     let end = hw.read_tsc();
-    max_gap = max_gap.max(end.wrapping_sub(last));
+    let last_gap = end.wrapping_sub(last);
     hw.outb(GATE, gate);
     let cycles = end.wrapping_sub(start);
-    // A poll gap above 1/32 of the window means the vCPU stopped for a
-    // while: the end of the count may have been seen late.
-    if cycles == 0 || max_gap > cycles / 32 {
+    // An end gap above 1/32 of the window means the vCPU stopped there:
+    // the count started late or its end was seen late.
+    if cycles == 0 || first_gap.unwrap_or(0).max(last_gap) > cycles / 32 {
         return Ok(Sample::Disturbed);
     }
     Ok(Sample::Good(cycles / u64::from(ms)))
@@ -369,6 +371,15 @@ mod tests {
         let mut m = OnceStalled(Model::new(3_000_000), 0);
         let khz = calibrate_tsc_with(&mut m, 10, 10_000_000).unwrap();
         assert!(khz.abs_diff(3_000_000) < 3_000, "{khz}");
+    }
+
+    #[test]
+    fn a_stall_inside_the_window_changes_nothing() {
+        let mut m = Model::new(2_400_000);
+        // A 5 ms stall at poll 100, well before the end of the 10 ms count.
+        m.stall = 12_000_000;
+        let khz = calibrate_tsc_with(&mut m, 10, 10_000_000).unwrap();
+        assert!(khz.abs_diff(2_400_000) < 2_400, "{khz}");
     }
 
     #[test]

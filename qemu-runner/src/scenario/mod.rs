@@ -150,6 +150,10 @@ pub enum Metric {
     /// Persona hypercalls of any code (not the microvisor's own, whose
     /// codes carry [`pvops_abi::microvisor::HYPERCALL_MAGIC`]).
     Hypercalls,
+    /// One of KVM's per-vCPU statistics by its KVM name (`halt_exits`,
+    /// `hypercalls`, `irq_window_exits`, ...; QMP `query-stats-schemas`
+    /// lists them); 0 for the microvisor's counters.
+    Kvm(&'static str),
 }
 
 impl Metric {
@@ -177,6 +181,7 @@ impl Metric {
                 })
                 .map(|(_, n)| n)
                 .sum(),
+            Metric::Kvm(name) => e.reasons.get(name).copied().unwrap_or(0),
         }
     }
 
@@ -197,6 +202,7 @@ impl Metric {
             Metric::Port(p) => format!("exits at port {p:#x}"),
             Metric::Hypercall(c) => format!("hypercalls with code {c:#x}"),
             Metric::Hypercalls => "persona hypercalls".to_string(),
+            Metric::Kvm(name) => format!("KVM {name}"),
         }
     }
 }
