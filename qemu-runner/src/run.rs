@@ -244,6 +244,27 @@ mod tests {
     }
 
     #[test]
+    fn hold_runs_the_handler_then_releases() {
+        let mut held = 0;
+        let r = run_inner(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "echo '@@ hold max_polls=1'; read x; echo released; exit 5".into(),
+            ],
+            Duration::from_secs(60),
+            &mut |_| {},
+            Some(&mut || held += 1),
+        )
+        .unwrap();
+        assert_eq!(held, 1);
+        assert!(!r.timed_out);
+        assert_eq!(r.serial, "@@ hold max_polls=1\nreleased\n");
+        assert_eq!(r.status, Some(5));
+        assert!(is_hold("@@ hold") && !is_hold("@@ holder") && !is_hold("hold"));
+    }
+
+    #[test]
     fn timeout_kills() {
         let r = run_with_timeout(
             Path::new("/bin/sh"),

@@ -492,6 +492,89 @@ mod tests {
         )
     }
 
+    /// A microVM TCG boot: no frequency source, the four time tests
+    /// unsupported.
+    fn no_frequency(unsupported: &[&str]) -> String {
+        let mut s = "@@ hypervisor name=qemu-tcg\n@@ backend name=native reason=x\n\
+                     @@ tsc khz=0 source=none\n@@ selftest name=cpu.cpuid result=pass detail=\n"
+            .to_string();
+        for t in unsupported {
+            s.push_str(&format!(
+                "@@ selftest name={t} result=unsupported detail=no%20source\n"
+            ));
+        }
+        s.push_str(&format!(
+            "@@ done passed=1 total={} unsupported={} verdict=pass\n",
+            1 + unsupported.len(),
+            unsupported.len()
+        ));
+        s + &owner_lines("native")
+    }
+
+    #[test]
+    fn unsupported_self_tests_are_their_own_verdict() {
+        use crate::scenario::TIME_TESTS_NEEDING_A_FREQUENCY as T;
+        assert_eq!(
+            judge_text("microvm:tcg", Some(33), &no_frequency(T)),
+            Vec::<String>::new()
+        );
+        // One expected-unsupported test missing from the run.
+        let f = judge_text("microvm:tcg", Some(33), &no_frequency(&T[1..]));
+        assert!(
+            f.iter()
+                .any(|m| m.contains("time.tsc-frequency not reported")),
+            "{f:?}"
+        );
+        // Unsupported where the scenario expects a frequency: fails, and so
+        // does the missing frequency.
+        let f = judge_text("tcg", Some(33), &no_frequency(T));
+        assert!(
+            f.iter()
+                .any(|m| m.contains("unsupported, which the scenario does not expect")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter().any(|m| m.contains("no TSC frequency reported")),
+            "{f:?}"
+        );
+        let r = BootResult::parse(&no_frequency(T));
+        assert_eq!(r.selftests_unsupported().len(), 4);
+        assert_eq!(r.selftests_passed(), 1);
+        assert_eq!(r.done.as_ref().unwrap().unsupported, 4);
+    }
+
+    #[test]
+    fn kvm_counters_are_judged() {
+        use crate::parse::{Exits, KvmCounters};
+        let s = find("kvm").unwrap();
+        let serial = good_tcg().replace("qemu-tcg", "kvm");
+        let judge_with = |k: KvmCounters| {
+            let mut r = BootResult::parse(&serial);
+            r.kvm = Some(k);
+            judge(s, &raw(Some(33), &serial), &r, &Resolved::default())
+        };
+        let stats = [("exits".to_string(), 900), ("io_exits".to_string(), 10)].into();
+        assert_eq!(
+            judge_with(KvmCounters::Read(Exits::from_kvm_stats(&stats))),
+            Vec::<String>::new()
+        );
+        let f = judge_with(KvmCounters::Read(Exits::default()));
+        assert_eq!(f, ["KVM counted no exit"]);
+        let old = KvmCounters::Unavailable {
+            reason: "no query-stats".into(),
+            failure: false,
+        };
+        assert_eq!(judge_with(old), Vec::<String>::new());
+        let f = judge_with(KvmCounters::Unavailable {
+            reason: "QMP socket gone".into(),
+            failure: true,
+        });
+        assert_eq!(f, ["KVM exit counters: QMP socket gone"]);
+        let e = Exits::from_kvm_stats(&stats);
+        assert_eq!((e.total, e.reason("io")), (900, 10));
+        assert_eq!(crate::scenario::Metric::Kvm("io_exits").of(&e), 10);
+    }
+
     #[test]
     fn good_run_passes() {
         assert_eq!(

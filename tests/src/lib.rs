@@ -44,6 +44,14 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:hyperv:break=hypercall-page",
     "microvisor:hyperv:break=tsc-page",
     "microvisor:hyperv:break=hypercall-error",
+    // realpeers.rs
+    "microvm:tcg",
+    "microvm:kvm",
+    "microvm:kvm/native",
+    "kvm/native",
+    "microvisor:none:pit=off",
+    "microvisor:xen:pit=off",
+    "microvisor:hyperv:pit=off",
 ];
 
 /// Scenario families with their own test: the feature matrix
