@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// How long to wait for the socket to appear and for each answer.
+/// How long connecting and every exchange may take together.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The counters, or why there are none.
@@ -59,10 +59,11 @@ pub fn qemu_args(path: &Path) -> [String; 2] {
     ]
 }
 
-/// One QMP connection.
+/// One QMP connection; every read and write ends by `deadline`.
 struct Client {
     writer: UnixStream,
     reader: BufReader<UnixStream>,
+    deadline: Instant,
 }
 
 impl Client {
@@ -84,12 +85,11 @@ impl Client {
             }
         };
         let io = |e: std::io::Error| StatsError::Failed(format!("QMP socket: {e}"));
-        stream.set_read_timeout(Some(timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let writer = stream.try_clone().map_err(io)?;
         let mut c = Client {
             writer,
             reader: BufReader::new(stream),
+            deadline,
         };
         let greeting = c.read_message()?;
         if greeting.get("QMP").is_none() {
@@ -101,7 +101,19 @@ impl Client {
         Ok(c)
     }
 
+    /// Sets the socket's timeouts to what is left until the deadline.
+    fn arm(&self) -> Result<(), StatsError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(StatsError::Failed("QMP did not answer in time".to_string()));
+        }
+        let io = |e: std::io::Error| StatsError::Failed(format!("QMP socket: {e}"));
+        self.writer.set_read_timeout(Some(left)).map_err(io)?;
+        self.writer.set_write_timeout(Some(left)).map_err(io)
+    }
+
     fn read_message(&mut self) -> Result<Value, StatsError> {
+        self.arm()?;
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) => Err(StatsError::Failed("QMP connection closed".to_string())),
@@ -120,6 +132,7 @@ impl Client {
         }
         let mut text = msg.to_string();
         text.push('\n');
+        self.arm()?;
         self.writer
             .write_all(text.as_bytes())
             .map_err(|e| StatsError::Failed(format!("writing QMP: {e}")))?;
@@ -275,6 +288,24 @@ mod tests {
             }
         });
         path
+    }
+
+    #[test]
+    fn a_silent_qemu_fails_by_the_deadline() {
+        let path = socket_path();
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            // Accept, then never say anything.
+            let c = listener.accept();
+            std::thread::sleep(Duration::from_secs(5));
+            drop(c);
+        });
+        let t0 = Instant::now();
+        let e = read_vcpu_stats(&path, Duration::from_millis(500)).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(e, StatsError::Failed(_)), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     }
 
     #[test]
