@@ -29,8 +29,10 @@
 //! 16 ms stall in the middle of its 10 ms window and clean ends read
 //! 59.3 M instead of 23.1 M TSC cycles: the emulated PIT does not count
 //! while the vCPU is descheduled. On a busy host more samples are taken, up
-//! to [`MAX_SAMPLES`]; when none is undisturbed there is no value to trust,
-//! and calibration fails ([`PitError::AllDisturbed`]).
+//! to [`MAX_SAMPLES`], over shorter windows (a half, then a fifth of the
+//! caller's), which more often fit between two preemptions; when none is
+//! undisturbed there is no value to trust, and calibration fails
+//! ([`PitError::AllDisturbed`]).
 //!
 //! The port and TSC accesses go through [`PitHardware`], so the logic is
 //! tested on the host against a modelled PIT.
@@ -47,7 +49,8 @@ const GATE: u16 = 0x61;
 const OUT2: u8 = 0x20;
 /// Channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
 const CH2_MODE0: u8 = 0b1011_0000;
-/// Most samples taken (25 x 10 ms at most, when every one is disturbed).
+/// Most samples taken (9 x 10 + 8 x 5 + 8 x 2 ms at most, when every one
+/// is disturbed).
 pub const MAX_SAMPLES: usize = 25;
 /// Undisturbed samples that are enough.
 const GOOD_ENOUGH: usize = 3;
@@ -133,8 +136,8 @@ pub fn calibrate_tsc_with(
     }
     let mut good = [0u64; MAX_SAMPLES];
     let (mut n_good, mut n_high) = (0, 0);
-    for _ in 0..MAX_SAMPLES {
-        match sample(hw, ms, max_polls)? {
+    for i in 0..MAX_SAMPLES {
+        match sample(hw, window(ms, i), max_polls)? {
             Sample::Good(khz) => {
                 good[n_good] = khz;
                 n_good += 1;
@@ -152,6 +155,17 @@ pub fn calibrate_tsc_with(
         }
     }
     median(&mut good[..n_good]).ok_or(PitError::AllDisturbed)
+}
+
+/// The window of sample `i` (from 0): the caller's `ms` for the first nine,
+/// then a half and a fifth of it (at least 1 ms). On a loaded host a
+/// shorter window more often fits between two preemptions of the vCPU.
+fn window(ms: u32, i: usize) -> u32 {
+    match i {
+        0..=8 => ms,
+        9..=16 => (ms / 2).max(1),
+        _ => (ms / 5).max(1),
+    }
 }
 
 /// The median of `values` (the lower middle one for an even count).
