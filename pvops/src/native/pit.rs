@@ -30,8 +30,11 @@
 //! 59.3 M instead of 23.1 M TSC cycles: the emulated PIT does not count
 //! while the vCPU is descheduled. On a busy host more samples are taken, up
 //! to [`MAX_SAMPLES`], over longer (slow polls stay below the limit) and
-//! then shorter windows (they fit between preemptions); when none is
-//! undisturbed there is no value to trust, and calibration fails
+//! then shorter windows (they fit between preemptions). When none is
+//! undisturbed, the lowest sample whose longest gap stayed within 1/8 of its
+//! window is used (a stall only ever lengthens a sample, so that is an
+//! upper bound at most 12.5 % high, logged); when there is none either,
+//! there is no value to trust, and calibration fails
 //! ([`PitError::AllDisturbed`]).
 //!
 //! The port and TSC accesses go through [`PitHardware`], so the logic is
@@ -136,12 +139,15 @@ pub fn calibrate_tsc_with(
     }
     let mut good = [0u64; MAX_SAMPLES];
     let (mut n_good, mut n_high) = (0, 0);
+    // The shortest sample with a bounded stall (see `Sample::Rough`).
+    let mut rough: Option<u64> = None;
     for i in 0..MAX_SAMPLES {
         match sample(hw, window(ms, i), max_polls)? {
             Sample::Good(khz) => {
                 good[n_good] = khz;
                 n_good += 1;
             }
+            Sample::Rough(khz) => rough = Some(rough.map_or(khz, |r| r.min(khz))),
             Sample::Disturbed => {}
             Sample::HighAtOnce => n_high += 1,
         }
@@ -154,7 +160,14 @@ pub fn calibrate_tsc_with(
             ));
         }
     }
-    median(&mut good[..n_good]).ok_or(PitError::AllDisturbed)
+    if let Some(khz) = median(&mut good[..n_good]) {
+        return Ok(khz);
+    }
+    let khz = rough.ok_or(PitError::AllDisturbed)?;
+    log::warn!(
+        "pvops: no undisturbed PIT sample; using the lowest sample with a stall of at most 1/8 of its window: {khz} kHz (at most 12.5 % high)"
+    );
+    Ok(khz)
 }
 
 /// The window of sample `i` (from 0): the caller's `ms` for the first nine,
@@ -184,7 +197,13 @@ pub fn median(values: &mut [u64]) -> Option<u64> {
 enum Sample {
     /// Undisturbed: the TSC rate in kHz.
     Good(u64),
-    /// A poll gap too long to trust the end.
+    /// A poll gap above 1/32 but at most 1/8 of the window. A stall can
+    /// only lengthen a sample (a late start, an end seen late, or a PIT
+    /// that does not count meanwhile), never shorten it, so the lowest such
+    /// rate is an upper bound at most 1/8 high; used only when no sample is
+    /// undisturbed.
+    Rough(u64),
+    /// A poll gap too long to trust the result.
     Disturbed,
     /// OUT2 was high at the first poll after the count was loaded.
     HighAtOnce,
@@ -225,8 +244,11 @@ fn sample(hw: &mut impl PitHardware, ms: u32, max_polls: u64) -> Result<Sample, 
     // A poll gap above 1/32 of the window means the vCPU stopped for a
     // while: the count may have started or its end been seen late.
     log::debug!("pvops: PIT sample over {ms} ms: {cycles} TSC cycles, longest poll gap {max_gap}");
-    if cycles == 0 || max_gap > cycles / 32 {
+    if cycles == 0 || max_gap > cycles / 8 {
         return Ok(Sample::Disturbed);
+    }
+    if max_gap > cycles / 32 {
+        return Ok(Sample::Rough(khz));
     }
     Ok(Sample::Good(khz))
 }
@@ -412,6 +434,22 @@ mod tests {
             calibrate_tsc_with(&mut m, 10, 10_000_000),
             Err(PitError::AllDisturbed)
         );
+    }
+
+    #[test]
+    fn a_bounded_stall_in_every_window_gives_an_upper_bound() {
+        let mut m = Model::new(2_400_000);
+        // A 1 ms stall inside every window (1/10 of 10 ms, 1/30 of 30 ms,
+        // 1/5 of 5 ms): the 30 ms windows are undisturbed.
+        m.stall = 2_400_000;
+        let khz = calibrate_tsc_with(&mut m, 10, 10_000_000).unwrap();
+        assert!(khz.abs_diff(2_400_000) < 2_400, "{khz}");
+        // A 2 ms stall: 1/15 of 30 ms; no sample is undisturbed, the lowest
+        // rough one is the rate (the model's PIT counts during a stall).
+        let mut m = Model::new(2_400_000);
+        m.stall = 4_800_000;
+        let khz = calibrate_tsc_with(&mut m, 10, 10_000_000).unwrap();
+        assert!((2_397_600..=2_400_000 * 9 / 8).contains(&khz), "{khz}");
     }
 
     #[test]
