@@ -15,11 +15,12 @@
 //! | `hypervisor` | `name` (`none` when the hypervisor bit is clear) |
 //! | `backend` | `name`, `reason` |
 //! | `owner` | `entry`, `backend` |
-//! | `tsc` | `khz`, `source` |
-//! | `selftest` | `name`, `result` (`pass`/`fail`), `detail` |
+//! | `tsc` | `khz`, `source` (`pvops::time::TscSource` names; `none`, with `khz=0`: no frequency source exists) |
+//! | `selftest` | `name`, `result` (`pass`/`fail`/`unsupported`: the machine lacks what it needs), `detail` |
 //! | `bench` | `name`, plus measured fields |
 //! | `panic` | `message` |
-//! | `done` | `passed`, `total`, `verdict` (`pass`/`fail`) |
+//! | `done` | `passed`, `total`, `unsupported`, `verdict` (`pass`/`fail`; unsupported tests do not fail it) |
+//! | `hold` | `max_polls`: with `hold` on the command line, the kernel waits for a byte on COM1 before it exits (the runner reads the hypervisor's counters meanwhile) |
 //!
 //! Records written by the microvisor:
 //!

@@ -50,8 +50,9 @@ impl Backend for Native {
 /// After installation: give the native clock and timer a TSC frequency
 /// (the installed backend's, else the hypervisor timing leaf 0x4000_0010
 /// unless `use_timing_leaf` is false, else CPUID 0x15, else a PIT
-/// measurement) and,
-/// when the native timer runs in one-shot APIC mode, an APIC timer frequency.
+/// measurement, else none: [`TscSource::NoSource`]) and, when the native
+/// timer runs in one-shot APIC mode, an APIC timer frequency (the leaf's, or
+/// measured against the TSC, which needs a TSC frequency).
 pub(crate) fn finish_time_setup(probe: &Probe, use_timing_leaf: bool) {
     ntime::set_use_tsc_deadline(probe.features.contains(Features::TSC_DEADLINE));
     let current = pvops::time::tsc_frequency();
@@ -69,11 +70,18 @@ pub(crate) fn finish_time_setup(probe: &Probe, use_timing_leaf: bool) {
         ntime::set_tsc_frequency(khz, TscSource::Cpuid15);
     } else {
         match pit::calibrate_tsc(10) {
-            Some(khz) => {
+            Ok(khz) => {
                 log::info!("pvops: TSC {} kHz calibrated against the PIT", khz);
                 ntime::set_tsc_frequency(khz, TscSource::PitCalibration);
             }
-            None => log::error!("pvops: no TSC frequency: the PIT did not count"),
+            Err(e) => {
+                // Never a guess: the clock and timer say they cannot
+                // convert time rather than run at a wrong rate.
+                log::warn!(
+                    "pvops: no TSC frequency source: no backend or CPUID leaf gives one and {e}"
+                );
+                ntime::set_no_tsc_frequency();
+            }
         }
     }
     if !ntime::uses_tsc_deadline() {

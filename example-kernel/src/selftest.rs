@@ -1,6 +1,8 @@
 //! Self-tests: every pvops group driven through the table, with the effect
-//! checked. Each prints `@@ selftest name=<group.test> result=pass|fail
-//! detail=...`.
+//! checked. Each prints `@@ selftest name=<group.test>
+//! result=pass|fail|unsupported detail=...`: `unsupported` when the machine
+//! lacks what the test needs (the time tests without any TSC frequency
+//! source), which is neither a pass nor a failure.
 
 use crate::interrupts::{self, IPI_VECTOR, TIMER_VECTOR};
 use crate::paging::{self, AddressSpace, FrameAllocator};
@@ -15,6 +17,8 @@ pub type Detail = Text<256>;
 pub struct Outcome {
     /// Whether the test passed.
     pub pass: bool,
+    /// The machine lacks what the test needs: not run (`pass` is false).
+    pub unsupported: bool,
     /// What was seen.
     pub detail: Detail,
 }
@@ -41,45 +45,77 @@ pub struct Context<'a> {
 pub struct Tally {
     /// Tests that passed.
     pub passed: u32,
-    /// Tests run.
+    /// Tests reported unsupported (neither passed nor failed).
+    pub unsupported: u32,
+    /// Tests reported.
     pub total: u32,
 }
 
 impl Tally {
-    /// Prints one result and counts it.
+    /// Prints one result and counts it; returns whether it passed.
     pub fn report(&mut self, name: &str, outcome: &Outcome) -> bool {
         self.total += 1;
         let (pass, detail) = (outcome.pass, &outcome.detail);
-        if pass {
+        let (result, tag) = if pass {
             self.passed += 1;
-        }
-        let result = if pass { "pass" } else { "fail" };
-        bootkit::println!(
-            "  [{}] {:<28} {}",
-            if pass { " ok " } else { "FAIL" },
-            name,
-            detail
-        );
+            ("pass", " ok ")
+        } else if outcome.unsupported {
+            self.unsupported += 1;
+            ("unsupported", "n/a ")
+        } else {
+            ("fail", "FAIL")
+        };
+        bootkit::println!("  [{}] {:<28} {}", tag, name, detail);
         bootkit::record!("selftest", name = name, result = result, detail = detail);
         pass
     }
 }
 
 fn ok(detail: Detail) -> Outcome {
-    Outcome { pass: true, detail }
+    Outcome {
+        pass: true,
+        unsupported: false,
+        detail,
+    }
 }
 
 /// A failure with `detail`.
 pub fn fail(detail: Detail) -> Outcome {
     Outcome {
         pass: false,
+        unsupported: false,
         detail,
     }
 }
 
+/// The machine lacks what the test needs: not run, with `detail` saying why.
+pub fn unsupported(detail: Detail) -> Outcome {
+    Outcome {
+        pass: false,
+        unsupported: true,
+        detail,
+    }
+}
+
+/// `Some(unsupported)` when no TSC frequency source exists
+/// ([`pvops::time::TscSource::NoSource`]): the clock stays at 0 and timers
+/// cannot be armed for a duration, so the time tests cannot run.
+fn needs_tsc_frequency() -> Option<Outcome> {
+    let f = pvops::time::tsc_frequency();
+    (f.khz == 0 && f.source == pvops::time::TscSource::NoSource).then(|| {
+        unsupported(text!(
+            "no TSC frequency source (no backend, CPUID leaf or PIT gives one)"
+        ))
+    })
+}
+
 /// Pass when `cond` holds, with `d` either way.
 pub fn check(cond: bool, detail: Detail) -> Outcome {
-    Outcome { pass: cond, detail }
+    Outcome {
+        pass: cond,
+        unsupported: false,
+        detail,
+    }
 }
 
 /// Waits with interrupts enabled until `cond` holds or `timeout_ms` passed
@@ -500,6 +536,9 @@ fn irq_safe_halt(ctx: &mut Context<'_>) -> Outcome {
 // ---- time -----------------------------------------------------------------
 
 fn time_tsc_frequency(_ctx: &mut Context<'_>) -> Outcome {
+    if let Some(o) = needs_tsc_frequency() {
+        return o;
+    }
     let f = pvops::time::tsc_frequency();
     let apic = pvops::time::apic_timer_khz();
     check(
@@ -519,6 +558,9 @@ fn time_tsc_frequency(_ctx: &mut Context<'_>) -> Outcome {
 /// is computed from the hypervisor's own scale factors, so this checks that
 /// they and the published frequency describe the same TSC.
 fn time_clock_vs_tsc(_ctx: &mut Context<'_>) -> Outcome {
+    if let Some(o) = needs_tsc_frequency() {
+        return o;
+    }
     let khz = pvops::time::tsc_khz();
     if khz == 0 {
         return fail(text!("no TSC frequency"));
@@ -565,6 +607,9 @@ const CLOCK_EARLY_NS: u64 = 2_000_000;
 const CLOCK_LATE_NS: u64 = 2_000_000_000;
 
 fn time_clock_vs_timer(ctx: &mut Context<'_>) -> Outcome {
+    if let Some(o) = needs_tsc_frequency() {
+        return o;
+    }
     if !ctx.timer_works {
         return fail(text!("not run: timer interrupts do not arrive"));
     }
@@ -592,6 +637,9 @@ fn time_clock_vs_timer(ctx: &mut Context<'_>) -> Outcome {
 const CANCEL_DELAY_NS: u64 = 30_000_000;
 
 fn time_timer_cancel(ctx: &mut Context<'_>) -> Outcome {
+    if let Some(o) = needs_tsc_frequency() {
+        return o;
+    }
     if !ctx.timer_works {
         return fail(text!("not run: timer interrupts do not arrive"));
     }

@@ -1,5 +1,5 @@
 //! The microvisor's command line (`-append`):
-//! `persona=<name> [break=<step>] [watchdog_ms=N] [guest_ram_mib=N] -- <guest command line>`.
+//! `persona=<name> [break=<step>] [watchdog_ms=N] [guest_ram_mib=N] [pit=on|off] -- <guest command line>`.
 
 /// Default watchdog limit: no progress for this long ends the run.
 pub const DEFAULT_WATCHDOG_MS: u64 = 10_000;
@@ -18,6 +18,11 @@ pub struct Config<'a> {
     pub watchdog_ms: u64,
     /// Guest RAM in MiB (2 MiB multiple, 4..=1024).
     pub guest_ram_mib: u64,
+    /// Whether the guest sees the PIT (`pit=on`, the default: QEMU's 8254
+    /// and port 0x61 forwarded). With `pit=off` the guest sees a machine
+    /// without one (QEMU's microVM, Xen PVH): those ports read all ones and
+    /// ignore writes. The microvisor's own calibration still uses the PIT.
+    pub pit: bool,
     /// Everything after ` -- `, handed to the guest verbatim.
     pub guest_cmdline: &'a str,
 }
@@ -39,6 +44,7 @@ pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
         break_step: None,
         watchdog_ms: DEFAULT_WATCHDOG_MS,
         guest_ram_mib: DEFAULT_GUEST_RAM_MIB,
+        pit: true,
         guest_cmdline: guest,
     };
     for token in own.split_ascii_whitespace() {
@@ -53,6 +59,18 @@ pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
             "persona" => cfg.persona = value,
             "break" => cfg.break_step = Some(value),
             "watchdog_ms" => cfg.watchdog_ms = number()?.max(1),
+            "pit" => {
+                cfg.pit = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => {
+                        return Err(Error {
+                            what: "pit must be on or off",
+                            token,
+                        })
+                    }
+                }
+            }
             "guest_ram_mib" => {
                 let n = number()?;
                 if !(4..=1024).contains(&n) || n % 2 != 0 {
@@ -113,6 +131,9 @@ mod tests {
         assert_eq!(parse("persona=bare --").unwrap().guest_cmdline, "");
         assert_eq!(parse("persona=bare -- ").unwrap().persona, "bare");
         assert_eq!(parse("guest_ram_mib=64").unwrap().guest_ram_mib, 64);
+        assert!(parse("").unwrap().pit);
+        assert!(!parse("persona=xen pit=off --").unwrap().pit);
+        assert!(parse("pit=on").unwrap().pit);
     }
 
     #[test]
@@ -121,5 +142,6 @@ mod tests {
         assert!(parse("watchdog_ms=ten").is_err());
         assert!(parse("guest_ram_mib=7").is_err());
         assert!(parse("guest_ram_mib=4096").is_err());
+        assert_eq!(parse("pit=no").unwrap_err().token, "pit=no");
     }
 }

@@ -152,7 +152,10 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
             page.pages
         );
     }
-    let vcpu = vcpu::setup::build(mem, loaded.entry, persona, clock, cfg.watchdog_ms)
+    if !cfg.pit {
+        mvlog!("pit=off: the guest's PIT ports and port 0x61 read all ones");
+    }
+    let vcpu = vcpu::setup::build(mem, loaded.entry, persona, clock, cfg.watchdog_ms, cfg.pit)
         .map_err(|e| setup_error(format_args!("{e}")))?;
     report::start(persona_name, cfg.guest_ram_mib);
     Ok(vcpu)

@@ -27,11 +27,15 @@ pub enum TscSource {
     HypervReferenceCounter,
     /// Xen's CPUID time leaf (base+3 ECX), where it follows Xen's layout.
     XenTimeLeaf,
+    /// Looked for and not found: no backend, leaf or PIT gives a frequency
+    /// (e.g. a machine without a PIT, such as QEMU's microVM). The clock
+    /// and timer cannot convert time then; the kernel should say so.
+    NoSource,
 }
 
 impl TscSource {
     /// Every source, `Unknown` first.
-    pub const ALL: [TscSource; 11] = [
+    pub const ALL: [TscSource; 12] = [
         TscSource::Unknown,
         TscSource::PitCalibration,
         TscSource::Cpuid15,
@@ -43,6 +47,7 @@ impl TscSource {
         TscSource::HypervTscPage,
         TscSource::HypervReferenceCounter,
         TscSource::XenTimeLeaf,
+        TscSource::NoSource,
     ];
 
     /// Stable lower-case name for reports.
@@ -59,6 +64,7 @@ impl TscSource {
             TscSource::HypervTscPage => "hyperv-tsc-page",
             TscSource::HypervReferenceCounter => "hyperv-reference-counter",
             TscSource::XenTimeLeaf => "xen-cpuid-time-leaf",
+            TscSource::NoSource => "none",
         }
     }
 }

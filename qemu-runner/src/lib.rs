@@ -5,6 +5,7 @@
 //! - [`build`]: builds the example kernel and the microvisor (once per process);
 //! - [`qemu`]: finds (or installs) QEMU and builds its command line;
 //! - [`run`]: runs QEMU with a timeout, at most one instance per CPU;
+//! - [`qmp`]: reads KVM's own exit counters from QEMU (`query-stats`);
 //! - [`parse`]: turns the `@@` serial records into a [`parse::BootResult`];
 //! - [`verdict`]: compares the result with the scenario's expectations;
 //! - [`report`]: the table and the JSON lines;
@@ -18,6 +19,7 @@ pub mod build;
 pub mod parse;
 pub mod probe_dump;
 pub mod qemu;
+pub mod qmp;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -28,8 +30,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use parse::BootResult;
+use parse::KvmCounters;
 use run::RawRun;
-use scenario::{Requirement, Scenario};
+use scenario::{Accel, Requirement, Scenario};
 
 /// How to run a scenario.
 #[derive(Clone, Debug, Default)]
@@ -204,19 +207,42 @@ pub fn run_scenario(scenario: &'static Scenario, opts: &RunOptions) -> ScenarioR
         Ok(i) => i,
         Err(e) => return ScenarioReport::failed(scenario, e),
     };
-    let args = qemu::args(scenario, &images, &opts.extra_guest_cmdline, &resolved);
+    let counters = reads_kvm_counters(scenario);
+    let qmp_socket = counters.then(qmp::socket_path);
+    let mut guest_extra = opts.extra_guest_cmdline.clone();
+    if counters {
+        guest_extra = format!("{guest_extra} hold").trim().to_string();
+    }
+    let mut args = qemu::args(scenario, &images, &guest_extra, &resolved);
+    if let Some(path) = &qmp_socket {
+        args.extend(qmp::qemu_args(path).map(Into::into));
+    }
     let timeout = opts
         .timeout
         .unwrap_or(Duration::from_secs(scenario.timeout_secs));
     let mut result = BootResult::default();
     let name = scenario.name;
     let stream = opts.stream_serial;
-    let raw = run::run_qemu(&qemu.path, &args, timeout, &mut |line| {
+    let mut on_line = |line: &str| {
         if stream {
             eprintln!("[{name}] {line}");
         }
         result.feed(line);
-    });
+    };
+    let mut stats: Option<Result<_, qmp::StatsError>> = None;
+    let raw = match &qmp_socket {
+        None => run::run_qemu(&qemu.path, &args, timeout, &mut on_line),
+        Some(path) => {
+            let r = run::run_qemu_held(&qemu.path, &args, timeout, &mut on_line, &mut || {
+                stats = Some(qmp::read_vcpu_stats(path, qmp::TIMEOUT));
+            });
+            let _ = std::fs::remove_file(path);
+            r
+        }
+    };
+    if counters {
+        result.kvm = Some(kvm_counters(stats, result.held));
+    }
     match raw {
         Err(e) => ScenarioReport::failed(scenario, e),
         Ok(raw) => {
@@ -226,6 +252,42 @@ pub fn run_scenario(scenario: &'static Scenario, opts: &RunOptions) -> ScenarioR
                 .any(|w| w == "bench");
             ScenarioReport::judged(scenario, raw, result, resolved, bench)
         }
+    }
+}
+
+/// Whether the runner reads KVM's own counters for `scenario`: every direct
+/// boot under `-accel kvm` (under the microvisor, its own counters are
+/// used).
+pub fn reads_kvm_counters(scenario: &Scenario) -> bool {
+    scenario.accel == Accel::Kvm && !scenario.uses_microvisor()
+}
+
+/// What a KVM run's counters were: read, or why not.
+fn kvm_counters(
+    stats: Option<Result<std::collections::BTreeMap<String, u64>, qmp::StatsError>>,
+    held: bool,
+) -> KvmCounters {
+    match stats {
+        Some(Ok(s)) => KvmCounters::Read(parse::Exits::from_kvm_stats(&s)),
+        Some(Err(qmp::StatsError::Unavailable(reason))) => KvmCounters::Unavailable {
+            reason,
+            failure: false,
+        },
+        Some(Err(qmp::StatsError::Failed(reason))) => KvmCounters::Unavailable {
+            reason,
+            failure: true,
+        },
+        // The guest stopped (panic, fault, timeout) before its last record:
+        // what that means is judged from its records, not from here.
+        None => KvmCounters::Unavailable {
+            reason: if held {
+                "the guest held but the counters were not read".to_string()
+            } else {
+                "the guest never reached `@@ hold`, so QEMU ended before the counters could be read"
+                    .to_string()
+            },
+            failure: held,
+        },
     }
 }
 

@@ -115,6 +115,9 @@ pub struct Interface {
 pub struct SelfTest {
     /// Whether it passed.
     pub pass: bool,
+    /// `result=unsupported`: the machine lacks what the test needs (neither
+    /// passed nor failed; `pass` is false).
+    pub unsupported: bool,
     /// The detail text.
     pub detail: String,
 }
@@ -126,6 +129,8 @@ pub struct Done {
     pub passed: u64,
     /// Self-tests run.
     pub total: u64,
+    /// Self-tests reported unsupported (0 when the field is absent).
+    pub unsupported: u64,
     /// `pass` or `fail`.
     pub verdict: String,
 }
@@ -170,11 +175,14 @@ impl Exits {
     /// Exits counted for reason `name` (case-insensitive); a few common
     /// aliases are accepted (`cpuid` = SVM exit code 0x72, `ioio` = `io`).
     pub fn reason(&self, name: &str) -> u64 {
+        // `*_exits`: KVM's statistics names (see [`Exits::from_kvm_stats`]).
         let aliases: &[&str] = match name {
             "cpuid" => &["cpuid", "0x72"],
-            "io" | "ioio" => &["io", "ioio", "0x7b"],
+            "io" | "ioio" => &["io", "ioio", "0x7b", "io_exits"],
             "msr" => &["msr", "0x7c"],
-            "hlt" => &["hlt", "0x78"],
+            "hlt" | "halt" => &["hlt", "0x78", "halt_exits"],
+            "mmio" => &["mmio", "mmio_exits"],
+            "irq_window" => &["irq_window", "irq_window_exits"],
             "vmmcall" => &["vmmcall", "0x81"],
             "npf" => &["npf", "0x400"],
             "shutdown" => &["shutdown", "0x7f"],
@@ -212,6 +220,55 @@ impl Exits {
             .map(|m| self.msrs.get(m).map_or(0, |c| c.writes))
             .sum()
     }
+}
+
+impl Exits {
+    /// KVM's per-vCPU statistics (`crate::qmp::read_vcpu_stats`) as exit
+    /// counters: `total` is KVM's `exits`, and every statistic is kept
+    /// under its KVM name in `reasons` (so `reason("io")` is `io_exits`,
+    /// `reason("halt")` is `halt_exits`). KVM counts no ports, MSRs or
+    /// hypercall codes, so those maps stay empty.
+    pub fn from_kvm_stats(stats: &BTreeMap<String, u64>) -> Exits {
+        Exits {
+            total: stats.get("exits").copied().unwrap_or(0),
+            reasons: stats.clone(),
+            ..Exits::default()
+        }
+    }
+}
+
+/// Who counted a run's exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCounter {
+    /// The microvisor's `mv.*` records.
+    Microvisor,
+    /// KVM's own per-vCPU statistics, over QMP.
+    Kvm,
+}
+
+impl ExitCounter {
+    /// `microvisor` or `kvm` (the JSON's `exit_counter`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExitCounter::Microvisor => "microvisor",
+            ExitCounter::Kvm => "kvm",
+        }
+    }
+}
+
+/// KVM's counters of a run, or why there are none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvmCounters {
+    /// Read while the guest held after its last record.
+    Read(Exits),
+    /// Not read; `failure` says whether that fails the scenario (a QMP
+    /// error) or only is reported (an old QEMU, a guest that never held).
+    Unavailable {
+        /// Why.
+        reason: String,
+        /// Whether the scenario fails because of it.
+        failure: bool,
+    },
 }
 
 /// The serial console's ports (COM1).
@@ -357,6 +414,11 @@ pub struct BootResult {
     pub done: Option<Done>,
     /// Microvisor records, when any `mv.*` record was seen.
     pub microvisor: Option<Microvisor>,
+    /// KVM's own counters (set by the runner from QMP, not from the
+    /// serial console), for a direct boot under `-accel kvm`.
+    pub kvm: Option<KvmCounters>,
+    /// Whether the guest printed `@@ hold` (it waits for the runner).
+    pub held: bool,
     /// `@@cpuid` lines, in order.
     pub cpuid_lines: Vec<String>,
     /// `@@` lines that did not parse, and records with bad values.
@@ -378,14 +440,33 @@ impl BootResult {
         self.selftests.values().filter(|t| t.pass).count()
     }
 
+    /// Names of the self-tests reported unsupported.
+    pub fn selftests_unsupported(&self) -> Vec<&str> {
+        self.selftests
+            .iter()
+            .filter(|(_, t)| t.unsupported)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
     /// The bench result of workload `name`.
     pub fn bench(&self, name: &str) -> Option<&Bench> {
         self.bench.iter().find(|b| b.name == name)
     }
 
-    /// Whether the microvisor reported exits (any `mv.*` record).
+    /// The run's exit counters: the microvisor's (any `mv.*` record), else
+    /// KVM's when they were read.
     pub fn exits(&self) -> Option<&Exits> {
-        self.microvisor.as_ref().map(|m| &m.exits)
+        self.counted().map(|(_, e)| e)
+    }
+
+    /// Who counted the exits of [`BootResult::exits`], and the counters.
+    pub fn counted(&self) -> Option<(ExitCounter, &Exits)> {
+        match (&self.microvisor, &self.kvm) {
+            (Some(m), _) => Some((ExitCounter::Microvisor, &m.exits)),
+            (None, Some(KvmCounters::Read(e))) => Some((ExitCounter::Kvm, e)),
+            _ => None,
+        }
     }
 
     /// Adds one serial line.
@@ -459,23 +540,33 @@ impl BootResult {
                 let (Some(name), Some(result)) = (s("name"), rec.get("result")) else {
                     return false;
                 };
-                let pass = match result {
-                    "pass" => true,
-                    "fail" => false,
+                let (pass, unsupported) = match result {
+                    "pass" => (true, false),
+                    "fail" => (false, false),
+                    "unsupported" => (false, true),
                     _ => return false,
                 };
                 let detail = s("detail").unwrap_or_default();
-                self.selftests.insert(name, SelfTest { pass, detail });
+                self.selftests.insert(
+                    name,
+                    SelfTest {
+                        pass,
+                        unsupported,
+                        detail,
+                    },
+                );
             }
             "bench" => match Bench::from_record(rec) {
                 Some(b) => self.bench.push(b),
                 None => return false,
             },
             "panic" => self.panic = Some(s("message").unwrap_or_default()),
+            "hold" => self.held = true,
             "done" => {
                 self.done = Some(Done {
                     passed: n("passed").unwrap_or(0),
                     total: n("total").unwrap_or(0),
+                    unsupported: n("unsupported").unwrap_or(0),
                     verdict: s("verdict").unwrap_or_default(),
                 })
             }

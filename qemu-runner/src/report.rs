@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::parse::{Bench, Exits};
+use crate::parse::{Bench, ExitCounter, Exits, KvmCounters};
 use crate::scenario::Metric;
 use crate::verdict::status_name;
 use crate::{ScenarioReport, Status};
@@ -13,7 +13,15 @@ pub fn to_json(r: &ScenarioReport) -> Value {
     let selftests: Map<String, Value> = res
         .selftests
         .iter()
-        .map(|(k, v)| (k.clone(), Value::Bool(v.pass)))
+        .map(|(k, v)| {
+            // true / false, or "unsupported" (neither).
+            let verdict = if v.unsupported {
+                Value::String("unsupported".to_string())
+            } else {
+                Value::Bool(v.pass)
+            };
+            (k.clone(), verdict)
+        })
         .collect();
     let owners: Map<String, Value> = res
         .owners
@@ -39,13 +47,21 @@ pub fn to_json(r: &ScenarioReport) -> Value {
         })).collect::<Vec<_>>(),
         "panic": res.panic,
         "done": res.done.as_ref().map(|d| json!({
-            "passed": d.passed, "total": d.total, "verdict": d.verdict,
+            "passed": d.passed, "total": d.total, "unsupported": d.unsupported, "verdict": d.verdict,
         })),
         "exit_status": r.exit_status(),
         "exit": r.raw.as_ref().map(|raw| if raw.timed_out { "timeout".to_string() } else { status_name(raw.status) }),
         "expected_exit": r.scenario.expect.outcome.name(),
         "duration_ms": r.raw.as_ref().map(|raw| raw.duration.as_millis() as u64),
-        "exits": mv.map(|m| exits_json(&m.exits)),
+        "exits": res.counted().map(|(c, e)| match c {
+            ExitCounter::Microvisor => exits_json(e),
+            ExitCounter::Kvm => kvm_exits_json(e),
+        }),
+        "exit_counter": res.counted().map(|(c, _)| c.name()),
+        "exit_counter_unavailable": match &res.kvm {
+            Some(KvmCounters::Unavailable { reason, .. }) => Some(reason.as_str()),
+            _ => None,
+        },
         "persona": mv.and_then(|m| m.persona.clone()),
         "fault": mv.and_then(|m| m.fault.as_ref()).map(|f| json!({"kind": f.kind, "detail": f.detail})),
         "end": mv.and_then(|m| m.end.as_ref()).map(|e| json!({"outcome": e.outcome, "code": e.code})),
@@ -107,7 +123,26 @@ pub fn ratio(a: f64, b: f64) -> Option<f64> {
     (b != 0.0).then(|| a / b)
 }
 
-/// The metrics shown for a pair.
+/// The metrics shown for a pair counted by KVM (its statistics names).
+pub const COMPARED_KVM: [(&str, Metric); 7] = [
+    ("total", Metric::Total),
+    ("io", Metric::Kvm("io_exits")),
+    ("mmio", Metric::Kvm("mmio_exits")),
+    ("halt", Metric::Kvm("halt_exits")),
+    ("hypercalls", Metric::Kvm("hypercalls")),
+    ("irq_window", Metric::Kvm("irq_window_exits")),
+    ("irq", Metric::Kvm("irq_exits")),
+];
+
+/// The metrics shown for a pair of `counter`'s runs.
+pub fn compared(counter: ExitCounter) -> &'static [(&'static str, Metric)] {
+    match counter {
+        ExitCounter::Microvisor => &COMPARED,
+        ExitCounter::Kvm => &COMPARED_KVM,
+    }
+}
+
+/// The metrics shown for a pair counted by the microvisor.
 pub const COMPARED: [(&str, Metric); 7] = [
     ("total", Metric::Total),
     ("console", Metric::Console),
@@ -118,16 +153,32 @@ pub const COMPARED: [(&str, Metric); 7] = [
     ("hypercalls", Metric::Hypercalls),
 ];
 
-fn exit_summary(e: Option<&Exits>) -> Value {
+fn exit_summary(e: Option<(ExitCounter, &Exits)>) -> Value {
     match e {
         None => Value::Null,
-        Some(e) => Value::Object(
-            COMPARED
+        Some((c, e)) => Value::Object(
+            compared(c)
                 .iter()
                 .map(|(k, m)| (k.to_string(), json!(m.of(e))))
                 .collect(),
         ),
     }
+}
+
+/// KVM's counters as JSON: `total`, `io`, `mmio`, `halt`, `hypercalls`,
+/// `irq_window`, `irq` and `insn_emulation` by their short names, and every
+/// statistic under `stats` by KVM's name.
+pub fn kvm_exits_json(e: &Exits) -> Value {
+    let mut m: Map<String, Value> = COMPARED_KVM
+        .iter()
+        .map(|(k, metric)| (k.to_string(), json!(metric.of(e))))
+        .collect();
+    m.insert(
+        "insn_emulation".to_string(),
+        json!(Metric::Kvm("insn_emulation").of(e)),
+    );
+    m.insert("stats".to_string(), json!(e.reasons));
+    Value::Object(m)
 }
 
 /// A backend run against its `pvops=native` pair: both runs' exit counts
@@ -136,9 +187,11 @@ fn exit_summary(e: Option<&Exits>) -> Value {
 /// both ran the benchmarks, per workload cycles and exits per iteration
 /// with their ratios.
 pub fn compare_json(backend: &ScenarioReport, native: &ScenarioReport) -> Value {
-    let (b, n) = (backend.result.exits(), native.result.exits());
+    let (bc, nc) = (backend.result.counted(), native.result.counted());
+    let (b, n) = (bc.map(|(_, e)| e), nc.map(|(_, e)| e));
+    let counter = bc.map_or(ExitCounter::Microvisor, |(c, _)| c);
     let ratios: Map<String, Value> = match (b, n) {
-        (Some(b), Some(n)) => COMPARED
+        (Some(b), Some(n)) => compared(counter)
             .iter()
             .map(|(k, m)| (k.to_string(), json!(ratio(m.of(b) as f64, m.of(n) as f64))))
             .collect(),
@@ -164,8 +217,9 @@ pub fn compare_json(backend: &ScenarioReport, native: &ScenarioReport) -> Value 
     }
     json!({
         "native_scenario": native.scenario.name,
-        "backend": exit_summary(b),
-        "native": exit_summary(n),
+        "exit_counter": counter.name(),
+        "backend": exit_summary(bc),
+        "native": exit_summary(nc),
         "ratio": ratios,
         "fewer_than_native": backend.scenario.expect.fewer_than_native.iter().map(|m| m.name()).collect::<Vec<_>>(),
         "holds": failures.is_empty(),
@@ -187,13 +241,17 @@ pub fn compare_table(reports: &[ScenarioReport]) -> String {
         let Some(native) = pair_of(r, reports) else {
             continue;
         };
-        let (Some(b), Some(n)) = (r.result.exits(), native.result.exits()) else {
+        let (Some((counter, b)), Some(n)) = (r.result.counted(), native.result.exits()) else {
             continue;
         };
         if out.is_empty() {
             out.push_str(
-                "\npaired comparison (backend run vs the same persona with pvops=native):\n",
+                "\npaired comparison (backend run vs the same machine with pvops=native):\n",
             );
+        }
+        if counter == ExitCounter::Kvm {
+            out.push_str(&kvm_pair_line(r, native, b, n));
+            continue;
         }
         let (bq, nq) = (Metric::TotalNoConsole.of(b), Metric::TotalNoConsole.of(n));
         out.push_str(&format!(
@@ -219,6 +277,27 @@ pub fn compare_table(reports: &[ScenarioReport]) -> String {
         ));
     }
     out
+}
+
+/// One line of the paired comparison for KVM's counters (which do not
+/// tell the console's exits from others).
+fn kvm_pair_line(r: &ScenarioReport, native: &ScenarioReport, b: &Exits, n: &Exits) -> String {
+    let mut line = format!("  {:<24} KVM:", r.scenario.name);
+    for (i, (k, m)) in COMPARED_KVM.iter().enumerate() {
+        let (bv, nv) = (m.of(b), m.of(n));
+        line.push_str(&format!(
+            "{} {k} {bv} vs {nv}",
+            if i == 0 { "" } else { ";" }
+        ));
+        if i == 0 {
+            line.push_str(&format!(" ({})", fmt_ratio(ratio(bv as f64, nv as f64))));
+        }
+    }
+    if !crate::verdict::judge_pair(r, native).is_empty() {
+        line.push_str("  (expected property FAILS)");
+    }
+    line.push('\n');
+    line
 }
 
 /// Bench figures per pair: for every workload, cycles and exits per
@@ -353,13 +432,27 @@ pub fn row(r: &ScenarioReport) -> [String; 6] {
     let res = &r.result;
     let dash = || "-".to_string();
     let selftests = if r.raw.is_some() && !res.selftests.is_empty() {
-        format!("{}/{}", res.selftests_passed(), res.selftests.len())
+        let unsupported = res.selftests_unsupported().len();
+        if unsupported == 0 {
+            format!("{}/{}", res.selftests_passed(), res.selftests.len())
+        } else {
+            format!(
+                "{}/{} ({unsupported} unsupported)",
+                res.selftests_passed(),
+                res.selftests.len()
+            )
+        }
     } else {
         dash()
     };
-    let exits = res
-        .exits()
-        .map_or_else(dash, |e| format!("{}/{}", e.total, e.pit()));
+    let exits = match res.counted() {
+        Some((ExitCounter::Microvisor, e)) => format!("{}/{}", e.total, e.pit()),
+        Some((ExitCounter::Kvm, e)) => format!("{} (kvm)", e.total),
+        None => match &res.kvm {
+            Some(KvmCounters::Unavailable { .. }) => "kvm: n/a".to_string(),
+            _ => dash(),
+        },
+    };
     let verdict = match r.status() {
         Status::Pass => match r.exit_status() {
             Some(s) if r.scenario.expect.outcome.qemu_status() == s && s != 33 => {

@@ -83,6 +83,28 @@ pub fn run_qemu(
     run_with_timeout(program, args, timeout, on_line)
 }
 
+/// [`run_qemu`] for a guest that holds after its last record: when it
+/// prints `@@ hold` (the example kernel's `hold`), `on_hold` runs (it reads
+/// the hypervisor's counters; it must bound its own time), then one byte
+/// (a newline) is written to QEMU's stdin, the guest's COM1 with `-serial
+/// stdio`, which releases the guest.
+pub fn run_qemu_held(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+    on_hold: &mut dyn FnMut(),
+) -> Result<RawRun, String> {
+    let _permit = QEMU_SLOTS.acquire();
+    run_inner(program, args, timeout, on_line, Some(on_hold))
+}
+
+/// Whether `line` is the guest's `@@ hold` record.
+pub fn is_hold(line: &str) -> bool {
+    let mut w = line.split_whitespace();
+    w.next() == Some(pvops_abi::report::PREFIX) && w.next() == Some("hold")
+}
+
 /// [`run_qemu`] without the concurrency limit (for any program).
 pub fn run_with_timeout(
     program: &Path,
@@ -90,15 +112,31 @@ pub fn run_with_timeout(
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<RawRun, String> {
+    run_inner(program, args, timeout, on_line, None)
+}
+
+fn run_inner(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+    mut on_hold: Option<&mut dyn FnMut()>,
+) -> Result<RawRun, String> {
+    use std::io::Write;
     let start = Instant::now();
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if on_hold.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut stdin = child.stdin.take();
     let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
 
     let (tx, rx) = mpsc::channel::<String>();
@@ -125,8 +163,18 @@ pub fn run_with_timeout(
 
     let mut serial = String::new();
     let mut take = |line: String, serial: &mut String| {
-        on_line(line.trim_end_matches(['\n', '\r']));
+        let text = line.trim_end_matches(['\n', '\r']);
+        on_line(text);
         serial.push_str(&line);
+        if is_hold(text) {
+            if let Some(hold) = on_hold.take() {
+                hold();
+                if let Some(s) = stdin.as_mut() {
+                    // QEMU gone already: nothing to release.
+                    let _ = s.write_all(b"\n").and_then(|()| s.flush());
+                }
+            }
+        }
     };
     let deadline = start + timeout;
     let mut timed_out = false;
@@ -193,6 +241,27 @@ mod tests {
         assert_eq!(r.status, Some(33));
         assert!(!r.timed_out);
         assert_eq!(r.stderr, "oops\n");
+    }
+
+    #[test]
+    fn hold_runs_the_handler_then_releases() {
+        let mut held = 0;
+        let r = run_inner(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "echo '@@ hold max_polls=1'; read x; echo released; exit 5".into(),
+            ],
+            Duration::from_secs(60),
+            &mut |_| {},
+            Some(&mut || held += 1),
+        )
+        .unwrap();
+        assert_eq!(held, 1);
+        assert!(!r.timed_out);
+        assert_eq!(r.serial, "@@ hold max_polls=1\nreleased\n");
+        assert_eq!(r.status, Some(5));
+        assert!(is_hold("@@ hold") && !is_hold("@@ holder") && !is_hold("hold"));
     }
 
     #[test]

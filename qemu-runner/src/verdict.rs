@@ -7,6 +7,9 @@ use crate::run::RawRun;
 use crate::scenario::{Owners, Scenario, TscKhz};
 use crate::Resolved;
 
+/// The `tsc source=` of a guest that found no TSC frequency source.
+pub const NO_TSC_SOURCE: &str = "none";
+
 /// Everything wrong with a run; empty = the scenario passed.
 /// `resolved` holds what the runner decided at run time (the configured
 /// TSC frequency).
@@ -161,15 +164,45 @@ pub fn judge(
             f.push("no self-test reported".to_string());
         }
         for (name, t) in r.selftests.iter().filter(|(_, t)| !t.pass) {
-            f.push(format!("self-test {name} failed: {}", t.detail));
+            if t.unsupported {
+                if !expect.unsupported.contains(&name.as_str()) {
+                    f.push(format!(
+                        "self-test {name} unsupported, which the scenario does not expect: {}",
+                        t.detail
+                    ));
+                }
+            } else {
+                f.push(format!("self-test {name} failed: {}", t.detail));
+            }
         }
-        // Only the kernels on pvops report a TSC frequency.
+        for name in expect.unsupported {
+            match r.selftests.get(*name) {
+                Some(t) if t.unsupported => {}
+                Some(t) => f.push(format!(
+                    "self-test {name} {}, expected unsupported",
+                    if t.pass { "passed" } else { "failed" }
+                )),
+                None => f.push(format!(
+                    "self-test {name} not reported (expected unsupported)"
+                )),
+            }
+        }
+        // Only the kernels on pvops report a TSC frequency; `none` (no
+        // source at all) only where the scenario says so.
+        let no_source_expected = expect.tsc_source == Some(NO_TSC_SOURCE)
+            && r.tsc_source.as_deref() == Some(NO_TSC_SOURCE);
         let on_pvops = matches!(
             scenario.guest,
             crate::scenario::Guest::ExampleKernel | crate::scenario::Guest::MinimalKernel
         );
-        if on_pvops && r.tsc_khz.unwrap_or(0) == 0 {
-            f.push("no TSC frequency reported".to_string());
+        if on_pvops
+            && r.tsc_khz.unwrap_or(0) == 0
+            && !no_source_expected
+        {
+            f.push(format!(
+                "no TSC frequency reported (source {:?})",
+                r.tsc_source.as_deref().unwrap_or("-")
+            ));
         }
     }
     for name in expect.selftests {
@@ -249,8 +282,46 @@ pub fn judge(
         }
     }
 
+    if let Some(k) = &r.kvm {
+        f.extend(kvm_counter_failures(k, expect));
+    }
+
     for line in &r.malformed {
         f.push(format!("malformed record: {line}"));
+    }
+    f
+}
+
+/// What is wrong with KVM's counters of a run: a QMP failure, no exit
+/// counted, or an unmet [`crate::scenario::Expect::counts`] condition.
+/// Counters that this QEMU or host cannot give are no failure.
+fn kvm_counter_failures(
+    k: &crate::parse::KvmCounters,
+    expect: &crate::scenario::Expect,
+) -> Vec<String> {
+    use crate::parse::KvmCounters;
+    let mut f = Vec::new();
+    match k {
+        KvmCounters::Unavailable {
+            reason,
+            failure: true,
+        } => f.push(format!("KVM exit counters: {reason}")),
+        KvmCounters::Unavailable { .. } => {}
+        KvmCounters::Read(e) => {
+            if e.total == 0 {
+                f.push("KVM counted no exit".to_string());
+            }
+            for &(metric, count) in expect.counts {
+                let n = metric.of(e);
+                if !count.holds(n) {
+                    f.push(format!(
+                        "{} (KVM's counters): {n}, expected {}",
+                        metric.name(),
+                        count.describe()
+                    ));
+                }
+            }
+        }
     }
     f
 }
@@ -300,7 +371,15 @@ pub fn owner_failures(o: &Owners, backend: &str, r: &BootResult) -> Vec<String> 
 /// has no microvisor counters; it is there for the benchmarks).
 pub fn judge_pair(backend: &crate::ScenarioReport, native: &crate::ScenarioReport) -> Vec<String> {
     let metrics = backend.scenario.expect.fewer_than_native;
-    if metrics.is_empty() {
+    // KVM's counters that this QEMU or host cannot give: nothing to
+    // compare, and no failure (each run reports why).
+    let unavailable = |r: &crate::ScenarioReport| {
+        matches!(
+            r.result.kvm,
+            Some(crate::parse::KvmCounters::Unavailable { failure: false, .. })
+        )
+    };
+    if metrics.is_empty() || unavailable(backend) || unavailable(native) {
         return Vec::new();
     }
     let (Some(b), Some(n)) = (backend.result.exits(), native.result.exits()) else {
@@ -440,6 +519,91 @@ mod tests {
             &BootResult::parse(serial),
             &Resolved::default(),
         )
+    }
+
+    /// A microVM TCG boot: no frequency source, the four time tests
+    /// unsupported.
+    fn no_frequency(unsupported: &[&str]) -> String {
+        let mut s = "@@ hypervisor name=qemu-tcg\n@@ backend name=native reason=x\n\
+                     @@ tsc khz=0 source=none\n@@ selftest name=cpu.cpuid result=pass detail=\n"
+            .to_string();
+        for t in unsupported {
+            s.push_str(&format!(
+                "@@ selftest name={t} result=unsupported detail=no%20source\n"
+            ));
+        }
+        s.push_str(&format!(
+            "@@ done passed=1 total={} unsupported={} verdict=pass\n",
+            1 + unsupported.len(),
+            unsupported.len()
+        ));
+        s + &owner_lines("native")
+    }
+
+    #[test]
+    fn unsupported_self_tests_are_their_own_verdict() {
+        use crate::scenario::TIME_TESTS_NEEDING_A_FREQUENCY as T;
+        assert_eq!(
+            judge_text("microvm:tcg", Some(33), &no_frequency(T)),
+            Vec::<String>::new()
+        );
+        // One expected-unsupported test missing from the run.
+        let f = judge_text("microvm:tcg", Some(33), &no_frequency(&T[1..]));
+        assert!(
+            f.iter()
+                .any(|m| m.contains("time.tsc-frequency not reported")),
+            "{f:?}"
+        );
+        // Unsupported where the scenario expects a frequency: fails, and so
+        // does the missing frequency.
+        let f = judge_text("tcg", Some(33), &no_frequency(T));
+        assert!(
+            f.iter()
+                .any(|m| m.contains("unsupported, which the scenario does not expect")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter().any(|m| m.contains("no TSC frequency reported")),
+            "{f:?}"
+        );
+        let r = BootResult::parse(&no_frequency(T));
+        assert_eq!(r.selftests_unsupported().len(), 4);
+        assert_eq!(r.selftests_passed(), 1);
+        assert_eq!(r.done.as_ref().unwrap().unsupported, 4);
+    }
+
+    #[test]
+    fn kvm_counters_are_judged() {
+        use crate::parse::{Exits, KvmCounters};
+        // A native run under KVM (the serial below is a native boot's).
+        let s = find("kvm/native").unwrap();
+        let serial = good_tcg().replace("qemu-tcg", "kvm")
+            + "@@ interface base=0x40000000 signature=KVMKVMKVM kind=kvm\n";
+        let judge_with = |k: KvmCounters| {
+            let mut r = BootResult::parse(&serial);
+            r.kvm = Some(k);
+            judge(s, &raw(Some(33), &serial), &r, &Resolved::default())
+        };
+        let stats = [("exits".to_string(), 900), ("io_exits".to_string(), 10)].into();
+        assert_eq!(
+            judge_with(KvmCounters::Read(Exits::from_kvm_stats(&stats))),
+            Vec::<String>::new()
+        );
+        let f = judge_with(KvmCounters::Read(Exits::default()));
+        assert_eq!(f, ["KVM counted no exit"]);
+        let old = KvmCounters::Unavailable {
+            reason: "no query-stats".into(),
+            failure: false,
+        };
+        assert_eq!(judge_with(old), Vec::<String>::new());
+        let f = judge_with(KvmCounters::Unavailable {
+            reason: "QMP socket gone".into(),
+            failure: true,
+        });
+        assert_eq!(f, ["KVM exit counters: QMP socket gone"]);
+        let e = Exits::from_kvm_stats(&stats);
+        assert_eq!((e.total, e.reason("io")), (900, 10));
+        assert_eq!(crate::scenario::Metric::Kvm("io_exits").of(&e), 10);
     }
 
     #[test]

@@ -58,6 +58,14 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:hyperv:no-frequencies",
     "microvisor:hyperv:tsc-page-late",
     "microvisor:hyperv:no-frequencies+tsc-page-late",
+    // realpeers.rs
+    "microvm:tcg",
+    "microvm:kvm",
+    "microvm:kvm/native",
+    "kvm/native",
+    "microvisor:none:pit=off",
+    "microvisor:xen:pit=off",
+    "microvisor:hyperv:pit=off",
 ];
 
 /// Scenario families with their own test: the feature matrix

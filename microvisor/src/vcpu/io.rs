@@ -2,7 +2,9 @@
 //! is counted per port.
 //!
 //! - COM1 (0x3F8..0x3FF), the PIT (0x40..0x43) and port 0x61 (PIT gate and
-//!   speaker) are forwarded to QEMU's real devices, byte for byte.
+//!   speaker) are forwarded to QEMU's real devices, byte for byte; with
+//!   `pit=off` the PIT's ports and 0x61 are empty instead (all ones, writes
+//!   ignored), as on a machine without a PIT.
 //! - 0x80 (POST / io_delay) is ignored.
 //! - 0xF4 (isa-debug-exit) ends the run with the guest's value.
 //! - The persona's ports.
@@ -50,8 +52,11 @@ pub fn handle(v: &mut Vcpu) -> Flow {
     } else {
         (1u32 << (size * 8)) - 1
     };
+    let no_pit = !v.pit && is_pit(p);
     if is_in {
-        let value = if forwarded(p) {
+        let value = if no_pit {
+            u32::MAX
+        } else if forwarded(p) {
             port::read(p, size)
         } else {
             let (persona, mut cx) = v.persona_cx();
@@ -66,7 +71,9 @@ pub fn handle(v: &mut Vcpu) -> Flow {
         };
     } else {
         let value = v.vmcb.state.rax as u32 & mask;
-        if forwarded(p) {
+        if no_pit {
+            // Nothing decodes the port: the write is lost.
+        } else if forwarded(p) {
             if p == *COM1.start() {
                 v.serial_mid_line = value as u8 != b'\n';
             }
@@ -85,5 +92,10 @@ pub fn handle(v: &mut Vcpu) -> Flow {
 }
 
 fn forwarded(p: u16) -> bool {
-    COM1.contains(&p) || PIT.contains(&p) || p == PORT_61
+    COM1.contains(&p) || is_pit(p)
+}
+
+/// The PIT's ports and port 0x61 (its channel 2 gate and output).
+fn is_pit(p: u16) -> bool {
+    PIT.contains(&p) || p == PORT_61
 }

@@ -73,6 +73,8 @@ pub struct Vcpu {
     host_timer_target: Option<u64>,
     /// The guest's last byte to COM1 was not a newline.
     serial_mid_line: bool,
+    /// The guest sees the PIT (`pit=on`); otherwise its ports are empty.
+    pit: bool,
 }
 
 /// What an exit handler wants next.

@@ -44,13 +44,15 @@ const CR0_PVH: u64 = 0x11;
 /// Power-on PAT (Intel SDM vol. 3A, 13.12.4; APM vol. 2, 7.8.2).
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
-/// Builds the vCPU for a guest loaded in `mem` with PVH entry `entry`.
+/// Builds the vCPU for a guest loaded in `mem` with PVH entry `entry`;
+/// `pit`: whether the guest sees the PIT (see [`crate::config::Config::pit`]).
 pub fn build(
     mem: GuestRam,
     entry: u32,
     persona: Active,
     clock: Clock,
     watchdog_ms: u64,
+    pit: bool,
 ) -> Result<Vcpu, &'static str> {
     let vmcb = VMCB.take().ok_or("vCPU already built")?;
     let host_save = HOST_SAVE.take().ok_or("vCPU already built")?;
@@ -141,5 +143,6 @@ pub fn build(
         pending_event: None,
         host_timer_target: None,
         serial_mid_line: false,
+        pit,
     })
 }

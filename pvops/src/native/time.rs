@@ -20,11 +20,7 @@ pub fn set_tsc_frequency(khz: u64, source: TscSource) {
         return;
     }
     TSC_KHZ.store(khz, Ordering::Relaxed);
-    let idx = TscSource::ALL
-        .iter()
-        .position(|&s| s == source)
-        .unwrap_or(0);
-    TSC_SOURCE.store(idx as u8, Ordering::Relaxed);
+    TSC_SOURCE.store(source_index(source), Ordering::Relaxed);
     NS_MULT.store((1_000_000u64 << 32) / khz, Ordering::Relaxed);
     let _ = TSC_ORIGIN.compare_exchange(
         0,
@@ -32,6 +28,23 @@ pub fn set_tsc_frequency(khz: u64, source: TscSource) {
         Ordering::Relaxed,
         Ordering::Relaxed,
     );
+}
+
+/// Records that no TSC frequency source exists (see
+/// [`TscSource::NoSource`]): the frequency stays 0, the clock stays at 0,
+/// and a timer fires at once; [`tsc_frequency`] then says why. Does nothing
+/// once a frequency is recorded.
+pub fn set_no_tsc_frequency() {
+    if TSC_KHZ.load(Ordering::Relaxed) == 0 {
+        TSC_SOURCE.store(source_index(TscSource::NoSource), Ordering::Relaxed);
+    }
+}
+
+fn source_index(source: TscSource) -> u8 {
+    TscSource::ALL
+        .iter()
+        .position(|&s| s == source)
+        .unwrap_or(0) as u8
 }
 
 /// Records the local APIC timer input frequency (for one-shot mode).
@@ -125,7 +138,9 @@ pub fn steal_ns() -> u64 {
 }
 
 /// Measures the APIC timer input frequency against the TSC over about
-/// `ms` milliseconds (the TSC frequency must be known). Returns kHz.
+/// `ms` milliseconds. Returns kHz; `None` when the TSC frequency is not
+/// known (never a guess: without a PIT there is nothing else to measure
+/// against) or there is no local APIC.
 pub fn calibrate_apic_timer(ms: u32) -> Option<u64> {
     let khz = TSC_KHZ.load(Ordering::Relaxed);
     if khz == 0 || apic::mode().is_none() {

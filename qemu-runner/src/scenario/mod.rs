@@ -14,7 +14,6 @@ mod lying;
 mod microvm;
 mod minimal;
 mod nested;
-mod realpeers;
 
 /// How QEMU executes the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +154,10 @@ pub enum Metric {
     /// Persona hypercalls of any code (not the microvisor's own, whose
     /// codes carry [`pvops_abi::microvisor::HYPERCALL_MAGIC`]).
     Hypercalls,
+    /// One of KVM's per-vCPU statistics by its KVM name (`halt_exits`,
+    /// `hypercalls`, `irq_window_exits`, ...; QMP `query-stats-schemas`
+    /// lists them); 0 for the microvisor's counters.
+    Kvm(&'static str),
 }
 
 impl Metric {
@@ -182,6 +185,7 @@ impl Metric {
                 })
                 .map(|(_, n)| n)
                 .sum(),
+            Metric::Kvm(name) => e.reasons.get(name).copied().unwrap_or(0),
         }
     }
 
@@ -202,9 +206,19 @@ impl Metric {
             Metric::Port(p) => format!("exits at port {p:#x}"),
             Metric::Hypercall(c) => format!("hypercalls with code {c:#x}"),
             Metric::Hypercalls => "persona hypercalls".to_string(),
+            Metric::Kvm(name) => format!("KVM {name}"),
         }
     }
 }
+
+/// The example kernel's self-tests that need a TSC frequency and report
+/// `unsupported` when no source exists (`tsc source=none`).
+pub const TIME_TESTS_NEEDING_A_FREQUENCY: &[&str] = &[
+    "time.tsc-frequency",
+    "time.clock-vs-tsc",
+    "time.clock-vs-timer",
+    "time.timer-cancel",
+];
 
 /// Which backend owns which table entry after installation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +264,10 @@ pub struct Expect {
     pub guest_completes: bool,
     /// Self-tests that must be reported and pass (on top of "all passed").
     pub selftests: &'static [&'static str],
+    /// Self-tests that must be reported `unsupported` (the machine lacks
+    /// what they need, e.g. [`TIME_TESTS_NEEDING_A_FREQUENCY`]); any other
+    /// unsupported self-test fails the run.
+    pub unsupported: &'static [&'static str],
     /// The microvisor's `mv.fault kind=` the run must end with.
     pub fault: Option<&'static str>,
     /// Text the guest's `panic message=` must contain (the guest must panic).
@@ -288,6 +306,7 @@ impl Expect {
         backend: None,
         guest_completes: true,
         selftests: &[],
+        unsupported: &[],
         fault: None,
         panic: None,
         crash_report: None,
@@ -768,7 +787,6 @@ pub static ALL: std::sync::LazyLock<Vec<Scenario>> = std::sync::LazyLock::new(||
         minimal::SCENARIOS,
         microvm::SCENARIOS,
         kvm::SCENARIOS,
-        realpeers::SCENARIOS,
         nested::SCENARIOS,
         fixes::SCENARIOS,
         lying::SCENARIOS,
