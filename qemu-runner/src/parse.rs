@@ -174,8 +174,12 @@ impl Exits {
             "cpuid" => &["cpuid", "0x72"],
             "io" | "ioio" => &["io", "ioio", "0x7b"],
             "msr" => &["msr", "0x7c"],
-            "hlt" => &["hlt", "0x78"],
-            "vmmcall" => &["vmmcall", "0x81"],
+            "hlt" | "halt" => &["hlt", "0x78"],
+            // KVM's tracepoint names (arch/x86/include/uapi/asm/svm.h
+            // SVM_EXIT_REASONS): `hypercall`, `interrupt`, `vintr`.
+            "vmmcall" => &["vmmcall", "hypercall", "0x81"],
+            "intr" => &["intr", "interrupt", "0x60"],
+            "irq_window" | "vintr" => &["vintr", "0x64"],
             "npf" => &["npf", "0x400"],
             "shutdown" => &["shutdown", "0x7f"],
             _ => &[],
@@ -357,6 +361,10 @@ pub struct BootResult {
     pub done: Option<Done>,
     /// Microvisor records, when any `mv.*` record was seen.
     pub microvisor: Option<Microvisor>,
+    /// Exits counted outside the guest by a real hypervisor when no
+    /// microvisor counted them: (counter name, counts), e.g. `nested-kvm`
+    /// for L1 KVM's tracepoints in a nested run.
+    pub counted_exits: Option<(String, Exits)>,
     /// `@@cpuid` lines, in order.
     pub cpuid_lines: Vec<String>,
     /// `@@` lines that did not parse, and records with bad values.
@@ -383,9 +391,23 @@ impl BootResult {
         self.bench.iter().find(|b| b.name == name)
     }
 
-    /// Whether the microvisor reported exits (any `mv.*` record).
+    /// The exits counted: the microvisor's (any `mv.*` record), else an
+    /// outside counter's ([`BootResult::counted_exits`]).
     pub fn exits(&self) -> Option<&Exits> {
-        self.microvisor.as_ref().map(|m| &m.exits)
+        self.microvisor
+            .as_ref()
+            .map(|m| &m.exits)
+            .or(self.counted_exits.as_ref().map(|(_, e)| e))
+    }
+
+    /// Who counted [`BootResult::exits`]: `microvisor`, or the name of the
+    /// outside counter (`nested-kvm`).
+    pub fn exit_counter(&self) -> Option<&str> {
+        if self.microvisor.is_some() {
+            Some("microvisor")
+        } else {
+            self.counted_exits.as_ref().map(|(n, _)| n.as_str())
+        }
     }
 
     /// Adds one serial line.

@@ -45,7 +45,9 @@ pub fn to_json(r: &ScenarioReport) -> Value {
         "exit": r.raw.as_ref().map(|raw| if raw.timed_out { "timeout".to_string() } else { status_name(raw.status) }),
         "expected_exit": r.scenario.expect.outcome.name(),
         "duration_ms": r.raw.as_ref().map(|raw| raw.duration.as_millis() as u64),
-        "exits": mv.map(|m| exits_json(&m.exits)),
+        "exits": res.exits().map(exits_json),
+        "exit_counter": res.exit_counter(),
+        "notes": r.notes,
         "persona": mv.and_then(|m| m.persona.clone()),
         "fault": mv.and_then(|m| m.fault.as_ref()).map(|f| json!({"kind": f.kind, "detail": f.detail})),
         "end": mv.and_then(|m| m.end.as_ref()).map(|e| json!({"outcome": e.outcome, "code": e.code})),
@@ -265,7 +267,9 @@ pub fn bench_table(reports: &[ScenarioReport]) -> String {
     out
 }
 
-/// The microvisor's counters as JSON (MSR, port and hypercall keys in hex).
+/// Exit counters as JSON (MSR, port and hypercall-code keys in hex), with
+/// the summary every counter shares: `total`, `io`, `mmio` (nested-paging
+/// faults), `halt`, `irq_window`, `hypercalls` (persona hypercalls).
 pub fn exits_json(e: &Exits) -> Value {
     let reasons: Map<String, Value> = e
         .reasons
@@ -295,10 +299,15 @@ pub fn exits_json(e: &Exits) -> Value {
     json!({
         "total": e.total,
         "pit": e.pit(),
+        "io": e.reason("io"),
+        "mmio": e.reason("npf"),
+        "halt": e.reason("hlt"),
+        "irq_window": e.reason("irq_window"),
+        "hypercalls": Metric::Hypercalls.of(e),
         "reasons": reasons,
         "msrs": msrs,
         "ports": ports,
-        "hypercalls": hypercalls,
+        "hypercall_codes": hypercalls,
     })
 }
 
@@ -371,6 +380,9 @@ pub fn table(reports: &[ScenarioReport]) -> String {
         fmt(cells, &mut out);
         for more in r.failures.iter().skip(1) {
             out.push_str(&format!("    - {more}\n"));
+        }
+        for note in &r.notes {
+            out.push_str(&format!("    note: {note}\n"));
         }
     }
     let count = |s: Status| reports.iter().filter(|r| r.status() == s).count();

@@ -47,8 +47,8 @@ pub const DEDICATED: &[&str] = &[
 ];
 
 /// Scenario families with their own test: the feature matrix
-/// (`matrix.rs`).
-pub const DEDICATED_PREFIXES: &[&str] = &["matrix:"];
+/// (`matrix.rs`) and the nested real peers (`nested.rs`).
+pub const DEDICATED_PREFIXES: &[&str] = &["matrix:", "nested:"];
 
 /// Self-test groups every completed boot must cover (the table's groups).
 pub const SELFTEST_GROUPS: [&str; 4] = ["cpu", "mmu", "irq", "time"];
