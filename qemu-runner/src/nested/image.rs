@@ -22,6 +22,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::qemu::{is_debian, is_root};
+
 /// Environment variable naming the cache directory.
 pub const CACHE_ENV: &str = "PVOPS_NESTED_CACHE";
 /// Environment variable that forces a rebuild when set to `1`.
@@ -174,15 +176,6 @@ pub fn check(dir: &Path) -> Result<Image, String> {
     })
 }
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-            .unwrap_or(false)
-    })
-}
-
 /// Whether `path` is a statically linked ELF (no PT_INTERP program header;
 /// ELF-64 layout: e_phoff at 0x20, e_phentsize at 0x36, e_phnum at 0x38).
 pub fn is_static_elf(data: &[u8]) -> bool {
@@ -227,10 +220,6 @@ pub fn missing_packages() -> Vec<&'static str> {
         out.push(BUSYBOX_PACKAGE);
     }
     out
-}
-
-fn is_debian() -> bool {
-    Path::new("/etc/debian_version").exists() && Path::new("/usr/bin/apt-get").exists()
 }
 
 /// The command that installs `packages`.

@@ -143,7 +143,6 @@ for e in kvm_exit kvm_msr kvm_hypercall kvm_hv_hypercall kvm_xen_hypercall; do
     echo 1 >$T/events/kvm/$e/enable || echo "no tracepoint $e"
 done
 cat /proc/modules >/share/modules.txt
-qemu-system-x86_64 --version | head -n 1 >/share/l2-qemu-version
 set -- {args}
 if [ -s /share/l2-cmdline ]; then set -- "$@" -append "$(cat /share/l2-cmdline)"; fi
 echo "@@l1 l2=start" >/dev/console
@@ -219,8 +218,9 @@ pub struct Attempt {
     pub l2_serial: String,
     /// L2's QEMU stderr.
     pub l2_stderr: String,
-    /// L2 QEMU's version line.
-    pub l2_qemu: String,
+    /// Seconds from L1's start to L2's start, and L2's run, as L1's console
+    /// showed them (`@@l1 l2=start`, `@@l1 l2=end`).
+    pub phases: Option<(f64, f64)>,
     /// L1 KVM's trace, when the job copied it.
     pub trace: Option<trace::Trace>,
     /// L1's kernel log.
@@ -368,9 +368,16 @@ fn attempt(
     write("job.sh", job_script(spec).as_bytes())?;
     let name = scenario.name;
     let stream = opts.stream_serial;
+    let started = std::time::Instant::now();
+    let (mut l2_start, mut l2_end) = (None, None);
     let l1 = crate::run::run_qemu(&qemu.path, &l1_args(image, &share), timeout, &mut |line| {
         if stream {
             eprintln!("[{name} L1] {line}");
+        }
+        if line.starts_with("@@l1 l2=start") {
+            l2_start = Some(started.elapsed().as_secs_f64());
+        } else if line.starts_with("@@l1 l2=end") {
+            l2_end = Some(started.elapsed().as_secs_f64());
         }
     })?;
     let files = |f: &str| {
@@ -404,10 +411,7 @@ fn attempt(
         l1,
         l2_serial,
         l2_stderr: files("l2-stderr.txt").unwrap_or_default(),
-        l2_qemu: files("l2-qemu-version")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        phases: l2_start.zip(l2_end).map(|(s, e)| (s, e - s)),
         trace,
         l1_dmesg,
         l2_status: files("l2-status").and_then(|s| s.trim().parse().ok()),
@@ -576,20 +580,20 @@ pub fn run(
     }
     let (failures, more, raw, result) = verdict;
     notes.extend(more);
+    let phases = a.phases.map_or_else(String::new, |(boot, l2)| {
+        format!(
+            "; L1 boot to L2 start {boot:.1} s, L2 {l2:.1} s, L1 total {:.1} s",
+            a.l1.duration.as_secs_f64()
+        )
+    });
     notes.push(format!(
-        "L1 {}; L2 {}",
+        "L1 image: {}{phases}",
         image
             .versions
             .split_whitespace()
             .collect::<Vec<_>>()
-            .join(" "),
-        if a.l2_qemu.is_empty() {
-            "QEMU ?"
-        } else {
-            &a.l2_qemu
-        }
+            .join(" ")
     ));
-    let _ = &a.l1_dmesg;
     ScenarioReport {
         scenario,
         skipped: None,
