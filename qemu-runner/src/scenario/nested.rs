@@ -227,7 +227,7 @@ const HYPERV_FULL: Expect = Expect {
 /// QEMU/KVM's Xen as today's xen backend sees it: the timer stays native.
 const XEN_TODAY: Expect = Expect {
     owners: Some(XEN_NO_TIMER),
-    counts: &[(Metric::Hypercalls, Count::NonZero)],
+    counts: &[(Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::NonZero)],
     ..XEN
 };
 
