@@ -256,7 +256,7 @@ fn persona_scenarios_are_declared_completely() {
     assert_eq!(
         scenario::ALL
             .iter()
-            .filter(|s| s.native_pair.is_some())
+            .filter(|s| s.native_pair.is_some() && s.uses_microvisor())
             .count(),
         3
     );
