@@ -255,7 +255,7 @@ pub fn images(scenario: &Scenario) -> Result<crate::qemu::Images, String> {
         _ => build(&KernelSpec::example_kernel(scenario))?,
     };
     Ok(match scenario.boot {
-        Boot::Direct => crate::qemu::Images {
+        Boot::Direct | Boot::Nested(_) => crate::qemu::Images {
             kernel: example,
             initrd: None,
         },

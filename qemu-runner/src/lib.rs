@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod nested;
 pub mod parse;
 pub mod probe_dump;
 pub mod qemu;
@@ -91,6 +92,10 @@ pub struct ScenarioReport {
     pub failures: Vec<String>,
     /// Run-time decisions (configured TSC frequency).
     pub resolved: Resolved,
+    /// What the reader should know besides pass/fail: reruns of a flaky
+    /// setup (`rerun: ...`), known failures, expectations that another
+    /// issue will flip.
+    pub notes: Vec<String>,
 }
 
 impl ScenarioReport {
@@ -135,10 +140,11 @@ impl ScenarioReport {
             result,
             failures,
             resolved,
+            notes: Vec::new(),
         }
     }
 
-    fn failed(scenario: &'static Scenario, why: String) -> ScenarioReport {
+    pub(crate) fn failed(scenario: &'static Scenario, why: String) -> ScenarioReport {
         ScenarioReport {
             scenario,
             skipped: None,
@@ -146,6 +152,7 @@ impl ScenarioReport {
             result: BootResult::default(),
             failures: vec![why],
             resolved: Resolved::default(),
+            notes: Vec::new(),
         }
     }
 
@@ -158,6 +165,7 @@ impl ScenarioReport {
             result: BootResult::default(),
             failures: Vec::new(),
             resolved: Resolved::default(),
+            notes: Vec::new(),
         }
     }
 }
@@ -183,6 +191,7 @@ pub fn resolve(scenario: &Scenario) -> Result<Resolved, String> {
         match r {
             Requirement::Kvm => qemu::kvm_usable()?,
             Requirement::HostSvm => qemu::host_svm()?,
+            Requirement::NestedImage => nested::image::available()?,
             Requirement::KvmTscFrequency => {
                 let q = qemu()?;
                 resolved.tsc_hz = Some(qemu::kvm_tsc_hz(q, scenario)?);
@@ -199,6 +208,9 @@ pub fn run_scenario(scenario: &'static Scenario, opts: &RunOptions) -> ScenarioR
         Ok(r) => r,
         Err(why) => return ScenarioReport::skipped(scenario, why),
     };
+    if let scenario::Boot::Nested(spec) = scenario.boot {
+        return nested::run(scenario, spec, opts, resolved);
+    }
     let qemu = match qemu() {
         Ok(q) => q,
         Err(e) => return ScenarioReport::failed(scenario, e),

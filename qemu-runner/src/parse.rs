@@ -182,8 +182,11 @@ impl Exits {
             "msr" => &["msr", "0x7c"],
             "hlt" | "halt" => &["hlt", "0x78", "halt_exits"],
             "mmio" => &["mmio", "mmio_exits"],
-            "irq_window" => &["irq_window", "irq_window_exits"],
-            "vmmcall" => &["vmmcall", "0x81"],
+            // KVM's tracepoint names (arch/x86/include/uapi/asm/svm.h
+            // SVM_EXIT_REASONS): `hypercall`, `interrupt`, `vintr`.
+            "vmmcall" => &["vmmcall", "hypercall", "0x81"],
+            "intr" => &["intr", "interrupt", "0x60"],
+            "irq_window" | "vintr" => &["irq_window", "irq_window_exits", "vintr", "0x64"],
             "npf" => &["npf", "0x400"],
             "shutdown" => &["shutdown", "0x7f"],
             _ => &[],
@@ -244,6 +247,9 @@ pub enum ExitCounter {
     Microvisor,
     /// KVM's own per-vCPU statistics, over QMP.
     Kvm,
+    /// A counter outside the guest's machine, named in
+    /// [`BootResult::counted_exits`] (L1 KVM's tracepoints: `nested-kvm`).
+    Outside,
 }
 
 impl ExitCounter {
@@ -252,6 +258,7 @@ impl ExitCounter {
         match self {
             ExitCounter::Microvisor => "microvisor",
             ExitCounter::Kvm => "kvm",
+            ExitCounter::Outside => "outside",
         }
     }
 }
@@ -419,6 +426,10 @@ pub struct BootResult {
     pub kvm: Option<KvmCounters>,
     /// Whether the guest printed `@@ hold` (it waits for the runner).
     pub held: bool,
+    /// Exits counted outside the guest by a real hypervisor when no
+    /// microvisor counted them: (counter name, counts), e.g. `nested-kvm`
+    /// for L1 KVM's tracepoints in a nested run.
+    pub counted_exits: Option<(String, Exits)>,
     /// `@@cpuid` lines, in order.
     pub cpuid_lines: Vec<String>,
     /// `@@` lines that did not parse, and records with bad values.
@@ -455,16 +466,27 @@ impl BootResult {
     }
 
     /// The run's exit counters: the microvisor's (any `mv.*` record), else
-    /// KVM's when they were read.
+    /// KVM's when they were read, else an outside counter's
+    /// ([`BootResult::counted_exits`], e.g. L1 KVM's in a nested run).
     pub fn exits(&self) -> Option<&Exits> {
         self.counted().map(|(_, e)| e)
     }
 
+    /// Who counted [`BootResult::exits`]: `microvisor`, `kvm`, or the name
+    /// of the outside counter (`nested-kvm`).
+    pub fn exit_counter(&self) -> Option<&str> {
+        match self.counted()? {
+            (ExitCounter::Outside, _) => self.counted_exits.as_ref().map(|(n, _)| n.as_str()),
+            (c, _) => Some(c.name()),
+        }
+    }
+
     /// Who counted the exits of [`BootResult::exits`], and the counters.
     pub fn counted(&self) -> Option<(ExitCounter, &Exits)> {
-        match (&self.microvisor, &self.kvm) {
-            (Some(m), _) => Some((ExitCounter::Microvisor, &m.exits)),
-            (None, Some(KvmCounters::Read(e))) => Some((ExitCounter::Kvm, e)),
+        match (&self.microvisor, &self.kvm, &self.counted_exits) {
+            (Some(m), _, _) => Some((ExitCounter::Microvisor, &m.exits)),
+            (None, Some(KvmCounters::Read(e)), _) => Some((ExitCounter::Kvm, e)),
+            (None, _, Some((_, e))) => Some((ExitCounter::Outside, e)),
             _ => None,
         }
     }

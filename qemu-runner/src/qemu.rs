@@ -76,7 +76,7 @@ pub fn install_hint() -> String {
 }
 
 /// Whether the effective user is root (from /proc, so no PATH is needed).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))
@@ -85,7 +85,7 @@ fn is_root() -> bool {
     })
 }
 
-fn is_debian() -> bool {
+pub(crate) fn is_debian() -> bool {
     Path::new("/etc/debian_version").exists() && Path::new(APT_GET).exists()
 }
 

@@ -54,14 +54,15 @@ pub fn to_json(r: &ScenarioReport) -> Value {
         "expected_exit": r.scenario.expect.outcome.name(),
         "duration_ms": r.raw.as_ref().map(|raw| raw.duration.as_millis() as u64),
         "exits": res.counted().map(|(c, e)| match c {
-            ExitCounter::Microvisor => exits_json(e),
             ExitCounter::Kvm => kvm_exits_json(e),
+            ExitCounter::Microvisor | ExitCounter::Outside => exits_json(e),
         }),
-        "exit_counter": res.counted().map(|(c, _)| c.name()),
+        "exit_counter": res.exit_counter(),
         "exit_counter_unavailable": match &res.kvm {
             Some(KvmCounters::Unavailable { reason, .. }) => Some(reason.as_str()),
             _ => None,
         },
+        "notes": r.notes,
         "persona": mv.and_then(|m| m.persona.clone()),
         "fault": mv.and_then(|m| m.fault.as_ref()).map(|f| json!({"kind": f.kind, "detail": f.detail})),
         "end": mv.and_then(|m| m.end.as_ref()).map(|e| json!({"outcome": e.outcome, "code": e.code})),
@@ -137,7 +138,7 @@ pub const COMPARED_KVM: [(&str, Metric); 7] = [
 /// The metrics shown for a pair of `counter`'s runs.
 pub fn compared(counter: ExitCounter) -> &'static [(&'static str, Metric)] {
     match counter {
-        ExitCounter::Microvisor => &COMPARED,
+        ExitCounter::Microvisor | ExitCounter::Outside => &COMPARED,
         ExitCounter::Kvm => &COMPARED_KVM,
     }
 }
@@ -381,7 +382,9 @@ fn tsc_vs_host(r: &ScenarioReport) -> String {
     }
 }
 
-/// The microvisor's counters as JSON (MSR, port and hypercall keys in hex).
+/// Exit counters as JSON (MSR, port and hypercall-code keys in hex), with
+/// the summary every counter shares: `total`, `io`, `mmio` (nested-paging
+/// faults), `halt`, `irq_window`, `hypercalls` (persona hypercalls).
 pub fn exits_json(e: &Exits) -> Value {
     let reasons: Map<String, Value> = e
         .reasons
@@ -411,10 +414,15 @@ pub fn exits_json(e: &Exits) -> Value {
     json!({
         "total": e.total,
         "pit": e.pit(),
+        "io": e.reason("io"),
+        "mmio": e.reason("npf"),
+        "halt": e.reason("hlt"),
+        "irq_window": e.reason("irq_window"),
+        "hypercalls": Metric::Hypercalls.of(e),
         "reasons": reasons,
         "msrs": msrs,
         "ports": ports,
-        "hypercalls": hypercalls,
+        "hypercall_codes": hypercalls,
     })
 }
 
@@ -448,6 +456,9 @@ pub fn row(r: &ScenarioReport) -> [String; 6] {
     let exits = match res.counted() {
         Some((ExitCounter::Microvisor, e)) => format!("{}/{}", e.total, e.pit()),
         Some((ExitCounter::Kvm, e)) => format!("{} (kvm)", e.total),
+        Some((ExitCounter::Outside, e)) => {
+            format!("{} ({})", e.total, res.exit_counter().unwrap_or("outside"))
+        }
         None => match &res.kvm {
             Some(KvmCounters::Unavailable { .. }) => "kvm: n/a".to_string(),
             _ => dash(),
@@ -501,6 +512,9 @@ pub fn table(reports: &[ScenarioReport]) -> String {
         fmt(cells, &mut out);
         for more in r.failures.iter().skip(1) {
             out.push_str(&format!("    - {more}\n"));
+        }
+        for note in &r.notes {
+            out.push_str(&format!("    note: {note}\n"));
         }
     }
     let count = |s: Status| reports.iter().filter(|r| r.status() == s).count();

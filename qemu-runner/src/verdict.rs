@@ -195,10 +195,7 @@ pub fn judge(
             scenario.guest,
             crate::scenario::Guest::ExampleKernel | crate::scenario::Guest::MinimalKernel
         );
-        if on_pvops
-            && r.tsc_khz.unwrap_or(0) == 0
-            && !no_source_expected
-        {
+        if on_pvops && r.tsc_khz.unwrap_or(0) == 0 && !no_source_expected {
             f.push(format!(
                 "no TSC frequency reported (source {:?})",
                 r.tsc_source.as_deref().unwrap_or("-")

@@ -69,8 +69,9 @@ pub const DEDICATED: &[&str] = &[
 ];
 
 /// Scenario families with their own test: the feature matrix
-/// (`matrix.rs`).
-pub const DEDICATED_PREFIXES: &[&str] = &["matrix:", "minimal:"];
+/// (`matrix.rs`), the template kernel (`minimal.rs`) and the nested real
+/// peers (`nested.rs`).
+pub const DEDICATED_PREFIXES: &[&str] = &["matrix:", "minimal:", "nested:"];
 
 /// Self-test groups every completed boot must cover (the table's groups).
 pub const SELFTEST_GROUPS: [&str; 4] = ["cpu", "mmu", "irq", "time"];

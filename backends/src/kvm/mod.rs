@@ -708,8 +708,7 @@ fn steal_time(hw: &mut dyn Hw, page: &SharedPage, state: &State) -> Result<(), &
     // later. Wait for it a bounded number of TSC cycles.
     let t0 = crate::tsc::ordered();
     let mut first = shared::read_steal(&state.steal, SETUP_TRIES);
-    while matches!(first, Ok((0, _)))
-        && crate::tsc::ordered().wrapping_sub(t0) < STEAL_WAIT_CYCLES
+    while matches!(first, Ok((0, _))) && crate::tsc::ordered().wrapping_sub(t0) < STEAL_WAIT_CYCLES
     {
         core::hint::spin_loop();
         first = shared::read_steal(&state.steal, SETUP_TRIES);

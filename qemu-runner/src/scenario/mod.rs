@@ -13,7 +13,7 @@ mod kvm;
 mod lying;
 mod microvm;
 mod minimal;
-mod nested;
+pub mod nested;
 
 /// How QEMU executes the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub enum Boot {
         /// Extra microvisor command-line words, before ` -- `.
         args: &'static str,
     },
+    /// The example kernel as an L2 guest of QEMU/KVM inside an L1 Linux
+    /// that runs under host QEMU TCG (see [`nested::NestedSpec`]).
+    Nested(&'static nested::NestedSpec),
 }
 
 /// Which guest kernel a microvisor scenario boots.
@@ -83,6 +86,10 @@ pub enum Requirement {
     /// the [`TSC_HZ_PLACEHOLDER`] in [`Scenario::cpu`] is replaced by the
     /// first accepted candidate (see [`crate::qemu::kvm_tsc_hz`]).
     KvmTscFrequency,
+    /// The nested L1 Linux image is cached, or can be built here (root,
+    /// the host tools, Debian's archive reachable): see
+    /// [`crate::nested::image::available`].
+    NestedImage,
 }
 
 /// Replaced, in [`Scenario::cpu`], by the TSC frequency in Hz that
@@ -394,7 +401,7 @@ impl Scenario {
     pub fn append(&self, extra_guest: &str) -> String {
         let guest = join_words(&[self.guest_cmdline, extra_guest]);
         match self.boot {
-            Boot::Direct => guest,
+            Boot::Direct | Boot::Nested(_) => guest,
             Boot::Microvisor { persona, args } => {
                 let mv = join_words(&[&format!("persona={persona}"), args]);
                 if guest.is_empty() {
