@@ -35,7 +35,7 @@ mod pvclock;
 mod select;
 #[cfg(test)]
 mod test_support;
-#[cfg(any(feature = "xen", feature = "hyperv"))]
+#[cfg(any(feature = "xen", feature = "hyperv", feature = "kvm"))]
 mod tsc;
 #[cfg(feature = "vmware")]
 pub mod vmware;
