@@ -7,15 +7,6 @@ use qemu_runner::build::{cargo_in, workspace_root};
 use qemu_runner::scenario::{self, MATRIX_FEATURE_SETS, MATRIX_PERSONAS};
 use qemu_runner::RunOptions;
 
-/// Held by the tests that boot kernels and by the one that runs 32 cargo
-/// builds: builds beside TCG boots starve the guests' PIT calibration
-/// (every sample disturbed, so no TSC frequency), so they take turns.
-static CPU_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn cpu_heavy() -> std::sync::MutexGuard<'static, ()> {
-    CPU_HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Every (feature set × persona) cell is a scenario, and its expected
 /// backend is the persona's own backend exactly when the kernel carries
 /// it, best first. kvm+hyperv is KVM's persona (KVM at 0x40000100
@@ -60,7 +51,6 @@ fn matrix_table_is_complete() {
 /// checks each against its declared backend and owners.
 #[test]
 fn matrix_kernels_boot_under_every_persona() {
-    let _turn = cpu_heavy();
     let names: Vec<&str> = scenario::ALL
         .iter()
         .filter(|s| s.name.starts_with("matrix:"))
@@ -80,7 +70,6 @@ fn matrix_kernels_boot_under_every_persona() {
 /// A kernel without any hypervisor backend: every persona gives native.
 #[test]
 fn no_backend_kernel_is_native_everywhere() {
-    let _turn = cpu_heavy();
     let names: Vec<String> = MATRIX_PERSONAS
         .iter()
         .map(|p| format!("matrix:no-backends@microvisor:{p}"))
@@ -109,7 +98,7 @@ fn no_backend_kernel_is_native_everywhere() {
 /// directory of its own; cheap after the first build).
 #[test]
 fn backends_build_with_every_feature_subset() {
-    let _turn = cpu_heavy();
+    let _turn = pvops_tests::cpu_heavy();
     const OPTIONAL: [&str; 4] = ["vmware", "xen", "hyperv", "kvm"];
     let target_dir = workspace_root().join("target").join("feature-matrix");
     for target in [None, Some("x86_64-unknown-none")] {

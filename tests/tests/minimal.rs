@@ -184,6 +184,7 @@ fn minimal_kernel_depends_on_published_crates_by_version() {
 
 #[test]
 fn minimal_kernel_is_formatted_and_clippy_clean() {
+    let _turn = pvops_tests::cpu_heavy();
     let run = |mut cmd: std::process::Command, what: &str| {
         let out = cmd
             .output()
