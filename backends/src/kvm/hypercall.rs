@@ -17,6 +17,25 @@ pub(crate) fn set_insn(insn: HypercallInsn) {
     VMMCALL.store(insn == HypercallInsn::Vmmcall, Ordering::Relaxed);
 }
 
+/// One KVM hypercall with `$insn`: number in RAX, arguments in RBX, RCX,
+/// RDX, RSI (hypercalls.rst). RBX is reserved by LLVM, so it is swapped in
+/// and out around the instruction.
+macro_rules! kvm_hypercall {
+    ($insn:literal, $rax:ident, $a:ident) => {
+        core::arch::asm!(
+            "xchg {a0}, rbx",
+            $insn,
+            "xchg {a0}, rbx",
+            a0 = inout(reg) $a[0] => _,
+            inout("rax") $rax,
+            in("rcx") $a[1],
+            in("rdx") $a[2],
+            in("rsi") $a[3],
+            options(nostack)
+        )
+    };
+}
+
 /// Makes hypercall `nr` with arguments `a`; returns RAX (negative KVM
 /// errors, see `pvops_abi::kvm::err`).
 pub(crate) fn call(nr: u64, a: [u64; 4]) -> i64 {
@@ -25,36 +44,11 @@ pub(crate) fn call(nr: u64, a: [u64; 4]) -> i64 {
         // SAFETY: the backend makes hypercalls only when KVM's signature
         // and the hypercall's feature bit are in CPUID; a KVM hypercall
         // reads only its registers (the ones used here take no guest
-        // pointers) and returns in RAX. RBX is reserved by LLVM, so it is
-        // swapped in and out around the instruction.
-        unsafe {
-            core::arch::asm!(
-                "xchg {a0}, rbx",
-                "vmmcall",
-                "xchg {a0}, rbx",
-                a0 = inout(reg) a[0] => _,
-                inout("rax") rax,
-                in("rcx") a[1],
-                in("rdx") a[2],
-                in("rsi") a[3],
-                options(nostack)
-            )
-        };
+        // pointers) and returns in RAX.
+        unsafe { kvm_hypercall!("vmmcall", rax, a) };
     } else {
         // SAFETY: as above, with VMCALL on a non-AMD CPU.
-        unsafe {
-            core::arch::asm!(
-                "xchg {a0}, rbx",
-                "vmcall",
-                "xchg {a0}, rbx",
-                a0 = inout(reg) a[0] => _,
-                inout("rax") rax,
-                in("rcx") a[1],
-                in("rdx") a[2],
-                in("rsi") a[3],
-                options(nostack)
-            )
-        };
+        unsafe { kvm_hypercall!("vmcall", rax, a) };
     }
     rax as i64
 }

@@ -272,6 +272,9 @@ pub fn signature(sig: &[u8; 12]) -> [u32; 3] {
 }
 
 #[cfg(test)]
+pub(crate) mod test_guest;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

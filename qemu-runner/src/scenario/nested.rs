@@ -220,39 +220,6 @@ const fn native(hypervisor: &'static str, interfaces: &'static [(u32, &'static s
     }
 }
 
-/// Hyper-V without synthetic timers: the timer entries stay native
-/// (measured: the backend takes everything else).
-pub const HYPERV_NO_STIMER_OWNS: Owners = Owners {
-    backend: &[
-        "time.monotonic_ns",
-        "time.tsc_frequency",
-        "time.apic_timer_khz",
-        "irq.eoi",
-        "system.report_crash",
-        "mmu.flush_remote",
-        "irq.send_ipi",
-        "irq.send_ipi_mask",
-    ],
-    optional: &[],
-};
-
-/// Hyper-V without the frequency MSRs: the TSC and APIC frequencies stay
-/// native (PIT calibration); the TSC-page clock and the rest are Hyper-V's.
-pub const HYPERV_NO_FREQUENCIES_OWNS: Owners = Owners {
-    backend: &[
-        "time.monotonic_ns",
-        "time.timer_setup",
-        "time.timer_arm",
-        "time.timer_cancel",
-        "irq.eoi",
-        "system.report_crash",
-        "mmu.flush_remote",
-        "irq.send_ipi",
-        "irq.send_ipi_mask",
-    ],
-    optional: &[],
-};
-
 const KVM_IF: &[(u32, &str)] = &[(0x4000_0000, "kvm")];
 const HYPERV_IF: &[(u32, &str)] = &[(0x4000_0000, "hyperv"), (0x4000_0100, "kvm")];
 const XEN_IF: &[(u32, &str)] = &[(0x4000_0000, "xen")];

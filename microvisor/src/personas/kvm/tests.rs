@@ -3,60 +3,12 @@
 
 extern crate std;
 use super::*;
-use crate::guest::mem::GuestRam;
-use crate::svm::{vmcb::StateSave, vmrun::GuestRegs};
-use crate::vapic::VApic;
-use std::vec::Vec;
-use zerocopy::{FromBytes, FromZeros};
+use crate::personas::test_guest::{Guest, KHZ};
 
-const RAM: usize = 64 * 1024;
-const KHZ: u64 = 2_000_000;
 const PAGE: u64 = 0x2000;
 
-struct Guest {
-    _ram: Vec<u64>,
-    mem: GuestRam,
-    state: StateSave,
-    regs: GuestRegs,
-    apic: VApic,
-    now: u64,
-}
-
 impl Guest {
-    fn new() -> Guest {
-        let ram = std::vec![0u64; RAM / 8];
-        // SAFETY: the buffer is this test's own, lives as long as `Guest`
-        // and is accessed only through `mem` (host tests: addresses are
-        // host pointers).
-        let mem = unsafe { GuestRam::new(ram.as_ptr() as u64, RAM as u64) };
-        Guest {
-            _ram: ram,
-            mem,
-            state: StateSave::new_zeroed(),
-            regs: GuestRegs::default(),
-            apic: VApic::new(KHZ),
-            now: 1_000_000,
-        }
-    }
-
-    fn cx(&mut self) -> GuestCx<'_> {
-        GuestCx {
-            state: &mut self.state,
-            regs: &mut self.regs,
-            mem: &self.mem,
-            now: self.now,
-            tsc_khz: KHZ,
-            apic: &mut self.apic,
-        }
-    }
-
-    fn get<T: FromBytes + IntoBytes>(&self, gpa: u64) -> T {
-        let mut v = T::new_zeroed();
-        self.mem.read(gpa, v.as_mut_bytes()).unwrap();
-        v
-    }
-
-    fn call(&mut self, k: &mut KvmInterface, nr: u64, a: [u64; 4]) -> (i64, u64) {
+    fn kvm_call(&mut self, k: &mut KvmInterface, nr: u64, a: [u64; 4]) -> (i64, u64) {
         self.state.rax = nr;
         self.regs.rbx = a[0];
         self.regs.rcx = a[1];
@@ -164,18 +116,18 @@ fn pv_eoi_msr_and_its_break() {
 fn hypercalls_are_counted_and_enosys_when_broken() {
     let mut g = Guest::new();
     let mut k = iface(None);
-    assert_eq!(g.call(&mut k, hc::SEND_IPI, [1, 0, 0, 0x40]), (1, 10));
-    assert_eq!(g.call(&mut k, hc::SEND_IPI, [0, 0, 0, 0x40]), (0, 10));
-    assert_eq!(g.call(&mut k, hc::SCHED_YIELD, [0; 4]), (0, 11));
-    assert_eq!(g.call(&mut k, hc::KICK_CPU, [0, 0, 0, 0]), (0, 5));
-    assert_eq!(g.call(&mut k, 99, [0; 4]).0, -abi::err::ENOSYS);
+    assert_eq!(g.kvm_call(&mut k, hc::SEND_IPI, [1, 0, 0, 0x40]), (1, 10));
+    assert_eq!(g.kvm_call(&mut k, hc::SEND_IPI, [0, 0, 0, 0x40]), (0, 10));
+    assert_eq!(g.kvm_call(&mut k, hc::SCHED_YIELD, [0; 4]), (0, 11));
+    assert_eq!(g.kvm_call(&mut k, hc::KICK_CPU, [0, 0, 0, 0]), (0, 5));
+    assert_eq!(g.kvm_call(&mut k, 99, [0; 4]).0, -abi::err::ENOSYS);
     assert_eq!(
         (k.stats.ipis, k.stats.yields, k.stats.kicks, k.stats.enosys),
         (1, 1, 1, 1)
     );
     let mut k = iface(Some(Break::HypercallEnosys));
     assert_eq!(
-        g.call(&mut k, hc::SEND_IPI, [1, 0, 0, 0x40]).0,
+        g.kvm_call(&mut k, hc::SEND_IPI, [1, 0, 0, 0x40]).0,
         -abi::err::ENOSYS
     );
     assert_eq!(k.stats.ipis, 0);

@@ -4,70 +4,19 @@
 
 extern crate std;
 use super::*;
-use crate::guest::mem::GuestRam;
+use crate::personas::test_guest::{Guest, KHZ, RAM};
 use crate::personas::{HypercallAction, HV_LEAF_BASE};
-use crate::svm::{vmcb::StateSave, vmrun::GuestRegs};
 use crate::vapic::VApic;
 use abi::errno;
 use pvops_abi::exit::ExitCode;
-use std::vec::Vec;
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-const RAM: usize = 64 * 1024;
-const KHZ: u64 = 2_000_000;
 const PAGE_HC: u64 = 0x1000;
 const PAGE_SI: u64 = 0x2000;
 const ARG: u64 = 0x3000;
 const RUNSTATE: u64 = 0x4000;
 const VECTOR: u8 = 0x40;
 
-struct Guest {
-    _ram: Vec<u64>,
-    mem: GuestRam,
-    state: StateSave,
-    regs: GuestRegs,
-    apic: VApic,
-    now: u64,
-}
-
 impl Guest {
-    fn new() -> Guest {
-        let ram = std::vec![0u64; RAM / 8];
-        // SAFETY: the buffer is this test's own, lives as long as `Guest`
-        // and is accessed only through `mem` (host tests: addresses are
-        // host pointers).
-        let mem = unsafe { GuestRam::new(ram.as_ptr() as u64, RAM as u64) };
-        Guest {
-            _ram: ram,
-            mem,
-            state: StateSave::new_zeroed(),
-            regs: GuestRegs::default(),
-            apic: VApic::new(KHZ),
-            now: 1_000_000,
-        }
-    }
-
-    fn cx(&mut self) -> GuestCx<'_> {
-        GuestCx {
-            state: &mut self.state,
-            regs: &mut self.regs,
-            mem: &self.mem,
-            now: self.now,
-            tsc_khz: KHZ,
-            apic: &mut self.apic,
-        }
-    }
-
-    fn put<T: IntoBytes + zerocopy::Immutable>(&self, gpa: u64, v: &T) {
-        self.mem.write(gpa, v.as_bytes()).unwrap();
-    }
-
-    fn get<T: FromBytes + IntoBytes>(&self, gpa: u64) -> T {
-        let mut v = T::new_zeroed();
-        self.mem.read(gpa, v.as_mut_bytes()).unwrap();
-        v
-    }
-
     fn call(&mut self, x: &mut Xen, nr: u32, a1: u64, a2: u64, a3: u64) -> (i64, Hypercall) {
         self.state.rax = u64::from(nr);
         self.regs.rdi = a1;
