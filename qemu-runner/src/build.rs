@@ -199,6 +199,8 @@ fn build_uncached(spec: &KernelSpec) -> Result<PathBuf, String> {
         ));
     }
     crate::toolchain::ensure_for_kernels()?;
+    // No boot of this process runs beside the build (see `build_turn`).
+    let _turn = crate::run::build_turn();
     eprintln!("building {} ({}) ...", spec.name, spec.key());
     let out = spec
         .command()

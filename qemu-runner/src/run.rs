@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// What one QEMU process did.
@@ -71,6 +71,23 @@ impl Drop for Permit<'_> {
 
 static QEMU_SLOTS: Semaphore = Semaphore::per_cpu();
 
+/// QEMU runs hold this shared, kernel builds alone: a cargo build beside
+/// TCG boots on a 2-core machine starved the guests' PIT calibration (every
+/// sample disturbed, so no TSC frequency; seen in CI when the feature
+/// matrix booted its first kernels while building the next ones).
+static BUILDS_OR_BOOTS: RwLock<()> = RwLock::new(());
+
+/// Held while QEMU runs; shared with other QEMU runs.
+pub fn boot_turn() -> RwLockReadGuard<'static, ()> {
+    BUILDS_OR_BOOTS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held while a cargo build runs: waits until no QEMU of this process runs,
+/// and no QEMU starts until it is dropped.
+pub fn build_turn() -> RwLockWriteGuard<'static, ()> {
+    BUILDS_OR_BOOTS.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `program args…` with a timeout, calling `on_line` for every serial
 /// line as it arrives. Waits for a free CPU slot first.
 pub fn run_qemu(
@@ -79,6 +96,7 @@ pub fn run_qemu(
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<RawRun, String> {
+    let _turn = boot_turn();
     let _permit = QEMU_SLOTS.acquire();
     run_with_timeout(program, args, timeout, on_line)
 }
@@ -95,6 +113,7 @@ pub fn run_qemu_held(
     on_line: &mut dyn FnMut(&str),
     on_hold: &mut dyn FnMut(),
 ) -> Result<RawRun, String> {
+    let _turn = boot_turn();
     let _permit = QEMU_SLOTS.acquire();
     run_inner(program, args, timeout, on_line, Some(on_hold))
 }

@@ -90,17 +90,14 @@ pub fn boot(name: &str) -> Option<ScenarioReport> {
     boot_with(name, &RunOptions::default())
 }
 
-/// Boots share the CPU with each other ([`boot_with`] holds it shared);
-/// a test that runs cargo builds of its own holds it alone
-/// ([`cpu_heavy`]): builds beside TCG boots starved the guests' PIT
-/// calibration on this 2-core machine (every sample disturbed, so no TSC
-/// frequency).
-static HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-/// Held by a test while it runs cargo builds, so no boot of the same test
-/// binary runs beside them.
+/// Held by a test while it runs cargo builds of its own, so no boot of the
+/// same test binary runs beside them (the runner already keeps its own
+/// kernel builds and boots apart, [`qemu_runner::run::build_turn`]): builds
+/// beside TCG boots starved the guests' PIT calibration on a 2-core machine
+/// (every sample disturbed, so no TSC frequency). Not reentrant: do not
+/// boot while holding it.
 pub fn cpu_heavy() -> std::sync::RwLockWriteGuard<'static, ()> {
-    HEAVY.write().unwrap_or_else(|e| e.into_inner())
+    qemu_runner::run::build_turn()
 }
 
 /// Boots scenario `name` with `opts` (e.g. extra guest command-line
@@ -108,10 +105,7 @@ pub fn cpu_heavy() -> std::sync::RwLockWriteGuard<'static, ()> {
 /// run it.
 pub fn boot_with(name: &str, opts: &RunOptions) -> Option<ScenarioReport> {
     let s = scenario::find(name).unwrap_or_else(|| panic!("no scenario named {name}"));
-    let r = {
-        let _shared = HEAVY.read().unwrap_or_else(|e| e.into_inner());
-        qemu_runner::run_scenario(s, opts)
-    };
+    let r = qemu_runner::run_scenario(s, opts);
     if r.status() == Status::Skip {
         eprintln!(
             "SKIP {name}: {}",
