@@ -673,6 +673,9 @@ fn time_timer_cancel(ctx: &mut Context<'_>) -> Outcome {
 
 fn time_steal(_ctx: &mut Context<'_>) -> Outcome {
     let a = pvops::time::steal_ns();
+    // A CPUID between the reads exits to the hypervisor, which may update
+    // the steal area meanwhile (a lying one may move it backwards).
+    let _ = pvops::cpu::cpuid(0, 0);
     let b = pvops::time::steal_ns();
     let owner = pvops::Entry::from_name("time.steal_ns").map_or("?", pvops::owner);
     if owner == pvops::patch::NATIVE {

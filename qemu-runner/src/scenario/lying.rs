@@ -1,7 +1,145 @@
 //! The lying-hypervisor matrix: each backend's persona lying in a `break=` way, each ending in a passing boot with the entries it could not trust native (issue 16).
+//!
+//! Every case names, in [`Expect::logged`], the reason the guest logs for
+//! what it left native or ignored; `docs/lying-hypervisors.md` states the
+//! matrix as a table (with the cases that predate it, in `mod.rs`,
+//! `kvm.rs` and `fixes.rs`).
 
 #[allow(unused_imports)]
 use super::*;
 
+/// `microvisor:<persona>:break=<case>`: persona `<persona>` with
+/// `break=<case>`, expecting `expect`.
+macro_rules! lying {
+    ($persona:literal : $case:literal, $description:literal, $expect:expr) => {
+        Scenario {
+            name: concat!("microvisor:", $persona, ":break=", $case),
+            description: concat!("lying ", $persona, ": ", $description),
+            boot: mv($persona, concat!("break=", $case)),
+            expect: $expect,
+            ..Scenario::BASE
+        }
+    };
+}
+
+/// The VMware backend without steal time: [`VMWARE_OWNS`] with
+/// `time.steal_ns` native.
+pub const VMWARE_NO_STEAL: Owners = Owners {
+    backend: VMWARE_OWNS.backend,
+    optional: &[],
+};
+
+/// The VMware backend with steal time: [`VMWARE_OWNS`] with
+/// `time.steal_ns` required.
+pub const VMWARE_WITH_STEAL: Owners = Owners {
+    backend: &[
+        "time.tsc_frequency",
+        "time.monotonic_ns",
+        "time.apic_timer_khz",
+        "cpu.io_delay",
+        "cpu.halt",
+        "irq.safe_halt",
+        "time.steal_ns",
+    ],
+    optional: &[],
+};
+
+/// VMware whose TSC frequency came from the backdoor (GETHZ): the backend
+/// owns what it owns with the leaf; no PIT calibration.
+const VMWARE_GETHZ: Expect = Expect {
+    tsc_source: Some("vmware-backdoor"),
+    fewer_than_native: &[],
+    ..VMWARE
+};
+
+/// A VMware machine the backend could not take (no TSC frequency it can
+/// trust): native after the failed setup, the PIT calibrates.
+const VMWARE_FELL_BACK: Expect = Expect {
+    hypervisor: Some("vmware"),
+    backend: Some("native"),
+    owners: Some(Owners::NATIVE),
+    tsc_source: Some("pit-calibration"),
+    interfaces: &[(0x4000_0000, "vmware")],
+    counts: &[(Metric::Pit, Count::NonZero)],
+    logged: &["backend 'vmware' setup failed (tsc frequency"],
+    ..Expect::PASS
+};
+
+/// The VMware backdoor port.
+const VMWARE_PORT: u16 = 0x5658;
+
 /// This area's scenarios, in report order.
-pub const SCENARIOS: &[Scenario] = &[];
+pub const SCENARIOS: &[Scenario] = &[
+    // ---- VMware ----------------------------------------------------------
+    lying!(
+        "vmware":"timing-leaf",
+        "timing leaf 0x40000010 without frequencies: TSC and APIC frequencies from backdoor GETHZ",
+        Expect {
+            logged: &["vmware: TSC", "kHz from vmware-backdoor"],
+            ..VMWARE_GETHZ
+        }
+    ),
+    lying!(
+        "vmware":"no-frequency",
+        "neither the timing leaf nor GETHZ gives a frequency: setup fails, native, PIT calibration",
+        VMWARE_FELL_BACK
+    ),
+    lying!(
+        "vmware":"signature-only",
+        "signature with max leaf 0x40000000 and a backdoor answering -1 to everything: native",
+        VMWARE_FELL_BACK
+    ),
+    lying!(
+        "vmware":"absurd-frequency",
+        "timing leaf says the TSC runs at 1 kHz: ignored, the frequency comes from GETHZ",
+        Expect {
+            logged: &["timing leaf 0x40000010 says the TSC runs at 1 kHz: implausible, ignored"],
+            ..VMWARE_GETHZ
+        }
+    ),
+    lying!(
+        "vmware":"vmmcall",
+        "VMMCALL works but 0x40000010 does not announce it: the backdoor goes over the port, never VMMCALL",
+        Expect {
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Reason("vmmcall"), Count::Zero),
+                (Metric::Port(VMWARE_PORT), Count::NonZero),
+            ],
+            fewer_than_native: &[],
+            logged: &["backdoor over io-port"],
+            ..VMWARE
+        }
+    ),
+    lying!(
+        "vmware":"stealclock",
+        "STEALCLOCK answers -1: time.steal_ns native",
+        Expect {
+            owners: Some(VMWARE_NO_STEAL),
+            fewer_than_native: &[],
+            logged: &["vmware: steal time stays native: STEALCLOCK not available"],
+            ..VMWARE
+        }
+    ),
+    lying!(
+        "vmware":"stealclock-refused",
+        "STEALCLOCK's availability probe succeeds, the second call (enable) answers -1: time.steal_ns native",
+        Expect {
+            owners: Some(VMWARE_NO_STEAL),
+            fewer_than_native: &[],
+            logged: &["vmware: steal time stays native: STEALCLOCK did not enable the area"],
+            ..VMWARE
+        }
+    ),
+    lying!(
+        "vmware":"steal-backwards",
+        "the steal clock goes down before every guest entry: time.steal_ns frozen at its last good value",
+        Expect {
+            owners: Some(VMWARE_WITH_STEAL),
+            selftests: &["time.steal"],
+            fewer_than_native: &[],
+            logged: &["vmware: steal clock went backwards"],
+            ..VMWARE
+        }
+    ),
+];

@@ -303,6 +303,10 @@ pub struct Expect {
     /// For a scenario with a [`Scenario::native_pair`]: metrics that must be
     /// strictly smaller in this run than in the pair's native run.
     pub fewer_than_native: &'static [Metric],
+    /// Texts the guest must have logged: each must appear in a log line
+    /// (`[LEVEL] message`, the boot kit's logger) of the serial console.
+    /// The lying-hypervisor matrix states each fallback's reason here.
+    pub logged: &'static [&'static str],
 }
 
 impl Expect {
@@ -325,6 +329,7 @@ impl Expect {
         interfaces: &[],
         counts: &[],
         fewer_than_native: &[],
+        logged: &[],
     };
 }
 
