@@ -488,6 +488,8 @@ pub fn pvclock_problem(t: &VcpuTimeInfo) -> Option<&'static str> {
         Some("kvmclock TSC scale is 0")
     } else if t.tsc_khz() == 0 {
         Some("kvmclock TSC scale gives 0 kHz")
+    } else if !crate::tsc::plausible_khz(t.tsc_khz()) {
+        Some("kvmclock TSC scale gives an implausible frequency (below 10 MHz or above 100 GHz)")
     } else {
         None
     }

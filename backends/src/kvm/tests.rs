@@ -142,6 +142,8 @@ enum Clock {
     Never,
     ZeroScale,
     NotStable,
+    /// A scale for a 1 kHz TSC (lying-hypervisor matrix).
+    AbsurdScale,
 }
 
 /// A fake KVM: accepts or refuses MSR writes, writes the areas into the
@@ -195,7 +197,12 @@ impl Hw for Host {
         }
         match index {
             m::SYSTEM_TIME_NEW | m::SYSTEM_TIME => {
-                let (mul, shift) = time_scale(2_500_000).unwrap();
+                let khz = if self.clock == Clock::AbsurdScale {
+                    1
+                } else {
+                    2_500_000
+                };
+                let (mul, shift) = time_scale(khz).unwrap();
                 let t = VcpuTimeInfo {
                     version: match self.clock {
                         Clock::StuckOdd => 3,
@@ -325,6 +332,7 @@ fn bad_input_kvmclock_never_valid() {
         (Clock::Never, "never written"),
         (Clock::StuckOdd, "stuck odd"),
         (Clock::ZeroScale, "TSC scale is 0"),
+        (Clock::AbsurdScale, "implausible frequency"),
     ] {
         let (owned, state, logs, host) = run(|h| h.clock = mode);
         assert!(!owned.contains(&"time.monotonic_ns"), "{mode:?}");

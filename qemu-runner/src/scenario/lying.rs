@@ -68,6 +68,13 @@ const VMWARE_FELL_BACK: Expect = Expect {
 /// The VMware backdoor port.
 const VMWARE_PORT: u16 = 0x5658;
 
+/// `MSR_KVM_SYSTEM_TIME_NEW` (KVM msr.rst).
+const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+/// `MSR_KVM_STEAL_TIME`.
+const KVM_STEAL_TIME: u32 = 0x4b56_4d03;
+/// `MSR_KVM_PV_EOI_EN`.
+const KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
+
 /// This area's scenarios, in report order.
 pub const SCENARIOS: &[Scenario] = &[
     // ---- VMware ----------------------------------------------------------
@@ -140,6 +147,81 @@ pub const SCENARIOS: &[Scenario] = &[
             fewer_than_native: &[],
             logged: &["vmware: steal clock went backwards"],
             ..VMWARE
+        }
+    ),
+    // ---- KVM -------------------------------------------------------------
+    lying!(
+        "kvm":"no-features",
+        "the signature with KVM_CPUID_FEATURES 0: the backend installs but owns nothing, no KVM MSR written",
+        Expect {
+            owners: Some(Owners::NATIVE),
+            tsc_source: Some("pit-calibration"),
+            counts: &[
+                (Metric::Pit, Count::NonZero),
+                (Metric::MsrWrites(KVM_SYSTEM_TIME_NEW), Count::Zero),
+                (Metric::MsrWrites(KVM_STEAL_TIME), Count::Zero),
+                (Metric::MsrWrites(KVM_PV_EOI_EN), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            logged: &[
+                "kvm: cpu.io_delay stays native: KVM_FEATURE_NOP_IO_DELAY not offered",
+                "kvm: time.monotonic_ns stays native: neither KVM_FEATURE_CLOCKSOURCE2 nor KVM_FEATURE_CLOCKSOURCE",
+            ],
+            ..kvm::KVM_PERSONA
+        }
+    ),
+    lying!(
+        "kvm":"clock-gp",
+        "kvmclock offered, its MSRs raise #GP: the guest catches it, clock and frequency native",
+        Expect {
+            owners: Some(kvm::KVM_NO_CLOCK),
+            tsc_source: Some("pit-calibration"),
+            counts: &[
+                (Metric::Pit, Count::NonZero),
+                (Metric::MsrWrites(KVM_SYSTEM_TIME_NEW), Count::NonZero),
+            ],
+            fewer_than_native: &[],
+            logged: &["kvm: time.monotonic_ns and time.tsc_frequency stays native: WRMSR raised #GP"],
+            ..kvm::KVM_PERSONA
+        }
+    ),
+    lying!(
+        "kvm":"absurd-frequency",
+        "the kvmclock scale says the TSC runs at 1 kHz: clock and frequency native",
+        Expect {
+            owners: Some(kvm::KVM_NO_CLOCK),
+            tsc_source: Some("pit-calibration"),
+            counts: &[
+                (Metric::Pit, Count::NonZero),
+                (Metric::MsrWrites(KVM_SYSTEM_TIME_NEW), Count::NonZero),
+            ],
+            fewer_than_native: &[],
+            logged: &["kvmclock TSC scale gives an implausible frequency"],
+            ..kvm::KVM_PERSONA
+        }
+    ),
+    lying!(
+        "kvm":"hidden-steal",
+        "KVM_FEATURE_STEAL_TIME hidden in CPUID, its MSR working: never written, time.steal_ns native",
+        Expect {
+            owners: Some(kvm::KVM_NO_STEAL),
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Msr(KVM_STEAL_TIME), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            logged: &["kvm: time.steal_ns stays native: KVM_FEATURE_STEAL_TIME not offered"],
+            ..kvm::KVM_PERSONA
+        }
+    ),
+    lying!(
+        "kvm":"steal-backwards",
+        "the steal time goes down before every guest entry: time.steal_ns frozen at its last good value",
+        Expect {
+            selftests: &["time.steal"],
+            fewer_than_native: &[],
+            logged: &["kvm: steal time went backwards"],
+            ..kvm::KVM_PERSONA
         }
     ),
 ];
