@@ -394,12 +394,18 @@ pub(crate) fn setup(
 
     let mut tsc = 0;
     if offer.frequencies {
-        tsc = hw.rdmsr(m::TSC_FREQUENCY) / 1000;
+        let khz = hw.rdmsr(m::TSC_FREQUENCY) / 1000;
         let apic_khz = hw.rdmsr(m::APIC_FREQUENCY) / 1000;
-        if tsc != 0 {
+        if crate::tsc::plausible_khz(khz) {
+            tsc = khz;
             set_tsc_khz(tsc, TscSource::HypervMsr, patch);
-        } else {
+        } else if khz == 0 {
             log::info!("pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY reads 0");
+        } else {
+            log::warn!(
+                "pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY says {} kHz: implausible, ignored",
+                khz
+            );
         }
         if apic_khz != 0 {
             APIC_KHZ.store(apic_khz, Ordering::Relaxed);
@@ -414,16 +420,19 @@ pub(crate) fn setup(
         // Without the MSR: the TSC page's scale, else the reference counter
         // against the TSC — both the hypervisor's own references, better
         // than a PIT calibration under virtualisation.
-        let from_page = clock::tsc_page_scale().and_then(tsc_hz_from_scale);
+        let plausible = |hz: &u64| crate::tsc::plausible_khz(hz / 1000);
+        let from_page = clock::tsc_page_scale()
+            .and_then(tsc_hz_from_scale)
+            .filter(plausible);
         match from_page {
             Some(hz) => set_tsc_khz(hz.div_ceil(1000), TscSource::HypervTscPage, patch),
-            None => match calibrate(hw) {
+            None => match calibrate(hw).filter(plausible) {
                 Some(hz) => {
                     set_tsc_khz((hz + 500) / 1000, TscSource::HypervReferenceCounter, patch)
                 }
                 None => native_stays(
                     "time.tsc_frequency",
-                    "the reference counter did not advance",
+                    "the reference counter did not advance, or at an implausible rate",
                 ),
             },
         }

@@ -511,6 +511,19 @@ fn no_frequency_msrs_still_owns_the_tsc_frequency() {
     assert!(!got.contains(&"time.apic_timer_khz"));
 }
 
+/// Lying-hypervisor matrix: a frequency MSR that says 1 kHz is ignored;
+/// the TSC frequency comes from the hypervisor's other references.
+#[test]
+fn implausible_frequency_msr_is_ignored() {
+    let mut hv = FakeHv::new();
+    hv.msrs.insert(m::TSC_FREQUENCY, 1000);
+    let (patch, _pages) = run(&mut hv, 8);
+    assert!(owned(&patch).contains(&"time.tsc_frequency"));
+    let f = (patch.table().time.tsc_frequency)();
+    assert_ne!(f.source, TscSource::HypervMsr);
+    assert!(crate::tsc::plausible_khz(f.khz), "{f:?}");
+}
+
 /// Review finding F7: KVM writes sequence 0 while it sets the page up; the
 /// page is kept and every read decides.
 #[test]

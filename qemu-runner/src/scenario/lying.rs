@@ -68,6 +68,27 @@ const VMWARE_FELL_BACK: Expect = Expect {
 /// The VMware backdoor port.
 const VMWARE_PORT: u16 = 0x5658;
 
+/// Hyper-V without the synthetic timer: [`HYPERV_OWNS`] less
+/// `time.timer_setup/arm/cancel` (the local APIC timer).
+pub const HYPERV_NO_STIMER: Owners = Owners {
+    backend: &[
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "time.apic_timer_khz",
+        "irq.eoi",
+        "system.report_crash",
+        "mmu.flush_remote",
+        "irq.send_ipi",
+        "irq.send_ipi_mask",
+    ],
+    optional: &[],
+};
+
+/// HV_X64_MSR_STIMER0_CONFIG (TLFS, Synthetic Timer MSRs).
+const HV_STIMER0_CONFIG: u32 = 0x4000_00b0;
+/// HV_X64_MSR_STIMER0_COUNT.
+const HV_STIMER0_COUNT: u32 = 0x4000_00b1;
+
 /// `MSR_KVM_SYSTEM_TIME_NEW` (KVM msr.rst).
 const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
 /// `MSR_KVM_STEAL_TIME`.
@@ -222,6 +243,64 @@ pub const SCENARIOS: &[Scenario] = &[
             fewer_than_native: &[],
             logged: &["kvm: steal time went backwards"],
             ..kvm::KVM_PERSONA
+        }
+    ),
+    // ---- Hyper-V ---------------------------------------------------------
+    lying!(
+        "hyperv":"no-privileges",
+        "\"Microsoft Hv\" and \"Hv#1\" with no privilege, feature or recommendation: not taken, native",
+        Expect {
+            hypervisor: Some("hyperv"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            tsc_source: Some("pit-calibration"),
+            interfaces: &[(0x4000_0000, "hyperv")],
+            counts: &[(Metric::Pit, Count::NonZero), (Metric::Hypercalls, Count::Zero)],
+            logged: &["backend 'hyperv' not taken: no hypercall or VP index MSR privilege"],
+            ..Expect::PASS
+        }
+    ),
+    lying!(
+        "hyperv":"absurd-frequency",
+        "HV_X64_MSR_TSC_FREQUENCY says 1 kHz: ignored, the TSC frequency comes from the reference TSC page",
+        Expect {
+            tsc_source: Some("hyperv-tsc-page"),
+            fewer_than_native: &[],
+            logged: &["HV_X64_MSR_TSC_FREQUENCY says 1 kHz: implausible, ignored"],
+            ..HYPERV
+        }
+    ),
+    lying!(
+        "hyperv":"hidden-stimer",
+        "AccessSyntheticTimerRegs hidden, the timer MSRs working: never touched, the local APIC timer is used",
+        Expect {
+            owners: Some(HYPERV_NO_STIMER),
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Msr(HV_STIMER0_CONFIG), Count::Zero),
+                (Metric::Msr(HV_STIMER0_COUNT), Count::Zero),
+                (Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            logged: &["hyperv: time.timer_* stays native: no direct-mode synthetic timer"],
+            ..HYPERV
+        }
+    ),
+    lying!(
+        "hyperv":"hypercall-second-fails",
+        "the first hypercall (the flush probe) succeeds, every later one fails: flushes and IPIs fall back to native per call",
+        Expect {
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Hypercalls, Count::AtLeast(2)),
+                (Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            logged: &[
+                "hyperv: TLB flush hypercall failed",
+                "hyperv: synthetic cluster IPI hypercall failed",
+            ],
+            ..HYPERV
         }
     ),
 ];
