@@ -303,4 +303,40 @@ pub const SCENARIOS: &[Scenario] = &[
             ..HYPERV
         }
     ),
+    // ---- Xen -------------------------------------------------------------
+    lying!(
+        "xen":"signature-only",
+        "\"XenVMMXenVMM\" with max leaf base+0 (no version, hypercall or time leaf): native",
+        Expect {
+            hypervisor: Some("xen"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            tsc_source: Some("pit-calibration"),
+            counts: &[(Metric::Pit, Count::NonZero), (Metric::Hypercalls, Count::Zero)],
+            logged: &["hypervisor 'xen' seen at 0x40000000, but its backend found no usable interface"],
+            ..Expect::PASS
+        }
+    ),
+    lying!(
+        "xen":"absurd-frequency",
+        "the pvclock scale says the TSC runs at 1 kHz: clock and timer native, the TSC frequency from base+3",
+        Expect {
+            logged: &["says the TSC runs at 1 kHz: implausible"],
+            ..XEN_WITHOUT_SHARED_INFO
+        }
+    ),
+    lying!(
+        "xen":"timer-second-fails",
+        "the first VCPUOP_set_singleshot_timer is accepted, later ones fail: the native timer takes over",
+        Expect {
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::AtLeast(2)),
+                (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            logged: &["xen: VCPUOP_set_singleshot_timer failed (EINVAL); the native timer takes over"],
+            ..XEN
+        }
+    ),
 ];
