@@ -10,7 +10,7 @@ use pvops_abi::exit::ExitCode;
 mod fixes;
 mod hostile;
 mod kvm;
-mod lying;
+pub mod lying;
 mod microvm;
 mod minimal;
 pub mod nested;
