@@ -72,6 +72,7 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:kvm:break=absurd-frequency",
     "microvisor:kvm:break=hidden-steal",
     "microvisor:kvm:break=steal-backwards",
+    "microvisor:kvm:break=pvclock-backwards",
     "microvisor:hyperv:break=no-privileges",
     "microvisor:hyperv:break=absurd-frequency",
     "microvisor:hyperv:break=hidden-stimer",
@@ -79,6 +80,7 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:xen:break=signature-only",
     "microvisor:xen:break=absurd-frequency",
     "microvisor:xen:break=timer-second-fails",
+    "microvisor:xen:break=pvclock-backwards",
     // realpeers.rs
     "microvm:tcg",
     "microvm:kvm",

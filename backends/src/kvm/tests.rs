@@ -360,6 +360,18 @@ fn unstable_pvclock_is_kept_monotonic() {
     assert_eq!(state.clock_ns(), u64::MAX - 1);
 }
 
+/// Lying-hypervisor matrix: a stable-marked pvclock that goes backwards
+/// loses its stable bit and is kept monotonic from then on.
+#[test]
+fn stable_pvclock_going_backwards_loses_the_stable_bit() {
+    let (_, state, _, _) = run(|h| h.clock = Clock::Good);
+    assert!(state.stable.load(Ordering::Relaxed));
+    state.last_ns.store(u64::MAX - 1, Ordering::Relaxed);
+    let ((), logs) = capture_logs(|| assert_eq!(state.clock_ns(), u64::MAX - 1));
+    assert!(!state.stable.load(Ordering::Relaxed));
+    assert!(logged(&logs, "went backwards"), "{logs:?}");
+}
+
 #[test]
 fn bad_input_steal_time_never_written() {
     let (owned, state, logs, host) = run(|h| h.steal_written = false);

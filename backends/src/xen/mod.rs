@@ -92,6 +92,8 @@ static SKIP_EOI: AtomicBool = AtomicBool::new(false);
 /// This vCPU's id for per-vCPU hypercalls (base+4 EBX, else 0).
 static VCPU_ID: AtomicU32 = AtomicU32::new(0);
 static LAST_NS: AtomicU64 = AtomicU64::new(0);
+/// The pvclock was seen going backwards (logged once).
+static CLOCK_WENT_BACK: AtomicBool = AtomicBool::new(false);
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 /// Whether [`TSC_KHZ`] came from base+3 rather than a pvclock.
 static TSC_FROM_LEAF: AtomicBool = AtomicBool::new(false);
@@ -542,6 +544,13 @@ fn monotonic_ns() -> u64 {
         Ok((t, tsc)) => {
             let now = t.ns_at(tsc);
             let prev = LAST_NS.fetch_max(now, Ordering::Relaxed);
+            if now < prev && !CLOCK_WENT_BACK.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "xen: the pvclock went backwards ({} ns after {} ns); kept monotonic",
+                    now,
+                    prev
+                );
+            }
             now.max(prev)
         }
         Err(_) => LAST_NS.load(Ordering::Relaxed),

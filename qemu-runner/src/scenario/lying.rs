@@ -245,6 +245,16 @@ pub const SCENARIOS: &[Scenario] = &[
             ..kvm::KVM_PERSONA
         }
     ),
+    lying!(
+        "kvm":"pvclock-backwards",
+        "the kvmclock, marked stable, steps back 5 ms once in 64 guest entries: the stable bit is dropped, the clock kept monotonic",
+        Expect {
+            selftests: &["time.clock-monotonic"],
+            fewer_than_native: &[],
+            logged: &["kvm: kvmclock marked stable went backwards"],
+            ..kvm::KVM_PERSONA
+        }
+    ),
     // ---- Hyper-V ---------------------------------------------------------
     lying!(
         "hyperv":"no-privileges",
@@ -336,6 +346,16 @@ pub const SCENARIOS: &[Scenario] = &[
             ],
             fewer_than_native: &[],
             logged: &["xen: VCPUOP_set_singleshot_timer failed (EINVAL); the native timer takes over"],
+            ..XEN
+        }
+    ),
+    lying!(
+        "xen":"pvclock-backwards",
+        "the pvclock steps back 5 ms once in 64 guest entries: the clock is kept monotonic",
+        Expect {
+            selftests: &["time.clock-monotonic"],
+            fewer_than_native: &[],
+            logged: &["xen: the pvclock went backwards"],
             ..XEN
         }
     ),

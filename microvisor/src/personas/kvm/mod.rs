@@ -33,8 +33,10 @@
 //! MSRs raise #GP), `hidden-steal` (`KVM_FEATURE_STEAL_TIME` cleared in
 //! CPUID, the MSR still works: the guest must not write it),
 //! `steal-backwards` (the steal-time area starts high and goes down before
-//! every guest entry) and `absurd-frequency` (the pvclock scale says the
-//! TSC runs at 1 kHz).
+//! every guest entry), `absurd-frequency` (the pvclock scale says the
+//! TSC runs at 1 kHz) and `pvclock-backwards` (marked stable, the pvclock
+//! is republished before every guest entry, one in [`BACKWARDS_EVERY`]
+//! [`BACKWARDS_LAG_NS`] behind: the clock steps back, then forward again).
 
 use super::hyperv::lazy_eoi::LazyEoi;
 use super::{signature, GuestCx, Hypercall, HypercallAction, Persona, SelectError};
@@ -82,7 +84,15 @@ pub enum Break {
     StealBackwards,
     /// `absurd-frequency`.
     AbsurdFrequency,
+    /// `pvclock-backwards`.
+    PvclockBackwards,
 }
+
+/// How far behind `break=pvclock-backwards` publishes (5 ms: more than a
+/// loaded host takes between two guest clock reads around an exit).
+pub const BACKWARDS_LAG_NS: u64 = 5_000_000;
+/// One publication in this many is [`BACKWARDS_LAG_NS`] behind.
+pub const BACKWARDS_EVERY: u64 = 64;
 
 /// The TSC frequency `break=absurd-frequency` publishes in the pvclock
 /// scale: 1 kHz.
@@ -104,6 +114,7 @@ pub const BREAK_STEPS: &[&str] = &[
     "hidden-steal",
     "steal-backwards",
     "absurd-frequency",
+    "pvclock-backwards",
 ];
 
 impl Break {
@@ -119,6 +130,7 @@ impl Break {
             "hidden-steal" => Some(Break::HiddenSteal),
             "steal-backwards" => Some(Break::StealBackwards),
             "absurd-frequency" => Some(Break::AbsurdFrequency),
+            "pvclock-backwards" => Some(Break::PvclockBackwards),
             _ => None,
         }
     }
@@ -330,6 +342,11 @@ impl KvmInterface {
             self.time.tsc_to_system_mul,
             self.time.tsc_shift,
         );
+        if self.broken == Some(Break::PvclockBackwards)
+            && self.stats.publishes % BACKWARDS_EVERY == BACKWARDS_EVERY - 1
+        {
+            self.time.system_time = self.time.system_time.saturating_sub(BACKWARDS_LAG_NS);
+        }
         // One vCPU: trivially synchronised, unless broken on purpose.
         self.time.flags = if self.broken == Some(Break::StableBit) {
             0
@@ -379,6 +396,9 @@ impl KvmInterface {
     /// Before each entry: settle PV EOI, refresh steal time.
     pub fn poll(&mut self, cx: &mut GuestCx<'_>) {
         self.lazy.reconcile(cx);
+        if self.broken == Some(Break::PvclockBackwards) {
+            self.publish(cx);
+        }
         let period = self.tsc_khz.saturating_mul(STEAL_REFRESH_MS);
         let backwards = self.broken == Some(Break::StealBackwards);
         if self.steal_msr & m::ENABLED != 0

@@ -162,3 +162,23 @@ fn lying_steps() {
     let second: StealTime = g.get(PAGE);
     assert!(second.steal < first.steal && second.version > first.version);
 }
+
+#[test]
+fn pvclock_backwards_steps_back_every_other_publication() {
+    let mut g = Guest::new();
+    let mut k = iface(Some(Break::PvclockBackwards));
+    k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(PAGE))
+        .unwrap();
+    let mut back = 0;
+    for _ in 0..BACKWARDS_EVERY {
+        let before: VcpuTimeInfo = g.get(PAGE);
+        g.now += 1000;
+        k.poll(&mut g.cx());
+        let after: VcpuTimeInfo = g.get(PAGE);
+        assert_eq!(after.flags, pvclock::FLAG_TSC_STABLE);
+        if after.ns_at(g.now) < before.ns_at(g.now) {
+            back += 1;
+        }
+    }
+    assert_eq!(back, 1);
+}

@@ -54,7 +54,10 @@
 //! version, hypercall or time leaf), `absurd-frequency` (the pvclock scale
 //! says the TSC runs at 1 kHz; base+3 tells the truth) and
 //! `timer-second-fails` (the first `VCPUOP_set_singleshot_timer` is
-//! accepted, every later one answers -EINVAL).
+//! accepted, every later one answers -EINVAL) and `pvclock-backwards` (the
+//! pvclock is republished before every guest entry, one in
+//! [`BACKWARDS_EVERY`] [`BACKWARDS_LAG_NS`] behind and the next one back on
+//! time: the clock steps back, then forward again).
 //!
 //! Design notes, limits and the counter codes are in `docs/backends/xen.md`,
 //! "The microvisor persona".
@@ -89,7 +92,14 @@ pub const BREAKS: &[&str] = &[
     "signature-only",
     "absurd-frequency",
     "timer-second-fails",
+    "pvclock-backwards",
 ];
+
+/// How far `break=pvclock-backwards` steps the clock back (5 ms: more than
+/// a loaded host takes between two guest clock reads around an exit).
+pub const BACKWARDS_LAG_NS: u64 = 5_000_000;
+/// One publication in this many steps back.
+pub const BACKWARDS_EVERY: u64 = 64;
 /// The behaviour words `break=` also takes (combined with `+`).
 pub const KNOBS: &[&str] = &["noisy-ports", "callback-via", "qemu"];
 /// The toolstack's xenstore port (libxl `store_port`).
@@ -130,6 +140,8 @@ pub enum Break {
     AbsurdFrequency,
     /// Singleshot timers after the first answer -EINVAL.
     TimerSecondFails,
+    /// The pvclock steps back every other publication.
+    PvclockBackwards,
 }
 
 impl Break {
@@ -142,6 +154,7 @@ impl Break {
             "signature-only" => Break::SignatureOnly,
             "absurd-frequency" => Break::AbsurdFrequency,
             "timer-second-fails" => Break::TimerSecondFails,
+            "pvclock-backwards" => Break::PvclockBackwards,
             _ => return None,
         })
     }

@@ -571,3 +571,18 @@ fn lying_steps() {
     assert_eq!(g.rc(&mut x, nr::VCPU_OP, set, 0, ARG), 0);
     assert_eq!(g.rc(&mut x, nr::VCPU_OP, set, 0, ARG), -errno::EINVAL);
 }
+
+#[test]
+fn pvclock_backwards_steps_back_every_other_publication() {
+    let mut g = Guest::new();
+    let mut x = xen(Some("pvclock-backwards"));
+    set_up(&mut g, &mut x);
+    let mut readings = std::vec::Vec::new();
+    for _ in 0..2 * BACKWARDS_EVERY {
+        g.now += 1000;
+        x.poll(&mut g.cx());
+        readings.push(g.shared_info().vcpu_info[0].time.ns_at(g.now));
+    }
+    let back = readings.windows(2).filter(|w| w[1] < w[0]).count();
+    assert_eq!(back, 2, "{readings:?}");
+}
