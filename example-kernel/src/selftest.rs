@@ -616,9 +616,7 @@ fn time_clock_monotonic(_ctx: &mut Context<'_>) -> Outcome {
         let _ = pvops::cpu::cpuid(0, 0);
         let now = pvops::time::monotonic_ns();
         if now < prev {
-            return fail(text!(
-                "went backwards at read {i}: {prev} ns -> {now} ns"
-            ));
+            return fail(text!("went backwards at read {i}: {prev} ns -> {now} ns"));
         }
         prev = now;
     }
