@@ -28,6 +28,30 @@ pub fn inb_unused(port: u16) -> u8 {
     unsafe { bootkit::cpu::inb(port) }
 }
 
+/// RDMSR that may raise #GP: the caller installed a vector-13 handler that
+/// advances RIP by 2 (the instruction's length). A skipped RDMSR yields 0.
+///
+/// # Safety
+///
+/// As [`pvops::cpu::read_msr`] for a read that succeeds.
+pub unsafe fn rdmsr_may_fault(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: forwarded to the caller; a fault is stepped over. EAX/EDX are
+    // preset to 0 so a skipped RDMSR yields 0.
+    unsafe {
+        core::arch::asm!(
+            "xor eax, eax",
+            "xor edx, edx",
+            "rdmsr",
+            in("ecx") msr,
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack)
+        )
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
 /// RDMSR of an MSR that may not exist: a #GP is expected and must be
 /// handled by a vector-13 handler that skips the 2-byte instruction.
 pub fn rdmsr_expect_fault(msr: u32) -> u64 {

@@ -359,7 +359,7 @@ pub(crate) fn setup(
         fresh.spin_retries = reread.spin_retries;
     }
     let leaves = &fresh;
-    let offer = Offer::from_leaves(leaves);
+    let offer = confirm_msrs(Offer::from_leaves(leaves), platform);
     log::debug!("pvops: hyperv: {:?}", offer);
 
     // 2. Hypercall page, verified overlaid before any hypercall.
@@ -533,6 +533,67 @@ pub(crate) fn setup(
     }
 }
 
+/// Whether MSR `index` reads without #GP; true when the kernel cannot tell
+/// (no #GP recovery: the privilege bit is then the only promise).
+fn msr_readable(platform: &mut dyn Platform, index: u32) -> bool {
+    debug_assert!(m::is_synthetic(index));
+    // SAFETY: only synthetic MSRs whose read has no side effect are probed
+    // (never GUEST_IDLE); a #GP is caught by the kernel.
+    !matches!(
+        unsafe { platform.read_msr_catching_gp(index) },
+        Some(Err(_))
+    )
+}
+
+/// The offer less what the hypervisor promised in CPUID but whose first MSR
+/// raises #GP (a lying hypervisor, `docs/lying-hypervisors.md`): each such
+/// group stays native, logged. The reference counter is not probed here
+/// (its clock reads it anyway, or the TSC page stands in for it).
+fn confirm_msrs(mut offer: Offer, platform: &mut dyn Platform) -> Offer {
+    let mut confirm = |on: &mut bool, msrs: &[(u32, &str)], outcome: &str| {
+        if !*on {
+            return;
+        }
+        if let Some((_, name)) = msrs.iter().find(|(i, _)| !msr_readable(platform, *i)) {
+            log::warn!(
+                "pvops: hyperv: {} promised in CPUID raises #GP: {}",
+                name,
+                outcome
+            );
+            *on = false;
+        }
+    };
+    confirm(
+        &mut offer.tsc_page,
+        &[(m::REFERENCE_TSC, "HV_X64_MSR_REFERENCE_TSC")],
+        "no reference TSC page, the clock reads the reference counter",
+    );
+    confirm(
+        &mut offer.frequencies,
+        &[
+            (m::TSC_FREQUENCY, "HV_X64_MSR_TSC_FREQUENCY"),
+            (m::APIC_FREQUENCY, "HV_X64_MSR_APIC_FREQUENCY"),
+        ],
+        "no frequency MSRs",
+    );
+    confirm(
+        &mut offer.stimer_direct,
+        &[(m::stimer_config(0), "HV_X64_MSR_STIMER0_CONFIG")],
+        "time.timer_* stays native",
+    );
+    confirm(
+        &mut offer.apic_msrs,
+        &[(m::VP_ASSIST_PAGE, "HV_X64_MSR_VP_ASSIST_PAGE")],
+        "irq.eoi stays native",
+    );
+    confirm(
+        &mut offer.crash_msrs,
+        &[(m::CRASH_CTL, "HV_X64_MSR_CRASH_CTL")],
+        "system.report_crash stays native",
+    );
+    offer
+}
+
 fn check_status(s: Status) -> Result<(), &'static str> {
     if s == Status::SUCCESS {
         Ok(())
@@ -614,6 +675,15 @@ impl Backend for HyperV {
             step: "detection",
             detail,
         })?;
+        // The MSRs of the two privileges detection requires.
+        for index in [m::GUEST_OS_ID, m::HYPERCALL, m::VP_INDEX] {
+            if !msr_readable(platform, index) {
+                return Err(SetupError {
+                    step: "msrs",
+                    detail: "a hypercall or VP index MSR raises #GP despite its privilege",
+                });
+            }
+        }
         setup(&mut Real, &leaves, patch, platform);
         Ok(())
     }

@@ -84,6 +84,23 @@ pub const HYPERV_NO_STIMER: Owners = Owners {
     optional: &[],
 };
 
+/// Hyper-V whose frequency and crash MSRs #GP: [`HYPERV_OWNS`] less
+/// `time.apic_timer_khz` and `system.report_crash`.
+pub const HYPERV_MSRS_GP: Owners = Owners {
+    backend: &[
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "time.timer_setup",
+        "time.timer_arm",
+        "time.timer_cancel",
+        "irq.eoi",
+        "mmu.flush_remote",
+        "irq.send_ipi",
+        "irq.send_ipi_mask",
+    ],
+    optional: &[],
+};
+
 /// HV_X64_MSR_STIMER0_CONFIG (TLFS, Synthetic Timer MSRs).
 const HV_STIMER0_CONFIG: u32 = 0x4000_00b0;
 /// HV_X64_MSR_STIMER0_COUNT.
@@ -309,6 +326,20 @@ pub const SCENARIOS: &[Scenario] = &[
             logged: &[
                 "hyperv: TLB flush hypercall failed",
                 "hyperv: synthetic cluster IPI hypercall failed",
+            ],
+            ..HYPERV
+        }
+    ),
+    lying!(
+        "hyperv":"msrs-gp",
+        "the frequency MSRs and HV_X64_MSR_CRASH_CTL offered in CPUID raise #GP: caught, those entries native, the TSC frequency from the TSC page",
+        Expect {
+            owners: Some(HYPERV_MSRS_GP),
+            tsc_source: Some("hyperv-tsc-page"),
+            fewer_than_native: &[],
+            logged: &[
+                "hyperv: HV_X64_MSR_TSC_FREQUENCY promised in CPUID raises #GP: no frequency MSRs",
+                "hyperv: HV_X64_MSR_CRASH_CTL promised in CPUID raises #GP: system.report_crash stays native",
             ],
             ..HYPERV
         }

@@ -33,7 +33,9 @@
 //! (HV_X64_MSR_TSC_FREQUENCY reads 1 kHz), `hidden-stimer` (the
 //! AccessSyntheticTimerRegs privilege cleared, the timer MSRs still work:
 //! the guest must not touch them) and `hypercall-second-fails` (the first
-//! hypercall succeeds, every later one returns HV_STATUS_ACCESS_DENIED).
+//! hypercall succeeds, every later one returns HV_STATUS_ACCESS_DENIED) and
+//! `msrs-gp` (privileges and features as usual, but the frequency MSRs
+//! and HV_X64_MSR_CRASH_CTL raise #GP).
 
 mod cpuid;
 mod crash;
@@ -67,6 +69,9 @@ pub enum Break {
     /// `hypercall-second-fails`: hypercalls after the first return
     /// ACCESS_DENIED.
     HypercallSecondFails,
+    /// `msrs-gp`: the frequency MSRs and CRASH_CTL raise #GP although
+    /// CPUID offers them.
+    MsrsGp,
 }
 
 /// What `break=absurd-frequency` makes HV_X64_MSR_TSC_FREQUENCY read: 1 kHz.
@@ -81,6 +86,7 @@ pub const BREAK_STEPS: &[&str] = &[
     "absurd-frequency",
     "hidden-stimer",
     "hypercall-second-fails",
+    "msrs-gp",
 ];
 /// Behaviour words `break=` also takes.
 pub const KNOBS: &[&str] = &["no-frequencies", "tsc-page-late"];
@@ -104,6 +110,7 @@ impl Break {
             "absurd-frequency" => Some(Break::AbsurdFrequency),
             "hidden-stimer" => Some(Break::HiddenStimer),
             "hypercall-second-fails" => Some(Break::HypercallSecondFails),
+            "msrs-gp" => Some(Break::MsrsGp),
             _ => None,
         }
     }
