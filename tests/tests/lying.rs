@@ -7,7 +7,8 @@
 //! first one succeeded.
 
 use pvops_tests::{
-    assert_count, assert_owners, assert_verdict_pass, boot_all, context, field, metric, record,
+    assert_count, assert_owners, assert_verdict_pass, boot_all, boot_with, context, field, metric,
+    record,
 };
 use qemu_runner::scenario::{self, lying, Count, Metric, Owners};
 use qemu_runner::{RunOptions, ScenarioReport};
@@ -118,18 +119,41 @@ fn assert_particulars(r: &ScenarioReport) {
     }
 }
 
-/// Every case of the matrix, booted (two at a time, by the runner).
+/// Whether a case that falls back to the PIT calibration failed only
+/// because every calibration sample was disturbed (`tsc source=none`): the
+/// known effect of a host loaded far beyond its cores, not of the lie.
+fn pit_disturbed(r: &ScenarioReport) -> bool {
+    !r.passed()
+        && r.scenario.expect.tsc_source == Some("pit-calibration")
+        && r.result.tsc_source.as_deref() == Some("none")
+}
+
+/// Every case of the matrix, booted (two at a time, by the runner). A case
+/// whose PIT calibration was disturbed by host load is booted once more
+/// (printed as `RETRY`); every failure is reported, not only the first.
 #[test]
 fn every_lying_hypervisor_case_ends_in_a_passing_boot() {
     let names: Vec<&str> = lying::SCENARIOS.iter().map(|s| s.name).collect();
-    let reports = boot_all(&names, &RunOptions::default());
-    for r in reports
-        .iter()
-        .map(|r| r.as_ref().expect("TCG scenario must run"))
-    {
-        assert_case(r);
-        assert_particulars(r);
+    let opts = RunOptions::default();
+    let mut failed = Vec::new();
+    for r in boot_all(&names, &opts) {
+        let mut r = r.expect("TCG scenario must run");
+        if pit_disturbed(&r) {
+            eprintln!(
+                "RETRY {}: every PIT calibration sample disturbed (host load)",
+                r.scenario.name
+            );
+            r = boot_with(r.scenario.name, &opts).expect("TCG scenario must run");
+        }
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_case(&r);
+            assert_particulars(&r);
+        }));
+        if checked.is_err() {
+            failed.push(r.scenario.name);
+        }
     }
+    assert!(failed.is_empty(), "failed cases (see above): {failed:?}");
 }
 
 /// The matrix has at least 8 cases per backend (this file's and those that
