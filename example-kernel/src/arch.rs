@@ -55,23 +55,10 @@ pub unsafe fn rdmsr_may_fault(msr: u32) -> u64 {
 /// RDMSR of an MSR that may not exist: a #GP is expected and must be
 /// handled by a vector-13 handler that skips the 2-byte instruction.
 pub fn rdmsr_expect_fault(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: the caller installed a #GP handler that advances RIP by 2; if
     // the MSR exists, reading it has no side effect for the MSRs used here
-    // (an unassigned index). EAX/EDX are preset to 0 so a skipped RDMSR
-    // yields 0.
-    unsafe {
-        core::arch::asm!(
-            "xor eax, eax",
-            "xor edx, edx",
-            "rdmsr",
-            in("ecx") msr,
-            out("eax") lo,
-            out("edx") hi,
-            options(nomem, nostack)
-        )
-    };
-    (u64::from(hi) << 32) | u64::from(lo)
+    // (an unassigned index).
+    unsafe { rdmsr_may_fault(msr) }
 }
 
 /// WRMSR that may raise #GP: the caller installed a vector-13 handler that

@@ -113,6 +113,19 @@ const KVM_STEAL_TIME: u32 = 0x4b56_4d03;
 /// `MSR_KVM_PV_EOI_EN`.
 const KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
 
+/// KVM whose kvmclock the guest tried (the system-time MSR written) and
+/// refused: clock and frequency native, the PIT calibrates.
+const KVM_CLOCK_REFUSED: Expect = Expect {
+    owners: Some(kvm::KVM_NO_CLOCK),
+    tsc_source: Some("pit-calibration"),
+    counts: &[
+        (Metric::Pit, Count::NonZero),
+        (Metric::MsrWrites(KVM_SYSTEM_TIME_NEW), Count::NonZero),
+    ],
+    fewer_than_native: &[],
+    ..kvm::KVM_PERSONA
+};
+
 /// This area's scenarios, in report order.
 pub const SCENARIOS: &[Scenario] = &[
     // ---- VMware ----------------------------------------------------------
@@ -212,30 +225,16 @@ pub const SCENARIOS: &[Scenario] = &[
         "kvm":"clock-gp",
         "kvmclock offered, its MSRs raise #GP: the guest catches it, clock and frequency native",
         Expect {
-            owners: Some(kvm::KVM_NO_CLOCK),
-            tsc_source: Some("pit-calibration"),
-            counts: &[
-                (Metric::Pit, Count::NonZero),
-                (Metric::MsrWrites(KVM_SYSTEM_TIME_NEW), Count::NonZero),
-            ],
-            fewer_than_native: &[],
             logged: &["kvm: time.monotonic_ns and time.tsc_frequency stays native: WRMSR raised #GP"],
-            ..kvm::KVM_PERSONA
+            ..KVM_CLOCK_REFUSED
         }
     ),
     lying!(
         "kvm":"absurd-frequency",
         "the kvmclock scale says the TSC runs at 1 kHz: clock and frequency native",
         Expect {
-            owners: Some(kvm::KVM_NO_CLOCK),
-            tsc_source: Some("pit-calibration"),
-            counts: &[
-                (Metric::Pit, Count::NonZero),
-                (Metric::MsrWrites(KVM_SYSTEM_TIME_NEW), Count::NonZero),
-            ],
-            fewer_than_native: &[],
             logged: &["kvmclock TSC scale gives an implausible frequency"],
-            ..kvm::KVM_PERSONA
+            ..KVM_CLOCK_REFUSED
         }
     ),
     lying!(
