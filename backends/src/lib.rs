@@ -138,6 +138,21 @@ pub trait Platform {
     ) -> Option<Result<(), MsrFault>> {
         None
     }
+
+    /// Reads MSR `index` with the kernel's #GP handler set to step over the
+    /// RDMSR: `Some(Ok(value))` when read, `Some(Err(_))` when it raised
+    /// #GP, `None` (the default) when the kernel cannot recover from a #GP.
+    /// A backend uses it to check that an MSR CPUID promises exists before
+    /// it relies on it (a hypervisor may promise what it does not
+    /// implement, see `docs/lying-hypervisors.md`).
+    ///
+    /// # Safety
+    ///
+    /// As [`pvops::cpu::read_msr`]: reading `index` must have no effect
+    /// the caller has not accounted for.
+    unsafe fn read_msr_catching_gp(&mut self, _index: u32) -> Option<Result<u64, MsrFault>> {
+        None
+    }
 }
 
 /// A hypervisor backend.

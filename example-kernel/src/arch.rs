@@ -28,14 +28,16 @@ pub fn inb_unused(port: u16) -> u8 {
     unsafe { bootkit::cpu::inb(port) }
 }
 
-/// RDMSR of an MSR that may not exist: a #GP is expected and must be
-/// handled by a vector-13 handler that skips the 2-byte instruction.
-pub fn rdmsr_expect_fault(msr: u32) -> u64 {
+/// RDMSR that may raise #GP: the caller installed a vector-13 handler that
+/// advances RIP by 2 (the instruction's length). A skipped RDMSR yields 0.
+///
+/// # Safety
+///
+/// As [`pvops::cpu::read_msr`] for a read that succeeds.
+pub unsafe fn rdmsr_may_fault(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
-    // SAFETY: the caller installed a #GP handler that advances RIP by 2; if
-    // the MSR exists, reading it has no side effect for the MSRs used here
-    // (an unassigned index). EAX/EDX are preset to 0 so a skipped RDMSR
-    // yields 0.
+    // SAFETY: forwarded to the caller; a fault is stepped over. EAX/EDX are
+    // preset to 0 so a skipped RDMSR yields 0.
     unsafe {
         core::arch::asm!(
             "xor eax, eax",
@@ -44,10 +46,19 @@ pub fn rdmsr_expect_fault(msr: u32) -> u64 {
             in("ecx") msr,
             out("eax") lo,
             out("edx") hi,
-            options(nomem, nostack)
+            options(nostack)
         )
     };
     (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// RDMSR of an MSR that may not exist: a #GP is expected and must be
+/// handled by a vector-13 handler that skips the 2-byte instruction.
+pub fn rdmsr_expect_fault(msr: u32) -> u64 {
+    // SAFETY: the caller installed a #GP handler that advances RIP by 2; if
+    // the MSR exists, reading it has no side effect for the MSRs used here
+    // (an unassigned index).
+    unsafe { rdmsr_may_fault(msr) }
 }
 
 /// WRMSR that may raise #GP: the caller installed a vector-13 handler that

@@ -144,6 +144,23 @@ pub unsafe fn wrmsr_catching_gp(msr: u32, value: u64) -> bool {
     GP_TAKEN.load(Ordering::SeqCst) == before
 }
 
+/// RDMSR with a #GP handler that steps over it: the value when read, `None`
+/// when the CPU (or hypervisor) refused it with #GP. Interrupts must be off
+/// (the handler is swapped for the duration).
+///
+/// # Safety
+///
+/// As [`pvops::cpu::read_msr`] for a read that succeeds.
+pub unsafe fn rdmsr_catching_gp(msr: u32) -> Option<u64> {
+    let before = GP_TAKEN.load(Ordering::SeqCst);
+    let old = idt::set_handler(13, Some(skip_rdmsr));
+    // SAFETY: forwarded to the caller; a #GP is stepped over by the
+    // handler just installed.
+    let v = unsafe { arch::rdmsr_may_fault(msr) };
+    idt::set_handler(13, old);
+    (GP_TAKEN.load(Ordering::SeqCst) == before).then_some(v)
+}
+
 /// An MSR index no CPU or hypervisor defines.
 const BAD_MSR: u32 = 0x4fff_0000;
 

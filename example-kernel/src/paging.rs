@@ -145,6 +145,14 @@ impl pvops_backends::Platform for FrameAllocator {
             Err(pvops_backends::MsrFault)
         })
     }
+
+    unsafe fn read_msr_catching_gp(
+        &mut self,
+        index: u32,
+    ) -> Option<Result<u64, pvops_backends::MsrFault>> {
+        // SAFETY: forwarded to the caller (`Platform` contract).
+        Some(unsafe { crate::faults::rdmsr_catching_gp(index) }.ok_or(pvops_backends::MsrFault))
+    }
 }
 
 /// A page-table page, accessed by physical (= virtual) address.

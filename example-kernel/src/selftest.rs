@@ -165,6 +165,7 @@ pub fn run_all(ctx: &mut Context<'_>, tally: &mut Tally) {
         ("irq.self-ipi", irq_self_ipi),
         ("irq.ipi-mask-self", irq_ipi_mask_self),
         ("irq.safe-halt", irq_safe_halt),
+        ("time.clock-monotonic", time_clock_monotonic),
         ("time.clock-vs-tsc", time_clock_vs_tsc),
         ("time.clock-vs-timer", time_clock_vs_timer),
         ("time.timer-cancel", time_timer_cancel),
@@ -602,6 +603,32 @@ fn time_clock_vs_tsc(_ctx: &mut Context<'_>) -> Outcome {
     )
 }
 
+/// Reads of `time.clock-monotonic`.
+const MONOTONIC_READS: u32 = 2_000;
+
+/// The clock never goes backwards, also across exits to the hypervisor
+/// (a CPUID between the reads), where a hypervisor may rewrite its clock
+/// page.
+fn time_clock_monotonic(_ctx: &mut Context<'_>) -> Outcome {
+    let first = pvops::time::monotonic_ns();
+    let mut prev = first;
+    for i in 0..MONOTONIC_READS {
+        let _ = pvops::cpu::cpuid(0, 0);
+        let now = pvops::time::monotonic_ns();
+        if now < prev {
+            return fail(text!("went backwards at read {i}: {prev} ns -> {now} ns"));
+        }
+        prev = now;
+    }
+    check(
+        true,
+        text!(
+            "{MONOTONIC_READS} reads across exits, advanced {} ns",
+            prev - first
+        ),
+    )
+}
+
 const CLOCK_DELAY_NS: u64 = 20_000_000;
 const CLOCK_EARLY_NS: u64 = 2_000_000;
 const CLOCK_LATE_NS: u64 = 2_000_000_000;
@@ -673,6 +700,9 @@ fn time_timer_cancel(ctx: &mut Context<'_>) -> Outcome {
 
 fn time_steal(_ctx: &mut Context<'_>) -> Outcome {
     let a = pvops::time::steal_ns();
+    // A CPUID between the reads exits to the hypervisor, which may update
+    // the steal area meanwhile (a lying one may move it backwards).
+    let _ = pvops::cpu::cpuid(0, 0);
     let b = pvops::time::steal_ns();
     let owner = pvops::Entry::from_name("time.steal_ns").map_or("?", pvops::owner);
     if owner == pvops::patch::NATIVE {

@@ -7,6 +7,14 @@ use crate::run::RawRun;
 use crate::scenario::{Owners, Scenario, TscKhz};
 use crate::Resolved;
 
+/// Whether a log line of `serial` (`[LEVEL] message`, as the boot kit's
+/// logger writes them) contains `text`.
+pub fn logged(serial: &str, text: &str) -> bool {
+    serial
+        .lines()
+        .any(|l| l.trim_start().starts_with('[') && l.contains(text))
+}
+
 /// The `tsc source=` of a guest that found no TSC frequency source.
 pub const NO_TSC_SOURCE: &str = "none";
 
@@ -114,6 +122,11 @@ pub fn judge(
             .collect();
         if got != want {
             f.push(format!("interfaces {got:x?}, expected {want:x?}"));
+        }
+    }
+    for want in expect.logged {
+        if !logged(&raw.serial, want) {
+            f.push(format!("no log line contains {want:?}"));
         }
     }
     let owners = match (expect.owners, expect.backend) {
@@ -626,6 +639,14 @@ mod tests {
         let failed = good_tcg().replace("verdict=pass", "verdict=fail");
         let f = judge_text("tcg", Some(0), &failed);
         assert!(f.iter().any(|m| m.contains("status 0")), "{f:?}");
+    }
+
+    #[test]
+    fn logged_texts_are_found_in_log_lines_only() {
+        let serial = "[INFO ] pvops: kvm: time.steal_ns stays native: x\r\n@@ backend reason=stays%20native\n";
+        assert!(logged(serial, "time.steal_ns stays native"));
+        assert!(!logged(serial, "reason=stays"));
+        assert!(!logged(serial, "irq.eoi"));
     }
 
     #[test]

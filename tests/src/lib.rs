@@ -7,12 +7,12 @@
 #![forbid(unsafe_code)]
 
 use pvops::time::TscSource;
-use qemu_runner::parse::{BootResult, Exits};
+use qemu_runner::parse::{parse_line, BootResult, Exits, Line, Record};
 use qemu_runner::scenario::{Count, Metric, Owners};
 use qemu_runner::{scenario, RunOptions, ScenarioReport, Status};
 
 /// Scenarios with a dedicated test in one of this crate's test files
-/// (`scenarios.rs`, `personas.rs`, `fixes.rs`); every other declared scenario, except
+/// (`scenarios.rs`, `personas.rs`, `fixes.rs`, `lying.rs`, ...); every other declared scenario, except
 /// the families of [`DEDICATED_PREFIXES`], is booted by
 /// `every_other_scenario_meets_its_expectations`.
 pub const DEDICATED: &[&str] = &[
@@ -58,6 +58,30 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:hyperv:no-frequencies",
     "microvisor:hyperv:tsc-page-late",
     "microvisor:hyperv:no-frequencies+tsc-page-late",
+    // lying.rs (the lying-hypervisor matrix, qemu_runner::scenario::lying)
+    "microvisor:vmware:break=timing-leaf",
+    "microvisor:vmware:break=no-frequency",
+    "microvisor:vmware:break=signature-only",
+    "microvisor:vmware:break=absurd-frequency",
+    "microvisor:vmware:break=vmmcall",
+    "microvisor:vmware:break=stealclock",
+    "microvisor:vmware:break=stealclock-refused",
+    "microvisor:vmware:break=steal-backwards",
+    "microvisor:kvm:break=no-features",
+    "microvisor:kvm:break=clock-gp",
+    "microvisor:kvm:break=absurd-frequency",
+    "microvisor:kvm:break=hidden-steal",
+    "microvisor:kvm:break=steal-backwards",
+    "microvisor:kvm:break=pvclock-backwards",
+    "microvisor:hyperv:break=no-privileges",
+    "microvisor:hyperv:break=absurd-frequency",
+    "microvisor:hyperv:break=hidden-stimer",
+    "microvisor:hyperv:break=hypercall-second-fails",
+    "microvisor:hyperv:break=msrs-gp",
+    "microvisor:xen:break=signature-only",
+    "microvisor:xen:break=absurd-frequency",
+    "microvisor:xen:break=timer-second-fails",
+    "microvisor:xen:break=pvclock-backwards",
     // realpeers.rs
     "microvm:tcg",
     "microvm:kvm",
@@ -168,6 +192,26 @@ pub fn assert_count(r: &ScenarioReport, m: Metric, c: Count) {
         c.describe(),
         context(r)
     );
+}
+
+/// The last `@@ <kind>` record of the run's serial log (panics with context
+/// when there is none).
+pub fn record(r: &ScenarioReport, kind: &str) -> Record {
+    let serial = r.raw.as_ref().map_or("", |raw| raw.serial.as_str());
+    serial
+        .lines()
+        .rev()
+        .find_map(|l| match parse_line(l) {
+            Line::Record(rec) if rec.kind == kind => Some(rec),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no `@@ {kind}` record\n{}", context(r)))
+}
+
+/// Field `key` of `rec` (panics when absent).
+pub fn field<'a>(rec: &'a Record, key: &str) -> &'a str {
+    rec.get(key)
+        .unwrap_or_else(|| panic!("`@@ {}` has no {key}: {rec:?}", rec.kind))
 }
 
 /// The hypervisor interfaces the guest reported, as (base, kind).

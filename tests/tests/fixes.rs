@@ -3,8 +3,8 @@
 //! under them. Each scenario failed before its fix (see
 //! `docs/backends/{xen,hyperv}.md`, "Findings of the review").
 
-use pvops_tests::{assert_count, assert_persona_guest, assert_verdict_pass, boot, context};
-use qemu_runner::parse::{parse_line, Line, Record};
+use pvops_tests::{assert_count, assert_persona_guest, assert_verdict_pass, boot, context, record};
+use qemu_runner::parse::Record;
 use qemu_runner::scenario::{
     Count, Metric, Owners, HV_TIME_REF_COUNT, HYPERV_OWNS, VIRIDIAN_OWNS, XEN_OWNS,
 };
@@ -16,19 +16,6 @@ const XEN_HVM_GET_PARAM: u64 = 0x2201;
 const XEN_SET_UPCALL_VECTOR: u64 = 0x2217;
 /// HV_X64_MSR_TSC_FREQUENCY.
 const HV_TSC_FREQUENCY: u32 = 0x4000_0022;
-
-/// The last record of `kind` on the serial console.
-fn record(r: &ScenarioReport, kind: &str) -> Record {
-    let serial = r.raw.as_ref().map_or("", |raw| raw.serial.as_str());
-    serial
-        .lines()
-        .rev()
-        .find_map(|l| match parse_line(l) {
-            Line::Record(rec) if rec.kind == kind => Some(rec),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no {kind} record\n{}", context(r)))
-}
 
 fn field<'a>(rec: &'a Record, key: &str, r: &ScenarioReport) -> &'a str {
     rec.get(key)

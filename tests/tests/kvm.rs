@@ -3,29 +3,10 @@
 //! microvisor's `kvm` persona always.
 
 use pvops_tests::{
-    assert_count, assert_persona_guest, assert_verdict_pass, boot, boot_pair, context, metric,
+    assert_count, assert_persona_guest, assert_verdict_pass, boot, boot_pair, context, field,
+    metric, record,
 };
-use qemu_runner::parse::{parse_line, Line, Record};
 use qemu_runner::scenario::{Count, Metric, KVM_OWNS};
-use qemu_runner::ScenarioReport;
-
-/// The last `@@ <kind>` record of the run's serial log.
-fn record(r: &ScenarioReport, kind: &str) -> Record {
-    let serial = r.raw.as_ref().map_or("", |raw| raw.serial.as_str());
-    serial
-        .lines()
-        .rev()
-        .find_map(|l| match parse_line(l) {
-            Line::Record(rec) if rec.kind == kind => Some(rec),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no `@@ {kind}` record\n{}", context(r)))
-}
-
-fn field<'a>(rec: &'a Record, key: &str) -> &'a str {
-    rec.get(key)
-        .unwrap_or_else(|| panic!("`@@ {}` has no {key}: {rec:?}", rec.kind))
-}
 
 /// Real KVM: kvm selected, clock, EOI and steal time owned, the TSC
 /// frequency from kvmclock.

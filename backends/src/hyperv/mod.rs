@@ -359,7 +359,7 @@ pub(crate) fn setup(
         fresh.spin_retries = reread.spin_retries;
     }
     let leaves = &fresh;
-    let offer = Offer::from_leaves(leaves);
+    let offer = confirm_msrs(Offer::from_leaves(leaves), platform);
     log::debug!("pvops: hyperv: {:?}", offer);
 
     // 2. Hypercall page, verified overlaid before any hypercall.
@@ -394,12 +394,18 @@ pub(crate) fn setup(
 
     let mut tsc = 0;
     if offer.frequencies {
-        tsc = hw.rdmsr(m::TSC_FREQUENCY) / 1000;
+        let khz = hw.rdmsr(m::TSC_FREQUENCY) / 1000;
         let apic_khz = hw.rdmsr(m::APIC_FREQUENCY) / 1000;
-        if tsc != 0 {
+        if crate::tsc::plausible_khz(khz) {
+            tsc = khz;
             set_tsc_khz(tsc, TscSource::HypervMsr, patch);
-        } else {
+        } else if khz == 0 {
             log::info!("pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY reads 0");
+        } else {
+            log::warn!(
+                "pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY says {} kHz: implausible, ignored",
+                khz
+            );
         }
         if apic_khz != 0 {
             APIC_KHZ.store(apic_khz, Ordering::Relaxed);
@@ -414,16 +420,19 @@ pub(crate) fn setup(
         // Without the MSR: the TSC page's scale, else the reference counter
         // against the TSC — both the hypervisor's own references, better
         // than a PIT calibration under virtualisation.
-        let from_page = clock::tsc_page_scale().and_then(tsc_hz_from_scale);
+        let plausible = |hz: &u64| crate::tsc::plausible_khz(hz / 1000);
+        let from_page = clock::tsc_page_scale()
+            .and_then(tsc_hz_from_scale)
+            .filter(plausible);
         match from_page {
             Some(hz) => set_tsc_khz(hz.div_ceil(1000), TscSource::HypervTscPage, patch),
-            None => match calibrate(hw) {
+            None => match calibrate(hw).filter(plausible) {
                 Some(hz) => {
                     set_tsc_khz((hz + 500) / 1000, TscSource::HypervReferenceCounter, patch)
                 }
                 None => native_stays(
                     "time.tsc_frequency",
-                    "the reference counter did not advance",
+                    "the reference counter did not advance, or at an implausible rate",
                 ),
             },
         }
@@ -524,6 +533,67 @@ pub(crate) fn setup(
     }
 }
 
+/// Whether MSR `index` reads without #GP; true when the kernel cannot tell
+/// (no #GP recovery: the privilege bit is then the only promise).
+fn msr_readable(platform: &mut dyn Platform, index: u32) -> bool {
+    debug_assert!(m::is_synthetic(index));
+    // SAFETY: only synthetic MSRs whose read has no side effect are probed
+    // (never GUEST_IDLE); a #GP is caught by the kernel.
+    !matches!(
+        unsafe { platform.read_msr_catching_gp(index) },
+        Some(Err(_))
+    )
+}
+
+/// The offer less what the hypervisor promised in CPUID but whose first MSR
+/// raises #GP (a lying hypervisor, `docs/lying-hypervisors.md`): each such
+/// group stays native, logged. The reference counter is not probed here
+/// (its clock reads it anyway, or the TSC page stands in for it).
+fn confirm_msrs(mut offer: Offer, platform: &mut dyn Platform) -> Offer {
+    let mut confirm = |on: &mut bool, msrs: &[(u32, &str)], outcome: &str| {
+        if !*on {
+            return;
+        }
+        if let Some((_, name)) = msrs.iter().find(|(i, _)| !msr_readable(platform, *i)) {
+            log::warn!(
+                "pvops: hyperv: {} promised in CPUID raises #GP: {}",
+                name,
+                outcome
+            );
+            *on = false;
+        }
+    };
+    confirm(
+        &mut offer.tsc_page,
+        &[(m::REFERENCE_TSC, "HV_X64_MSR_REFERENCE_TSC")],
+        "no reference TSC page, the clock reads the reference counter",
+    );
+    confirm(
+        &mut offer.frequencies,
+        &[
+            (m::TSC_FREQUENCY, "HV_X64_MSR_TSC_FREQUENCY"),
+            (m::APIC_FREQUENCY, "HV_X64_MSR_APIC_FREQUENCY"),
+        ],
+        "no frequency MSRs",
+    );
+    confirm(
+        &mut offer.stimer_direct,
+        &[(m::stimer_config(0), "HV_X64_MSR_STIMER0_CONFIG")],
+        "time.timer_* stays native",
+    );
+    confirm(
+        &mut offer.apic_msrs,
+        &[(m::VP_ASSIST_PAGE, "HV_X64_MSR_VP_ASSIST_PAGE")],
+        "irq.eoi stays native",
+    );
+    confirm(
+        &mut offer.crash_msrs,
+        &[(m::CRASH_CTL, "HV_X64_MSR_CRASH_CTL")],
+        "system.report_crash stays native",
+    );
+    offer
+}
+
 fn check_status(s: Status) -> Result<(), &'static str> {
     if s == Status::SUCCESS {
         Ok(())
@@ -605,6 +675,15 @@ impl Backend for HyperV {
             step: "detection",
             detail,
         })?;
+        // The MSRs of the two privileges detection requires.
+        for index in [m::GUEST_OS_ID, m::HYPERCALL, m::VP_INDEX] {
+            if !msr_readable(platform, index) {
+                return Err(SetupError {
+                    step: "msrs",
+                    detail: "a hypercall or VP index MSR raises #GP despite its privilege",
+                });
+            }
+        }
         setup(&mut Real, &leaves, patch, platform);
         Ok(())
     }

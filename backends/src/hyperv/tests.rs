@@ -511,6 +511,64 @@ fn no_frequency_msrs_still_owns_the_tsc_frequency() {
     assert!(!got.contains(&"time.apic_timer_khz"));
 }
 
+/// Lying-hypervisor matrix: a frequency MSR that says 1 kHz is ignored;
+/// the TSC frequency comes from the hypervisor's other references.
+#[test]
+fn implausible_frequency_msr_is_ignored() {
+    let mut hv = FakeHv::new();
+    hv.msrs.insert(m::TSC_FREQUENCY, 1000);
+    let (patch, _pages) = run(&mut hv, 8);
+    assert!(owned(&patch).contains(&"time.tsc_frequency"));
+    let f = (patch.table().time.tsc_frequency)();
+    assert_ne!(f.source, TscSource::HypervMsr);
+    assert!(crate::tsc::plausible_khz(f.khz), "{f:?}");
+}
+
+/// A kernel that catches #GP, on a hypervisor whose `gp` MSRs raise it.
+struct Refusing {
+    pages: Pages,
+    gp: Vec<u32>,
+}
+
+impl Platform for Refusing {
+    fn alloc_shared_page(&mut self) -> Option<SharedPage> {
+        self.pages.alloc_shared_page()
+    }
+
+    unsafe fn read_msr_catching_gp(&mut self, index: u32) -> Option<Result<u64, crate::MsrFault>> {
+        Some(if self.gp.contains(&index) {
+            Err(crate::MsrFault)
+        } else {
+            Ok(0)
+        })
+    }
+}
+
+/// Lying-hypervisor matrix: an MSR group CPUID promises but whose MSR
+/// raises #GP is not used.
+#[test]
+fn promised_msrs_that_fault_leave_their_entries_native() {
+    let mut hv = FakeHv::new();
+    hv.leaves_after_id = Some(hyperv_leaves());
+    let mut patch = Patch::new("hyperv");
+    let mut platform = Refusing {
+        pages: Pages::new(8),
+        gp: vec![m::APIC_FREQUENCY, m::CRASH_CTL, m::stimer_config(0)],
+    };
+    setup(&mut hv, &hyperv_leaves(), &mut patch, &mut platform);
+    let got = owned(&patch);
+    for gone in [
+        "time.apic_timer_khz",
+        "system.report_crash",
+        "time.timer_arm",
+    ] {
+        assert!(!got.contains(&gone), "{gone}: {got:?}");
+    }
+    assert!(got.contains(&"time.tsc_frequency") && got.contains(&"irq.eoi"));
+    // Never read through the hardware either.
+    assert!(hv.writes.iter().all(|&(i, _)| i != m::CRASH_CTL));
+}
+
 /// Review finding F7: KVM writes sequence 0 while it sets the page up; the
 /// page is kept and every read decides.
 #[test]

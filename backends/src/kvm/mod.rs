@@ -316,15 +316,31 @@ impl State {
     }
 
     /// `time.monotonic_ns`: pvclock system time. With a stable pvclock the
-    /// reading is returned as is (KVM guarantees it monotonic); without,
-    /// never below an earlier reading.
+    /// reading is returned as is (KVM guarantees it monotonic) unless it is
+    /// below the last one: then the stable bit is dropped for good
+    /// (logged). Without it, never below an earlier reading.
     pub(crate) fn clock_ns(&self) -> u64 {
         match shared::read_clock(&self.clock, HOT_TRIES) {
             Some((t, tsc)) => {
                 let now = t.ns_at(tsc);
                 if self.stable.load(Ordering::Relaxed) {
-                    self.last_ns.store(now, Ordering::Relaxed);
-                    now
+                    let prev = self.last_ns.load(Ordering::Relaxed);
+                    if now >= prev {
+                        self.last_ns.store(now, Ordering::Relaxed);
+                        return now;
+                    }
+                    // A stable-marked pvclock that went backwards: the host
+                    // lied about the stable bit. Kept monotonic in software
+                    // from now on.
+                    if self.stable.swap(false, Ordering::Relaxed) {
+                        log::warn!(
+                            "pvops: kvm: kvmclock marked stable went backwards ({} ns after {} ns); kept monotonic in software",
+                            now,
+                            prev
+                        );
+                    }
+                    let prev = self.last_ns.fetch_max(now, Ordering::Relaxed);
+                    now.max(prev)
                 } else {
                     let prev = self.last_ns.fetch_max(now, Ordering::Relaxed);
                     now.max(prev)
@@ -488,6 +504,8 @@ pub fn pvclock_problem(t: &VcpuTimeInfo) -> Option<&'static str> {
         Some("kvmclock TSC scale is 0")
     } else if t.tsc_khz() == 0 {
         Some("kvmclock TSC scale gives 0 kHz")
+    } else if !crate::tsc::plausible_khz(t.tsc_khz()) {
+        Some("kvmclock TSC scale gives an implausible frequency (below 10 MHz or above 100 GHz)")
     } else {
         None
     }

@@ -142,6 +142,8 @@ enum Clock {
     Never,
     ZeroScale,
     NotStable,
+    /// A scale for a 1 kHz TSC (lying-hypervisor matrix).
+    AbsurdScale,
 }
 
 /// A fake KVM: accepts or refuses MSR writes, writes the areas into the
@@ -195,7 +197,12 @@ impl Hw for Host {
         }
         match index {
             m::SYSTEM_TIME_NEW | m::SYSTEM_TIME => {
-                let (mul, shift) = time_scale(2_500_000).unwrap();
+                let khz = if self.clock == Clock::AbsurdScale {
+                    1
+                } else {
+                    2_500_000
+                };
+                let (mul, shift) = time_scale(khz).unwrap();
                 let t = VcpuTimeInfo {
                     version: match self.clock {
                         Clock::StuckOdd => 3,
@@ -325,6 +332,7 @@ fn bad_input_kvmclock_never_valid() {
         (Clock::Never, "never written"),
         (Clock::StuckOdd, "stuck odd"),
         (Clock::ZeroScale, "TSC scale is 0"),
+        (Clock::AbsurdScale, "implausible frequency"),
     ] {
         let (owned, state, logs, host) = run(|h| h.clock = mode);
         assert!(!owned.contains(&"time.monotonic_ns"), "{mode:?}");
@@ -350,6 +358,18 @@ fn unstable_pvclock_is_kept_monotonic() {
     // A reading below the last one is not returned.
     state.last_ns.store(u64::MAX - 1, Ordering::Relaxed);
     assert_eq!(state.clock_ns(), u64::MAX - 1);
+}
+
+/// Lying-hypervisor matrix: a stable-marked pvclock that goes backwards
+/// loses its stable bit and is kept monotonic from then on.
+#[test]
+fn stable_pvclock_going_backwards_loses_the_stable_bit() {
+    let (_, state, _, _) = run(|h| h.clock = Clock::Good);
+    assert!(state.stable.load(Ordering::Relaxed));
+    state.last_ns.store(u64::MAX - 1, Ordering::Relaxed);
+    let ((), logs) = capture_logs(|| assert_eq!(state.clock_ns(), u64::MAX - 1));
+    assert!(!state.stable.load(Ordering::Relaxed));
+    assert!(logged(&logs, "went backwards"), "{logs:?}");
 }
 
 #[test]

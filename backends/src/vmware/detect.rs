@@ -55,16 +55,24 @@ pub struct TimePlan {
     pub apic_khz: Option<u64>,
 }
 
-/// Decides the frequencies: the timing leaf when its TSC value is non-zero,
-/// else GETHZ. The APIC frequency comes from the same source, or from GETHZ
-/// when the leaf gives a TSC but no bus frequency. `gethz` is called at most
-/// once, and only when the leaf does not give both values. `None` when
-/// neither source gives a TSC frequency: the backend must not claim one.
+/// Decides the frequencies: the timing leaf when its TSC value is non-zero
+/// and plausible ([`crate::tsc::plausible_khz`]), else GETHZ (whose TSC
+/// value must be plausible too). The APIC frequency comes from the same
+/// source, or from GETHZ when the leaf gives a TSC but no bus frequency.
+/// `gethz` is called at most once, and only when the leaf does not give
+/// both values. `None` when neither source gives a plausible TSC frequency:
+/// the backend must not claim one.
 pub fn plan_time(
     timing: Option<TimingLeaf>,
     gethz: impl FnOnce() -> Option<Hz>,
 ) -> Option<TimePlan> {
-    match timing.and_then(|t| t.trusted_tsc_khz().map(|k| (t, k))) {
+    let gethz = || gethz().filter(|h| crate::tsc::plausible_khz(h.tsc_khz()));
+    let leaf_tsc = |t: TimingLeaf| {
+        t.trusted_tsc_khz()
+            .filter(|&k| crate::tsc::plausible_khz(u64::from(k)))
+            .map(|k| (t, k))
+    };
+    match timing.and_then(leaf_tsc) {
         Some((t, tsc)) => {
             let apic_khz = match t.trusted_apic_khz() {
                 Some(k) => Some(u64::from(k)),

@@ -94,11 +94,30 @@ pub(crate) fn install_with(
     platform: &mut dyn Platform,
     call: &mut dyn FnMut(&Request) -> Registers,
 ) -> Result<(), SetupError> {
-    let plan =
-        detect::plan_time(cpu.timing, || call(&Request::get_hz()).hz()).ok_or(SetupError {
-            step: "tsc frequency",
-            detail: "timing leaf 0x40000010 absent or zero and backdoor GETHZ unsupported",
-        })?;
+    if let Some(khz) = cpu
+        .timing
+        .and_then(|t| t.trusted_tsc_khz())
+        .filter(|&k| !crate::tsc::plausible_khz(u64::from(k)))
+    {
+        log::warn!(
+            "vmware: timing leaf 0x40000010 says the TSC runs at {} kHz: implausible, ignored",
+            khz
+        );
+    }
+    let plan = detect::plan_time(cpu.timing, || {
+        let hz = call(&Request::get_hz()).hz();
+        if let Some(h) = hz.filter(|h| !crate::tsc::plausible_khz(h.tsc_khz())) {
+            log::warn!(
+                "vmware: backdoor GETHZ says the TSC runs at {} kHz: implausible, ignored",
+                h.tsc_khz()
+            );
+        }
+        hz
+    })
+    .ok_or(SetupError {
+        step: "tsc frequency",
+        detail: "timing leaf 0x40000010 absent, zero or implausible and backdoor GETHZ unsupported or implausible",
+    })?;
 
     CHANNEL.store(channel_code(cpu.channel), Ordering::Relaxed);
     TSC_KHZ.store(plan.tsc_khz, Ordering::Relaxed);
@@ -138,6 +157,8 @@ pub(crate) fn install_with(
     match (steal, page) {
         (Ok(phys), Some(p)) => {
             BOOT_APIC_ID.store(apic::id(), Ordering::Relaxed);
+            LAST_STEAL.store(0, Ordering::Relaxed);
+            STEAL_FROZEN.store(0, Ordering::Relaxed);
             STEAL_AREA.store(p.virt.as_ptr().cast::<StealTime>(), Ordering::Release);
             patch.set(slot::TIME_STEAL_NS, steal_ns);
             log::info!("vmware: steal clock at {:#x}", phys);
@@ -199,6 +220,8 @@ static APIC_KHZ: AtomicU64 = AtomicU64::new(0);
 static ORIGIN: AtomicU64 = AtomicU64::new(0);
 static STEAL_AREA: AtomicPtr<StealTime> = AtomicPtr::new(core::ptr::null_mut());
 static BOOT_APIC_ID: AtomicU32 = AtomicU32::new(0);
+static LAST_STEAL: AtomicU64 = AtomicU64::new(0);
+static STEAL_FROZEN: AtomicU8 = AtomicU8::new(0);
 
 /// `time.tsc_frequency`: the hypervisor's value and its source.
 fn tsc_frequency() -> TscFrequency {
@@ -239,7 +262,30 @@ fn steal_ns() -> u64 {
     // aligned (so 8-byte aligned for `clock`), and written only by the
     // hypervisor, which updates the 64-bit counter as one aligned store.
     let ticks = unsafe { core::ptr::read_volatile(&raw const (*area).clock) };
-    ntime::tsc_to_ns(ticks)
+    ntime::tsc_to_ns(steal_monotonic(ticks, &LAST_STEAL, &STEAL_FROZEN))
+}
+
+/// The steal clock never goes backwards: a reading below the last one
+/// freezes it at the last good value for good, logged once (the hypervisor
+/// broke its counter; Linux's `steal_account_process_time` would account a
+/// huge negative delta).
+fn steal_monotonic(ticks: u64, last: &AtomicU64, frozen: &AtomicU8) -> u64 {
+    if frozen.load(Ordering::Relaxed) != 0 {
+        return last.load(Ordering::Relaxed);
+    }
+    let prev = last.fetch_max(ticks, Ordering::Relaxed);
+    if ticks >= prev {
+        return ticks;
+    }
+    if frozen.swap(1, Ordering::Relaxed) == 0 {
+        log::warn!(
+            "vmware: steal clock went backwards ({} ticks after {}); time.steal_ns frozen at {} ticks",
+            ticks,
+            prev,
+            prev
+        );
+    }
+    prev
 }
 
 #[cfg(test)]

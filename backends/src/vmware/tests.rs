@@ -222,6 +222,33 @@ fn leaf_without_bus_frequency_asks_gethz_for_the_apic_only() {
     assert_eq!(plan.apic_khz, None);
 }
 
+/// Lying-hypervisor matrix: a timing leaf or GETHZ answer outside the
+/// plausible range is ignored like a zero one.
+#[test]
+fn implausible_frequencies_are_ignored() {
+    let absurd = abi::TimingLeaf::from_regs(1, 66_000, 0);
+    let plan = detect::plan_time(Some(absurd), || Some(HZ_3GHZ)).unwrap();
+    assert_eq!(plan.source, TscSource::VmwareBackdoor);
+    assert_eq!(plan.tsc_khz, 3_000_000);
+    let slow = Hz {
+        tsc_hz: 1_000_000,
+        apic_hz: 0,
+    };
+    assert_eq!(detect::plan_time(Some(absurd), || Some(slow)), None);
+    assert_eq!(detect::plan_time(None, || Some(slow)), None);
+}
+
+#[test]
+fn steal_clock_never_goes_backwards() {
+    use core::sync::atomic::{AtomicU64, AtomicU8};
+    let (last, frozen) = (AtomicU64::new(0), AtomicU8::new(0));
+    assert_eq!(super::steal_monotonic(10, &last, &frozen), 10);
+    assert_eq!(super::steal_monotonic(20, &last, &frozen), 20);
+    assert_eq!(super::steal_monotonic(5, &last, &frozen), 20);
+    // Frozen for good, even when the host's counter climbs again.
+    assert_eq!(super::steal_monotonic(30, &last, &frozen), 20);
+}
+
 #[test]
 fn kvm_signature_with_timing_leaf_is_not_vmware() {
     let dump = Dump {

@@ -80,6 +80,9 @@ static TIMER_PORT: AtomicU32 = AtomicU32::new(NO_PORT);
 /// The callback parameter could not be set in `timer_setup`: the timer
 /// entries forward to native.
 static TIMER_NATIVE: AtomicBool = AtomicBool::new(false);
+/// The vector `time.timer_setup` was given (for a late switch to the
+/// native timer).
+static TIMER_VECTOR: AtomicU8 = AtomicU8::new(0);
 /// How upcalls are delivered ([`Delivery`] as u8), chosen at install and
 /// possibly downgraded by `timer_setup`.
 static DELIVERY: AtomicU8 = AtomicU8::new(Delivery::None as u8);
@@ -89,6 +92,8 @@ static SKIP_EOI: AtomicBool = AtomicBool::new(false);
 /// This vCPU's id for per-vCPU hypercalls (base+4 EBX, else 0).
 static VCPU_ID: AtomicU32 = AtomicU32::new(0);
 static LAST_NS: AtomicU64 = AtomicU64::new(0);
+/// The pvclock was seen going backwards (logged once).
+static CLOCK_WENT_BACK: AtomicBool = AtomicBool::new(false);
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 /// Whether [`TSC_KHZ`] came from base+3 rather than a pvclock.
 static TSC_FROM_LEAF: AtomicBool = AtomicBool::new(false);
@@ -287,7 +292,10 @@ impl Backend for Xen {
                 None
             }
         };
-        let leaf_khz = leaves.time.and_then(|t| t.sound_tsc_khz());
+        let leaf_khz = leaves
+            .time
+            .and_then(|t| t.sound_tsc_khz())
+            .filter(|&k| crate::tsc::plausible_khz(u64::from(k)));
 
         // 3. shared_info and pvclock.
         let safe_pvclock = features.is_none_or(|f| f & (1 << abi::XENFEAT_HVM_SAFE_PVCLOCK) != 0);
@@ -420,6 +428,18 @@ fn setup_shared_info(platform: &mut dyn Platform, leaf_khz: Option<u32>) -> Resu
         });
     }
     let khz = t.tsc_khz();
+    if !crate::tsc::plausible_khz(khz) {
+        log::warn!(
+            "xen: the pvclock scale (mul {:#x}, shift {}) says the TSC runs at {} kHz: implausible",
+            t.tsc_to_system_mul,
+            t.tsc_shift,
+            khz
+        );
+        return Err(SetupError {
+            step: "pvclock",
+            detail: "TSC scale gives an implausible frequency (below 10 MHz or above 100 GHz)",
+        });
+    }
     TSC_KHZ.store(khz, Ordering::Relaxed);
     log::info!(
         "xen: pvclock version {}, TSC {} kHz (mul {:#x}, shift {}), flags {:#x}",
@@ -524,6 +544,13 @@ fn monotonic_ns() -> u64 {
         Ok((t, tsc)) => {
             let now = t.ns_at(tsc);
             let prev = LAST_NS.fetch_max(now, Ordering::Relaxed);
+            if now < prev && !CLOCK_WENT_BACK.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "xen: the pvclock went backwards ({} ns after {} ns); kept monotonic",
+                    now,
+                    prev
+                );
+            }
             now.max(prev)
         }
         Err(_) => LAST_NS.load(Ordering::Relaxed),
@@ -547,6 +574,7 @@ fn tsc_frequency() -> TscFrequency {
 /// per-vCPU upcall vector where offered, else (or if Xen refuses it) the
 /// callback-via vector, else the native timer.
 fn timer_setup(vector: u8) {
+    TIMER_VECTOR.store(vector, Ordering::Relaxed);
     if delivery() == Delivery::UpcallVector {
         match hypercall::hvm_set_evtchn_upcall_vector(VCPU_ID.load(Ordering::Relaxed), vector) {
             Ok(()) => {
@@ -591,10 +619,16 @@ fn timer_arm(delta_ns: u64) {
     // No VCPU_SSHOTTMR_future: a deadline already passed fires at once.
     if let Err(rc) = hypercall::vcpu_set_singleshot_timer(0, now.saturating_add(delta_ns.max(1)), 0)
     {
+        // A timer that worked and now fails would never fire again: the
+        // native timer takes over for good, on the vector already routed.
         log::error!(
-            "xen: set_singleshot_timer failed ({})",
+            "xen: VCPUOP_set_singleshot_timer failed ({}); the native timer takes over",
             abi::errno::name(rc)
         );
+        TIMER_NATIVE.store(true, Ordering::Relaxed);
+        DELIVERY.store(Delivery::None as u8, Ordering::Relaxed);
+        pvops::native::time::timer_setup(TIMER_VECTOR.load(Ordering::Relaxed));
+        pvops::native::time::timer_arm(delta_ns);
     }
 }
 

@@ -18,7 +18,14 @@
 //! frequencies: the guest must use GETHZ), `no-frequency` (neither the leaf
 //! nor GETHZ: the guest's VMware backend must refuse to install), `vmmcall`
 //! (VMMCALL not announced: the backdoor goes over the port) and
-//! `stealclock` (STEALCLOCK not offered).
+//! `stealclock` (STEALCLOCK not offered). The lying-hypervisor matrix
+//! (issue 16, `docs/lying-hypervisors.md`) adds: `signature-only` (max leaf
+//! 0x4000_0000 and a backdoor that answers every command -1),
+//! `absurd-frequency` (the timing leaf says the TSC runs at 1 kHz; GETHZ
+//! tells the truth), `stealclock-refused` (the availability probe of
+//! STEALCLOCK succeeds, the second call, enabling the area, answers -1) and
+//! `steal-backwards` (the steal clock starts high and goes down before
+//! every guest entry).
 
 use super::{signature, GuestCx, Hypercall, HypercallAction, Persona, SelectError, HV_LEAF_BASE};
 use pvops_abi::vmware::{
@@ -41,7 +48,27 @@ pub enum Break {
     Vmmcall,
     /// `stealclock`: STEALCLOCK is unsupported.
     StealClock,
+    /// `signature-only`: the signature with max leaf 0x4000_0000 (no timing
+    /// leaf) and a backdoor answering every command -1.
+    SignatureOnly,
+    /// `absurd-frequency`: 0x4000_0010 EAX (TSC kHz) reads
+    /// [`ABSURD_TSC_KHZ`]; GETHZ answers the real frequency.
+    AbsurdFrequency,
+    /// `stealclock-refused`: STEALCLOCK's "disable" probe answers 0, the
+    /// enable call that follows answers -1.
+    StealClockRefused,
+    /// `steal-backwards`: the registered steal area starts at
+    /// [`BACKWARDS_START`] ticks and loses [`BACKWARDS_STEP`] before every
+    /// guest entry.
+    StealBackwards,
 }
+
+/// The TSC frequency `break=absurd-frequency` puts in the timing leaf: 1 kHz.
+pub const ABSURD_TSC_KHZ: u32 = 1;
+/// Where `break=steal-backwards` starts the steal clock (ticks).
+pub const BACKWARDS_START: u64 = 1 << 40;
+/// What `break=steal-backwards` takes off the steal clock per guest entry.
+pub const BACKWARDS_STEP: u64 = 1000;
 
 impl Break {
     /// The step named on the command line.
@@ -51,6 +78,10 @@ impl Break {
             "no-frequency" => Break::NoFrequency,
             "vmmcall" => Break::Vmmcall,
             "stealclock" => Break::StealClock,
+            "signature-only" => Break::SignatureOnly,
+            "absurd-frequency" => Break::AbsurdFrequency,
+            "stealclock-refused" => Break::StealClockRefused,
+            "steal-backwards" => Break::StealBackwards,
             _ => return None,
         })
     }
@@ -160,6 +191,8 @@ pub struct Vmware {
     apic_bus_khz: u64,
     broken: Option<Break>,
     steal: StealClock,
+    /// What `break=steal-backwards` shows in the area now.
+    backwards: u64,
     stats: Stats,
 }
 
@@ -175,6 +208,7 @@ impl Vmware {
             apic_bus_khz: 0,
             broken,
             steal: StealClock::default(),
+            backwards: BACKWARDS_START,
             stats: Stats::default(),
         })
     }
@@ -210,7 +244,9 @@ impl Vmware {
     /// privilege level `cpl`, with `ram_size` bytes of guest RAM. Pure: the
     /// caller moves registers and writes a newly registered steal area.
     pub fn backdoor(&mut self, r: Registers, cpl: u8, ram_size: u64) -> Registers {
-        let Some(req) = abi::Request::from_registers(&r) else {
+        let Some(req) =
+            abi::Request::from_registers(&r).filter(|_| !self.broken(Break::SignatureOnly))
+        else {
             // No magic: QEMU's vmport answers -1 too (x-signal-unsupported-cmd).
             self.stats.unsupported += 1;
             return r.answer_unsupported();
@@ -232,6 +268,9 @@ impl Vmware {
             // CPL 0 only (backdoor_def.h).
             cmd::STEALCLOCK if !self.broken(Break::StealClock) && cpl == 0 => {
                 let gpa = (u64::from(req.esi) << 32) | u64::from(req.edi);
+                if self.broken(Break::StealClockRefused) && gpa != STEALCLOCK_DISABLE_ADDRESS {
+                    return self.unsupported(r);
+                }
                 match self.steal.command(gpa, ram_size) {
                     StealClockStatus::NotAvailable => None,
                     s => Some(Registers { eax: s.eax(), ..r }),
@@ -239,10 +278,22 @@ impl Vmware {
             }
             _ => None,
         };
-        answer.unwrap_or_else(|| {
-            self.stats.unsupported += 1;
-            r.answer_unsupported()
-        })
+        answer.unwrap_or_else(|| self.unsupported(r))
+    }
+
+    /// Counts and answers an unsupported call.
+    fn unsupported(&mut self, r: Registers) -> Registers {
+        self.stats.unsupported += 1;
+        r.answer_unsupported()
+    }
+
+    /// The steal clock value the guest is shown.
+    fn shown_ticks(&self) -> u64 {
+        if self.broken(Break::StealBackwards) {
+            self.backwards
+        } else {
+            self.steal.ticks
+        }
     }
 
     /// GETHZ: TSC Hz in EBX:EAX, APIC bus Hz in ECX; unsupported without a
@@ -279,7 +330,7 @@ impl Vmware {
         let out = self.backdoor(regs, cpl, cx.mem.size());
         if let Some(gpa) = self.steal.area.filter(|_| self.steal.area != before) {
             let area = StealTime {
-                clock: self.steal.ticks,
+                clock: self.shown_ticks(),
                 ..StealTime::default()
             };
             // Checked against the RAM size above, so this cannot fail.
@@ -319,15 +370,26 @@ impl Persona for Vmware {
         match leaf {
             HV_LEAF_BASE => {
                 let [b, c, d] = signature(abi::SIGNATURE);
-                [CPUID_TIMING_LEAF, b, c, d]
+                let max = if self.broken(Break::SignatureOnly) {
+                    HV_LEAF_BASE
+                } else {
+                    CPUID_TIMING_LEAF
+                };
+                [max, b, c, d]
             }
+            CPUID_TIMING_LEAF if self.broken(Break::SignatureOnly) => [0; 4],
             CPUID_TIMING_LEAF => {
                 let ecx = self.channel().timing_ecx();
                 if self.no_frequency() {
                     [0, 0, ecx, 0]
                 } else {
                     let khz = |v: u64| u32::try_from(v).unwrap_or(0);
-                    [khz(self.tsc_khz), khz(self.apic_bus_khz), ecx, 0]
+                    let tsc = if self.broken(Break::AbsurdFrequency) {
+                        ABSURD_TSC_KHZ
+                    } else {
+                        khz(self.tsc_khz)
+                    };
+                    [tsc, khz(self.apic_bus_khz), ecx, 0]
                 }
             }
             _ => [0; 4],
@@ -381,7 +443,13 @@ impl Persona for Vmware {
     }
 
     fn poll(&mut self, cx: &mut GuestCx<'_>) {
-        if self.steal.area.is_none() {
+        let Some(gpa) = self.steal.area else {
+            return;
+        };
+        if self.broken(Break::StealBackwards) {
+            self.backwards = self.backwards.saturating_sub(BACKWARDS_STEP);
+            // Checked to lie in guest RAM when it was registered.
+            let _ = cx.mem.write(gpa, &self.backwards.to_le_bytes());
             return;
         }
         let deliverable = cx.state.rflags & RFLAGS_IF != 0 && cx.apic.pending().is_some();
@@ -394,7 +462,7 @@ impl Persona for Vmware {
     }
 
     fn on_inject(&mut self, cx: &mut GuestCx<'_>, _vector: u8) {
-        if !self.steal.injected(cx.now) {
+        if !self.steal.injected(cx.now) || self.broken(Break::StealBackwards) {
             return;
         }
         if let Some(gpa) = self.steal.area {
@@ -483,6 +551,39 @@ mod tests {
             call(&mut p, Request::steal_clock_disable(), Channel::IoPort).steal_clock_status(),
             StealClockStatus::NotAvailable
         );
+    }
+
+    #[test]
+    fn lying_steps() {
+        let mut p = persona(Some("signature-only"));
+        assert_eq!(p.cpuid(HV_LEAF_BASE, 0)[0], HV_LEAF_BASE);
+        assert_eq!(p.cpuid(CPUID_TIMING_LEAF, 0), [0; 4]);
+        for req in [Request::get_version(), Request::get_hz()] {
+            assert_eq!(call(&mut p, req, Channel::IoPort).eax, UNSUPPORTED);
+        }
+        let mut p = persona(Some("absurd-frequency"));
+        assert_eq!(p.cpuid(CPUID_TIMING_LEAF, 0)[0], ABSURD_TSC_KHZ);
+        let hz = call(&mut p, Request::get_hz(), Channel::Vmmcall)
+            .hz()
+            .unwrap();
+        assert_eq!(hz.tsc_khz(), 2_500_000);
+        let mut p = persona(Some("stealclock-refused"));
+        let st = |p: &mut Vmware, r| call(p, r, Channel::Vmmcall).steal_clock_status();
+        assert_eq!(
+            st(&mut p, Request::steal_clock_disable()),
+            StealClockStatus::Disabled
+        );
+        assert_eq!(
+            st(&mut p, Request::steal_clock_enable(0x5000)),
+            StealClockStatus::NotAvailable
+        );
+        assert_eq!(p.steal().area, None);
+        let mut p = persona(Some("steal-backwards"));
+        assert_eq!(
+            st(&mut p, Request::steal_clock_enable(0x5000)),
+            StealClockStatus::Enabled
+        );
+        assert_eq!(p.shown_ticks(), BACKWARDS_START);
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub const SCENARIOS: &[Scenario] = &[
             tsc_source: Some("pit-calibration"),
             counts: &[(Metric::Pit, Count::NonZero)],
             fewer_than_native: &[],
+            logged: &["kvm: time.monotonic_ns and time.tsc_frequency stays native: kvmclock version stuck odd"],
             ..KVM_PERSONA
         },
     ),
@@ -132,6 +133,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "break=stable-bit",
         Expect {
             fewer_than_native: &[],
+            logged: &["not marked stable by the host: kept monotonic in software"],
             ..KVM_PERSONA
         },
     ),
@@ -142,6 +144,7 @@ pub const SCENARIOS: &[Scenario] = &[
         Expect {
             owners: Some(KVM_NO_STEAL),
             fewer_than_native: &[],
+            logged: &["kvm: time.steal_ns stays native: steal-time area never written by the host (version 0)"],
             ..KVM_PERSONA
         },
     ),
@@ -156,6 +159,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 (Metric::MsrWrites(PV_EOI_EN), Count::NonZero),
             ],
             fewer_than_native: &[],
+            logged: &["kvm: irq.eoi stays native: WRMSR raised #GP"],
             ..KVM_PERSONA
         },
     ),
@@ -165,6 +169,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "break=hypercall-enosys",
         Expect {
             fewer_than_native: &[],
+            logged: &["kvm: irq.send_ipi_mask stays native: KVM_FEATURE_PV_SEND_IPI not offered, or one CPU"],
             ..KVM_PERSONA
         },
     ),

@@ -10,7 +10,7 @@ use pvops_abi::exit::ExitCode;
 mod fixes;
 mod hostile;
 mod kvm;
-mod lying;
+pub mod lying;
 mod microvm;
 mod minimal;
 pub mod nested;
@@ -303,6 +303,10 @@ pub struct Expect {
     /// For a scenario with a [`Scenario::native_pair`]: metrics that must be
     /// strictly smaller in this run than in the pair's native run.
     pub fewer_than_native: &'static [Metric],
+    /// Texts the guest must have logged: each must appear in a log line
+    /// (`[LEVEL] message`, the boot kit's logger) of the serial console.
+    /// The lying-hypervisor matrix states each fallback's reason here.
+    pub logged: &'static [&'static str],
 }
 
 impl Expect {
@@ -325,6 +329,7 @@ impl Expect {
         interfaces: &[],
         counts: &[],
         fewer_than_native: &[],
+        logged: &[],
     };
 }
 
@@ -949,6 +954,7 @@ const CORE: &[Scenario] = &[
             tsc_source: Some("pit-calibration"),
             interfaces: &[(0x4000_0000, "xen")],
             counts: &[(Metric::Pit, Count::NonZero), (Metric::Hypercalls, Count::Zero)],
+            logged: &["backend 'xen' setup failed (hypercall page: the hypervisor did not fill the page)"],
             ..Expect::PASS
         },
         ..Scenario::BASE
@@ -957,14 +963,20 @@ const CORE: &[Scenario] = &[
         name: "microvisor:xen:break=shared-info",
         description: "persona xen, XENMEM_add_to_physmap fails: hypercall-based entries only, clock and timer native",
         boot: mv("xen", "break=shared-info"),
-        expect: XEN_WITHOUT_SHARED_INFO,
+        expect: Expect {
+            logged: &["xen: shared_info: hypervisor answered -EINVAL; clock, timer and idle stay native"],
+            ..XEN_WITHOUT_SHARED_INFO
+        },
         ..Scenario::BASE
     },
     Scenario {
         name: "microvisor:xen:break=pvclock-odd",
         description: "persona xen, pvclock version stuck odd: clock and timer native",
         boot: mv("xen", "break=pvclock-odd"),
-        expect: XEN_WITHOUT_SHARED_INFO,
+        expect: Expect {
+            logged: &["xen: pvclock: version stuck odd; clock, timer and idle stay native"],
+            ..XEN_WITHOUT_SHARED_INFO
+        },
         ..Scenario::BASE
     },
     Scenario {
@@ -981,6 +993,7 @@ const CORE: &[Scenario] = &[
         (Metric::Hypercall(XEN_SCHED_SHUTDOWN), Count::Zero),
             ],
             fewer_than_native: &[],
+            logged: &["xen: event channel: EVTCHNOP_bind_virq(VIRQ_TIMER) failed; the one-shot timer stays native"],
             ..XEN
         },
         ..Scenario::BASE
@@ -1026,6 +1039,7 @@ const CORE: &[Scenario] = &[
                 (Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero),
             ],
             fewer_than_native: &[],
+            logged: &["hyperv: mmu.flush_remote stays native: hypercall page not overlaid (still zero)"],
             ..HYPERV
         },
         ..Scenario::BASE
@@ -1040,6 +1054,7 @@ const CORE: &[Scenario] = &[
                 (Metric::MsrReads(HV_TIME_REF_COUNT), Count::NonZero),
             ],
             fewer_than_native: &[],
+            logged: &["hyperv: TSC page sequence 0 at set-up; reads use the MSR until it is valid"],
             ..HYPERV
         },
         ..Scenario::BASE
@@ -1056,6 +1071,10 @@ const CORE: &[Scenario] = &[
                 (Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero),
             ],
             fewer_than_native: &[],
+            logged: &[
+                "hyperv: mmu.flush_remote stays native: probe hypercall returned an error",
+                "hyperv: synthetic cluster IPI hypercall failed (ACCESS_DENIED); using the native path",
+            ],
             ..HYPERV
         },
         ..Scenario::BASE

@@ -26,6 +26,16 @@
 //! `hv-frequencies`), `tsc-page-late` (the reference TSC page reads
 //! sequence 0 when enabled and becomes valid later (1 s, or at the first synthetic timer configuration), as KVM's
 //! `kvm_hv_setup_tsc_page` leaves it 0 until its master clock is usable).
+//!
+//! The lying-hypervisor matrix (issue 16, `docs/lying-hypervisors.md`) adds
+//! the steps `no-privileges` (leaves 0x4000_0003 and 0x4000_0004 read 0:
+//! the signature without features), `absurd-frequency`
+//! (HV_X64_MSR_TSC_FREQUENCY reads 1 kHz), `hidden-stimer` (the
+//! AccessSyntheticTimerRegs privilege cleared, the timer MSRs still work:
+//! the guest must not touch them) and `hypercall-second-fails` (the first
+//! hypercall succeeds, every later one returns HV_STATUS_ACCESS_DENIED) and
+//! `msrs-gp` (privileges and features as usual, but the frequency MSRs
+//! and HV_X64_MSR_CRASH_CTL raise #GP).
 
 mod cpuid;
 mod crash;
@@ -49,10 +59,35 @@ pub enum Break {
     TscPage,
     /// `hypercall-error`: every hypercall returns ACCESS_DENIED.
     HypercallError,
+    /// `no-privileges`: leaves 0x4000_0003 and 0x4000_0004 read 0.
+    NoPrivileges,
+    /// `absurd-frequency`: HV_X64_MSR_TSC_FREQUENCY reads
+    /// [`ABSURD_TSC_HZ`].
+    AbsurdFrequency,
+    /// `hidden-stimer`: no AccessSyntheticTimerRegs in CPUID; the MSRs work.
+    HiddenStimer,
+    /// `hypercall-second-fails`: hypercalls after the first return
+    /// ACCESS_DENIED.
+    HypercallSecondFails,
+    /// `msrs-gp`: the frequency MSRs and CRASH_CTL raise #GP although
+    /// CPUID offers them.
+    MsrsGp,
 }
 
+/// What `break=absurd-frequency` makes HV_X64_MSR_TSC_FREQUENCY read: 1 kHz.
+pub const ABSURD_TSC_HZ: u64 = 1000;
+
 /// `break=` step names.
-pub const BREAK_STEPS: &[&str] = &["hypercall-page", "tsc-page", "hypercall-error"];
+pub const BREAK_STEPS: &[&str] = &[
+    "hypercall-page",
+    "tsc-page",
+    "hypercall-error",
+    "no-privileges",
+    "absurd-frequency",
+    "hidden-stimer",
+    "hypercall-second-fails",
+    "msrs-gp",
+];
 /// Behaviour words `break=` also takes.
 pub const KNOBS: &[&str] = &["no-frequencies", "tsc-page-late"];
 
@@ -71,16 +106,17 @@ impl Break {
             "hypercall-page" => Some(Break::HypercallPage),
             "tsc-page" => Some(Break::TscPage),
             "hypercall-error" => Some(Break::HypercallError),
+            "no-privileges" => Some(Break::NoPrivileges),
+            "absurd-frequency" => Some(Break::AbsurdFrequency),
+            "hidden-stimer" => Some(Break::HiddenStimer),
+            "hypercall-second-fails" => Some(Break::HypercallSecondFails),
+            "msrs-gp" => Some(Break::MsrsGp),
             _ => None,
         }
     }
 
     fn name(self) -> &'static str {
-        match self {
-            Break::HypercallPage => "hypercall-page",
-            Break::TscPage => "tsc-page",
-            Break::HypercallError => "hypercall-error",
-        }
+        BREAK_STEPS[self as usize]
     }
 }
 
@@ -106,6 +142,8 @@ pub struct HyperV {
     lazy: lazy_eoi::LazyEoi,
     crash: crash::Crash,
     calls: hypercalls::Stats,
+    /// Hypercalls made through the page so far.
+    hypercalls: u64,
 }
 
 impl HyperV {
@@ -142,6 +180,7 @@ impl HyperV {
             lazy: lazy_eoi::LazyEoi::default(),
             crash: crash::Crash::default(),
             calls: hypercalls::Stats::default(),
+            hypercalls: 0,
         })
     }
 
@@ -175,7 +214,23 @@ impl Persona for HyperV {
         if let Some(r) = self.kvm_iface.as_ref().and_then(|k| k.cpuid(leaf)) {
             return r;
         }
-        cpuid::leaf(self.kvm, self.knobs, leaf)
+        let mut r = cpuid::leaf(self.kvm, self.knobs, leaf);
+        let hide = match (self.broken, leaf) {
+            (
+                Some(Break::NoPrivileges),
+                pvops_abi::hyperv::cpuid::FEATURES | pvops_abi::hyperv::cpuid::ENLIGHTENMENT_INFO,
+            ) => {
+                r = [0; 4];
+                0
+            }
+            (Some(Break::HiddenStimer), pvops_abi::hyperv::cpuid::FEATURES) => {
+                pvops_abi::hyperv::Privileges::SYNTHETIC_TIMER_REGS.0
+            }
+            _ => 0,
+        };
+        r[0] &= !(hide as u32);
+        r[1] &= !((hide >> 32) as u32);
+        r
     }
 
     fn rdmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
@@ -225,7 +280,13 @@ impl Persona for HyperV {
                 action: HypercallAction::Undefined,
             };
         }
-        let result = if self.broken == Some(Break::HypercallError) {
+        self.hypercalls += 1;
+        let fails = match self.broken {
+            Some(Break::HypercallError) => true,
+            Some(Break::HypercallSecondFails) => self.hypercalls > 1,
+            _ => false,
+        };
+        let result = if fails {
             self.calls.errors += 1;
             HypercallResult::new(Status::ACCESS_DENIED, 0)
         } else {
@@ -343,5 +404,19 @@ mod tests {
             Err(SelectError::UnknownBreak)
         ));
         assert_eq!(HyperV::new(true, None).unwrap().name(), "kvm+hyperv");
+    }
+
+    #[test]
+    fn lying_leaves() {
+        use pvops_abi::hyperv::{cpuid as leaf, Leaves, Privileges};
+        let mut p = HyperV::new(false, Some("no-privileges")).unwrap();
+        let l = Leaves::decode(|n| p.cpuid(n, 0));
+        assert!(l.is_conforming());
+        assert_eq!((l.privileges.0, l.features.0, l.hints.0), (0, 0, 0));
+        let mut p = HyperV::new(false, Some("hidden-stimer")).unwrap();
+        let l = Leaves::decode(|n| p.cpuid(n, 0));
+        assert!(!l.privileges.contains(Privileges::SYNTHETIC_TIMER_REGS));
+        assert!(l.privileges.contains(Privileges::HYPERCALL_MSRS));
+        assert_ne!(p.cpuid(leaf::FEATURES, 0), [0; 4]);
     }
 }

@@ -46,7 +46,13 @@ impl HyperV {
             m::VP_INDEX => 0,
             m::TIME_REF_COUNT => self.clock.at(cx.now),
             m::REFERENCE_TSC => self.tsc_page_msr,
-            m::TSC_FREQUENCY | m::APIC_FREQUENCY if self.knobs.no_frequencies => return Err(Gp),
+            m::TSC_FREQUENCY | m::APIC_FREQUENCY
+                if self.knobs.no_frequencies || self.broken == Some(Break::MsrsGp) =>
+            {
+                return Err(Gp)
+            }
+            m::CRASH_CTL if self.broken == Some(Break::MsrsGp) => return Err(Gp),
+            m::TSC_FREQUENCY if self.broken == Some(Break::AbsurdFrequency) => super::ABSURD_TSC_HZ,
             m::TSC_FREQUENCY => self.clock.tsc_hz(),
             m::APIC_FREQUENCY => self.apic_hz,
             m::ICR => cx.apic.rdmsr(X2APIC_ICR, cx.now)?,

@@ -27,7 +27,16 @@
 //! `PVCLOCK_TSC_STABLE_BIT` in the flags), `steal-never` (the steal-time
 //! area is never written), `pv-eoi-refused` (WRMSR `MSR_KVM_PV_EOI_EN`
 //! raises #GP), `hypercall-enosys` (every hypercall returns
-//! `-KVM_ENOSYS`).
+//! `-KVM_ENOSYS`). The lying-hypervisor matrix (issue 16,
+//! `docs/lying-hypervisors.md`) adds: `no-features` (the signature with
+//! `KVM_CPUID_FEATURES` 0), `clock-gp` (kvmclock offered, both system-time
+//! MSRs raise #GP), `hidden-steal` (`KVM_FEATURE_STEAL_TIME` cleared in
+//! CPUID, the MSR still works: the guest must not write it),
+//! `steal-backwards` (the steal-time area starts high and goes down before
+//! every guest entry), `absurd-frequency` (the pvclock scale says the
+//! TSC runs at 1 kHz) and `pvclock-backwards` (marked stable, the pvclock
+//! is republished before every guest entry, one in [`BACKWARDS_EVERY`]
+//! [`BACKWARDS_LAG_NS`] behind: the clock steps back, then forward again).
 
 use super::hyperv::lazy_eoi::LazyEoi;
 use super::{signature, GuestCx, Hypercall, HypercallAction, Persona, SelectError};
@@ -65,7 +74,33 @@ pub enum Break {
     PvEoiRefused,
     /// `hypercall-enosys`.
     HypercallEnosys,
+    /// `no-features`.
+    NoFeatures,
+    /// `clock-gp`.
+    ClockGp,
+    /// `hidden-steal`.
+    HiddenSteal,
+    /// `steal-backwards`.
+    StealBackwards,
+    /// `absurd-frequency`.
+    AbsurdFrequency,
+    /// `pvclock-backwards`.
+    PvclockBackwards,
 }
+
+/// How far behind `break=pvclock-backwards` publishes (5 ms: more than a
+/// loaded host takes between two guest clock reads around an exit).
+pub const BACKWARDS_LAG_NS: u64 = 5_000_000;
+/// One publication in this many is [`BACKWARDS_LAG_NS`] behind.
+pub const BACKWARDS_EVERY: u64 = 64;
+
+/// The TSC frequency `break=absurd-frequency` publishes in the pvclock
+/// scale: 1 kHz.
+pub const ABSURD_TSC_KHZ: u64 = 1;
+/// Where `break=steal-backwards` starts the steal time (ns).
+pub const BACKWARDS_START: u64 = 1 << 40;
+/// What `break=steal-backwards` takes off the steal time per guest entry.
+pub const BACKWARDS_STEP: u64 = 1000;
 
 /// `break=` step names.
 pub const BREAK_STEPS: &[&str] = &[
@@ -74,6 +109,12 @@ pub const BREAK_STEPS: &[&str] = &[
     "steal-never",
     "pv-eoi-refused",
     "hypercall-enosys",
+    "no-features",
+    "clock-gp",
+    "hidden-steal",
+    "steal-backwards",
+    "absurd-frequency",
+    "pvclock-backwards",
 ];
 
 impl Break {
@@ -84,6 +125,12 @@ impl Break {
             "steal-never" => Some(Break::StealNever),
             "pv-eoi-refused" => Some(Break::PvEoiRefused),
             "hypercall-enosys" => Some(Break::HypercallEnosys),
+            "no-features" => Some(Break::NoFeatures),
+            "clock-gp" => Some(Break::ClockGp),
+            "hidden-steal" => Some(Break::HiddenSteal),
+            "steal-backwards" => Some(Break::StealBackwards),
+            "absurd-frequency" => Some(Break::AbsurdFrequency),
+            "pvclock-backwards" => Some(Break::PvclockBackwards),
             _ => None,
         }
     }
@@ -129,6 +176,8 @@ pub struct KvmInterface {
     steal_msr: u64,
     steal_version: u32,
     steal_at: u64,
+    /// What `break=steal-backwards` shows as steal time now.
+    backwards: u64,
     pv_eoi_msr: u64,
     lazy: LazyEoi,
     /// The counters.
@@ -149,6 +198,7 @@ impl KvmInterface {
             steal_msr: 0,
             steal_version: 0,
             steal_at: 0,
+            backwards: BACKWARDS_START,
             pv_eoi_msr: 0,
             lazy: LazyEoi::default(),
             stats: Stats::default(),
@@ -175,8 +225,17 @@ impl KvmInterface {
                 let [b, c, d] = signature(abi::SIGNATURE);
                 Some([self.base + abi::LEAF_FEATURES, b, c, d])
             }
-            1 => Some([FEATURES.0, 0, 0, 0]),
+            1 => Some([self.features().0, 0, 0, 0]),
             _ => None,
+        }
+    }
+
+    /// The features CPUID shows ([`FEATURES`], less what a `break=` hides).
+    pub fn features(&self) -> Features {
+        match self.broken {
+            Some(Break::NoFeatures) => Features(0),
+            Some(Break::HiddenSteal) => Features(FEATURES.0 & !Features::STEAL_TIME.0),
+            _ => FEATURES,
         }
     }
 
@@ -188,7 +247,12 @@ impl KvmInterface {
     /// The TSC rate, once known.
     pub fn set_clock(&mut self, tsc_khz: u64) {
         self.tsc_khz = tsc_khz;
-        if let Some((mul, shift)) = pvclock::time_scale(tsc_khz) {
+        let scale_khz = if self.broken == Some(Break::AbsurdFrequency) {
+            ABSURD_TSC_KHZ
+        } else {
+            tsc_khz
+        };
+        if let Some((mul, shift)) = pvclock::time_scale(scale_khz) {
             self.time.tsc_to_system_mul = mul;
             self.time.tsc_shift = shift;
         }
@@ -220,6 +284,7 @@ impl KvmInterface {
 
     fn write(&mut self, cx: &mut GuestCx<'_>, index: u32, value: u64) -> Result<(), Gp> {
         match index {
+            m::SYSTEM_TIME_NEW | m::SYSTEM_TIME if self.broken == Some(Break::ClockGp) => Err(Gp),
             m::SYSTEM_TIME_NEW | m::SYSTEM_TIME => {
                 self.system_time_index = index;
                 self.system_time_msr = value;
@@ -277,6 +342,11 @@ impl KvmInterface {
             self.time.tsc_to_system_mul,
             self.time.tsc_shift,
         );
+        if self.broken == Some(Break::PvclockBackwards)
+            && self.stats.publishes % BACKWARDS_EVERY == BACKWARDS_EVERY - 1
+        {
+            self.time.system_time = self.time.system_time.saturating_sub(BACKWARDS_LAG_NS);
+        }
         // One vCPU: trivially synchronised, unless broken on purpose.
         self.time.flags = if self.broken == Some(Break::StableBit) {
             0
@@ -305,8 +375,14 @@ impl KvmInterface {
             return;
         }
         let gpa = self.steal_msr & !63;
+        let steal = if self.broken == Some(Break::StealBackwards) {
+            self.backwards = self.backwards.saturating_sub(BACKWARDS_STEP);
+            self.backwards
+        } else {
+            0
+        };
         let st = StealTime {
-            steal: 0,
+            steal,
             version: self.steal_version.wrapping_add(2) & !1,
             ..Default::default()
         };
@@ -320,10 +396,14 @@ impl KvmInterface {
     /// Before each entry: settle PV EOI, refresh steal time.
     pub fn poll(&mut self, cx: &mut GuestCx<'_>) {
         self.lazy.reconcile(cx);
+        if self.broken == Some(Break::PvclockBackwards) {
+            self.publish(cx);
+        }
         let period = self.tsc_khz.saturating_mul(STEAL_REFRESH_MS);
+        let backwards = self.broken == Some(Break::StealBackwards);
         if self.steal_msr & m::ENABLED != 0
             && period != 0
-            && cx.now.wrapping_sub(self.steal_at) >= period
+            && (backwards || cx.now.wrapping_sub(self.steal_at) >= period)
         {
             self.update_steal(cx);
         }

@@ -132,3 +132,53 @@ fn hypercalls_are_counted_and_enosys_when_broken() {
     );
     assert_eq!(k.stats.ipis, 0);
 }
+
+#[test]
+fn lying_steps() {
+    assert_eq!(
+        iface(Some(Break::NoFeatures)).cpuid(0x4000_0001).unwrap()[0],
+        0
+    );
+    let hidden = iface(Some(Break::HiddenSteal)).cpuid(0x4000_0001).unwrap()[0];
+    assert_eq!(hidden, FEATURES.0 & !Features::STEAL_TIME.0);
+    let mut g = Guest::new();
+    let mut k = iface(Some(Break::ClockGp));
+    assert_eq!(
+        k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(PAGE)),
+        Err(Gp)
+    );
+    // Hidden but working: the MSR still takes the area.
+    let mut k = iface(Some(Break::HiddenSteal));
+    assert!(k.wrmsr(&mut g.cx(), m::STEAL_TIME, PAGE | 1).is_ok());
+    let mut k = iface(Some(Break::AbsurdFrequency));
+    k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(PAGE))
+        .unwrap();
+    let t: VcpuTimeInfo = g.get(PAGE);
+    assert_eq!(t.tsc_khz(), ABSURD_TSC_KHZ);
+    let mut k = iface(Some(Break::StealBackwards));
+    k.wrmsr(&mut g.cx(), m::STEAL_TIME, PAGE | 1).unwrap();
+    let first: StealTime = g.get(PAGE);
+    k.poll(&mut g.cx());
+    let second: StealTime = g.get(PAGE);
+    assert!(second.steal < first.steal && second.version > first.version);
+}
+
+#[test]
+fn pvclock_backwards_steps_back_every_other_publication() {
+    let mut g = Guest::new();
+    let mut k = iface(Some(Break::PvclockBackwards));
+    k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(PAGE))
+        .unwrap();
+    let mut back = 0;
+    for _ in 0..BACKWARDS_EVERY {
+        let before: VcpuTimeInfo = g.get(PAGE);
+        g.now += 1000;
+        k.poll(&mut g.cx());
+        let after: VcpuTimeInfo = g.get(PAGE);
+        assert_eq!(after.flags, pvclock::FLAG_TSC_STABLE);
+        if after.ns_at(g.now) < before.ns_at(g.now) {
+            back += 1;
+        }
+    }
+    assert_eq!(back, 1);
+}

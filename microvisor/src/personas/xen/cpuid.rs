@@ -18,8 +18,14 @@ pub(super) fn leaf(x: &Xen, leaf: u32, subleaf: u32) -> [u32; 4] {
     match leaf.wrapping_sub(base) {
         0 => {
             let [b, c, d] = signature(abi::SIGNATURE);
-            [base + TOP, b, c, d]
+            let top = if x.brk == Some(super::Break::SignatureOnly) {
+                0
+            } else {
+                TOP
+            };
+            [base + top, b, c, d]
         }
+        _ if x.brk == Some(super::Break::SignatureOnly) => [0; 4],
         abi::LEAF_VERSION => [x.version().to_eax(), 0, 0, 0],
         // One page; features1/2 (PV MMU bits) 0.
         abi::LEAF_HYPERCALL => [1, x.hypercall_msr(), 0, 0],

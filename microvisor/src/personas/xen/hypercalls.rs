@@ -272,6 +272,12 @@ impl Xen {
             return Err(-errno::ENOENT);
         }
         match u32::try_from(cmd) {
+            Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER)
+                if self.brk == Some(super::Break::TimerSecondFails)
+                    && self.stats.timer_set >= 1 =>
+            {
+                Err(-errno::EINVAL)
+            }
             Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER) => {
                 let t: abi::VcpuSetSingleshotTimer = read(self, cx, arg)?;
                 // Current Xen (and QEMU) ignore `flags`, VCPU_SSHOTTMR_future

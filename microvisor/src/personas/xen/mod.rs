@@ -49,6 +49,16 @@
 //! -ENOSYS, base+3 sub-leaf 0 holding the TSC kHz and the pvclock
 //! multiplier and shift instead of Xen's layout).
 //!
+//! The lying-hypervisor matrix (issue 16, `docs/lying-hypervisors.md`) adds
+//! the steps `signature-only` ("XenVMMXenVMM" with max leaf base+0: no
+//! version, hypercall or time leaf), `absurd-frequency` (the pvclock scale
+//! says the TSC runs at 1 kHz; base+3 tells the truth) and
+//! `timer-second-fails` (the first `VCPUOP_set_singleshot_timer` is
+//! accepted, every later one answers -EINVAL) and `pvclock-backwards` (the
+//! pvclock is republished before every guest entry, one in
+//! [`BACKWARDS_EVERY`] [`BACKWARDS_LAG_NS`] behind and the next one back on
+//! time: the clock steps back, then forward again).
+//!
 //! Design notes, limits and the counter codes are in `docs/backends/xen.md`,
 //! "The microvisor persona".
 
@@ -74,7 +84,22 @@ pub const DOMID: u16 = 1;
 /// Xen's `ECS_RESERVED`), all in the first word of the 2-level ABI.
 pub const NR_PORTS: usize = 16;
 /// The `break=` steps this persona knows.
-pub const BREAKS: &[&str] = &["hypercall-page", "shared-info", "pvclock-odd", "evtchn"];
+pub const BREAKS: &[&str] = &[
+    "hypercall-page",
+    "shared-info",
+    "pvclock-odd",
+    "evtchn",
+    "signature-only",
+    "absurd-frequency",
+    "timer-second-fails",
+    "pvclock-backwards",
+];
+
+/// How far `break=pvclock-backwards` steps the clock back (5 ms: more than
+/// a loaded host takes between two guest clock reads around an exit).
+pub const BACKWARDS_LAG_NS: u64 = 5_000_000;
+/// One publication in this many steps back.
+pub const BACKWARDS_EVERY: u64 = 64;
 /// The behaviour words `break=` also takes (combined with `+`).
 pub const KNOBS: &[&str] = &["noisy-ports", "callback-via", "qemu"];
 /// The toolstack's xenstore port (libxl `store_port`).
@@ -109,6 +134,14 @@ pub enum Break {
     PvclockOdd,
     /// `EVTCHNOP_bind_virq` fails.
     Evtchn,
+    /// Max leaf base+0: the signature alone.
+    SignatureOnly,
+    /// The pvclock scale says 1 kHz.
+    AbsurdFrequency,
+    /// Singleshot timers after the first answer -EINVAL.
+    TimerSecondFails,
+    /// The pvclock steps back every other publication.
+    PvclockBackwards,
 }
 
 impl Break {
@@ -118,17 +151,16 @@ impl Break {
             "shared-info" => Break::SharedInfo,
             "pvclock-odd" => Break::PvclockOdd,
             "evtchn" => Break::Evtchn,
+            "signature-only" => Break::SignatureOnly,
+            "absurd-frequency" => Break::AbsurdFrequency,
+            "timer-second-fails" => Break::TimerSecondFails,
+            "pvclock-backwards" => Break::PvclockBackwards,
             _ => return None,
         })
     }
 
     fn name(self) -> &'static str {
-        match self {
-            Break::HypercallPage => "hypercall-page",
-            Break::SharedInfo => "shared-info",
-            Break::PvclockOdd => "pvclock-odd",
-            Break::Evtchn => "evtchn",
-        }
+        BREAKS[self as usize]
     }
 }
 
@@ -272,7 +304,12 @@ impl Xen {
         if khz == 0 || self.time.tsc_to_system_mul != 0 {
             return;
         }
-        if let Some((mul, shift)) = pvclock::time_scale(khz) {
+        let scale_khz = if self.brk == Some(Break::AbsurdFrequency) {
+            1
+        } else {
+            khz
+        };
+        if let Some((mul, shift)) = pvclock::time_scale(scale_khz) {
             self.tsc_khz = khz;
             self.time.tsc_to_system_mul = mul;
             self.time.tsc_shift = shift;

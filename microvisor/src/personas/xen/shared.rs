@@ -119,6 +119,17 @@ impl Xen {
         }
         let now = cx.now;
         self.time.system_time = self.system_ns(now);
+        if self.brk == Some(Break::PvclockBackwards) && self.stats.publishes > 0 {
+            // Back, then on time again at the next publication: no drift.
+            let every = super::BACKWARDS_EVERY;
+            let lag = super::BACKWARDS_LAG_NS;
+            let t = &mut self.time.system_time;
+            match self.stats.publishes % every {
+                n if n == every - 1 => *t = t.saturating_sub(lag),
+                0 => *t = t.saturating_add(lag),
+                _ => {}
+            }
+        }
         self.time.tsc_timestamp = now;
         let odd = self.time.version | 1;
         let t = VcpuTimeInfo {
@@ -141,7 +152,8 @@ impl Xen {
             return;
         }
         let period = self.tsc_khz.saturating_mul(REFRESH_MS);
-        if period != 0 && cx.now.wrapping_sub(self.time.tsc_timestamp) >= period {
+        let always = self.brk == Some(Break::PvclockBackwards);
+        if period != 0 && (always || cx.now.wrapping_sub(self.time.tsc_timestamp) >= period) {
             self.publish(cx);
         }
     }

@@ -542,3 +542,47 @@ fn qemu_flavour() {
     assert!(Xen::new(false, Some("qemu+noisy-ports+evtchn")).is_ok());
     assert!(Xen::new(false, Some("evtchn+shared-info")).is_err());
 }
+
+/// The lying-hypervisor matrix's steps.
+#[test]
+fn lying_steps() {
+    let mut x = xen(Some("signature-only"));
+    assert_eq!(x.cpuid(0x4000_0000, 0)[0], 0x4000_0000);
+    assert_eq!(x.cpuid(0x4000_0002, 0), [0; 4]);
+    let mut g = Guest::new();
+    let mut x = xen(Some("absurd-frequency"));
+    set_up(&mut g, &mut x);
+    let t = g.shared_info().vcpu_info[0].time;
+    assert_eq!(t.tsc_khz(), 1);
+    // base+3 tells the truth.
+    assert_eq!(u64::from(x.cpuid(0x4000_0003, 2)[0]), KHZ);
+    let mut g = Guest::new();
+    let mut x = xen(Some("timer-second-fails"));
+    set_up(&mut g, &mut x);
+    let now_ns = g.shared_info().vcpu_info[0].time.ns_at(g.now);
+    g.put(
+        ARG,
+        &abi::VcpuSetSingleshotTimer {
+            timeout_abs_ns: now_ns + 1_000_000,
+            ..Default::default()
+        },
+    );
+    let set = u64::from(abi::VCPUOP_SET_SINGLESHOT_TIMER);
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, set, 0, ARG), 0);
+    assert_eq!(g.rc(&mut x, nr::VCPU_OP, set, 0, ARG), -errno::EINVAL);
+}
+
+#[test]
+fn pvclock_backwards_steps_back_every_other_publication() {
+    let mut g = Guest::new();
+    let mut x = xen(Some("pvclock-backwards"));
+    set_up(&mut g, &mut x);
+    let mut readings = std::vec::Vec::new();
+    for _ in 0..2 * BACKWARDS_EVERY {
+        g.now += 1000;
+        x.poll(&mut g.cx());
+        readings.push(g.shared_info().vcpu_info[0].time.ns_at(g.now));
+    }
+    let back = readings.windows(2).filter(|w| w[1] < w[0]).count();
+    assert_eq!(back, 2, "{readings:?}");
+}
