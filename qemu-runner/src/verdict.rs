@@ -241,6 +241,16 @@ pub fn judge(
                     )),
                     _ => {}
                 }
+                // Memory no guest may change changed: only the scenario of
+                // the `corrupt=` debug switch expects it.
+                if let Some(i) = mv.integrity.as_ref().filter(|i| !i.unchanged) {
+                    if expect.fault != Some("integrity") {
+                        f.push(format!(
+                            "mv.integrity unchanged=false: {} changed",
+                            i.changed
+                        ));
+                    }
+                }
                 if let Some(want) = expect.crash_report {
                     match &mv.crash {
                         None => f.push(format!(
