@@ -43,10 +43,6 @@ const SNAPSHOT_LEN: u64 = core::mem::size_of::<ExitSnapshot>() as u64;
 /// Fill pattern of untouched scratch memory.
 const CANARY: u64 = 0xC0FF_EE00_DEAD_BEEF;
 
-fn microvisor() -> Result<Microvisor, Outcome> {
-    Microvisor::detect().ok_or_else(|| fail(text!("no microvisor")))
-}
-
 /// Guest-physical pointers that alias nothing of the guest's: past the end
 /// of its RAM, crossing that end, wrapping around 2^64, MMIO holes, and the
 /// microvisor's own image reached by wrap-around from every 2 MiB-aligned
@@ -55,9 +51,8 @@ fn microvisor() -> Result<Microvisor, Outcome> {
 /// write into the microvisor. Every COUNTERS_COPY to them must return
 /// ERR_INVALID; one to the scratch frame must succeed (the call works).
 pub fn into_microvisor(env: &Env<'_>) -> Outcome {
-    let mv = match microvisor() {
-        Ok(m) => m,
-        Err(o) => return o,
+    let Some(mv) = Microvisor::detect() else {
+        return fail(text!("no microvisor"));
     };
     paging::fill_frame(env.scratch, CANARY);
     let ok = mv.call(code::COUNTERS_COPY, [env.scratch, SNAPSHOT_LEN, 0]);
@@ -99,7 +94,8 @@ pub fn into_microvisor(env: &Env<'_>) -> Outcome {
     }
     // The valid copy wrote exactly the snapshot: the rest of the frame
     // still holds the canary.
-    let tail_ok = (SNAPSHOT_LEN as usize / 8..512).all(|i| paging::read_frame(env.scratch, i) == CANARY);
+    let tail_ok =
+        (SNAPSHOT_LEN as usize / 8..512).all(|i| paging::read_frame(env.scratch, i) == CANARY);
     match first {
         Some((gpa, len, r)) => fail(text!(
             "{wrong} of {tried} out-of-RAM pointers accepted; first gpa={gpa:#x} len={len:#x} returned {r}"
@@ -136,9 +132,8 @@ impl XorShift {
 /// COUNTERS_RESET / EXITS_TOTAL with garbage arguments (ignored); then the
 /// counters still count.
 pub fn counter_garbage(env: &Env<'_>) -> Outcome {
-    let mv = match microvisor() {
-        Ok(m) => m,
-        Err(o) => return o,
+    let Some(mv) = Microvisor::detect() else {
+        return fail(text!("no microvisor"));
     };
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let (mut calls, mut wrong) = (0u64, 0u64);
@@ -204,12 +199,16 @@ pub fn counter_garbage(env: &Env<'_>) -> Outcome {
     let exact = paging::read_frame(env.scratch, 0) == CANARY
         && (1 + words..512).all(|i| paging::read_frame(env.scratch, i) == CANARY);
     // Reset and total ignore their arguments.
-    expect(code::EXITS_TOTAL, [rng.next(), rng.next(), rng.next()], &|r| {
-        r > 0
-    });
-    expect(code::COUNTERS_RESET, [rng.next(), rng.next(), rng.next()], &|r| {
-        r == 0
-    });
+    expect(
+        code::EXITS_TOTAL,
+        [rng.next(), rng.next(), rng.next()],
+        &|r| r > 0,
+    );
+    expect(
+        code::COUNTERS_RESET,
+        [rng.next(), rng.next(), rng.next()],
+        &|r| r == 0,
+    );
     // The window counts again from zero: this call's own exit, plus at
     // most a host timer interrupt or two.
     let total = mv.call(code::EXITS_TOTAL, [0; 3]);
@@ -254,17 +253,22 @@ unsafe fn hv_call(entry: u64, control: Control, input: u64, output: u64) -> Hype
 }
 
 /// The hypercall page's GPA (identity mapped), when the Hyper-V backend
-/// enabled it.
-fn hypercall_page() -> Result<u64, Outcome> {
+/// enabled it; else the MSR's value.
+fn hypercall_page() -> Result<u64, u64> {
     // SAFETY: only under the hyperv persona, which implements the MSR
     // (TLFS, HV_X64_MSR_HYPERCALL); the scenario picks the persona.
     let v = unsafe { pvops::cpu::read_msr(msr::HYPERCALL) };
     if !page_msr::is_enabled(v) {
-        return Err(fail(text!(
-            "hypercall page not enabled (HV_X64_MSR_HYPERCALL = {v:#x})"
-        )));
+        return Err(v);
     }
-    Ok(v & page_msr::ADDRESS_MASK)
+    Ok(page_msr::address(v))
+}
+
+/// The failure when the hypercall page is not enabled.
+fn no_hypercall_page(msr_value: u64) -> Outcome {
+    fail(text!(
+        "hypercall page not enabled (HV_X64_MSR_HYPERCALL = {msr_value:#x})"
+    ))
 }
 
 /// HvCallFlushVirtualAddressList (a rep call) and its simple sibling with
@@ -275,7 +279,7 @@ fn hypercall_page() -> Result<u64, Outcome> {
 pub fn hyperv_rep(env: &Env<'_>) -> Outcome {
     let page = match hypercall_page() {
         Ok(p) => p,
-        Err(o) => return o,
+        Err(v) => return no_hypercall_page(v),
     };
     let header = FlushVirtualAddressSpace {
         address_space: 0,
@@ -294,18 +298,84 @@ pub fn hyperv_rep(env: &Env<'_>) -> Outcome {
     let fit = ((PAGE - 24) / 8) as u16;
     let cases: [(&str, Control, u64, Status, u16); 13] = [
         ("rep 3", list.with_rep_count(3), f, Status::SUCCESS, 3),
-        ("rep that fills the page", list.with_rep_count(fit), f, Status::SUCCESS, fit),
-        ("rep one past the page", list.with_rep_count(fit + 1), f, Status::INVALID_ALIGNMENT, 0),
-        ("rep 4095 (max)", list.with_rep_count(Control::REP_MAX), f, Status::INVALID_ALIGNMENT, 0),
-        ("list crossing the page", list.with_rep_count(2), f + PAGE - 32, Status::INVALID_ALIGNMENT, 0),
+        (
+            "rep that fills the page",
+            list.with_rep_count(fit),
+            f,
+            Status::SUCCESS,
+            fit,
+        ),
+        (
+            "rep one past the page",
+            list.with_rep_count(fit + 1),
+            f,
+            Status::INVALID_ALIGNMENT,
+            0,
+        ),
+        (
+            "rep 4095 (max)",
+            list.with_rep_count(Control::REP_MAX),
+            f,
+            Status::INVALID_ALIGNMENT,
+            0,
+        ),
+        (
+            "list crossing the page",
+            list.with_rep_count(2),
+            f + PAGE - 32,
+            Status::INVALID_ALIGNMENT,
+            0,
+        ),
         ("rep 0", list, f, Status::INVALID_HYPERCALL_INPUT, 0),
-        ("start = count", list.with_rep_count(5).with_rep_start(5), f, Status::INVALID_HYPERCALL_INPUT, 0),
-        ("reserved bits 47:44", Control(list.with_rep_count(1).0 | 0xF << 44), f, Status::INVALID_HYPERCALL_INPUT, 0),
-        ("fast rep", list.with_rep_count(1).fast(), f, Status::INVALID_HYPERCALL_INPUT, 0),
-        ("simple call with reps", simple.with_rep_count(1), f, Status::INVALID_HYPERCALL_INPUT, 0),
-        ("input past RAM", list.with_rep_count(1), env.ram_end, Status::INVALID_ALIGNMENT, 0),
-        ("input wrapping 2^64", list.with_rep_count(1), 0u64.wrapping_sub(PAGE), Status::INVALID_ALIGNMENT, 0),
-        ("input misaligned", list.with_rep_count(1), f + 4, Status::INVALID_ALIGNMENT, 0),
+        (
+            "start = count",
+            list.with_rep_count(5).with_rep_start(5),
+            f,
+            Status::INVALID_HYPERCALL_INPUT,
+            0,
+        ),
+        (
+            "reserved bits 47:44",
+            Control(list.with_rep_count(1).0 | 0xF << 44),
+            f,
+            Status::INVALID_HYPERCALL_INPUT,
+            0,
+        ),
+        (
+            "fast rep",
+            list.with_rep_count(1).fast(),
+            f,
+            Status::INVALID_HYPERCALL_INPUT,
+            0,
+        ),
+        (
+            "simple call with reps",
+            simple.with_rep_count(1),
+            f,
+            Status::INVALID_HYPERCALL_INPUT,
+            0,
+        ),
+        (
+            "input past RAM",
+            list.with_rep_count(1),
+            env.ram_end,
+            Status::INVALID_ALIGNMENT,
+            0,
+        ),
+        (
+            "input wrapping 2^64",
+            list.with_rep_count(1),
+            0u64.wrapping_sub(PAGE),
+            Status::INVALID_ALIGNMENT,
+            0,
+        ),
+        (
+            "input misaligned",
+            list.with_rep_count(1),
+            f + 4,
+            Status::INVALID_ALIGNMENT,
+            0,
+        ),
     ];
     for (what, control, input, status, reps) in cases {
         // SAFETY: the hypercall page holds the persona's VMMCALL; RET.
@@ -339,11 +409,10 @@ const ALIAS_SLOT: usize = paging::TEST_SLOTS - 1;
 pub fn alias_hypercall_page(env: &Env<'_>) -> Outcome {
     let page = match hypercall_page() {
         Ok(p) => p,
-        Err(o) => return o,
+        Err(v) => return no_hypercall_page(v),
     };
-    let mv = match microvisor() {
-        Ok(m) => m,
-        Err(o) => return o,
+    let Some(mv) = Microvisor::detect() else {
+        return fail(text!("no microvisor"));
     };
     let alias = AddressSpace::test_va(ALIAS_SLOT);
     env.aspace.map_test(ALIAS_SLOT, page, false);
@@ -352,7 +421,12 @@ pub fn alias_hypercall_page(env: &Env<'_>) -> Outcome {
     let code_ok = original.to_le_bytes()[..4] == HYPERCALL_PAGE_SVM;
     // An empty-mask cluster IPI (fast): succeeds and delivers nothing.
     let ipi = Control::new(call::SEND_SYNTHETIC_CLUSTER_IPI).fast();
-    let vmmcalls = || mv.call(code::COUNTER_READ, [class::EXIT_REASON, SVM_EXIT_VMMCALL, 0]);
+    let vmmcalls = || {
+        mv.call(
+            code::COUNTER_READ,
+            [class::EXIT_REASON, SVM_EXIT_VMMCALL, 0],
+        )
+    };
     mv.call(code::COUNTERS_RESET, [0; 3]);
     // SAFETY: the alias maps the hypercall page (VMMCALL; RET).
     let via_alias = unsafe { hv_call(alias, ipi, 0xF0, 0) };

@@ -157,9 +157,8 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     if !cfg.pit {
         mvlog!("pit=off: the guest's PIT ports and port 0x61 read all ones");
     }
-    let mut vcpu =
-        vcpu::setup::build(mem, loaded.entry, persona, clock, cfg.watchdog_ms, cfg.pit)
-            .map_err(|e| setup_error(format_args!("{e}")))?;
+    let mut vcpu = vcpu::setup::build(mem, loaded.entry, persona, clock, cfg.watchdog_ms, cfg.pit)
+        .map_err(|e| setup_error(format_args!("{e}")))?;
     protect_guards(&info, &mut vcpu, hpa, size);
     if let Some(region) = cfg.corrupt {
         corrupt(&vcpu, region)?;
@@ -210,14 +209,19 @@ fn corrupt(vcpu: &vcpu::Vcpu, region: &str) -> Result<(), End> {
         }
     };
     let r = vcpu.protected().find(region).ok_or_else(|| {
-        setup_error(format_args!("corrupt={region:?}: region not protected here"))
+        setup_error(format_args!(
+            "corrupt={region:?}: region not protected here"
+        ))
     })?;
     let p = (r.start + offset) as *mut u64;
     // SAFETY: a deliberate change for the debug switch, inside the region:
     // an unused, not-present NPT entry stays not present, and the guard
     // range is free RAM. The guest is not running yet.
     unsafe { p.write_volatile(p.read_volatile() ^ (1 << 63)) };
-    mvlog!("corrupt={region}: changed the word at {:#x} on purpose", p as u64);
+    mvlog!(
+        "corrupt={region}: changed the word at {:#x} on purpose",
+        p as u64
+    );
     Ok(())
 }
 
@@ -226,7 +230,10 @@ fn corrupt(vcpu: &vcpu::Vcpu, region: &str) -> Result<(), End> {
 fn is_free(info: &StartInfo, r: &Range) -> bool {
     let image = bootkit::image::image();
     !r.overlaps(&image)
-        && info.reserved().iter().all(|t| t.is_empty() || !r.overlaps(t))
+        && info
+            .reserved()
+            .iter()
+            .all(|t| t.is_empty() || !r.overlaps(t))
         && info
             .ram()
             .any(|ram| ram.start <= r.start && r.end <= ram.end)

@@ -744,6 +744,25 @@ mod tests {
             judge_text("microvisor:fault-triple", Some(65), triple),
             Vec::<String>::new()
         );
+        // A changed integrity check fails any scenario not expecting it.
+        let changed = triple.replace(
+            "@@ mv.end",
+            "@@ mv.integrity regions=7 unchanged=false changed=npt\n@@ mv.end",
+        );
+        let f = judge_text("microvisor:fault-triple", Some(65), &changed);
+        assert!(
+            f.iter()
+                .any(|m| m.contains("mv.integrity unchanged=false: npt")),
+            "{f:?}"
+        );
+        let fine = triple.replace(
+            "@@ mv.end",
+            "@@ mv.integrity regions=7 unchanged=true changed=none\n@@ mv.end",
+        );
+        assert_eq!(
+            judge_text("microvisor:fault-triple", Some(65), &fine),
+            Vec::<String>::new()
+        );
         let f = judge_text(
             "microvisor:fault-triple",
             Some(33),

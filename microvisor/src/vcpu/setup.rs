@@ -6,8 +6,8 @@ use super::{HostSave, Vcpu};
 use crate::clock::Clock;
 use crate::counters::Accounting;
 use crate::guest::{loader, mem::GuestRam};
-use crate::integrity::{Kind, Protected};
 use crate::hw::cpu::EFER_SVME;
+use crate::integrity::{Kind, Protected};
 use crate::once::{phys, TakeOnce};
 use crate::personas::Active;
 use crate::svm::npt::Npt;
@@ -134,7 +134,12 @@ pub fn build(
     let tables = bootkit::image::boot_page_tables();
     let maps: [(&'static str, Kind, u64, u64); 5] = [
         ("text+rodata", Kind::Bytes, image.start, image.len()),
-        ("host-page-tables", Kind::PageTable, tables.start, tables.len()),
+        (
+            "host-page-tables",
+            Kind::PageTable,
+            tables.start,
+            tables.len(),
+        ),
         ("npt", Kind::PageTable, phys(npt), size_of::<Npt>() as u64),
         ("iopm", Kind::Bytes, phys(iopm), size_of::<Iopm>() as u64),
         ("msrpm", Kind::Bytes, phys(msrpm), size_of::<Msrpm>() as u64),

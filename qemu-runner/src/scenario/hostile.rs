@@ -146,3 +146,24 @@ pub const SCENARIOS: &[Scenario] = &[
         ..FAULT
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matrix_has_at_least_twelve_hostile_guests() {
+        let cases = SCENARIOS
+            .iter()
+            .filter(|s| s.name.contains("fault-") && s.uses_microvisor())
+            .count();
+        assert!(cases >= 12, "{cases} hostile-guest cases");
+        for s in SCENARIOS {
+            assert!(
+                s.uses_microvisor(),
+                "{} does not boot the microvisor",
+                s.name
+            );
+        }
+    }
+}
