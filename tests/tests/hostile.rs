@@ -6,7 +6,7 @@
 //! scenarios prove that check can fail.
 
 use pvops_abi::exit::ExitCode;
-use pvops_tests::{assert_fault, assert_verdict_pass, boot_all, context};
+use pvops_tests::{assert_fault, assert_verdict_pass, boot, boot_all, context};
 use qemu_runner::{scenario, RunOptions, ScenarioReport};
 
 /// One case of the matrix and how it must end.
@@ -153,6 +153,33 @@ fn check_case(c: &Case, r: &ScenarioReport) {
     }
 }
 
+/// Whether a run failed only because the guest's PIT calibration found
+/// every sample disturbed (a loaded host: five helpers' builds and boots
+/// on two cores): nothing the hostile case did.
+fn calibration_flake(r: &ScenarioReport) -> bool {
+    !r.failures.is_empty() && r.failures.iter().all(|f| f.contains("no TSC frequency"))
+}
+
+/// Boots `names` concurrently, then up to twice more, alone, each that
+/// failed only by [`calibration_flake`] (printed as `rerun: ...`).
+fn boot_matrix(names: &[&str]) -> Vec<ScenarioReport> {
+    boot_all(names, &RunOptions::default())
+        .into_iter()
+        .zip(names)
+        .map(|(r, name)| {
+            let mut r = r.expect("TCG-only scenario must run");
+            for _ in 0..2 {
+                if !calibration_flake(&r) {
+                    break;
+                }
+                eprintln!("rerun: {name}: the guest's PIT calibration was disturbed");
+                r = boot(name).expect("TCG-only scenario must run");
+            }
+            r
+        })
+        .collect()
+}
+
 #[test]
 fn hostile_guests_end_as_declared_and_leave_the_microvisor_unchanged() {
     for c in CASES {
@@ -164,9 +191,8 @@ fn hostile_guests_end_as_declared_and_leave_the_microvisor_unchanged() {
     }
     assert!(CASES.len() >= 12, "the matrix has {} cases", CASES.len());
     let names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
-    let reports = boot_all(&names, &RunOptions::default());
+    let reports = boot_matrix(&names);
     for (c, r) in CASES.iter().zip(&reports) {
-        let r = r.as_ref().expect("TCG-only scenario must run");
         check_case(c, r);
         if c.name == "microvisor:fault-hang" {
             spin_with_if_off(r);
@@ -199,9 +225,8 @@ fn spin_with_if_off(r: &ScenarioReport) {
 #[test]
 fn integrity_check_catches_a_corrupted_region() {
     let names: Vec<&str> = CORRUPT.iter().map(|c| c.0).collect();
-    let reports = boot_all(&names, &RunOptions::default());
+    let reports = boot_matrix(&names);
     for ((_, region), r) in CORRUPT.iter().zip(&reports) {
-        let r = r.as_ref().expect("TCG-only scenario must run");
         assert_verdict_pass(r);
         assert_fault(r, ExitCode::MicrovisorCorrupted, Some("integrity"));
         let i = integrity(r);
