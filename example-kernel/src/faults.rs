@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use pvops_abi::microvisor::{code, ERR_INVALID, ERR_UNKNOWN};
 
 /// Every kind understood, for the boot log.
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "triple",
     "panic",
     "bad-memory",
@@ -27,6 +27,7 @@ pub const KINDS: [&str; 15] = [
     "alias-hypercall-page",
     "ipi-storm",
     "halt-if-off",
+    "xen-pointers",
     "none",
 ];
 
@@ -55,6 +56,10 @@ pub fn run(kind: &str, env: &hostile::Env<'_>, tally: &mut Tally) {
         "alias-hypercall-page" => {
             let o = hostile::alias_hypercall_page(env);
             tally.report("fault.alias-hypercall-page", &o);
+        }
+        "xen-pointers" => {
+            let o = hostile::xen_pointers(env);
+            tally.report("fault.xen-pointers", &o);
         }
         "ipi-storm" => {
             let o = hostile::ipi_storm(env);

@@ -467,6 +467,119 @@ pub fn alias_hypercall_page(env: &Env<'_>) -> Outcome {
 /// its exit counter.
 const SVM_EXIT_VMMCALL: u64 = 0x81;
 
+/// A Xen hypercall made directly with VMMCALL (64-bit HVM convention,
+/// xen.h: number in RAX, arguments in RDI, RSI; result in RAX).
+///
+/// # Safety
+/// Only under a hypervisor that intercepts VMMCALL (the scenario boots the
+/// xen persona); the call may write guest memory at `a2`.
+unsafe fn xen_call(nr: u64, a1: u64, a2: u64) -> i64 {
+    let mut rax = nr;
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        core::arch::asm!(
+            "vmmcall",
+            inout("rax") rax,
+            in("rdi") a1,
+            in("rsi") a2,
+            options(nostack)
+        )
+    };
+    rax as i64
+}
+
+/// `__HYPERVISOR_xen_version` and its `XENVER_get_features` (xen.h,
+/// version.h): reads and writes an 8-byte `xen_feature_info` at a
+/// guest-virtual pointer.
+const XEN_VERSION: u64 = 17;
+const XENVER_GET_FEATURES: u64 = 6;
+/// -EFAULT (Xen errno.h).
+const EFAULT: i64 = -14;
+/// Test-window slots of the Xen pointer case.
+const XEN_SLOTS: [usize; 3] = [
+    paging::TEST_SLOTS - 8,
+    paging::TEST_SLOTS - 7,
+    paging::TEST_SLOTS - 6,
+];
+
+/// Xen's hypercall arguments are guest-virtual: the persona walks the
+/// guest's page tables. The guest points `XENVER_get_features` at its own
+/// page-table entries aimed outside its RAM (past its end, the LAPIC page,
+/// the highest physical page), at an unmapped page, at the 12 GiB mapping,
+/// across into an unmapped page, at a non-canonical alias of a valid
+/// pointer and across 2^64: each must be -EFAULT with nothing written; the
+/// same call on a mapped buffer succeeds.
+pub fn xen_pointers(env: &Env<'_>) -> Outcome {
+    let [good, bad, hole] = XEN_SLOTS;
+    paging::fill_frame(env.scratch, CANARY);
+    env.aspace.map_test(good, env.scratch, false);
+    env.aspace.unmap_test(hole);
+    let va = |slot| AddressSpace::test_va(slot);
+    let call = |gva: u64| {
+        // SAFETY: the xen persona intercepts VMMCALL; the only memory it
+        // may write is the 8 bytes at `gva`, the guest's own scratch page
+        // or nothing.
+        unsafe { xen_call(XEN_VERSION, XENVER_GET_FEATURES, gva) }
+    };
+    // submap_idx = 0 at offset 0x100 of the good page.
+    env.aspace.write_test(good, 0x100 / 8, 0);
+    pvops::mmu::flush_all();
+    let ok = call(va(good) + 0x100);
+    let submap = env.aspace.read_test(good, 0x100 / 8) >> 32;
+    env.aspace.write_test(good, 0x100 / 8, CANARY);
+    let mut bad_frames = [env.ram_end, LAPIC_MMIO, 0x000F_FFFF_FFFF_F000].into_iter();
+    let mut cases: [(&str, u64, i64); 9] = [("", 0, 0); 9];
+    let mut n = 0;
+    let mut note = |what: &'static str, gva: u64, r: i64| {
+        cases[n] = (what, gva, r);
+        n += 1;
+    };
+    for what in ["past RAM", "LAPIC page", "highest physical page"] {
+        let frame = bad_frames.next().unwrap_or(0);
+        env.aspace.map_test(bad, frame, false);
+        pvops::mmu::flush_page(va(bad));
+        note(what, va(bad), call(va(bad)));
+    }
+    env.aspace.unmap_test(bad);
+    pvops::mmu::flush_page(va(bad));
+    note("unmapped page", va(hole), call(va(hole)));
+    note("12 GiB mapping", BAD_MEMORY_PA, call(BAD_MEMORY_PA));
+    // Slot `good + 1` is `bad`, now unmapped: 4 bytes in, 4 out.
+    note(
+        "crossing into unmapped",
+        va(good) + PAGE - 4,
+        call(va(good) + PAGE - 4),
+    );
+    note(
+        "non-canonical alias",
+        (va(good) + 0x100) ^ (1 << 63),
+        call((va(good) + 0x100) ^ (1 << 63)),
+    );
+    note("crossing 2^64", u64::MAX - 3, call(u64::MAX - 3));
+    note(
+        "kernel half, unmapped",
+        0xFFFF_8000_0000_0000,
+        call(0xFFFF_8000_0000_0000),
+    );
+    let untouched = (0..512).all(|i| paging::read_frame(env.scratch, i) == CANARY);
+    env.aspace.unmap_test(good);
+    pvops::mmu::flush_all();
+    if ok != 0 || submap == 0 {
+        return fail(text!(
+            "XENVER_get_features on a mapped buffer returned {ok}, submap {submap:#x}"
+        ));
+    }
+    if let Some((what, gva, r)) = cases.iter().find(|c| c.2 != EFAULT) {
+        return fail(text!(
+            "{what}: gva {gva:#x} returned {r}, expected {EFAULT}"
+        ));
+    }
+    check(
+        untouched,
+        text!("mapped buffer: 0, submap {submap:#x}; {n} bad guest-virtual pointers (PTEs past RAM, LAPIC, top page; unmapped; 12 GiB; crossing; non-canonical; wrapping) all {EFAULT}; nothing written: {untouched}"),
+    )
+}
+
 /// Self-IPIs sent in each storm.
 const STORM: u64 = 20_000;
 

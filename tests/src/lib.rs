@@ -26,6 +26,7 @@ pub const DEDICATED: &[&str] = &[
     // hostile.rs (with the prefixes below)
     "microvisor:hyperv:fault-rep-hypercalls",
     "microvisor:hyperv:fault-alias-hypercall-page",
+    "microvisor:xen:fault-bad-pointers",
     "microvisor:vmware",
     "microvisor:vmware/native",
     "microvisor:xen",

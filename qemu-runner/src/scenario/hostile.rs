@@ -132,6 +132,14 @@ pub const SCENARIOS: &[Scenario] = &[
         ..HV_FAULT
     },
     Scenario {
+        name: "microvisor:xen:fault-bad-pointers",
+        description: "Xen hypercall pointers (guest-virtual) whose PTEs aim past RAM, at MMIO, nowhere; crossing pages, non-canonical, wrapping: -EFAULT, nothing written",
+        boot: mv("xen", ""),
+        guest_cmdline: "fault=xen-pointers",
+        expect: answered(XEN, &["fault.xen-pointers"]),
+        ..Scenario::BASE
+    },
+    Scenario {
         name: "microvisor:integrity-corrupt=npt",
         description: "debug switch: the microvisor changes an unused NPT entry after its baseline; the integrity check must catch it",
         boot: mv("none", "corrupt=npt"),
