@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use pvops_abi::microvisor::{code, ERR_INVALID, ERR_UNKNOWN};
 
 /// Every kind understood, for the boot log.
-pub const KINDS: [&str; 16] = [
+pub const KINDS: [&str; 17] = [
     "triple",
     "panic",
     "bad-memory",
@@ -26,6 +26,7 @@ pub const KINDS: [&str; 16] = [
     "hyperv-rep",
     "alias-hypercall-page",
     "ipi-storm",
+    "timer-storm",
     "halt-if-off",
     "xen-pointers",
     "none",
@@ -60,6 +61,10 @@ pub fn run(kind: &str, env: &hostile::Env<'_>, tally: &mut Tally) {
         "xen-pointers" => {
             let o = hostile::xen_pointers(env);
             tally.report("fault.xen-pointers", &o);
+        }
+        "timer-storm" => {
+            let o = hostile::timer_storm();
+            tally.report("fault.timer-storm", &o);
         }
         "ipi-storm" => {
             let o = hostile::ipi_storm(env);

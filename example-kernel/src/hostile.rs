@@ -615,6 +615,48 @@ pub fn ipi_storm(env: &Env<'_>) -> Outcome {
     )
 }
 
+/// Timer interrupts the storm must see.
+const TIMER_STORM: u64 = 2_000;
+
+/// A timer storm: the LAPIC timer in periodic mode with initial count 1 and
+/// divide-by-1 (a 1 ns period on the 1 GHz bus the microvisor emulates),
+/// with interrupts on, while the main loop counts its own iterations until
+/// `TIMER_STORM` interrupts arrived. The guest must still make progress
+/// between interrupts (else it livelocks in its handler and, since every
+/// delivered interrupt counts as progress, no watchdog ends the run).
+pub fn timer_storm() -> Outcome {
+    use pvops::native::apic::{read, timer_mode, write, Register};
+    let flags = pvops::irq::save_flags();
+    pvops::irq::disable();
+    let (lvt, divide) = (read(Register::LvtTimer), read(Register::TimerDivide));
+    let before = interrupts::timer_count();
+    // Divide configuration 1011b = divide by 1 (Intel SDM vol. 3A, 11.5.4).
+    write(Register::TimerDivide, 0b1011);
+    write(
+        Register::LvtTimer,
+        u32::from(interrupts::TIMER_VECTOR) | timer_mode::PERIODIC,
+    );
+    write(Register::TimerInitialCount, 1);
+    pvops::irq::enable();
+    let mut spins = 0u64;
+    while interrupts::timer_count() - before < TIMER_STORM && spins < 2_000_000_000 {
+        spins += 1;
+        core::hint::spin_loop();
+    }
+    pvops::irq::disable();
+    write(Register::TimerInitialCount, 0);
+    write(Register::LvtTimer, lvt);
+    write(Register::TimerDivide, divide);
+    // Take a storm interrupt still pending before the self-tests count theirs.
+    let _ = wait_until(10, || false);
+    let got = interrupts::timer_count() - before;
+    pvops::irq::restore_flags(flags);
+    check(
+        got >= TIMER_STORM && spins > 0,
+        text!("periodic LAPIC timer, count 1, divide 1: {got} interrupts while the main loop ran {spins} iterations"),
+    )
+}
+
 /// `cli; hlt` forever: a vCPU that can never wake; the microvisor must stop
 /// it at once (watchdog fault), not sleep with it.
 pub fn halt_interrupts_off() -> ! {

@@ -88,6 +88,7 @@ const CASES: &[Case] = &[
     ),
     answered("microvisor:fault-counter-garbage", "fault.counter-garbage"),
     answered("microvisor:fault-ipi-storm", "fault.ipi-storm"),
+    answered("microvisor:fault-timer-storm", "fault.timer-storm"),
     answered("microvisor:xen:fault-bad-pointers", "fault.xen-pointers"),
     answered("microvisor:hyperv:fault-rep-hypercalls", "fault.hyperv-rep"),
     answered(

@@ -118,6 +118,14 @@ pub const SCENARIOS: &[Scenario] = &[
         ..FAULT
     },
     Scenario {
+        name: "microvisor:fault-timer-storm",
+        description: "periodic LAPIC timer with count 1 (a 1 ns period): the guest still makes progress between interrupts; no livelock, no hang",
+        guest_cmdline: "fault=timer-storm",
+        expect: answered(NATIVE_NONE, &["fault.timer-storm"]),
+        timeout_secs: 60,
+        ..FAULT
+    },
+    Scenario {
         name: "microvisor:hyperv:fault-rep-hypercalls",
         description: "Hyper-V flush-list rep calls with huge and page-crossing rep counts, bad starts, inputs past RAM: TLFS status codes",
         guest_cmdline: "fault=hyperv-rep",
