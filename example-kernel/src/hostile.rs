@@ -16,7 +16,9 @@ use pvops_abi::hyperv::{
     call, flush_flags, gva_range, msr, page_msr, Control, FlushVirtualAddressSpace,
     HypercallResult, Status, HYPERCALL_PAGE_SVM,
 };
-use pvops_abi::microvisor::{class, code, ExitSnapshot, ERR_INVALID, ERR_UNKNOWN};
+use pvops_abi::microvisor::{
+    class, code, ExitSnapshot, CPUID_KEY, CPUID_LEAF, ERR_INVALID, ERR_UNKNOWN, SIGNATURE,
+};
 
 /// What the hostile cases need from the kernel.
 pub struct Env<'a> {
@@ -198,6 +200,39 @@ pub fn counter_garbage(env: &Env<'_>) -> Outcome {
     let words = SNAPSHOT_LEN as usize / 8;
     let exact = paging::read_frame(env.scratch, 0) == CANARY
         && (1 + words..512).all(|i| paging::read_frame(env.scratch, i) == CANARY);
+    // The keyed CPUID leaf: wrong keys, and the key at the leaves around
+    // it, never give the signature.
+    let mut leaked = 0u32;
+    {
+        use pvops_probe::CpuidSource;
+        let sig = |leaf: u32, sub: u32| {
+            let r = pvops_probe::NativeCpuid.cpuid(leaf, sub);
+            let mut b = [0u8; 12];
+            b[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+            b[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+            b[8..12].copy_from_slice(&r.edx.to_le_bytes());
+            &b == SIGNATURE
+        };
+        for _ in 0..300 {
+            let key = rng.next() as u32;
+            if key != CPUID_KEY && sig(CPUID_LEAF, key) {
+                leaked += 1;
+            }
+        }
+        for leaf in [
+            CPUID_LEAF - 1,
+            CPUID_LEAF + 1,
+            CPUID_LEAF | 0xF,
+            0x4000_0000 | 0xFFF0,
+        ] {
+            if sig(leaf, CPUID_KEY) {
+                leaked += 1;
+            }
+        }
+        if !sig(CPUID_LEAF, CPUID_KEY) {
+            leaked += 1;
+        }
+    }
     // Reset and total ignore their arguments.
     expect(
         code::EXITS_TOTAL,
@@ -218,9 +253,9 @@ pub fn counter_garbage(env: &Env<'_>) -> Outcome {
             "{wrong} of {calls} garbage calls answered wrongly; first code={c:#x} args={a:#x?} returned {r}"
         )),
         None => check(
-            untouched && exact && counting,
+            untouched && exact && counting && leaked == 0,
             text!(
-                "{calls} garbage counter calls all refused or answered; rejected copies wrote nothing: {untouched}; page-sized copy wrote {SNAPSHOT_LEN} bytes only: {exact}; window after reset {total}"
+                "{calls} garbage counter calls refused or answered; keyed CPUID (300 wrong keys, 4 wrong leaves, the key) wrong answers: {leaked}/305; rejected copies wrote nothing: {untouched}; page-sized copy exact: {exact}; window after reset: {total}"
             ),
         ),
     }
