@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use pvops_abi::microvisor::{code, ERR_INVALID, ERR_UNKNOWN};
 
 /// Every kind understood, for the boot log.
-pub const KINDS: [&str; 17] = [
+pub const KINDS: [&str; 18] = [
     "triple",
     "panic",
     "bad-memory",
@@ -29,6 +29,7 @@ pub const KINDS: [&str; 17] = [
     "timer-storm",
     "halt-if-off",
     "xen-pointers",
+    "kvm-shared-pages",
     "none",
 ];
 
@@ -57,6 +58,10 @@ pub fn run(kind: &str, env: &hostile::Env<'_>, tally: &mut Tally) {
         "alias-hypercall-page" => {
             let o = hostile::alias_hypercall_page(env);
             tally.report("fault.alias-hypercall-page", &o);
+        }
+        "kvm-shared-pages" => {
+            let o = hostile::kvm_shared_pages(env);
+            tally.report("fault.kvm-shared-pages", &o);
         }
         "xen-pointers" => {
             let o = hostile::xen_pointers(env);

@@ -650,6 +650,62 @@ pub fn ipi_storm(env: &Env<'_>) -> Outcome {
     )
 }
 
+/// KVM's shared structures registered at GPAs outside guest RAM
+/// (Documentation/virt/kvm/x86/msr.rst): the wall clock 4 bytes before the
+/// end of RAM (its 12 bytes cross it), kvmclock 16 bytes before the end
+/// (32 bytes cross it) and at the highest physical page, steal time and
+/// PV EOI just past the end. The persona must write none of them (as KVM,
+/// which ignores a GPA it cannot map): the last page of guest RAM keeps
+/// its canary, and the microvisor's `guard-above` range (host RAM right
+/// after guest RAM) stays unchanged (`mv.integrity`). The guest's own
+/// registrations are restored afterwards.
+pub fn kvm_shared_pages(env: &Env<'_>) -> Outcome {
+    use pvops_abi::kvm::msr as m;
+    let end = env.ram_end;
+    let last = end - PAGE;
+    let read = |msr| {
+        // SAFETY: the kvm persona implements these MSRs (the scenario
+        // picks it); reads have no side effects.
+        unsafe { pvops::cpu::read_msr(msr) }
+    };
+    let write = |msr, v| {
+        // SAFETY: as above; the values point outside guest RAM on purpose
+        // and the guest's own registrations are written back below.
+        unsafe { crate::faults::wrmsr_catching_gp(msr, v) }
+    };
+    let flags = pvops::irq::save_flags();
+    pvops::irq::disable();
+    let saved = [
+        (m::SYSTEM_TIME_NEW, read(m::SYSTEM_TIME_NEW)),
+        (m::STEAL_TIME, read(m::STEAL_TIME)),
+        (m::PV_EOI_EN, read(m::PV_EOI_EN)),
+    ];
+    paging::fill_frame(last, CANARY);
+    let accepted = [
+        write(m::WALL_CLOCK_NEW, end - 4),
+        write(m::SYSTEM_TIME_NEW, (end - 16) | m::ENABLED),
+        write(m::SYSTEM_TIME_NEW, 0x000F_FFFF_FFFF_F000 | m::ENABLED),
+        write(m::STEAL_TIME, end | m::ENABLED),
+        write(m::PV_EOI_EN, end | m::ENABLED),
+    ];
+    // A few exits for the persona's per-entry updates (steal time, PV EOI).
+    for _ in 0..100 {
+        let _ = pvops::cpu::cpuid(0, 0);
+    }
+    for (msr, v) in saved {
+        write(msr, v);
+    }
+    let untouched = (0..512).all(|i| paging::read_frame(last, i) == CANARY);
+    paging::fill_frame(last, 0);
+    pvops::irq::restore_flags(flags);
+    check(
+        untouched && accepted.iter().all(|&a| a),
+        text!(
+            "wall clock, kvmclock (twice), steal time, PV EOI registered across or past the end of RAM {end:#x}: accepted {accepted:?} (KVM accepts and ignores), last RAM page untouched: {untouched}"
+        ),
+    )
+}
+
 /// Timer interrupts the storm must see.
 const TIMER_STORM: u64 = 2_000;
 

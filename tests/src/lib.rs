@@ -27,6 +27,7 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:hyperv:fault-rep-hypercalls",
     "microvisor:hyperv:fault-alias-hypercall-page",
     "microvisor:xen:fault-bad-pointers",
+    "microvisor:kvm:fault-shared-pages-past-ram",
     "microvisor:vmware",
     "microvisor:vmware/native",
     "microvisor:xen",

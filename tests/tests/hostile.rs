@@ -90,6 +90,10 @@ const CASES: &[Case] = &[
     answered("microvisor:fault-ipi-storm", "fault.ipi-storm"),
     answered("microvisor:fault-timer-storm", "fault.timer-storm"),
     answered("microvisor:xen:fault-bad-pointers", "fault.xen-pointers"),
+    answered(
+        "microvisor:kvm:fault-shared-pages-past-ram",
+        "fault.kvm-shared-pages",
+    ),
     answered("microvisor:hyperv:fault-rep-hypercalls", "fault.hyperv-rep"),
     answered(
         "microvisor:hyperv:fault-alias-hypercall-page",

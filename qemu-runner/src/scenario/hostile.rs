@@ -148,6 +148,14 @@ pub const SCENARIOS: &[Scenario] = &[
         ..Scenario::BASE
     },
     Scenario {
+        name: "microvisor:kvm:fault-shared-pages-past-ram",
+        description: "KVM wall clock, kvmclock, steal time, PV EOI registered across or past the end of guest RAM: nothing written there or beyond",
+        boot: mv("kvm", ""),
+        guest_cmdline: "fault=kvm-shared-pages",
+        expect: answered(kvm::KVM_PERSONA, &["fault.kvm-shared-pages"]),
+        ..Scenario::BASE
+    },
+    Scenario {
         name: "microvisor:integrity-corrupt=npt",
         description: "debug switch: the microvisor changes an unused NPT entry after its baseline; the integrity check must catch it",
         boot: mv("none", "corrupt=npt"),
