@@ -707,7 +707,7 @@ pub fn kvm_shared_pages(env: &Env<'_>) -> Outcome {
 }
 
 /// Timer interrupts the storm must see.
-const TIMER_STORM: u64 = 2_000;
+const TIMER_STORM: u64 = 500;
 
 /// A timer storm: the LAPIC timer in periodic mode with initial count 1 and
 /// divide-by-1 (a 1 ns period on the 1 GHz bus the microvisor emulates),
