@@ -25,11 +25,15 @@ pub enum ExitCode {
     MicrovisorError = 0x23,
     /// Microvisor: the guest ran an instruction the microvisor cannot emulate.
     GuestUnsupported = 0x24,
+    /// Microvisor: memory the guest must never reach (its text, rodata,
+    /// page tables, nested page tables, permission maps, the guard pages
+    /// around guest RAM) changed during the run (`mv.integrity`).
+    MicrovisorCorrupted = 0x25,
 }
 
 impl ExitCode {
     /// Every code, for lookups.
-    pub const ALL: [ExitCode; 7] = [
+    pub const ALL: [ExitCode; 8] = [
         ExitCode::Pass,
         ExitCode::Fail,
         ExitCode::GuestTripleFault,
@@ -37,6 +41,7 @@ impl ExitCode {
         ExitCode::GuestWatchdog,
         ExitCode::MicrovisorError,
         ExitCode::GuestUnsupported,
+        ExitCode::MicrovisorCorrupted,
     ];
 
     /// The process exit status QEMU reports for this code.
@@ -59,6 +64,7 @@ impl ExitCode {
             ExitCode::GuestWatchdog => "guest-watchdog",
             ExitCode::MicrovisorError => "microvisor-error",
             ExitCode::GuestUnsupported => "guest-unsupported",
+            ExitCode::MicrovisorCorrupted => "microvisor-corrupted",
         }
     }
 }

@@ -34,6 +34,7 @@ impl Range {
 extern "C" {
     static __bootkit_image_start: u8;
     static __bootkit_image_end: u8;
+    static __bootkit_data_start: u8;
     static bootkit_stack_bottom: u8;
     static bootkit_stack_top: u8;
     static bootkit_boot_pml4: u8;
@@ -45,6 +46,25 @@ pub fn image() -> Range {
     Range {
         start: core::ptr::addr_of!(__bootkit_image_start) as u64,
         end: core::ptr::addr_of!(__bootkit_image_end) as u64,
+    }
+}
+
+/// Text and read-only data (incl. the PVH note): nothing writes there
+/// after the loader, so a checksum of it must never change.
+pub fn read_only() -> Range {
+    Range {
+        start: core::ptr::addr_of!(__bootkit_image_start) as u64,
+        end: core::ptr::addr_of!(__bootkit_data_start) as u64,
+    }
+}
+
+/// The boot page tables built by the PVH stub (`pvh.rs`: PML4, PDPT and
+/// four page directories, contiguous), the identity map of the first 4 GiB.
+pub fn boot_page_tables() -> Range {
+    let start = boot_pml4();
+    Range {
+        start,
+        end: start + 6 * 4096,
     }
 }
 

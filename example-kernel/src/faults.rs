@@ -2,6 +2,7 @@
 //! tests. Run right before the self-tests; the kinds that return report a
 //! `fault.<kind>` self-test.
 
+use crate::hostile;
 use crate::hypercall::Microvisor;
 use crate::paging::BAD_MEMORY_PA;
 use crate::selftest::{Outcome, Tally};
@@ -11,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use pvops_abi::microvisor::{code, ERR_INVALID, ERR_UNKNOWN};
 
 /// Every kind understood, for the boot log.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 18] = [
     "triple",
     "panic",
     "bad-memory",
@@ -20,11 +21,20 @@ pub const KINDS: [&str; 9] = [
     "bad-msr",
     "bad-port",
     "hang",
+    "hypercall-into-microvisor",
+    "counter-garbage",
+    "hyperv-rep",
+    "alias-hypercall-page",
+    "ipi-storm",
+    "timer-storm",
+    "halt-if-off",
+    "xen-pointers",
+    "kvm-shared-pages",
     "none",
 ];
 
 /// Runs the fault named on the command line (`fault=<kind>`).
-pub fn run(kind: &str, tally: &mut Tally) {
+pub fn run(kind: &str, env: &hostile::Env<'_>, tally: &mut Tally) {
     bootkit::println!("Fault injection: fault={kind}");
     log::warn!("fault={kind}: deliberately misbehaving");
     match kind {
@@ -32,6 +42,39 @@ pub fn run(kind: &str, tally: &mut Tally) {
         // The crash path: the panic handler reports through the table.
         "panic" => panic!("fault=panic: deliberate kernel panic"),
         "hang" => arch::hang(),
+        "halt-if-off" => hostile::halt_interrupts_off(),
+        "hypercall-into-microvisor" => {
+            let o = hostile::into_microvisor(env);
+            tally.report("fault.hypercall-into-microvisor", &o);
+        }
+        "counter-garbage" => {
+            let o = hostile::counter_garbage(env);
+            tally.report("fault.counter-garbage", &o);
+        }
+        "hyperv-rep" => {
+            let o = hostile::hyperv_rep(env);
+            tally.report("fault.hyperv-rep", &o);
+        }
+        "alias-hypercall-page" => {
+            let o = hostile::alias_hypercall_page(env);
+            tally.report("fault.alias-hypercall-page", &o);
+        }
+        "kvm-shared-pages" => {
+            let o = hostile::kvm_shared_pages(env);
+            tally.report("fault.kvm-shared-pages", &o);
+        }
+        "xen-pointers" => {
+            let o = hostile::xen_pointers(env);
+            tally.report("fault.xen-pointers", &o);
+        }
+        "timer-storm" => {
+            let o = hostile::timer_storm();
+            tally.report("fault.timer-storm", &o);
+        }
+        "ipi-storm" => {
+            let o = hostile::ipi_storm(env);
+            tally.report("fault.ipi-storm", &o);
+        }
         "bad-memory" => {
             let o = bad_memory();
             tally.report("fault.bad-memory", &o);

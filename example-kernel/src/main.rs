@@ -19,6 +19,7 @@ mod bench;
 mod cpuid_dump;
 mod faults;
 mod hold;
+mod hostile;
 mod hypercall;
 mod interrupts;
 mod paging;
@@ -110,7 +111,15 @@ fn kmain(start_info_paddr: u64) -> ! {
 
     let mut tally = selftest::Tally::default();
     if let Some(kind) = si.cmdline_value("fault") {
-        faults::run(kind, &mut tally);
+        let env = hostile::Env {
+            aspace: &aspace,
+            ram_end: si.ram().map(|r| r.end).max().unwrap_or(0),
+            apic_id,
+            scratch: frames
+                .alloc()
+                .unwrap_or_else(|| panic!("no frame for fault={kind}")),
+        };
+        faults::run(kind, &env, &mut tally);
     }
     let mut ctx = selftest::Context {
         aspace: &aspace,

@@ -1,5 +1,5 @@
 //! The microvisor's command line (`-append`):
-//! `persona=<name> [break=<step>] [watchdog_ms=N] [guest_ram_mib=N] [pit=on|off] -- <guest command line>`.
+//! `persona=<name> [break=<step>] [watchdog_ms=N] [guest_ram_mib=N] [pit=on|off] [corrupt=<region>] -- <guest command line>`.
 
 /// Default watchdog limit: no progress for this long ends the run.
 pub const DEFAULT_WATCHDOG_MS: u64 = 10_000;
@@ -23,6 +23,11 @@ pub struct Config<'a> {
     /// without one (QEMU's microVM, Xen PVH): those ports read all ones and
     /// ignore writes. The microvisor's own calibration still uses the PIT.
     pub pit: bool,
+    /// Debug switch `corrupt=<region>`: the microvisor itself changes one
+    /// word of that protected region (`npt`, `guard-above`) after taking
+    /// its integrity baseline, so the end-of-run check must report it
+    /// (proves the check can fail; docs/hostile-guests.md).
+    pub corrupt: Option<&'a str>,
     /// Everything after ` -- `, handed to the guest verbatim.
     pub guest_cmdline: &'a str,
 }
@@ -45,6 +50,7 @@ pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
         watchdog_ms: DEFAULT_WATCHDOG_MS,
         guest_ram_mib: DEFAULT_GUEST_RAM_MIB,
         pit: true,
+        corrupt: None,
         guest_cmdline: guest,
     };
     for token in own.split_ascii_whitespace() {
@@ -58,6 +64,7 @@ pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
         match key {
             "persona" => cfg.persona = value,
             "break" => cfg.break_step = Some(value),
+            "corrupt" => cfg.corrupt = Some(value),
             "watchdog_ms" => cfg.watchdog_ms = number()?.max(1),
             "pit" => {
                 cfg.pit = match value {
@@ -134,6 +141,8 @@ mod tests {
         assert!(parse("").unwrap().pit);
         assert!(!parse("persona=xen pit=off --").unwrap().pit);
         assert!(parse("pit=on").unwrap().pit);
+        assert_eq!(parse("corrupt=npt --").unwrap().corrupt, Some("npt"));
+        assert_eq!(parse("").unwrap().corrupt, None);
     }
 
     #[test]

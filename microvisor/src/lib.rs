@@ -18,6 +18,7 @@ pub mod counters;
 pub mod fmtbuf;
 pub mod guest;
 pub mod hw;
+pub mod integrity;
 pub mod once;
 pub mod outcome;
 pub mod personas;
@@ -44,6 +45,7 @@ pub fn start(start_info_paddr: u64) -> ! {
     match boot(start_info_paddr) {
         Ok(mut vcpu) => {
             let end = vcpu.run();
+            let end = report::integrity(&vcpu, end);
             report::finish(
                 &end,
                 Some(&vcpu.accounting().lifetime),
@@ -155,24 +157,93 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     if !cfg.pit {
         mvlog!("pit=off: the guest's PIT ports and port 0x61 read all ones");
     }
-    let vcpu = vcpu::setup::build(mem, loaded.entry, persona, clock, cfg.watchdog_ms, cfg.pit)
+    let mut vcpu = vcpu::setup::build(mem, loaded.entry, persona, clock, cfg.watchdog_ms, cfg.pit)
         .map_err(|e| setup_error(format_args!("{e}")))?;
+    protect_guards(&info, &mut vcpu, hpa, size);
+    if let Some(region) = cfg.corrupt {
+        corrupt(&vcpu, region)?;
+    }
     report::start(persona_name, cfg.guest_ram_mib);
     Ok(vcpu)
+}
+
+/// Bytes of free host RAM checksummed right above and right below guest
+/// RAM ([`integrity`]).
+const GUARD_LEN: u64 = 64 << 10;
+
+/// Adds the guard ranges around guest RAM (`hpa..hpa+size`) to the
+/// protected regions, where they are free host RAM (nothing of the
+/// microvisor's nor the loader's, so nothing may write there).
+fn protect_guards(info: &StartInfo, vcpu: &mut vcpu::Vcpu, hpa: u64, size: u64) {
+    let above = Range {
+        start: hpa + size,
+        end: hpa + size + GUARD_LEN,
+    };
+    let below = Range {
+        start: hpa.saturating_sub(GUARD_LEN),
+        end: hpa,
+    };
+    for (name, r) in [("guard-above", above), ("guard-below", below)] {
+        if r.end <= HOST_MAP_END && is_free(info, &r) {
+            // SAFETY: `r` is host RAM inside the identity map that neither
+            // the microvisor nor the loader uses; it is only read.
+            unsafe { vcpu.protect(name, r.start, r.len()) };
+        }
+    }
+}
+
+/// The `corrupt=<region>` debug switch: changes one word of a protected
+/// region on purpose, after its baseline, so the integrity check must fail.
+#[allow(clippy::result_large_err)] // See `End`: no heap to box it in.
+fn corrupt(vcpu: &vcpu::Vcpu, region: &str) -> Result<(), End> {
+    // npt: PDPT entry 511 (the NPT's second page), never used (guest RAM
+    // is at most 1 GiB, behind PDPT entry 0); bit 63 (NX) with P clear
+    // keeps it not present. guard-above: free RAM nobody reads.
+    let offset = match region {
+        "npt" => 4096 + 511 * 8,
+        "guard-above" => 0,
+        _ => {
+            return Err(setup_error(format_args!(
+                "corrupt={region:?}: known regions are npt, guard-above"
+            )))
+        }
+    };
+    let r = vcpu.protected().find(region).ok_or_else(|| {
+        setup_error(format_args!(
+            "corrupt={region:?}: region not protected here"
+        ))
+    })?;
+    let p = (r.start + offset) as *mut u64;
+    // SAFETY: a deliberate change for the debug switch, inside the region:
+    // an unused, not-present NPT entry stays not present, and the guard
+    // range is free RAM. The guest is not running yet.
+    unsafe { p.write_volatile(p.read_volatile() ^ (1 << 63)) };
+    mvlog!(
+        "corrupt={region}: changed the word at {:#x} on purpose",
+        p as u64
+    );
+    Ok(())
+}
+
+/// Whether `r` is host RAM that overlaps neither the microvisor image nor
+/// anything the PVH loader handed over.
+fn is_free(info: &StartInfo, r: &Range) -> bool {
+    let image = bootkit::image::image();
+    !r.overlaps(&image)
+        && info
+            .reserved()
+            .iter()
+            .all(|t| t.is_empty() || !r.overlaps(t))
+        && info
+            .ram()
+            .any(|ram| ram.start <= r.start && r.end <= ram.end)
 }
 
 /// Finds a 2 MiB-aligned run of `size` bytes of host RAM that overlaps
 /// neither the microvisor image nor anything the PVH loader handed over.
 fn carve_guest_ram(info: &StartInfo, size: u64) -> Option<u64> {
     let image = bootkit::image::image();
-    let taken = info.reserved();
-    let is_free = |r: &Range| {
-        !r.overlaps(&image)
-            && taken.iter().all(|t| t.is_empty() || !r.overlaps(t))
-            && info
-                .ram()
-                .any(|ram| ram.start <= r.start && r.end <= ram.end)
-    };
+    let is_free = |r: &Range| is_free(info, r);
     let mut start = GUEST_RAM_MIN_HPA.max(image.end).next_multiple_of(PAGE_2M);
     while start + size <= HOST_MAP_END {
         let r = Range {

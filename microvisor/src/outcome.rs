@@ -19,6 +19,8 @@ pub enum FaultKind {
     Unsupported,
     /// The microvisor failed (setup error, VMRUN refused).
     MicrovisorError,
+    /// Memory no guest may change did change ([`crate::integrity`]).
+    Integrity,
 }
 
 impl FaultKind {
@@ -30,6 +32,7 @@ impl FaultKind {
             FaultKind::Watchdog => "watchdog",
             FaultKind::Unsupported => "unsupported",
             FaultKind::MicrovisorError => "microvisor-error",
+            FaultKind::Integrity => "integrity",
         }
     }
 
@@ -41,6 +44,7 @@ impl FaultKind {
             FaultKind::Watchdog => ExitCode::GuestWatchdog,
             FaultKind::Unsupported => ExitCode::GuestUnsupported,
             FaultKind::MicrovisorError => ExitCode::MicrovisorError,
+            FaultKind::Integrity => ExitCode::MicrovisorCorrupted,
         }
     }
 }

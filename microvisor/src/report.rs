@@ -3,7 +3,7 @@
 //! each on its own line.
 
 use crate::counters::Counters;
-use crate::outcome::End;
+use crate::outcome::{Detail, End};
 use crate::vcpu::exits_reason_name;
 use bootkit::record;
 use pvops_abi::exit::ExitCode;
@@ -86,6 +86,59 @@ fn print_counters(c: &Counters) {
         crate::mvlog!("{dropped} counts did not fit the per-key tables");
     }
     record!("mv.total", count = c.total);
+}
+
+/// The end-of-run integrity check ([`crate::integrity`]): prints
+/// `@@ mv.integrity regions=N unchanged=true|false changed=<names|none>`
+/// and, when anything changed, turns the end of the run into an
+/// [`crate::outcome::FaultKind::Integrity`] fault naming what changed and
+/// how the run had ended.
+pub fn integrity(vcpu: &crate::vcpu::Vcpu, end: End) -> End {
+    use core::fmt::Write;
+    let check = vcpu.integrity();
+    let mut changed = crate::fmtbuf::FmtBuf::<120>::new();
+    for name in vcpu.protected().changed_names(check.memory) {
+        let sep = if changed.as_str().is_empty() { "" } else { "," };
+        let _ = write!(changed, "{sep}{name}");
+    }
+    if !check.intercepts_unchanged {
+        let sep = if changed.as_str().is_empty() { "" } else { "," };
+        let _ = write!(changed, "{sep}vmcb-intercepts");
+    }
+    let names = if check.unchanged() {
+        "none"
+    } else {
+        changed.as_str()
+    };
+    let mut list = crate::fmtbuf::FmtBuf::<200>::new();
+    for r in vcpu.protected().regions() {
+        let _ = write!(list, " {}({:#x}+{:#x})", r.name, r.start, r.len);
+    }
+    crate::mvlog!(
+        "integrity: {} region(s) and the VMCB intercepts checked:{}",
+        check.memory.regions,
+        list
+    );
+    record!(
+        "mv.integrity",
+        regions = check.memory.regions,
+        unchanged = check.unchanged(),
+        changed = names
+    );
+    if check.unchanged() {
+        return end;
+    }
+    let was = match &end {
+        End::GuestExit { value, .. } => Detail::from_fmt(format_args!("guest exit {value:#x}")),
+        End::Fault { kind, .. } => Detail::from_fmt(format_args!("fault {}", kind.name())),
+    };
+    End::fault(
+        crate::outcome::FaultKind::Integrity,
+        format_args!(
+            "protected memory changed during the run: {}; the run had ended with {}",
+            names, was
+        ),
+    )
 }
 
 /// Ends QEMU: for a guest exit, the guest's own value on the debug-exit

@@ -32,6 +32,18 @@ const TIMER_TSC_DEADLINE: u32 = 2;
 const VERSION: u32 = 0x0005_0014;
 /// Nominal APIC bus clock in kHz (1 GHz).
 pub const BUS_KHZ: u64 = 1_000_000;
+/// Shortest period of the periodic timer, in microseconds: a shorter one
+/// is stretched to this. The rule is KVM's (`min_timer_period_us`,
+/// arch/x86/kvm/x86.c, applied by `limit_periodic_timer_frequency` in
+/// lapic.c); KVM's default is 200 us on hardware, this is 1 ms because
+/// under TCG one interrupt's exits take tens to hundreds of microseconds
+/// (1 ms is also the fastest periodic tick Linux asks for, HZ=1000).
+/// Without a floor a guest programming initial count 1 (a 1 ns period) is
+/// interrupted again before its handler's IRET reaches the next
+/// instruction: it livelocks, and as every delivered interrupt counts as
+/// progress no watchdog ends the run (`microvisor:fault-timer-storm`,
+/// docs/hostile-guests.md).
+pub const MIN_PERIOD_US: u64 = 1000;
 /// ESR bit 5: send illegal vector; bit 6: receive illegal vector.
 const ESR_SEND_ILLEGAL: u32 = 1 << 5;
 
@@ -159,6 +171,15 @@ impl VApic {
         ((count as u128 * self.divisor() as u128 * self.tsc_khz as u128) / BUS_KHZ as u128) as u64
     }
 
+    /// Host TSC ticks of one period of the periodic timer (at least
+    /// [`MIN_PERIOD_US`]).
+    fn period_tsc(&self) -> u64 {
+        let floor = self.tsc_khz * MIN_PERIOD_US / 1000;
+        self.count_to_tsc(self.initial_count as u64)
+            .max(floor)
+            .max(1)
+    }
+
     fn tsc_to_count(&self, tsc: u64) -> u64 {
         (tsc as u128 * BUS_KHZ as u128 / (self.tsc_khz as u128 * self.divisor() as u128)) as u64
     }
@@ -207,9 +228,13 @@ impl VApic {
                 // Re-arm from the previous deadline, not from `now`, so no tick
                 // is lost or added; ticks that passed while the guest could not
                 // take them coalesce in the IRR, as on hardware.
-                let period = self.count_to_tsc(self.initial_count as u64).max(1);
+                // A whole period or more late, the guest gets a whole period
+                // from now before the next tick: a guest slower than its
+                // timer (its handler alone outlasting the period, as under
+                // TCG on a loaded host) still runs between interrupts.
+                let period = self.period_tsc();
                 let missed = (now - d) / period;
-                self.count_start = d + missed * period;
+                self.count_start = if missed == 0 { d } else { now };
                 self.deadline = Some(self.count_start + period);
             }
             TIMER_TSC_DEADLINE => {
@@ -535,12 +560,49 @@ mod tests {
             0,
         )
         .unwrap();
-        a.wrmsr(reg::INIT_COUNT, 100, 0).unwrap();
-        assert!(a.poll(130)); // late by 30
-        assert_eq!(a.next_deadline(), Some(200), "no drift");
-        assert!(a.poll(200));
-        assert_eq!(a.next_deadline(), Some(300));
+        a.wrmsr(reg::INIT_COUNT, 1_000_000, 0).unwrap();
+        assert!(a.poll(1_000_030)); // late by 30
+        assert_eq!(a.next_deadline(), Some(2_000_000), "no drift");
+        assert!(a.poll(2_000_000));
+        assert_eq!(a.next_deadline(), Some(3_000_000));
         assert_eq!(a.timer_fires, 2);
+    }
+
+    #[test]
+    fn periodic_period_has_a_floor() {
+        let mut a = x2apic();
+        a.wrmsr(reg::DIVIDE, 0xB, 0).unwrap();
+        a.wrmsr(
+            reg::LVT_TIMER,
+            (0x40 | TIMER_PERIODIC << TIMER_MODE_SHIFT) as u64,
+            0,
+        )
+        .unwrap();
+        // Count 1 at 1 GHz: 1 ns, stretched to the floor after the first.
+        a.wrmsr(reg::INIT_COUNT, 1, 0).unwrap();
+        assert!(a.poll(1));
+        let floor = MIN_PERIOD_US * 1000; // TSC at 1 GHz in this test
+        assert_eq!(a.next_deadline(), Some(1 + floor));
+        assert!(!a.poll(floor));
+        assert!(a.poll(1 + floor));
+    }
+
+    #[test]
+    fn periodic_more_than_a_period_late_gives_the_guest_a_period() {
+        let mut a = x2apic();
+        a.wrmsr(reg::DIVIDE, 0xB, 0).unwrap();
+        a.wrmsr(
+            reg::LVT_TIMER,
+            (0x40 | TIMER_PERIODIC << TIMER_MODE_SHIFT) as u64,
+            0,
+        )
+        .unwrap();
+        a.wrmsr(reg::INIT_COUNT, 2_000_000, 0).unwrap();
+        // Due at 2 ms, polled at 7.5 ms: the missed ticks coalesce and the
+        // next is a whole period after now.
+        assert!(a.poll(7_500_000));
+        assert_eq!(a.next_deadline(), Some(9_500_000));
+        assert_eq!(a.timer_fires, 1);
     }
 
     #[test]

@@ -361,6 +361,18 @@ pub struct Fault {
     pub detail: String,
 }
 
+/// An `mv.integrity` record: the microvisor's end-of-run check of the
+/// memory no guest may change (docs/hostile-guests.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Integrity {
+    /// Protected memory regions checked (the VMCB intercepts besides).
+    pub regions: u64,
+    /// Whether every region and the intercepts were unchanged.
+    pub unchanged: bool,
+    /// Names of what changed (`none` when nothing did).
+    pub changed: String,
+}
+
 /// An `mv.end` record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct End {
@@ -384,6 +396,8 @@ pub struct Microvisor {
     /// The crash message a guest handed to the hypervisor (`mv.crash
     /// message=`, Hyper-V's crash MSRs), if any.
     pub crash: Option<String>,
+    /// The end-of-run integrity check.
+    pub integrity: Option<Integrity>,
     /// The end record.
     pub end: Option<End>,
 }
@@ -649,6 +663,17 @@ impl BootResult {
                 })
             }
             "mv.crash" => mv.crash = Some(rec.get("message").unwrap_or_default().to_string()),
+            "mv.integrity" => {
+                let Some(unchanged) = rec.get("unchanged").and_then(|v| v.parse::<bool>().ok())
+                else {
+                    return false;
+                };
+                mv.integrity = Some(Integrity {
+                    regions: n("regions").unwrap_or(0),
+                    unchanged,
+                    changed: rec.get("changed").unwrap_or_default().to_string(),
+                })
+            }
             "mv.end" => {
                 mv.end = Some(End {
                     outcome: rec.get("outcome").unwrap_or_default().to_string(),

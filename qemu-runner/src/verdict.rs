@@ -254,6 +254,16 @@ pub fn judge(
                     )),
                     _ => {}
                 }
+                // Memory no guest may change changed: only the scenario of
+                // the `corrupt=` debug switch expects it.
+                if let Some(i) = mv.integrity.as_ref().filter(|i| !i.unchanged) {
+                    if expect.fault != Some("integrity") {
+                        f.push(format!(
+                            "mv.integrity unchanged=false: {} changed",
+                            i.changed
+                        ));
+                    }
+                }
                 if let Some(want) = expect.crash_report {
                     match &mv.crash {
                         None => f.push(format!(
@@ -753,6 +763,25 @@ mod tests {
                       @@ mv.fault kind=triple-fault detail=x\n@@ mv.end outcome=guest-triple-fault code=0x20\n";
         assert_eq!(
             judge_text("microvisor:fault-triple", Some(65), triple),
+            Vec::<String>::new()
+        );
+        // A changed integrity check fails any scenario not expecting it.
+        let changed = triple.replace(
+            "@@ mv.end",
+            "@@ mv.integrity regions=7 unchanged=false changed=npt\n@@ mv.end",
+        );
+        let f = judge_text("microvisor:fault-triple", Some(65), &changed);
+        assert!(
+            f.iter()
+                .any(|m| m.contains("mv.integrity unchanged=false: npt")),
+            "{f:?}"
+        );
+        let fine = triple.replace(
+            "@@ mv.end",
+            "@@ mv.integrity regions=7 unchanged=true changed=none\n@@ mv.end",
+        );
+        assert_eq!(
+            judge_text("microvisor:fault-triple", Some(65), &fine),
             Vec::<String>::new()
         );
         let f = judge_text(

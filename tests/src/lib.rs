@@ -12,7 +12,7 @@ use qemu_runner::scenario::{Count, Metric, Owners};
 use qemu_runner::{scenario, RunOptions, ScenarioReport, Status};
 
 /// Scenarios with a dedicated test in one of this crate's test files
-/// (`scenarios.rs`, `personas.rs`, `fixes.rs`, `lying.rs`, ...); every other declared scenario, except
+/// (`scenarios.rs`, `personas.rs`, `fixes.rs`, `lying.rs`, `hostile.rs`, ...); every other declared scenario, except
 /// the families of [`DEDICATED_PREFIXES`], is booted by
 /// `every_other_scenario_meets_its_expectations`.
 pub const DEDICATED: &[&str] = &[
@@ -23,13 +23,11 @@ pub const DEDICATED: &[&str] = &[
     "kvm/native",
     "microvisor:none",
     "microvisor:bare",
-    "microvisor:fault-triple",
-    "microvisor:fault-bad-memory",
-    "microvisor:fault-unknown-hypercall",
-    "microvisor:fault-bad-hypercall-pointer",
-    "microvisor:fault-bad-msr",
-    "microvisor:fault-bad-port",
-    "microvisor:fault-hang",
+    // hostile.rs (with the prefixes below)
+    "microvisor:hyperv:fault-rep-hypercalls",
+    "microvisor:hyperv:fault-alias-hypercall-page",
+    "microvisor:xen:fault-bad-pointers",
+    "microvisor:kvm:fault-shared-pages-past-ram",
     "microvisor:vmware",
     "microvisor:vmware/native",
     "microvisor:xen",
@@ -93,9 +91,15 @@ pub const DEDICATED: &[&str] = &[
 ];
 
 /// Scenario families with their own test: the feature matrix
-/// (`matrix.rs`), the template kernel (`minimal.rs`) and the nested real
-/// peers (`nested.rs`).
-pub const DEDICATED_PREFIXES: &[&str] = &["matrix:", "minimal:", "nested:"];
+/// (`matrix.rs`), the template kernel (`minimal.rs`), the nested real
+/// peers (`nested.rs`) and the hostile-guest matrix (`hostile.rs`).
+pub const DEDICATED_PREFIXES: &[&str] = &[
+    "matrix:",
+    "minimal:",
+    "nested:",
+    "microvisor:fault-",
+    "microvisor:integrity-",
+];
 
 /// Self-test groups every completed boot must cover (the table's groups).
 pub const SELFTEST_GROUPS: [&str; 4] = ["cpu", "mmu", "irq", "time"];

@@ -6,6 +6,7 @@ use pvops_tests::{
     assert_exits, assert_fault, assert_guest, assert_owners, assert_verdict_pass, boot, context,
     DEDICATED, DEDICATED_PREFIXES,
 };
+// The microvisor's fault cases have their own test: tests/tests/hostile.rs.
 use qemu_runner::scenario;
 
 #[test]
@@ -57,91 +58,6 @@ fn microvisor_bare() {
     assert_guest(&r, "unknown", "native", "native");
     assert_exits(&r);
     assert_fault(&r, ExitCode::Pass, None);
-}
-
-#[test]
-fn microvisor_fault_triple() {
-    let r = boot("microvisor:fault-triple").expect("TCG-only scenario must run");
-    assert_verdict_pass(&r);
-    assert_fault(&r, ExitCode::GuestTripleFault, Some("triple-fault"));
-    assert!(
-        r.result.done.is_none(),
-        "guest cannot finish after a triple fault\n{}",
-        context(&r)
-    );
-}
-
-#[test]
-fn microvisor_fault_bad_memory() {
-    let r = boot("microvisor:fault-bad-memory").expect("TCG-only scenario must run");
-    assert_verdict_pass(&r);
-    assert_fault(&r, ExitCode::GuestBadMemory, Some("bad-memory"));
-    assert!(r.result.done.is_none(), "{}", context(&r));
-}
-
-/// A fault the microvisor answers (error code, #GP, all-ones read): the
-/// guest survives, reports the fault self-test as passed and finishes.
-fn survivable(name: &str, selftest: &str) -> qemu_runner::ScenarioReport {
-    let r = boot(name).expect("TCG-only scenario must run");
-    assert_verdict_pass(&r);
-    assert_fault(&r, ExitCode::Pass, None);
-    assert_guest(&r, "none", "native", "native");
-    let t = r
-        .result
-        .selftests
-        .get(selftest)
-        .unwrap_or_else(|| panic!("self-test {selftest} missing\n{}", context(&r)));
-    assert!(t.pass, "{selftest} failed: {}\n{}", t.detail, context(&r));
-    assert_exits(&r);
-    r
-}
-
-#[test]
-fn microvisor_fault_unknown_hypercall() {
-    survivable(
-        "microvisor:fault-unknown-hypercall",
-        "fault.unknown-hypercall",
-    );
-}
-
-#[test]
-fn microvisor_fault_bad_hypercall_pointer() {
-    survivable(
-        "microvisor:fault-bad-hypercall-pointer",
-        "fault.bad-hypercall-pointer",
-    );
-}
-
-#[test]
-fn microvisor_fault_bad_msr() {
-    let r = survivable("microvisor:fault-bad-msr", "fault.bad-msr");
-    let exits = r.result.exits().unwrap();
-    assert!(
-        exits.msr(0x4fff_0000) > 0,
-        "MSR 0x4fff0000 not counted: {:?}\n{}",
-        exits.msrs,
-        context(&r)
-    );
-}
-
-#[test]
-fn microvisor_fault_bad_port() {
-    let r = survivable("microvisor:fault-bad-port", "fault.bad-port");
-    let exits = r.result.exits().unwrap();
-    assert!(
-        exits.port(0x1234) > 0,
-        "port 0x1234 not counted: {:?}\n{}",
-        exits.ports,
-        context(&r)
-    );
-}
-
-#[test]
-fn microvisor_fault_hang() {
-    let r = boot("microvisor:fault-hang").expect("TCG-only scenario must run");
-    assert_verdict_pass(&r);
-    assert_fault(&r, ExitCode::GuestWatchdog, Some("watchdog"));
-    assert!(r.result.done.is_none(), "{}", context(&r));
 }
 
 /// Scenarios added to the table without a dedicated test still boot here

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::counters::Accounting;
 use crate::guest::mem::GuestRam;
 use crate::hw::{cpu, lapic};
+use crate::integrity::{Check, Protected};
 use crate::once::phys;
 use crate::outcome::{End, FaultKind};
 use crate::personas::{Active, GuestCx};
@@ -75,6 +76,33 @@ pub struct Vcpu {
     serial_mid_line: bool,
     /// The guest sees the PIT (`pit=on`); otherwise its ports are empty.
     pit: bool,
+    /// Memory no guest may change, with its baselines.
+    protected: Protected,
+    /// The VMCB intercept settings at setup ([`Vcpu::intercepts`]).
+    intercepts: Intercepts,
+}
+
+/// The VMCB control fields that confine the guest (what it may run without
+/// an exit, where its nested page tables and permission maps are); the
+/// microvisor never changes them after setup, except the VINTR intercept
+/// it toggles for interrupt windows (masked out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intercepts([u64; 9]);
+
+/// What the end-of-run integrity check found.
+#[derive(Clone, Copy, Debug)]
+pub struct Integrity {
+    /// The memory regions.
+    pub memory: Check,
+    /// Whether the VMCB intercept settings are as set up.
+    pub intercepts_unchanged: bool,
+}
+
+impl Integrity {
+    /// Whether nothing changed.
+    pub fn unchanged(&self) -> bool {
+        self.memory.unchanged() && self.intercepts_unchanged
+    }
 }
 
 /// What an exit handler wants next.
@@ -100,6 +128,48 @@ impl Vcpu {
     /// Whether the guest left its serial output in the middle of a line.
     pub fn serial_mid_line(&self) -> bool {
         self.serial_mid_line
+    }
+
+    /// The protected regions.
+    pub fn protected(&self) -> &Protected {
+        &self.protected
+    }
+
+    /// Adds a protected region (e.g. the guard ranges around guest RAM).
+    ///
+    /// # Safety
+    /// As [`Protected::add`]: the range stays readable for the run.
+    pub unsafe fn protect(&mut self, name: &'static str, start: u64, len: u64) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.protected
+                .add(name, crate::integrity::Kind::Bytes, start, len)
+        }
+    }
+
+    /// The current VMCB intercept settings.
+    pub fn intercepts(&self) -> Intercepts {
+        let c = &self.vmcb.control;
+        Intercepts([
+            u64::from(c.intercept_cr),
+            u64::from(c.intercept_dr),
+            u64::from(c.intercept_exceptions),
+            u64::from(c.intercept_misc1 & !misc1::VINTR),
+            u64::from(c.intercept_misc2) | u64::from(c.intercept_misc3) << 32,
+            c.iopm_base_pa,
+            c.msrpm_base_pa,
+            c.nested_ctl,
+            c.n_cr3,
+        ])
+    }
+
+    /// Checks every protected region and the intercept settings against
+    /// their state before the first VMRUN.
+    pub fn integrity(&self) -> Integrity {
+        Integrity {
+            memory: self.protected.check(),
+            intercepts_unchanged: self.intercepts() == self.intercepts,
+        }
     }
 
     /// Guest RIP.

@@ -7,6 +7,7 @@ use crate::clock::Clock;
 use crate::counters::Accounting;
 use crate::guest::{loader, mem::GuestRam};
 use crate::hw::cpu::EFER_SVME;
+use crate::integrity::{Kind, Protected};
 use crate::once::{phys, TakeOnce};
 use crate::personas::Active;
 use crate::svm::npt::Npt;
@@ -128,8 +129,29 @@ pub fn build(
         rbx: loader::START_INFO_GPA,
         ..GuestRegs::default()
     };
+    let mut protected = Protected::new();
+    let image = bootkit::image::read_only();
+    let tables = bootkit::image::boot_page_tables();
+    let maps: [(&'static str, Kind, u64, u64); 5] = [
+        ("text+rodata", Kind::Bytes, image.start, image.len()),
+        (
+            "host-page-tables",
+            Kind::PageTable,
+            tables.start,
+            tables.len(),
+        ),
+        ("npt", Kind::PageTable, phys(npt), size_of::<Npt>() as u64),
+        ("iopm", Kind::Bytes, phys(iopm), size_of::<Iopm>() as u64),
+        ("msrpm", Kind::Bytes, phys(msrpm), size_of::<Msrpm>() as u64),
+    ];
+    for (name, kind, start, len) in maps {
+        // SAFETY: all are parts of the microvisor's own image (linker
+        // symbols, statics), identity mapped and present for the whole run.
+        unsafe { protected.add(name, kind, start, len) };
+    }
+
     let now = clock.now();
-    Ok(Vcpu {
+    let mut vcpu = Vcpu {
         vmcb,
         host_save,
         regs,
@@ -144,5 +166,9 @@ pub fn build(
         host_timer_target: None,
         serial_mid_line: false,
         pit,
-    })
+        protected,
+        intercepts: super::Intercepts([0; 9]),
+    };
+    vcpu.intercepts = vcpu.intercepts();
+    Ok(vcpu)
 }

@@ -808,7 +808,7 @@ pub static ALL: std::sync::LazyLock<Vec<Scenario>> = std::sync::LazyLock::new(||
 });
 
 /// The scenarios of QEMU's PC machine (TCG, KVM) and the microvisor's
-/// personas, breaks and fault cases.
+/// personas and breaks (the fault cases are in `hostile.rs`).
 const CORE: &[Scenario] = &[
     Scenario {
         name: "tcg",
@@ -1160,70 +1160,6 @@ const CORE: &[Scenario] = &[
         guest: Guest::MicrovisorTestGuest,
         expect: TESTGUEST,
         ..Scenario::BASE
-    },
-    Scenario {
-        name: "microvisor:fault-triple",
-        description: "guest triple-faults; the microvisor reports it",
-        guest_cmdline: "fault=triple",
-        expect: stopped(ExitCode::GuestTripleFault, "triple-fault"),
-        ..FAULT
-    },
-    Scenario {
-        name: "microvisor:fault-bad-memory",
-        description: "guest touches memory outside its RAM; the microvisor stops it",
-        guest_cmdline: "fault=bad-memory",
-        expect: stopped(ExitCode::GuestBadMemory, "bad-memory"),
-        ..FAULT
-    },
-    Scenario {
-        name: "microvisor:fault-unknown-hypercall",
-        description: "guest makes an unknown microvisor hypercall and gets an error back",
-        guest_cmdline: "fault=unknown-hypercall",
-        expect: Expect {
-            selftests: &["fault.unknown-hypercall"],
-            ..NATIVE_NONE
-        },
-        ..FAULT
-    },
-    Scenario {
-        name: "microvisor:fault-bad-hypercall-pointer",
-        description: "guest passes a pointer outside its RAM to a hypercall and gets an error back",
-        guest_cmdline: "fault=bad-hypercall-pointer",
-        expect: Expect {
-            selftests: &["fault.bad-hypercall-pointer"],
-            ..NATIVE_NONE
-        },
-        ..FAULT
-    },
-    Scenario {
-        name: "microvisor:fault-bad-msr",
-        description: "guest reads an unknown MSR and gets #GP",
-        guest_cmdline: "fault=bad-msr",
-        expect: Expect {
-            selftests: &["fault.bad-msr"],
-            msrs: &[0x4fff_0000],
-            ..NATIVE_NONE
-        },
-        ..FAULT
-    },
-    Scenario {
-        name: "microvisor:fault-bad-port",
-        description: "guest accesses an unknown I/O port and reads all ones",
-        guest_cmdline: "fault=bad-port",
-        expect: Expect {
-            selftests: &["fault.bad-port"],
-            ports: &[0x1234],
-            ..NATIVE_NONE
-        },
-        ..FAULT
-    },
-    Scenario {
-        name: "microvisor:fault-hang",
-        description: "guest stops making progress; the microvisor's watchdog ends the run",
-        boot: mv("none", "watchdog_ms=3000"),
-        guest_cmdline: "fault=hang",
-        expect: stopped(ExitCode::GuestWatchdog, "watchdog"),
-        ..FAULT
     },
 ];
 

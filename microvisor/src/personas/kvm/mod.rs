@@ -358,7 +358,11 @@ impl KvmInterface {
             version: odd,
             ..self.time
         };
-        let _ = cx.mem.write(gpa, t.as_bytes());
+        // A GPA whose structure does not fit guest RAM is ignored, as KVM
+        // ignores a GPA it cannot map: no version-only write either.
+        if cx.mem.write(gpa, t.as_bytes()).is_err() {
+            return;
+        }
         self.stats.publishes += 1;
         if self.broken == Some(Break::PvclockOdd) {
             self.time.version = odd;
