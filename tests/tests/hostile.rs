@@ -6,7 +6,7 @@
 //! scenarios prove that check can fail.
 
 use pvops_abi::exit::ExitCode;
-use pvops_tests::{assert_fault, assert_verdict_pass, boot, boot_all, context};
+use pvops_tests::{assert_fault, assert_verdict_pass, boot_all, context};
 use qemu_runner::{scenario, RunOptions, ScenarioReport};
 
 /// One case of the matrix and how it must end.
@@ -159,30 +159,12 @@ fn check_case(c: &Case, r: &ScenarioReport) {
     }
 }
 
-/// Whether a run failed only because the guest's PIT calibration found
-/// every sample disturbed (a loaded host: five helpers' builds and boots
-/// on two cores): nothing the hostile case did.
-fn calibration_flake(r: &ScenarioReport) -> bool {
-    !r.failures.is_empty() && r.failures.iter().all(|f| f.contains("no TSC frequency"))
-}
-
-/// Boots `names` concurrently, then up to twice more, alone, each that
-/// failed only by [`calibration_flake`] (printed as `rerun: ...`).
+/// Boots `names` concurrently (the runner reboots a run whose PIT
+/// calibration host load disturbed).
 fn boot_matrix(names: &[&str]) -> Vec<ScenarioReport> {
     boot_all(names, &RunOptions::default())
         .into_iter()
-        .zip(names)
-        .map(|(r, name)| {
-            let mut r = r.expect("TCG-only scenario must run");
-            for _ in 0..2 {
-                if !calibration_flake(&r) {
-                    break;
-                }
-                eprintln!("rerun: {name}: the guest's PIT calibration was disturbed");
-                r = boot(name).expect("TCG-only scenario must run");
-            }
-            r
-        })
+        .map(|r| r.expect("TCG-only scenario must run"))
         .collect()
 }
 

@@ -7,8 +7,7 @@
 //! first one succeeded.
 
 use pvops_tests::{
-    assert_count, assert_owners, assert_verdict_pass, boot_all, boot_with, context, field, metric,
-    record,
+    assert_count, assert_owners, assert_verdict_pass, boot_all, context, field, metric, record,
 };
 use qemu_runner::scenario::{self, lying, Count, Metric, Owners};
 use qemu_runner::{RunOptions, ScenarioReport};
@@ -119,32 +118,16 @@ fn assert_particulars(r: &ScenarioReport) {
     }
 }
 
-/// Whether a case that falls back to the PIT calibration failed only
-/// because every calibration sample was disturbed (`tsc source=none`): the
-/// known effect of a host loaded far beyond its cores, not of the lie.
-fn pit_disturbed(r: &ScenarioReport) -> bool {
-    !r.passed()
-        && r.scenario.expect.tsc_source == Some("pit-calibration")
-        && r.result.tsc_source.as_deref() == Some("none")
-}
-
-/// Every case of the matrix, booted (two at a time, by the runner). A case
-/// whose PIT calibration was disturbed by host load is booted once more
-/// (printed as `RETRY`); every failure is reported, not only the first.
+/// Every case of the matrix, booted (two at a time, by the runner, which
+/// reboots a case whose PIT calibration host load disturbed); every failure
+/// is reported, not only the first.
 #[test]
 fn every_lying_hypervisor_case_ends_in_a_passing_boot() {
     let names: Vec<&str> = lying::SCENARIOS.iter().map(|s| s.name).collect();
     let opts = RunOptions::default();
     let mut failed = Vec::new();
     for r in boot_all(&names, &opts) {
-        let mut r = r.expect("TCG scenario must run");
-        if pit_disturbed(&r) {
-            eprintln!(
-                "RETRY {}: every PIT calibration sample disturbed (host load)",
-                r.scenario.name
-            );
-            r = boot_with(r.scenario.name, &opts).expect("TCG scenario must run");
-        }
+        let r = r.expect("TCG scenario must run");
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             assert_case(&r);
             assert_particulars(&r);
