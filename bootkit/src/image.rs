@@ -34,6 +34,8 @@ impl Range {
 extern "C" {
     static __bootkit_image_start: u8;
     static __bootkit_image_end: u8;
+    static __bootkit_text_start: u8;
+    static __bootkit_text_end: u8;
     static bootkit_stack_bottom: u8;
     static bootkit_stack_top: u8;
     static bootkit_boot_pml4: u8;
@@ -45,6 +47,15 @@ pub fn image() -> Range {
     Range {
         start: core::ptr::addr_of!(__bootkit_image_start) as u64,
         end: core::ptr::addr_of!(__bootkit_image_end) as u64,
+    }
+}
+
+/// The image's code (`.text`), e.g. for a kernel that lets pvops patch its
+/// call sites (`pvops::dispatch::allow_patching`).
+pub fn text() -> Range {
+    Range {
+        start: core::ptr::addr_of!(__bootkit_text_start) as u64,
+        end: core::ptr::addr_of!(__bootkit_text_end) as u64,
     }
 }
 

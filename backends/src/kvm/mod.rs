@@ -753,10 +753,13 @@ extern "C" fn steal_ns() -> u64 {
 }
 
 extern "C" fn eoi() {
-    STATE.eoi(|| pvops::native::irq::eoi(), || {
-        // SAFETY: the MSR was accepted at setup; 0 disables PV EOI.
-        unsafe { pvops::native::cpu::write_msr(m::PV_EOI_EN, 0) }
-    });
+    STATE.eoi(
+        || pvops::native::irq::eoi(),
+        || {
+            // SAFETY: the MSR was accepted at setup; 0 disables PV EOI.
+            unsafe { pvops::native::cpu::write_msr(m::PV_EOI_EN, 0) }
+        },
+    );
 }
 
 /// `irq.send_ipi_mask`: one `KVM_HC_SEND_IPI` for the whole mask (64 IDs

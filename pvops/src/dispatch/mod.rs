@@ -264,7 +264,9 @@ pub(crate) fn patch_with(
                 } else {
                     "?"
                 };
-                log::warn!("pvops: call site {addr:#x} ({name}) refused: {r}; it keeps the table call");
+                log::warn!(
+                    "pvops: call site {addr:#x} ({name}) refused: {r}; it keeps the table call"
+                );
                 c.indirect[e] = c.indirect[e].saturating_add(1);
             }
         }
@@ -321,7 +323,10 @@ pub(crate) fn patch_sites(table: &'static Table) {
         }
         REASON.store(r, Ordering::Relaxed);
         STATE.store(TABLE, Ordering::Release);
-        log::info!("pvops: dispatch through the table: {}", REASONS[usize::from(r)]);
+        log::info!(
+            "pvops: dispatch through the table: {}",
+            REASONS[usize::from(r)]
+        );
         return;
     }
     let base = table as *const Table as usize;

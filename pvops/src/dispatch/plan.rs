@@ -177,11 +177,18 @@ pub enum Refusal {
 impl core::fmt::Display for Refusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Refusal::UnknownEntry(e) => write!(f, "record names entry {e}, the table has {ENTRY_COUNT}"),
-            Refusal::BadLength { found, expected } => {
-                write!(f, "record length {found}, sites of this entry are {expected} bytes")
+            Refusal::UnknownEntry(e) => {
+                write!(f, "record names entry {e}, the table has {ENTRY_COUNT}")
             }
-            Refusal::NotWritable => f.write_str("site is outside the writable text the kernel declared"),
+            Refusal::BadLength { found, expected } => {
+                write!(
+                    f,
+                    "record length {found}, sites of this entry are {expected} bytes"
+                )
+            }
+            Refusal::NotWritable => {
+                f.write_str("site is outside the writable text the kernel declared")
+            }
             Refusal::BytesMismatch => {
                 f.write_str("bytes at the site are not the indirect call its record describes")
             }
@@ -220,7 +227,8 @@ pub(crate) fn plan(
         return Err(Refusal::BytesMismatch);
     }
     let mut bytes = [0x90; MAX_SITE_LEN];
-    let inline = inline_code(rec.entry).filter(|c| target.native && c.clobbers & !rec.clobbers == 0);
+    let inline =
+        inline_code(rec.entry).filter(|c| target.native && c.clobbers & !rec.clobbers == 0);
     let (body, mechanism) = match inline {
         Some(c) => {
             bytes[..c.bytes.len()].copy_from_slice(c.bytes);
@@ -308,14 +316,23 @@ mod tests {
         assert_eq!(p.bytes[5], 0x90);
         // A native entry without a sequence is a direct call too.
         let (_, _, target) = text(index::TIME_MONOTONIC_NS);
-        assert_eq!(run(index::TIME_MONOTONIC_NS, target).unwrap().mechanism, Mechanism::Direct);
+        assert_eq!(
+            run(index::TIME_MONOTONIC_NS, target).unwrap().mechanism,
+            Mechanism::Direct
+        );
     }
 
     #[test]
     fn mismatched_bytes_are_refused() {
         let (mut t, site, target) = text(index::IRQ_ENABLE);
         t[0x12] ^= 1; // the displacement points elsewhere
-        let r = plan(site, &rec(index::IRQ_ENABLE), &t[0x10..], target, BASE..BASE + 0x100);
+        let r = plan(
+            site,
+            &rec(index::IRQ_ENABLE),
+            &t[0x10..],
+            target,
+            BASE..BASE + 0x100,
+        );
         assert_eq!(r, Err(Refusal::BytesMismatch));
         // A slot of another entry is also a mismatch.
         let other = Target {
@@ -327,14 +344,26 @@ mod tests {
         let (mut t, site, target) = text(index::IRQ_ENABLE);
         let p = run(index::IRQ_ENABLE, target).unwrap();
         t[0x10..0x16].copy_from_slice(&p.bytes[..6]);
-        let r = plan(site, &rec(index::IRQ_ENABLE), &t[0x10..], target, BASE..BASE + 0x100);
+        let r = plan(
+            site,
+            &rec(index::IRQ_ENABLE),
+            &t[0x10..],
+            target,
+            BASE..BASE + 0x100,
+        );
         assert_eq!(r, Err(Refusal::BytesMismatch));
     }
 
     #[test]
     fn sites_outside_writable_text_are_refused() {
         let (t, site, target) = text(index::IRQ_DISABLE);
-        let r = plan(site, &rec(index::IRQ_DISABLE), &t[0x10..], target, BASE..BASE + 0x12);
+        let r = plan(
+            site,
+            &rec(index::IRQ_DISABLE),
+            &t[0x10..],
+            target,
+            BASE..BASE + 0x12,
+        );
         assert_eq!(r, Err(Refusal::NotWritable));
         let r = plan(site, &rec(index::IRQ_DISABLE), &t[0x10..], target, 0..0);
         assert_eq!(r, Err(Refusal::NotWritable));
@@ -346,18 +375,36 @@ mod tests {
         let w = BASE..BASE + 0x100;
         let mut r = rec(index::IRQ_DISABLE);
         r.entry = ENTRY_COUNT as u8;
-        assert_eq!(plan(site, &r, &t[0x10..], target, w.clone()), Err(Refusal::UnknownEntry(ENTRY_COUNT as u8)));
+        assert_eq!(
+            plan(site, &r, &t[0x10..], target, w.clone()),
+            Err(Refusal::UnknownEntry(ENTRY_COUNT as u8))
+        );
         let mut r = rec(index::IRQ_DISABLE);
         r.len = 9;
-        assert!(matches!(plan(site, &r, &t[0x10..], target, w.clone()), Err(Refusal::BadLength { .. })));
+        assert!(matches!(
+            plan(site, &r, &t[0x10..], target, w.clone()),
+            Err(Refusal::BadLength { .. })
+        ));
         // A site that may not clobber RAX cannot take RDTSC or a call.
         let (t, site, mut target) = text(index::CPU_READ_TSC);
         let mut r = rec(index::CPU_READ_TSC);
         r.clobbers = 0;
-        assert_eq!(plan(site, &r, &t[0x10..], target, w.clone()), Err(Refusal::Clobbers));
+        assert_eq!(
+            plan(site, &r, &t[0x10..], target, w.clone()),
+            Err(Refusal::Clobbers)
+        );
         target.function = site + (3 << 30);
         assert_eq!(
-            plan(site, &rec(index::CPU_READ_TSC), &t[0x10..], Target { native: false, ..target }, w),
+            plan(
+                site,
+                &rec(index::CPU_READ_TSC),
+                &t[0x10..],
+                Target {
+                    native: false,
+                    ..target
+                },
+                w
+            ),
             Err(Refusal::OutOfRange)
         );
     }

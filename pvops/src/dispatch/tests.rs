@@ -66,7 +66,12 @@ fn every_site_is_patched_whole_and_counted_per_entry() {
         index::IRQ_EOI,
     ];
     let (mut b, sites) = text(&entries);
-    let c = patch_with(&mut b, sites.into_iter(), target(&[index::IRQ_EOI]), BASE..BASE + 0x1000);
+    let c = patch_with(
+        &mut b,
+        sites.into_iter(),
+        target(&[index::IRQ_EOI]),
+        BASE..BASE + 0x1000,
+    );
     assert_eq!(c.inline[usize::from(index::IRQ_DISABLE)], 1);
     assert_eq!(c.inline[usize::from(index::CPU_READ_TSC)], 1);
     assert_eq!(c.direct[usize::from(index::TIME_MONOTONIC_NS)], 1);
@@ -114,7 +119,12 @@ fn refused_sites_keep_their_bytes_and_the_others_are_patched() {
 fn a_second_pass_over_patched_text_changes_nothing() {
     let entries = [index::IRQ_SAVE_FLAGS, index::TIME_STEAL_NS];
     let (mut b, sites) = text(&entries);
-    patch_with(&mut b, sites.clone().into_iter(), target(&[]), BASE..BASE + 0x1000);
+    patch_with(
+        &mut b,
+        sites.clone().into_iter(),
+        target(&[]),
+        BASE..BASE + 0x1000,
+    );
     let once = b.0.clone();
     let c = patch_with(&mut b, sites.into_iter(), target(&[]), BASE..BASE + 0x1000);
     assert_eq!(b.0, once);
@@ -125,8 +135,14 @@ fn a_second_pass_over_patched_text_changes_nothing() {
 fn the_host_build_keeps_the_table() {
     // `install` is refused on the host (interrupts on), and the host never
     // patches: every entry reports the table.
-    assert_eq!(mechanism(crate::slot::IRQ_DISABLE.entry()), Mechanism::Indirect);
-    assert!(matches!(summary().state, State::NotInstalled | State::Table(_)));
+    assert_eq!(
+        mechanism(crate::slot::IRQ_DISABLE.entry()),
+        Mechanism::Indirect
+    );
+    assert!(matches!(
+        summary().state,
+        State::NotInstalled | State::Table(_)
+    ));
 }
 
 /// Every record this binary's sites emitted describes exactly the bytes at
@@ -144,13 +160,23 @@ fn this_binarys_sites_match_their_records() {
         let addr = text::site_address(rec);
         let e = usize::from(rec.entry);
         assert!(e < ENTRY_COUNT, "{rec:?}");
-        assert_eq!(usize::from(rec.len), site_len(rec.entry), "{}", Entry(rec.entry));
+        assert_eq!(
+            usize::from(rec.len),
+            site_len(rec.entry),
+            "{}",
+            Entry(rec.entry)
+        );
         assert_eq!(rec.clobbers, C_ABI_SITE);
         let mut bytes = vec![0; usize::from(rec.len)];
         // SAFETY: the record points into this binary's mapped text.
         unsafe { text::read(addr, &mut bytes) };
         let o = original(addr, live + crate::table::SLOT_OFFSETS[e], bytes.len()).unwrap();
-        assert_eq!(&bytes[..], &o[..bytes.len()], "site of {}", Entry(rec.entry));
+        assert_eq!(
+            &bytes[..],
+            &o[..bytes.len()],
+            "site of {}",
+            Entry(rec.entry)
+        );
         seen += 1;
     }
     assert!(seen >= 3, "only {seen} sites found");
