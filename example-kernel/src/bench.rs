@@ -84,6 +84,7 @@ pub fn run(apic_id: u32, timer_works: bool) {
         let (cycles, completed, snap) = measure(mv.as_ref(), || (w.run)(w.iterations, apic_id));
         print(w, cycles, completed, snap);
     }
+    crate::bench_dispatch::run();
 }
 
 /// Runs `f` between a counter reset and a counter copy (when the

@@ -17,6 +17,7 @@
 
 mod arch;
 mod bench;
+mod bench_dispatch;
 mod cpuid_dump;
 mod dispatch;
 mod faults;

@@ -244,6 +244,7 @@ fn run_and_report(
         print!("{}", report::compare_table(&reports));
         if opts.extra_guest_cmdline == "bench" {
             print!("{}", report::bench_table(&reports));
+            print!("{}", qemu_runner::dispatch::bench_table(&reports));
         }
     }
     exit_code(&reports)
