@@ -7,8 +7,9 @@
 //! `@@ dispatch-bench op=<entry> owner=<o> mechanism=<inline|direct|indirect>
 //! iterations=N raw=<cycles, all iterations|-> patched=<..> indirect=<..>`
 //!
-//! Each figure is the lowest of [`ROUNDS`] rounds (the least disturbed).
-//! The native `cpu.io_delay` (a port write, an exit under a hypervisor)
+//! Each figure is one run of the calls (under a hypervisor that traps
+//! these instructions a call costs thousands of cycles, and three figures
+//! of 100,000 calls per operation already take seconds). The native `cpu.io_delay` (a port write, an exit under a hypervisor)
 //! runs a tenth of the calls.
 //! Interrupts are off except in the `irq.enable` workload.
 
@@ -18,36 +19,57 @@ use pvops::dispatch::indirect;
 
 /// Calls per measurement.
 pub const ITERATIONS: u32 = 100_000;
-/// Rounds per measurement; the lowest counts.
-const ROUNDS: usize = 3;
 
 /// The TSC, read directly (not through pvops: this is the stopwatch).
 #[inline(always)]
 fn tsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC only reads the counter; ring 0 (CR4.TSD does not apply).
-    unsafe { core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
-/// Lowest total cycles of `ROUNDS` runs of `f` (which loops ITERATIONS times).
-fn best(f: impl Fn()) -> u64 {
-    let mut best = u64::MAX;
-    for _ in 0..ROUNDS {
+/// Chunks each figure is measured in: the three variants take turns
+/// chunk by chunk, so a slow phase of the host (another guest, a busy
+/// core) falls on all three alike.
+const CHUNKS: u32 = 10;
+
+/// Total cycles of `n` calls of each variant (`raw` where there is one),
+/// measured in [`CHUNKS`] alternating chunks.
+fn measure(
+    n: u32,
+    raw: Option<&dyn Fn(u32)>,
+    patched: &dyn Fn(u32),
+    indirect: &dyn Fn(u32),
+) -> Figures {
+    let time = |f: &dyn Fn(u32), k: u32| {
         let t0 = tsc();
-        f();
-        best = best.min(tsc().wrapping_sub(t0));
+        f(k);
+        tsc().wrapping_sub(t0)
+    };
+    let (mut r, mut p, mut i) = (0, 0, 0);
+    let chunk = n / CHUNKS;
+    for _ in 0..CHUNKS {
+        if let Some(f) = raw {
+            r += time(f, chunk);
+        }
+        p += time(patched, chunk);
+        i += time(indirect, chunk);
     }
-    best
+    Figures {
+        iterations: chunk * CHUNKS,
+        raw: raw.map(|_| r),
+        patched: p,
+        indirect: i,
+    }
 }
 
 macro_rules! looped {
     ($body:expr) => {
-        looped!(ITERATIONS; $body)
-    };
-    ($n:expr; $body:expr) => {
-        || {
-            for _ in 0..$n {
+        &|n: u32| {
+            for _ in 0..n {
                 black_box($body);
             }
         }
@@ -169,91 +191,128 @@ impl core::fmt::Display for Count {
 /// Runs every dispatch workload and prints its record.
 pub fn run() {
     println!();
-    println!("Dispatch benchmark ({ITERATIONS} calls each, lowest of {ROUNDS} rounds):");
+    println!("Dispatch benchmark ({ITERATIONS} calls each):");
     let flags = raw::save_flags();
     raw::disable();
     let off = flags & !pvops::irq::FLAGS_IF;
 
-    emit("irq.save_flags", Figures {
-        iterations: ITERATIONS,
-        raw: Some(best(looped!(raw::save_flags()))),
-        patched: best(looped!(pvops::irq::save_flags())),
-        indirect: best(looped!(indirect::save_flags())),
-    });
-    emit("irq.restore_flags", Figures {
-        iterations: ITERATIONS,
-        raw: Some(best(looped!(raw::restore_flags(black_box(off))))),
-        patched: best(looped!(pvops::irq::restore_flags(black_box(off)))),
-        indirect: best(looped!(indirect::restore_flags(black_box(off)))),
-    });
-    emit("irq.disable", Figures {
-        iterations: ITERATIONS,
-        raw: Some(best(looped!(raw::disable()))),
-        patched: best(looped!(pvops::irq::disable())),
-        indirect: best(looped!(indirect::disable())),
-    });
+    emit(
+        "irq.save_flags",
+        measure(
+            ITERATIONS,
+            Some(looped!(raw::save_flags())),
+            looped!(pvops::irq::save_flags()),
+            looped!(indirect::save_flags()),
+        ),
+    );
+    emit(
+        "irq.restore_flags",
+        measure(
+            ITERATIONS,
+            Some(looped!(raw::restore_flags(black_box(off)))),
+            looped!(pvops::irq::restore_flags(black_box(off))),
+            looped!(indirect::restore_flags(black_box(off))),
+        ),
+    );
+    emit(
+        "irq.disable",
+        measure(
+            ITERATIONS,
+            Some(looped!(raw::disable())),
+            looped!(pvops::irq::disable()),
+            looped!(indirect::disable()),
+        ),
+    );
     // STI with interrupts then on: pending ones are taken (as in real use).
-    let enable = Figures {
-        iterations: ITERATIONS,
-        raw: Some(best(looped!(raw::enable()))),
-        patched: best(looped!(pvops::irq::enable())),
-        indirect: best(looped!(indirect::enable())),
-    };
+    let enable = measure(
+        ITERATIONS,
+        Some(looped!(raw::enable())),
+        looped!(pvops::irq::enable()),
+        looped!(indirect::enable()),
+    );
     raw::disable();
     emit("irq.enable", enable);
-    emit("mmu.read_cr2", Figures {
-        iterations: ITERATIONS,
-        raw: Some(best(looped!(raw::read_cr2()))),
-        patched: best(looped!(pvops::mmu::read_cr2())),
-        indirect: best(looped!(indirect::read_cr2())),
-    });
-    emit("mmu.read_cr3", Figures {
-        iterations: ITERATIONS,
-        raw: Some(best(looped!(raw::read_cr3()))),
-        patched: best(looped!(pvops::mmu::read_cr3())),
-        indirect: best(looped!(indirect::read_cr3())),
-    });
-    emit("cpu.read_tsc", Figures {
-        iterations: ITERATIONS,
-        raw: Some(best(looped!(raw::read_tsc()))),
-        patched: best(looped!(pvops::cpu::read_tsc())),
-        indirect: best(looped!(indirect::read_tsc())),
-    });
+    emit(
+        "mmu.read_cr2",
+        measure(
+            ITERATIONS,
+            Some(looped!(raw::read_cr2())),
+            looped!(pvops::mmu::read_cr2()),
+            looped!(indirect::read_cr2()),
+        ),
+    );
+    emit(
+        "mmu.read_cr3",
+        measure(
+            ITERATIONS,
+            Some(looped!(raw::read_cr3())),
+            looped!(pvops::mmu::read_cr3()),
+            looped!(indirect::read_cr3()),
+        ),
+    );
+    emit(
+        "cpu.read_tsc",
+        measure(
+            ITERATIONS,
+            Some(looped!(raw::read_tsc())),
+            looped!(pvops::cpu::read_tsc()),
+            looped!(indirect::read_tsc()),
+        ),
+    );
     // Entries a backend may own: a direct call against the indirect one
     // (the raw instruction where the native function is one).
     // The native delay is a port write, an exit under any hypervisor:
     // 10,000 calls are enough there.
     let io_native = pvops::Entry::from_name("cpu.io_delay").map(pvops::owner) == Some("native");
-    let n = if io_native { ITERATIONS / 10 } else { ITERATIONS };
-    emit("cpu.io_delay", Figures {
-        iterations: n,
-        raw: io_native.then(|| best(looped!(n; raw::io_delay()))),
-        patched: best(looped!(n; pvops::cpu::io_delay())),
-        indirect: best(looped!(n; indirect::io_delay())),
-    });
-    emit("time.monotonic_ns", Figures {
-        iterations: ITERATIONS,
-        raw: None,
-        patched: best(looped!(pvops::time::monotonic_ns())),
-        indirect: best(looped!(indirect::monotonic_ns())),
-    });
-    emit("time.tsc_frequency", Figures {
-        iterations: ITERATIONS,
-        raw: None,
-        patched: best(looped!(pvops::time::tsc_frequency().khz)),
-        indirect: best(looped!(indirect::tsc_frequency().khz)),
-    });
-    emit("time.steal_ns", Figures {
-        iterations: ITERATIONS,
-        raw: None,
-        patched: best(looped!(pvops::time::steal_ns())),
-        indirect: best(looped!(indirect::steal_ns())),
-    });
-    emit("time.apic_timer_khz", Figures {
-        iterations: ITERATIONS,
-        raw: None,
-        patched: best(looped!(pvops::time::apic_timer_khz())),
-        indirect: best(looped!(indirect::apic_timer_khz())),
-    });
+    let n = if io_native {
+        ITERATIONS / 10
+    } else {
+        ITERATIONS
+    };
+    emit(
+        "cpu.io_delay",
+        measure(
+            n,
+            io_native.then_some(looped!(raw::io_delay()) as &dyn Fn(u32)),
+            looped!(pvops::cpu::io_delay()),
+            looped!(indirect::io_delay()),
+        ),
+    );
+    emit(
+        "time.monotonic_ns",
+        measure(
+            ITERATIONS,
+            None,
+            looped!(pvops::time::monotonic_ns()),
+            looped!(indirect::monotonic_ns()),
+        ),
+    );
+    emit(
+        "time.tsc_frequency",
+        measure(
+            ITERATIONS,
+            None,
+            looped!(pvops::time::tsc_frequency().khz),
+            looped!(indirect::tsc_frequency().khz),
+        ),
+    );
+    emit(
+        "time.steal_ns",
+        measure(
+            ITERATIONS,
+            None,
+            looped!(pvops::time::steal_ns()),
+            looped!(indirect::steal_ns()),
+        ),
+    );
+    emit(
+        "time.apic_timer_khz",
+        measure(
+            ITERATIONS,
+            None,
+            looped!(pvops::time::apic_timer_khz()),
+            looped!(indirect::apic_timer_khz()),
+        ),
+    );
     raw::restore_flags(flags);
 }

@@ -12,7 +12,10 @@ use pvops::dispatch::{self, State};
 /// Declares the kernel's text writable unless the command line says
 /// `dispatch=table`. Call before `pvops_backends::init`.
 pub fn allow(cmdline: &str) {
-    if cmdline.split_ascii_whitespace().any(|w| w == "dispatch=table") {
+    if cmdline
+        .split_ascii_whitespace()
+        .any(|w| w == "dispatch=table")
+    {
         return;
     }
     let text = bootkit::image::text();
@@ -45,11 +48,21 @@ pub fn report() {
         }
         State::Table(reason) => {
             println!("Dispatch: through the table ({reason})");
-            record!("dispatch", mechanism = "table", sites = s.sites.total(), reason = reason);
+            record!(
+                "dispatch",
+                mechanism = "table",
+                sites = s.sites.total(),
+                reason = reason
+            );
         }
         State::NotInstalled => {
             println!("Dispatch: through the table (no backend installed)");
-            record!("dispatch", mechanism = "table", sites = 0, reason = "not installed");
+            record!(
+                "dispatch",
+                mechanism = "table",
+                sites = 0,
+                reason = "not installed"
+            );
         }
     }
     for (entry, m) in dispatch::mechanisms() {

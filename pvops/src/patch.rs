@@ -163,7 +163,8 @@ pub unsafe fn install(patch: Patch) -> Result<(), InstallError> {
     }
     STATE.store(SEALED, Ordering::Release);
     // SAFETY: sealed: the table is never written again.
-    crate::dispatch::patch_sites(unsafe { &(*LIVE.0.get()).table });
+    let live = unsafe { &*LIVE.0.get() };
+    crate::dispatch::patch_sites(&live.table, &live.owners);
     Ok(())
 }
 

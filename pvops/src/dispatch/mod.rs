@@ -294,15 +294,18 @@ impl Text for KernelText {
 
 /// Patches every site of the kernel for the table just installed; called
 /// once by [`crate::patch::install`] (interrupts off, no other CPU).
-pub(crate) fn patch_sites(table: &'static Table) {
+///
+/// An entry counts as native (so its sites may take the native sequence)
+/// when its owner is native: function addresses cannot tell, as a small
+/// native function may have a copy in each crate that names it.
+pub(crate) fn patch_sites(table: &'static Table, owners: &[&'static str; ENTRY_COUNT]) {
     if STATE.load(Ordering::Acquire) != NOT_INSTALLED {
         log::error!("pvops: call sites already patched; a second patching is refused");
         return;
     }
-    let native = Table::NATIVE;
+    let is_native = |e: Entry| owners[e.index()] == crate::patch::NATIVE;
     for e in Entry::all() {
-        let planned_inline = plan::inline_code(e.0).is_some()
-            && table.function_address(e) == native.function_address(e);
+        let planned_inline = plan::inline_code(e.0).is_some() && is_native(e);
         PLANNED_DIRECT[e.index()].store(u8::from(!planned_inline), Ordering::Relaxed);
     }
     let writable = TEXT_START.load(Ordering::Relaxed)..TEXT_END.load(Ordering::Acquire);
@@ -336,7 +339,7 @@ pub(crate) fn patch_sites(table: &'static Table) {
         Some(plan::Target {
             slot: base + crate::table::SLOT_OFFSETS[e.index()],
             function,
-            native: native.function_address(e) == Some(function),
+            native: is_native(e),
         })
     };
     let sites = records.iter().map(|r| (text::site_address(r), *r));
