@@ -55,9 +55,11 @@ impl TscSource {
 
     /// The source whose `repr(u8)` value is `v` (`Unknown` for any other).
     pub fn from_u8(v: u8) -> TscSource {
+        // `ALL` is in declaration (= discriminant) order; checked anyway.
         TscSource::ALL
-            .into_iter()
-            .find(|s| *s as u8 == v)
+            .get(usize::from(v))
+            .copied()
+            .filter(|s| *s as u8 == v)
             .unwrap_or(TscSource::Unknown)
     }
 
@@ -192,4 +194,17 @@ pub fn timer_ack() {
     // registers and every caller-saved register declared clobbered
     // (dispatch/site.rs).
     unsafe { site!(TIME_TIMER_ACK;) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TscSource;
+
+    #[test]
+    fn sources_round_trip_through_their_repr() {
+        for s in TscSource::ALL {
+            assert_eq!(TscSource::from_u8(s as u8), s);
+        }
+        assert_eq!(TscSource::from_u8(200), TscSource::Unknown);
+    }
 }

@@ -95,7 +95,7 @@ impl DispatchBench {
         if RAW.contains(&self.op.as_str()) && self.mechanism == "inline" {
             return self.patched_vs_raw().map(|r| r <= 1.05);
         }
-        (self.owner != "native").then(|| self.patched < self.indirect)
+        (self.owner != "native").then_some(self.patched < self.indirect)
     }
 }
 
