@@ -150,7 +150,7 @@ fn print(w: &Workload, cycles: u64, completed: Option<u32>, snap: Option<ExitSna
 }
 
 /// A count, or `-` when there is none (no microvisor).
-struct Count(Option<u64>);
+pub(crate) struct Count(pub(crate) Option<u64>);
 
 impl core::fmt::Display for Count {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -76,6 +76,31 @@ macro_rules! looped {
     };
 }
 
+/// One operation with a raw instruction: raw, patched, indirect.
+macro_rules! three {
+    ($op:literal, $raw:expr, $patched:expr, $indirect:expr) => {
+        emit(
+            $op,
+            measure(
+                ITERATIONS,
+                Some(looped!($raw)),
+                looped!($patched),
+                looped!($indirect),
+            ),
+        )
+    };
+}
+
+/// One backend-ownable operation: patched, indirect.
+macro_rules! two {
+    ($op:literal, $patched:expr, $indirect:expr) => {
+        emit(
+            $op,
+            measure(ITERATIONS, None, looped!($patched), looped!($indirect)),
+        )
+    };
+}
+
 /// Raw instructions, the same sequences the inline sites hold.
 mod raw {
     /// PUSHFQ; POP.
@@ -151,7 +176,7 @@ fn emit(op: &str, f: Figures) {
     let owner = entry.map_or("?", pvops::owner);
     let mechanism = entry.map_or("?", |e| pvops::dispatch::mechanism(e).name());
     let per = |c: u64| c as f64 / f64::from(f.iterations);
-    let raw = Count(f.raw);
+    let raw = crate::bench::Count(f.raw);
     match f.raw {
         Some(r) => println!(
             "  {op:<20} {owner:<8} {mechanism:<8} raw {:>8.1}  patched {:>8.1}  indirect {:>8.1} cycles/call",
@@ -177,17 +202,6 @@ fn emit(op: &str, f: Figures) {
     );
 }
 
-struct Count(Option<u64>);
-
-impl core::fmt::Display for Count {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(v) => write!(f, "{v}"),
-            None => f.write_str("-"),
-        }
-    }
-}
-
 /// Runs every dispatch workload and prints its record.
 pub fn run() {
     println!();
@@ -196,32 +210,23 @@ pub fn run() {
     raw::disable();
     let off = flags & !pvops::irq::FLAGS_IF;
 
-    emit(
+    three!(
         "irq.save_flags",
-        measure(
-            ITERATIONS,
-            Some(looped!(raw::save_flags())),
-            looped!(pvops::irq::save_flags()),
-            looped!(indirect::save_flags()),
-        ),
+        raw::save_flags(),
+        pvops::irq::save_flags(),
+        indirect::save_flags()
     );
-    emit(
+    three!(
         "irq.restore_flags",
-        measure(
-            ITERATIONS,
-            Some(looped!(raw::restore_flags(black_box(off)))),
-            looped!(pvops::irq::restore_flags(black_box(off))),
-            looped!(indirect::restore_flags(black_box(off))),
-        ),
+        raw::restore_flags(black_box(off)),
+        pvops::irq::restore_flags(black_box(off)),
+        indirect::restore_flags(black_box(off))
     );
-    emit(
+    three!(
         "irq.disable",
-        measure(
-            ITERATIONS,
-            Some(looped!(raw::disable())),
-            looped!(pvops::irq::disable()),
-            looped!(indirect::disable()),
-        ),
+        raw::disable(),
+        pvops::irq::disable(),
+        indirect::disable()
     );
     // STI with interrupts then on: pending ones are taken (as in real use).
     let enable = measure(
@@ -232,32 +237,23 @@ pub fn run() {
     );
     raw::disable();
     emit("irq.enable", enable);
-    emit(
+    three!(
         "mmu.read_cr2",
-        measure(
-            ITERATIONS,
-            Some(looped!(raw::read_cr2())),
-            looped!(pvops::mmu::read_cr2()),
-            looped!(indirect::read_cr2()),
-        ),
+        raw::read_cr2(),
+        pvops::mmu::read_cr2(),
+        indirect::read_cr2()
     );
-    emit(
+    three!(
         "mmu.read_cr3",
-        measure(
-            ITERATIONS,
-            Some(looped!(raw::read_cr3())),
-            looped!(pvops::mmu::read_cr3()),
-            looped!(indirect::read_cr3()),
-        ),
+        raw::read_cr3(),
+        pvops::mmu::read_cr3(),
+        indirect::read_cr3()
     );
-    emit(
+    three!(
         "cpu.read_tsc",
-        measure(
-            ITERATIONS,
-            Some(looped!(raw::read_tsc())),
-            looped!(pvops::cpu::read_tsc()),
-            looped!(indirect::read_tsc()),
-        ),
+        raw::read_tsc(),
+        pvops::cpu::read_tsc(),
+        indirect::read_tsc()
     );
     // Entries a backend may own: a direct call against the indirect one
     // (the raw instruction where the native function is one).
@@ -278,41 +274,25 @@ pub fn run() {
             looped!(indirect::io_delay()),
         ),
     );
-    emit(
+    two!(
         "time.monotonic_ns",
-        measure(
-            ITERATIONS,
-            None,
-            looped!(pvops::time::monotonic_ns()),
-            looped!(indirect::monotonic_ns()),
-        ),
+        pvops::time::monotonic_ns(),
+        indirect::monotonic_ns()
     );
-    emit(
+    two!(
         "time.tsc_frequency",
-        measure(
-            ITERATIONS,
-            None,
-            looped!(pvops::time::tsc_frequency().khz),
-            looped!(indirect::tsc_frequency().khz),
-        ),
+        pvops::time::tsc_frequency().khz,
+        indirect::tsc_frequency().khz
     );
-    emit(
+    two!(
         "time.steal_ns",
-        measure(
-            ITERATIONS,
-            None,
-            looped!(pvops::time::steal_ns()),
-            looped!(indirect::steal_ns()),
-        ),
+        pvops::time::steal_ns(),
+        indirect::steal_ns()
     );
-    emit(
+    two!(
         "time.apic_timer_khz",
-        measure(
-            ITERATIONS,
-            None,
-            looped!(pvops::time::apic_timer_khz()),
-            looped!(indirect::apic_timer_khz()),
-        ),
+        pvops::time::apic_timer_khz(),
+        indirect::apic_timer_khz()
     );
     raw::restore_flags(flags);
 }
