@@ -126,6 +126,19 @@ mod raw {
         // SAFETY: masking interrupts is always memory safe.
         unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
     }
+    /// CLI and the 5-byte NOP that pads a patched `irq.disable` site:
+    /// the site's own bytes, to tell the padding's cost from the site's.
+    #[inline(always)]
+    pub fn disable_padded() {
+        // SAFETY: as `disable`; the NOP does nothing.
+        unsafe {
+            core::arch::asm!(
+                "cli",
+                ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+                options(nomem, nostack)
+            )
+        };
+    }
     /// STI.
     #[inline(always)]
     pub fn enable() {
@@ -227,6 +240,20 @@ pub fn run() {
         raw::disable(),
         pvops::irq::disable(),
         indirect::disable()
+    );
+    // The padding NOP: raw CLI, CLI + NOP (a patched site's bytes), site.
+    let pad = measure(
+        ITERATIONS,
+        Some(looped!(raw::disable())),
+        looped!(raw::disable_padded()),
+        looped!(pvops::irq::disable()),
+    );
+    let per = |c: u64| c as f64 / f64::from(pad.iterations);
+    println!(
+        "  (irq.disable padding: raw cli {:.1}, cli + 5-byte nop {:.1}, patched site {:.1} cycles/call)",
+        per(pad.raw.unwrap_or(0)),
+        per(pad.patched),
+        per(pad.indirect)
     );
     // STI with interrupts then on: pending ones are taken (as in real use).
     let enable = measure(
