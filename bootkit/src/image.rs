@@ -35,6 +35,8 @@ extern "C" {
     static __bootkit_image_start: u8;
     static __bootkit_image_end: u8;
     static __bootkit_data_start: u8;
+    static __bootkit_text_start: u8;
+    static __bootkit_text_end: u8;
     static bootkit_stack_bottom: u8;
     static bootkit_stack_top: u8;
     static bootkit_boot_pml4: u8;
@@ -65,6 +67,15 @@ pub fn boot_page_tables() -> Range {
     Range {
         start,
         end: start + 6 * 4096,
+    }
+}
+
+/// The image's code (`.text`), e.g. for a kernel that lets pvops patch its
+/// call sites (`pvops::dispatch::allow_patching`).
+pub fn text() -> Range {
+    Range {
+        start: core::ptr::addr_of!(__bootkit_text_start) as u64,
+        end: core::ptr::addr_of!(__bootkit_text_end) as u64,
     }
 }
 

@@ -84,6 +84,7 @@ pub fn run(apic_id: u32, timer_works: bool) {
         let (cycles, completed, snap) = measure(mv.as_ref(), || (w.run)(w.iterations, apic_id));
         print(w, cycles, completed, snap);
     }
+    crate::bench_dispatch::run();
 }
 
 /// Runs `f` between a counter reset and a counter copy (when the
@@ -149,7 +150,7 @@ fn print(w: &Workload, cycles: u64, completed: Option<u32>, snap: Option<ExitSna
 }
 
 /// A count, or `-` when there is none (no microvisor).
-struct Count(Option<u64>);
+pub(crate) struct Count(pub(crate) Option<u64>);
 
 impl core::fmt::Display for Count {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

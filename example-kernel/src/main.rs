@@ -6,7 +6,8 @@
 //! group through the table and reports, for humans and as `@@` records
 //! (`pvops_abi::report`), then exits QEMU through `isa-debug-exit`.
 //!
-//! Command line (`-append`): `pvops=<backend>`, `dump=cpuid`,
+//! Command line (`-append`): `pvops=<backend>`, `dispatch=table` (keep
+//! the table, see [`dispatch`]), `dump=cpuid`,
 //! `fault=<kind>` (see [`faults::KINDS`]), `loglevel=<level>`, `bench`
 //! (micro-benchmarks after the self-tests, see [`bench`]), `hold` (wait
 //! after the last record until the runner has read the hypervisor's
@@ -16,7 +17,9 @@
 
 mod arch;
 mod bench;
+mod bench_dispatch;
 mod cpuid_dump;
+mod dispatch;
 mod faults;
 mod hold;
 mod hostile;
@@ -99,6 +102,7 @@ fn kmain(start_info_paddr: u64) -> ! {
 
     // pvops: probe, select, install, calibrate (interrupts are off).
     pvops::irq::disable();
+    dispatch::allow(cmdline);
     // SAFETY: boot CPU, interrupts disabled, no other CPU running.
     let init = unsafe { pvops_backends::init(&mut frames, cmdline) };
     pvops::time::timer_setup(interrupts::TIMER_VECTOR);
@@ -344,6 +348,7 @@ fn report(init: &pvops_backends::InitReport) {
     );
     record!("tsc", khz = tsc.khz, source = tsc.source.name());
     record!("timer", kind = timer);
+    dispatch::report();
     #[cfg(feature = "kvm")]
     report_kvm();
     println!();

@@ -1,7 +1,10 @@
 //! Where CPUID values come from.
 
 /// The four output registers of one CPUID query.
+/// `repr(C)`: pvops' call sites receive it from an `extern "C"` function
+/// as a 16-byte integer aggregate in RAX:RDX (System V x86-64 psABI, 3.2.3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct CpuidResult {
     /// EAX.
     pub eax: u32,

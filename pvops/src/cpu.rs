@@ -1,13 +1,29 @@
-//! CPU operations, dispatched through the table.
+//! CPU operations, dispatched through patchable call sites
+//! ([`crate::dispatch`]).
 
-use crate::patch::table;
+use crate::dispatch::site::site;
 use crate::CpuidResult;
 pub use x86::dtables::DescriptorTablePointer;
 
 /// Executes CPUID with EAX = `leaf`, ECX = `subleaf`.
 #[inline]
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
-    (table().cpu.cpuid)(leaf, subleaf)
+    let (lo, hi): (u64, u64);
+    // SAFETY: the site calls the table's `cpu.cpuid` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe {
+        site!(CPU_CPUID; in("rdi") u64::from(leaf), in("rsi") u64::from(subleaf),
+            out("rax") lo, out("rdx") hi,)
+    };
+    // A 16-byte `repr(C)` result comes back in RAX:RDX (psABI 3.2.3).
+    CpuidResult {
+        eax: lo as u32,
+        ebx: (lo >> 32) as u32,
+        ecx: hi as u32,
+        edx: (hi >> 32) as u32,
+    }
 }
 
 /// Reads model-specific register `msr`.
@@ -18,8 +34,14 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
 /// effect the caller is not prepared for.
 #[inline]
 pub unsafe fn read_msr(msr: u32) -> u64 {
-    // SAFETY: forwarded to the caller.
-    unsafe { (table().cpu.read_msr)(msr) }
+    let v: u64;
+    // SAFETY: the site calls the table's `cpu.read_msr` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    // The MSR's own contract is forwarded to the caller.
+    unsafe { site!(CPU_READ_MSR; in("rdi") u64::from(msr), out("rax") v,) };
+    v
 }
 
 /// Writes `value` to model-specific register `msr`.
@@ -30,14 +52,24 @@ pub unsafe fn read_msr(msr: u32) -> u64 {
 /// safety (e.g. by moving a page the kernel uses).
 #[inline]
 pub unsafe fn write_msr(msr: u32, value: u64) {
-    // SAFETY: forwarded to the caller.
-    unsafe { (table().cpu.write_msr)(msr, value) }
+    // SAFETY: the site calls the table's `cpu.write_msr` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    // The MSR's own contract is forwarded to the caller.
+    unsafe { site!(CPU_WRITE_MSR; in("rdi") u64::from(msr), in("rsi") value,) }
 }
 
 /// Reads CR0.
 #[inline]
 pub fn read_cr0() -> u64 {
-    (table().cpu.read_cr0)()
+    let v: u64;
+    // SAFETY: the site calls the table's `cpu.read_cr0` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe { site!(CPU_READ_CR0; out("rax") v,) };
+    v
 }
 
 /// Writes CR0.
@@ -48,14 +80,24 @@ pub fn read_cr0() -> u64 {
 /// what the kernel relies on.
 #[inline]
 pub unsafe fn write_cr0(value: u64) {
-    // SAFETY: forwarded to the caller.
-    unsafe { (table().cpu.write_cr0)(value) }
+    // SAFETY: the site calls the table's `cpu.write_cr0` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    // The operation's own contract is forwarded to the caller.
+    unsafe { site!(CPU_WRITE_CR0; in("rdi") value,) }
 }
 
 /// Reads CR4.
 #[inline]
 pub fn read_cr4() -> u64 {
-    (table().cpu.read_cr4)()
+    let v: u64;
+    // SAFETY: the site calls the table's `cpu.read_cr4` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe { site!(CPU_READ_CR4; out("rax") v,) };
+    v
 }
 
 /// Writes CR4.
@@ -65,8 +107,12 @@ pub fn read_cr4() -> u64 {
 /// The new value must be valid for this CPU and keep paging consistent.
 #[inline]
 pub unsafe fn write_cr4(value: u64) {
-    // SAFETY: forwarded to the caller.
-    unsafe { (table().cpu.write_cr4)(value) }
+    // SAFETY: the site calls the table's `cpu.write_cr4` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    // The operation's own contract is forwarded to the caller.
+    unsafe { site!(CPU_WRITE_CR4; in("rdi") value,) }
 }
 
 /// A [`DescriptorTablePointer`] (what [`load_gdt`] and [`load_idt`] take)
@@ -112,8 +158,12 @@ pub fn raw_table_pointer(base: u64, size: usize) -> Option<DescriptorTablePointe
 /// `idt` must describe a valid IDT that lives as long as it is loaded.
 #[inline]
 pub unsafe fn load_idt(idt: &DescriptorTablePointer<u64>) {
-    // SAFETY: forwarded to the caller.
-    unsafe { (table().cpu.load_idt)(idt) }
+    // SAFETY: the site calls the table's `cpu.load_idt` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    // The operation's own contract is forwarded to the caller.
+    unsafe { site!(CPU_LOAD_IDT; in("rdi") idt as *const DescriptorTablePointer<u64>,) }
 }
 
 /// Loads GDTR.
@@ -124,14 +174,22 @@ pub unsafe fn load_idt(idt: &DescriptorTablePointer<u64>) {
 /// contains the selectors currently in use.
 #[inline]
 pub unsafe fn load_gdt(gdt: &DescriptorTablePointer<u64>) {
-    // SAFETY: forwarded to the caller.
-    unsafe { (table().cpu.load_gdt)(gdt) }
+    // SAFETY: the site calls the table's `cpu.load_gdt` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    // The operation's own contract is forwarded to the caller.
+    unsafe { site!(CPU_LOAD_GDT; in("rdi") gdt as *const DescriptorTablePointer<u64>,) }
 }
 
 /// Writes back and invalidates all caches.
 #[inline]
 pub fn wbinvd() {
-    (table().cpu.wbinvd)()
+    // SAFETY: the site calls the table's `cpu.wbinvd` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe { site!(CPU_WBINVD;) }
 }
 
 /// Halts until the next interrupt, leaving the interrupt flag as it is.
@@ -139,17 +197,31 @@ pub fn wbinvd() {
 /// [`crate::irq::safe_halt`] for idling.
 #[inline]
 pub fn halt() {
-    (table().cpu.halt)()
+    // SAFETY: the site calls the table's `cpu.halt` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe { site!(CPU_HALT;) }
 }
 
 /// A short delay for slow legacy devices (a no-op under most hypervisors).
 #[inline]
 pub fn io_delay() {
-    (table().cpu.io_delay)()
+    // SAFETY: the site calls the table's `cpu.io_delay` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe { site!(CPU_IO_DELAY;) }
 }
 
 /// Reads the time-stamp counter.
 #[inline]
 pub fn read_tsc() -> u64 {
-    (table().cpu.read_tsc)()
+    let v: u64;
+    // SAFETY: the site calls the table's `cpu.read_tsc` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe { site!(CPU_READ_TSC; out("rax") v,) };
+    v
 }

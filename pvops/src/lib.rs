@@ -5,8 +5,12 @@
 //! goes through one entry of a single operations [`Table`]. At boot every
 //! entry points at its native implementation ([`native`]); a hypervisor
 //! backend (crate `pvops-backends`) may replace entries once, early, through
-//! [`patch::install`]. After that the table is read-only: a call costs one
-//! load and one indirect call, with no lock or atomic.
+//! [`patch::install`]. After that the table is read-only, and every call
+//! site of the kernel is patched once ([`dispatch`]): into the native
+//! instruction itself where the entry stayed native and has one (`cli`,
+//! `rdtsc`, ...), or into a direct call to the owner's function. A kernel
+//! that cannot write its text keeps the table: one load and one indirect
+//! call, with no lock or atomic.
 //!
 //! Set-up every kernel does whatever the backend, before
 //! `pvops_backends::init`: [`apic::preferred_mode`] and [`apic::enable`] (the
@@ -19,12 +23,13 @@
 //! Which backend owns each entry is recorded and can be queried with
 //! [`owner`], for boot reports.
 //!
-//! Kernels never touch the table directly, so the dispatch mechanism (today
-//! function pointers, perhaps patched call sites later) can change without
-//! breaking them.
+//! Kernels never touch the table directly, so the dispatch mechanism
+//! (patched call sites, or the table) can change without breaking them;
+//! [`dispatch::mechanism`] says which one an entry has.
 #![cfg_attr(not(test), no_std)]
 
 pub mod cpu;
+pub mod dispatch;
 pub mod irq;
 pub mod mmu;
 pub mod native;

@@ -3,6 +3,7 @@
 //! A backend fills a [`Patch`] (a private copy of the table plus owners);
 //! [`install`] writes it into the live table once and seals it. From then on
 //! the table is read-only, which is what makes lock-free reads sound.
+//! Installing also patches the kernel's call sites ([`crate::dispatch`]).
 
 use crate::table::{Entry, Slot, Table, ENTRY_COUNT};
 use core::cell::UnsafeCell;
@@ -11,24 +12,31 @@ use core::sync::atomic::{AtomicU8, Ordering};
 /// Owner name of native entries.
 pub const NATIVE: &str = "native";
 
-struct Live {
+pub(crate) struct Live {
     table: Table,
     owners: [&'static str; ENTRY_COUNT],
     backend: &'static str,
 }
 
-struct LiveCell(UnsafeCell<Live>);
+/// `repr(transparent)` (as `UnsafeCell`): the address of [`LIVE`] is the
+/// address of its `Live`, which call sites address directly.
+#[repr(transparent)]
+pub(crate) struct LiveCell(UnsafeCell<Live>);
 
 // SAFETY: the cell is written only inside `install`, whose contract requires
 // that no other CPU runs and no interrupt handler can read the table during
 // the write; every other access is a read.
 unsafe impl Sync for LiveCell {}
 
-static LIVE: LiveCell = LiveCell(UnsafeCell::new(Live {
+/// The live table; call sites call through `LIVE + TABLE_OFFSET + slot`.
+pub(crate) static LIVE: LiveCell = LiveCell(UnsafeCell::new(Live {
     table: Table::NATIVE,
     owners: [NATIVE; ENTRY_COUNT],
     backend: NATIVE,
 }));
+
+/// Offset of the table inside [`LIVE`].
+pub(crate) const TABLE_OFFSET: usize = core::mem::offset_of!(Live, table);
 
 const OPEN: u8 = 0;
 const WRITING: u8 = 1;
@@ -123,10 +131,12 @@ pub enum InstallError {
     InterruptsEnabled,
 }
 
-/// Writes `patch` into the live table and seals it.
+/// Writes `patch` into the live table, seals it, and patches the kernel's
+/// call sites for it ([`crate::dispatch`]: inline native code or direct
+/// calls where the kernel allowed it, else the table stays in force).
 ///
-/// Returns an error, changing nothing, if a patch was already installed or
-/// interrupts are enabled.
+/// Returns an error, changing nothing (table and call sites), if a patch
+/// was already installed or interrupts are enabled.
 ///
 /// # Safety
 ///
@@ -152,6 +162,9 @@ pub unsafe fn install(patch: Patch) -> Result<(), InstallError> {
         live.backend = patch.backend;
     }
     STATE.store(SEALED, Ordering::Release);
+    // SAFETY: sealed: the table is never written again.
+    let live = unsafe { &*LIVE.0.get() };
+    crate::dispatch::patch_sites(&live.table, &live.owners);
     Ok(())
 }
 
@@ -160,7 +173,7 @@ mod tests {
     use super::*;
     use crate::slot;
 
-    fn fake_clock() -> u64 {
+    extern "C" fn fake_clock() -> u64 {
         42
     }
 

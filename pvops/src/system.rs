@@ -1,9 +1,11 @@
-//! System operations, dispatched through the table.
+//! System operations, dispatched through patchable call sites
+//! ([`crate::dispatch`]).
 
-use crate::patch::table;
+use crate::dispatch::site::site;
 
-/// Why the kernel is stopping.
+/// Why the kernel is stopping (`repr(u8)`, passed in DIL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum ShutdownReason {
     /// Orderly power-off; the run succeeded.
     PowerOff,
@@ -15,7 +17,11 @@ pub enum ShutdownReason {
 /// natively) to power off. Returns only if nothing stopped the machine.
 #[inline]
 pub fn shutdown(reason: ShutdownReason) {
-    (table().system.shutdown)(reason)
+    // SAFETY: the site calls the table's `system.shutdown` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe { site!(SYSTEM_SHUTDOWN; in("rdi") reason as u8 as u64,) }
 }
 
 pub use crate::native::system::{set_shutdown_hook, ShutdownHook};
@@ -47,7 +53,14 @@ pub fn report_crash(message: impl core::fmt::Display) {
     };
     // A full buffer stops the formatting with an error: keep what fits.
     let _ = core::fmt::write(&mut buf, format_args!("{message}"));
-    (table().system.report_crash)(buf.as_str())
+    let message: &str = buf.as_str();
+    // The function takes `&&str` (a thin pointer, FFI-safe) to the message.
+    let arg: *const &str = &message;
+    // SAFETY: the site calls the table's `system.report_crash` function (`extern "C"`, type
+    // checked by the table) with its arguments and result in the System V
+    // registers and every caller-saved register declared clobbered
+    // (dispatch/site.rs).
+    unsafe { site!(SYSTEM_REPORT_CRASH; in("rdi") arg,) }
 }
 
 struct MessageBuf {

@@ -9,6 +9,7 @@
 //! - [`parse`]: turns the `@@` serial records into a [`parse::BootResult`];
 //! - [`verdict`]: compares the result with the scenario's expectations;
 //! - [`report`]: the table and the JSON lines;
+//! - [`dispatch`]: the call-site dispatch records and benchmark table;
 //! - [`probe_dump`]: decodes a `cpuid -r` dump like the guest's probe would.
 //!
 //! [`run_scenario`] does all of it for one scenario; the integration tests in
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod dispatch;
 pub mod nested;
 pub mod parse;
 pub mod probe_dump;

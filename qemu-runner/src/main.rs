@@ -244,6 +244,7 @@ fn run_and_report(
         print!("{}", report::compare_table(&reports));
         if opts.extra_guest_cmdline == "bench" {
             print!("{}", report::bench_table(&reports));
+            print!("{}", qemu_runner::dispatch::bench_table(&reports));
         }
     }
     exit_code(&reports)
@@ -264,6 +265,9 @@ fn print_json(reports: &[ScenarioReport]) {
     }
 }
 
+/// Default timeout of one `bench` boot (`--timeout` overrides it).
+const BENCH_TIMEOUT_SECS: u64 = 900;
+
 fn bench(names: &[String], json: bool, serial: bool, timeout: Option<u64>) -> ExitCode {
     let selected = if names.is_empty() {
         Ok(scenario::ALL
@@ -281,9 +285,11 @@ fn bench(names: &[String], json: bool, serial: bool, timeout: Option<u64>) -> Ex
         eprintln!("error: none of these scenarios has a native pair to compare with");
         return ExitCode::from(2);
     }
+    // The dispatch benchmark makes 3 x 100,000 calls per operation; where
+    // each traps (a software KVM) that alone takes a minute or more.
     let opts = RunOptions {
         stream_serial: serial,
-        timeout: timeout.map(Duration::from_secs),
+        timeout: Some(Duration::from_secs(timeout.unwrap_or(BENCH_TIMEOUT_SECS))),
         extra_guest_cmdline: "bench".to_string(),
     };
     // One at a time: a second QEMU on the same CPUs would distort cycles.

@@ -429,6 +429,12 @@ pub struct BootResult {
     pub selftests: BTreeMap<String, SelfTest>,
     /// Bench records, in order.
     pub bench: Vec<Bench>,
+    /// `dispatch`: the call-site mechanism in force.
+    pub dispatch: Option<crate::dispatch::Dispatch>,
+    /// `dispatch.entry` records, in table order.
+    pub dispatch_entries: Vec<crate::dispatch::DispatchEntry>,
+    /// `dispatch-bench` records, in order.
+    pub dispatch_bench: Vec<crate::dispatch::DispatchBench>,
     /// The `panic` message, if the guest panicked.
     pub panic: Option<String>,
     /// The `done` record.
@@ -594,6 +600,18 @@ impl BootResult {
             }
             "bench" => match Bench::from_record(rec) {
                 Some(b) => self.bench.push(b),
+                None => return false,
+            },
+            "dispatch" => match crate::dispatch::dispatch(rec) {
+                Some(d) => self.dispatch = Some(d),
+                None => return false,
+            },
+            "dispatch.entry" => match crate::dispatch::entry(rec) {
+                Some(e) => self.dispatch_entries.push(e),
+                None => return false,
+            },
+            "dispatch-bench" => match crate::dispatch::bench(rec) {
+                Some(b) => self.dispatch_bench.push(b),
                 None => return false,
             },
             "panic" => self.panic = Some(s("message").unwrap_or_default()),

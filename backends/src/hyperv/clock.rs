@@ -102,7 +102,7 @@ pub(crate) fn reference_time() -> u64 {
 
 /// `time.monotonic_ns`: reference time in nanoseconds since the partition
 /// was created.
-pub(crate) fn monotonic_ns() -> u64 {
+pub(crate) extern "C" fn monotonic_ns() -> u64 {
     abi::reference_to_ns(reference_time())
 }
 

@@ -37,7 +37,7 @@ pub(crate) fn plan(message: &str, has_page: bool) -> (u64, usize) {
 }
 
 /// `system.report_crash`.
-pub(crate) fn report_crash(message: &str) {
+pub(crate) extern "C" fn report_crash(message: &&str) {
     if REPORTED.swap(true, Ordering::AcqRel) {
         return;
     }

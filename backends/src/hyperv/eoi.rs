@@ -27,7 +27,7 @@ pub(crate) fn take_no_eoi_required(page: *mut u8) -> bool {
 
 /// `irq.eoi`: skip the EOI exit when the hypervisor said none is needed,
 /// else write HV_X64_MSR_EOI.
-pub(crate) fn eoi() {
+pub(crate) extern "C" fn eoi() {
     let page = ASSIST.load(Ordering::Acquire);
     if !page.is_null() && take_no_eoi_required(page) {
         return;

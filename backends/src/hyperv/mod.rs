@@ -263,7 +263,7 @@ const TSC_SOURCES: [TscSource; 3] = [
     TscSource::HypervReferenceCounter,
 ];
 
-fn tsc_frequency() -> TscFrequency {
+extern "C" fn tsc_frequency() -> TscFrequency {
     TscFrequency {
         khz: TSC_KHZ.load(Ordering::Relaxed),
         source: TSC_SOURCES[usize::from(TSC_FROM.load(Ordering::Relaxed)) % TSC_SOURCES.len()],
@@ -311,7 +311,7 @@ fn calibrate(hw: &mut dyn Hw) -> Option<u64> {
 /// Samples per calibration end point.
 const SAMPLE_TRIES: u32 = 5;
 
-fn apic_timer_khz() -> u64 {
+extern "C" fn apic_timer_khz() -> u64 {
     APIC_KHZ.load(Ordering::Relaxed)
 }
 

@@ -75,7 +75,7 @@ pub(crate) fn flush_hypercall(vp_mask: u64, target: FlushTarget) -> HypercallRes
 }
 
 /// `mmu.flush_remote`.
-pub(crate) fn flush_remote(cpus: u64, target: FlushTarget) {
+pub(crate) extern "C" fn flush_remote(cpus: u64, target: FlushTarget) {
     if cpus == 0 {
         return;
     }
@@ -99,7 +99,7 @@ pub(crate) fn ipi_hypercall(vp_mask: u64, vector: u8) -> HypercallResult {
 }
 
 /// `irq.send_ipi_mask`.
-pub(crate) fn send_ipi_mask(cpus: u64, vector: u8) {
+pub(crate) extern "C" fn send_ipi_mask(cpus: u64, vector: u8) {
     if cpus == 0 {
         return;
     }
@@ -115,7 +115,7 @@ pub(crate) fn send_ipi_mask(cpus: u64, vector: u8) {
 }
 
 /// `irq.send_ipi`.
-pub(crate) fn send_ipi(dest: u32, vector: u8) {
+pub(crate) extern "C" fn send_ipi(dest: u32, vector: u8) {
     if dest < 64 {
         send_ipi_mask(1 << dest, vector);
     } else {

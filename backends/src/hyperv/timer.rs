@@ -14,7 +14,7 @@ use super::{clock, msr};
 use pvops_abi::hyperv::{msr as m, ns_to_reference, StimerConfig};
 
 /// `time.timer_setup`.
-pub(crate) fn timer_setup(vector: u8) {
+pub(crate) extern "C" fn timer_setup(vector: u8) {
     msr::write(m::STIMER0_CONFIG, 0);
     msr::write(m::STIMER0_CONFIG, StimerConfig::direct_one_shot(vector).0);
 }
@@ -26,12 +26,12 @@ pub(crate) fn expiry(now: u64, delta_ns: u64) -> u64 {
 }
 
 /// `time.timer_arm`.
-pub(crate) fn timer_arm(delta_ns: u64) {
+pub(crate) extern "C" fn timer_arm(delta_ns: u64) {
     msr::write(m::STIMER0_COUNT, expiry(clock::reference_time(), delta_ns));
 }
 
 /// `time.timer_cancel`.
-pub(crate) fn timer_cancel() {
+pub(crate) extern "C" fn timer_cancel() {
     msr::write(m::STIMER0_COUNT, 0);
 }
 

@@ -752,9 +752,9 @@ fn steal_time(hw: &mut dyn Hw, page: &SharedPage, state: &State) -> Result<(), &
 // ---------------------------------------------------------------------------
 
 /// `cpu.io_delay`: KVM says PIO needs no delay.
-fn io_delay() {}
+extern "C" fn io_delay() {}
 
-fn monotonic_ns() -> u64 {
+extern "C" fn monotonic_ns() -> u64 {
     STATE.clock_ns()
 }
 
@@ -762,24 +762,27 @@ fn monotonic_ns() -> u64 {
 /// one (a whole number of kHz stated by the hypervisor), else the pvclock
 /// scale (`(10^6 << 32) / mul`, shifted: a rounded 32.32 fraction, exact
 /// to about 1 kHz; Linux `kvm_get_tsc_khz`).
-fn tsc_frequency() -> TscFrequency {
+extern "C" fn tsc_frequency() -> TscFrequency {
     STATE.tsc_frequency()
 }
 
-fn steal_ns() -> u64 {
+extern "C" fn steal_ns() -> u64 {
     STATE.steal_ns()
 }
 
-fn eoi() {
-    STATE.eoi(pvops::native::irq::eoi, || {
-        // SAFETY: the MSR was accepted at setup; 0 disables PV EOI.
-        unsafe { pvops::native::cpu::write_msr(m::PV_EOI_EN, 0) }
-    });
+extern "C" fn eoi() {
+    STATE.eoi(
+        || pvops::native::irq::eoi(),
+        || {
+            // SAFETY: the MSR was accepted at setup; 0 disables PV EOI.
+            unsafe { pvops::native::cpu::write_msr(m::PV_EOI_EN, 0) }
+        },
+    );
 }
 
 /// `irq.send_ipi_mask`: one `KVM_HC_SEND_IPI` for the whole mask (64 IDs
 /// fit its 128-bit window); native ICR writes if KVM refuses.
-fn send_ipi_mask(cpus: u64, vector: u8) {
+extern "C" fn send_ipi_mask(cpus: u64, vector: u8) {
     let Some((lo, hi, min)) = abi::send_ipi_args(cpus) else {
         return;
     };

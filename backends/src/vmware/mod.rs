@@ -224,7 +224,7 @@ static LAST_STEAL: AtomicU64 = AtomicU64::new(0);
 static STEAL_FROZEN: AtomicU8 = AtomicU8::new(0);
 
 /// `time.tsc_frequency`: the hypervisor's value and its source.
-fn tsc_frequency() -> TscFrequency {
+extern "C" fn tsc_frequency() -> TscFrequency {
     TscFrequency {
         khz: TSC_KHZ.load(Ordering::Relaxed),
         source: if FROM_LEAF.load(Ordering::Relaxed) != 0 {
@@ -236,23 +236,23 @@ fn tsc_frequency() -> TscFrequency {
 }
 
 /// `time.apic_timer_khz`: the hypervisor's bus frequency.
-fn apic_timer_khz() -> u64 {
+extern "C" fn apic_timer_khz() -> u64 {
     APIC_KHZ.load(Ordering::Relaxed)
 }
 
 /// `time.monotonic_ns`: TSC ticks since installation at the hypervisor's
 /// frequency (VMware keeps the virtual TSC constant-rate and synchronised;
 /// Linux's `vmware_sched_clock` does the same).
-fn monotonic_ns() -> u64 {
+extern "C" fn monotonic_ns() -> u64 {
     ntime::tsc_to_ns(ncpu::read_tsc().saturating_sub(ORIGIN.load(Ordering::Relaxed)))
 }
 
 /// `cpu.io_delay`: nothing to wait for.
-fn io_delay() {}
+extern "C" fn io_delay() {}
 
 /// `time.steal_ns`: the boot CPU's steal clock (virtual-TSC ticks) in ns.
 /// Other CPUs have no registered area yet and read 0.
-fn steal_ns() -> u64 {
+extern "C" fn steal_ns() -> u64 {
     let area = STEAL_AREA.load(Ordering::Acquire);
     if area.is_null() || apic::id() != BOOT_APIC_ID.load(Ordering::Relaxed) {
         return 0;

@@ -515,12 +515,12 @@ fn setup_runstate(platform: &mut dyn Platform) -> Result<(), SetupError> {
 // ---------------------------------------------------------------------------
 
 /// `cpu.io_delay`: there is no legacy bus to wait for.
-fn io_delay() {}
+extern "C" fn io_delay() {}
 
 /// `cpu.halt`: `SCHEDOP_block`, interrupt flag unchanged. With IF set this
 /// is `hlt`; with IF clear it waits for the next event instead of taking
 /// the vCPU down as an HVM `hlt` with IF clear does (Xen `hvm_hlt`).
-fn halt() {
+extern "C" fn halt() {
     let _ = hypercall::sched_block();
 }
 
@@ -530,7 +530,7 @@ fn halt() {
 /// of `SCHEDOP_block` — after retiring the `hlt`, i.e. with the STI shadow
 /// gone, so a pending interrupt prevents the block. A `SCHEDOP_block`
 /// VMCALL cannot be made atomic with `sti`.
-fn safe_halt() {
+extern "C" fn safe_halt() {
     if shared::upcall_pending() {
         pvops::native::irq::enable();
     } else {
@@ -539,7 +539,7 @@ fn safe_halt() {
 }
 
 /// `time.monotonic_ns`: pvclock system time, never going backwards.
-fn monotonic_ns() -> u64 {
+extern "C" fn monotonic_ns() -> u64 {
     match shared::read_time(PVCLOCK_TRIES_HOT) {
         Ok((t, tsc)) => {
             let now = t.ns_at(tsc);
@@ -559,7 +559,7 @@ fn monotonic_ns() -> u64 {
 
 /// `time.tsc_frequency`: from the pvclock multiplier and shift (or, without
 /// a pvclock, from base+3).
-fn tsc_frequency() -> TscFrequency {
+extern "C" fn tsc_frequency() -> TscFrequency {
     TscFrequency {
         khz: TSC_KHZ.load(Ordering::Relaxed),
         source: if TSC_FROM_LEAF.load(Ordering::Relaxed) {
@@ -573,7 +573,7 @@ fn tsc_frequency() -> TscFrequency {
 /// `time.timer_setup`: route event-channel upcalls to `vector`: the
 /// per-vCPU upcall vector where offered, else (or if Xen refuses it) the
 /// callback-via vector, else the native timer.
-fn timer_setup(vector: u8) {
+extern "C" fn timer_setup(vector: u8) {
     TIMER_VECTOR.store(vector, Ordering::Relaxed);
     if delivery() == Delivery::UpcallVector {
         match hypercall::hvm_set_evtchn_upcall_vector(VCPU_ID.load(Ordering::Relaxed), vector) {
@@ -608,7 +608,7 @@ fn timer_setup(vector: u8) {
 }
 
 /// `time.timer_arm`: `VCPUOP_set_singleshot_timer` at pvclock now + delta.
-fn timer_arm(delta_ns: u64) {
+extern "C" fn timer_arm(delta_ns: u64) {
     if TIMER_NATIVE.load(Ordering::Relaxed) {
         return pvops::native::time::timer_arm(delta_ns);
     }
@@ -633,7 +633,7 @@ fn timer_arm(delta_ns: u64) {
 }
 
 /// `time.timer_cancel`: `VCPUOP_stop_singleshot_timer`.
-fn timer_cancel() {
+extern "C" fn timer_cancel() {
     if TIMER_NATIVE.load(Ordering::Relaxed) {
         return pvops::native::time::timer_cancel();
     }
@@ -645,7 +645,7 @@ fn timer_cancel() {
 /// `evtchn_upcall_pending` is set). A callback-via upcall has no LAPIC
 /// in-service bit, so the EOI the kernel sends after this is swallowed by
 /// [`eoi`]; an upcall-vector upcall came through the vLAPIC and keeps it.
-fn timer_ack() {
+extern "C" fn timer_ack() {
     if TIMER_NATIVE.load(Ordering::Relaxed) {
         return pvops::native::time::timer_ack();
     }
@@ -661,19 +661,19 @@ fn timer_ack() {
 /// `irq.eoi`: native, except the one right after a callback-via timer
 /// upcall ([`timer_ack`]), which has nothing in service to retire — an EOI
 /// there would retire whatever other vector is in service (review F3).
-fn eoi() {
+extern "C" fn eoi() {
     if !SKIP_EOI.swap(false, Ordering::Relaxed) {
         pvops::native::irq::eoi();
     }
 }
 
 /// `time.steal_ns`: runnable + offline time from the runstate area.
-fn steal_ns() -> u64 {
+extern "C" fn steal_ns() -> u64 {
     shared::steal_ns().unwrap_or(0)
 }
 
 /// `system.shutdown`: `SCHEDOP_shutdown` with poweroff or crash.
-fn shutdown(reason: ShutdownReason) {
+extern "C" fn shutdown(reason: ShutdownReason) {
     let code = match reason {
         ShutdownReason::PowerOff => abi::SHUTDOWN_POWEROFF,
         ShutdownReason::Crash => abi::SHUTDOWN_CRASH,

@@ -8,13 +8,13 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 const CR4_PGE: u64 = 1 << 7;
 
 /// MOV from CR2.
-pub fn read_cr2() -> u64 {
+pub extern "C" fn read_cr2() -> u64 {
     // SAFETY: reading CR2 has no side effects in ring 0.
     unsafe { x86::controlregs::cr2() as u64 }
 }
 
 /// MOV from CR3.
-pub fn read_cr3() -> u64 {
+pub extern "C" fn read_cr3() -> u64 {
     // SAFETY: reading CR3 has no side effects in ring 0.
     unsafe { x86::controlregs::cr3() }
 }
@@ -24,27 +24,27 @@ pub fn read_cr3() -> u64 {
 /// # Safety
 ///
 /// See [`crate::mmu::write_cr3`].
-pub unsafe fn write_cr3(value: u64) {
+pub unsafe extern "C" fn write_cr3(value: u64) {
     // SAFETY: the caller guarantees the tables map everything in use.
     unsafe { x86::controlregs::cr3_write(value) }
 }
 
 /// INVLPG.
-pub fn flush_page(virt: u64) {
+pub extern "C" fn flush_page(virt: u64) {
     // SAFETY: invalidating a TLB entry only forces a page walk later; it
     // cannot make memory reachable that the page tables do not map.
     unsafe { x86::tlb::flush(virt as usize) }
 }
 
 /// Reloads CR3, dropping every non-global entry.
-pub fn flush_all() {
+pub extern "C" fn flush_all() {
     // SAFETY: writing back the current CR3 changes no mapping.
     unsafe { x86::tlb::flush_all() }
 }
 
 /// Toggles CR4.PGE (or reloads CR3 when global pages are off), dropping
 /// every entry.
-pub fn flush_all_global() {
+pub extern "C" fn flush_all_global() {
     let cr4 = cpu::read_cr4();
     if cr4 & CR4_PGE != 0 {
         // SAFETY: clearing and restoring PGE changes no mapping; it is the
@@ -60,13 +60,13 @@ pub fn flush_all_global() {
 
 /// Lazy mode is a batching hint; native page-table writes take effect at
 /// once, so there is nothing to batch.
-pub fn lazy_enter() {}
+pub extern "C" fn lazy_enter() {}
 
 /// See [`lazy_enter`].
-pub fn lazy_leave() {}
+pub extern "C" fn lazy_leave() {}
 
 /// See [`lazy_enter`].
-pub fn lazy_flush() {}
+pub extern "C" fn lazy_flush() {}
 
 /// How a kernel asks its other CPUs to flush (typically an IPI whose handler
 /// flushes), set with [`set_remote_flush_hook`].
@@ -83,7 +83,7 @@ pub fn set_remote_flush_hook(hook: RemoteFlushHook) {
 
 /// Flushes locally if this CPU is in `cpus`, and asks the kernel's hook to
 /// flush the others.
-pub fn flush_remote(cpus: u64, target: FlushTarget) {
+pub extern "C" fn flush_remote(cpus: u64, target: FlushTarget) {
     let me = super::apic::id();
     let self_bit = if me < 64 { 1u64 << me } else { 0 };
     if cpus & self_bit != 0 {

@@ -15,7 +15,7 @@ pub fn set_shutdown_hook(hook: ShutdownHook) {
 }
 
 /// Calls the kernel's hook, if any; returns when there is none or it returned.
-pub fn shutdown(reason: ShutdownReason) {
+pub extern "C" fn shutdown(reason: ShutdownReason) {
     let hook = HOOK.load(Ordering::Acquire);
     if !hook.is_null() {
         // SAFETY: only `set_shutdown_hook` stores here, always a `ShutdownHook`.
@@ -25,4 +25,4 @@ pub fn shutdown(reason: ShutdownReason) {
 }
 
 /// Bare metal has nobody to tell.
-pub fn report_crash(_message: &str) {}
+pub extern "C" fn report_crash(_message: &&str) {}

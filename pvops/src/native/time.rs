@@ -73,7 +73,7 @@ pub fn ns_to_tsc(ns: u64) -> u64 {
 }
 
 /// The recorded TSC frequency.
-pub fn tsc_frequency() -> TscFrequency {
+pub extern "C" fn tsc_frequency() -> TscFrequency {
     TscFrequency {
         khz: TSC_KHZ.load(Ordering::Relaxed),
         source: TscSource::ALL
@@ -82,17 +82,17 @@ pub fn tsc_frequency() -> TscFrequency {
 }
 
 /// The recorded APIC timer frequency.
-pub fn apic_timer_khz() -> u64 {
+pub extern "C" fn apic_timer_khz() -> u64 {
     APIC_KHZ.load(Ordering::Relaxed)
 }
 
 /// TSC ticks since the origin, scaled by the recorded frequency.
-pub fn monotonic_ns() -> u64 {
+pub extern "C" fn monotonic_ns() -> u64 {
     tsc_to_ns(super::cpu::read_tsc().saturating_sub(TSC_ORIGIN.load(Ordering::Relaxed)))
 }
 
 /// Programs the LVT timer with `vector`, in TSC-deadline or one-shot mode.
-pub fn timer_setup(vector: u8) {
+pub extern "C" fn timer_setup(vector: u8) {
     TIMER_VECTOR.store(vector, Ordering::Relaxed);
     if uses_tsc_deadline() {
         apic::write(
@@ -106,7 +106,7 @@ pub fn timer_setup(vector: u8) {
 }
 
 /// Arms the timer `delta_ns` from now (at least one tick).
-pub fn timer_arm(delta_ns: u64) {
+pub extern "C" fn timer_arm(delta_ns: u64) {
     if uses_tsc_deadline() {
         let deadline = super::cpu::read_tsc() + ns_to_tsc(delta_ns).max(1);
         // SAFETY: IA32_TSC_DEADLINE exists when CPUID reports TSC-deadline
@@ -120,7 +120,7 @@ pub fn timer_arm(delta_ns: u64) {
 }
 
 /// Disarms the timer.
-pub fn timer_cancel() {
+pub extern "C" fn timer_cancel() {
     if uses_tsc_deadline() {
         // SAFETY: as in `timer_arm`; writing 0 disarms.
         unsafe { x86::msr::wrmsr(MSR_TSC_DEADLINE, 0) };
@@ -130,10 +130,10 @@ pub fn timer_cancel() {
 }
 
 /// The local APIC timer needs no acknowledgement beyond the EOI.
-pub fn timer_ack() {}
+pub extern "C" fn timer_ack() {}
 
 /// Bare metal steals nothing.
-pub fn steal_ns() -> u64 {
+pub extern "C" fn steal_ns() -> u64 {
     0
 }
 
