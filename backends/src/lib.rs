@@ -25,6 +25,8 @@ mod doc_examples {
 }
 
 mod cmdline;
+#[cfg(test)]
+mod fuzz_model;
 #[cfg(feature = "hyperv")]
 pub mod hyperv;
 #[cfg(feature = "kvm")]

@@ -319,7 +319,18 @@ impl State {
     /// reading is returned as is (KVM guarantees it monotonic); without,
     /// never below an earlier reading.
     pub(crate) fn clock_ns(&self) -> u64 {
-        match shared::read_clock(&self.clock, HOT_TRIES) {
+        self.clock_ns_with(HOT_TRIES, crate::tsc::ordered, core::hint::spin_loop)
+    }
+
+    /// [`State::clock_ns`] with the retry budget, TSC reader and wait
+    /// supplied (host tests model the host rewriting the page from them).
+    pub(crate) fn clock_ns_with(
+        &self,
+        tries: u32,
+        tsc: impl FnMut() -> u64,
+        spin: impl FnMut(),
+    ) -> u64 {
+        match shared::read_clock_with(&self.clock, tries, tsc, spin) {
             Some((t, tsc)) => {
                 let now = t.ns_at(tsc);
                 if self.stable.load(Ordering::Relaxed) {
@@ -846,5 +857,7 @@ impl Backend for Kvm {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

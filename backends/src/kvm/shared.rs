@@ -52,9 +52,20 @@ pub(crate) fn at<T>(base: *mut u8, offset: usize) -> *mut T {
 
 /// Reads the pvclock at `area` (see [`crate::pvclock::read`]).
 pub(crate) fn read_clock(area: &Area<VcpuTimeInfo>, tries: u32) -> Option<(VcpuTimeInfo, u64)> {
+    read_clock_with(area, tries, crate::tsc::ordered, core::hint::spin_loop)
+}
+
+/// [`read_clock`] with the TSC reader and the wait supplied (see
+/// [`crate::pvclock::read_with`]).
+pub(crate) fn read_clock_with(
+    area: &Area<VcpuTimeInfo>,
+    tries: u32,
+    tsc: impl FnMut() -> u64,
+    spin: impl FnMut(),
+) -> Option<(VcpuTimeInfo, u64)> {
     let t = area.get()?;
     // SAFETY: a published area is aligned and lives for good (`Area::set`).
-    unsafe { crate::pvclock::read(t, tries) }
+    unsafe { crate::pvclock::read_with(t, tries, tsc, spin) }
 }
 
 /// Why a steal-time read failed.

@@ -239,8 +239,20 @@ fn steal_ns() -> u64 {
     // aligned (so 8-byte aligned for `clock`), and written only by the
     // hypervisor, which updates the 64-bit counter as one aligned store.
     let ticks = unsafe { core::ptr::read_volatile(&raw const (*area).clock) };
-    ntime::tsc_to_ns(ticks)
+    next_steal(&LAST_STEAL, ntime::tsc_to_ns(ticks))
 }
 
+/// The last steal time returned.
+static LAST_STEAL: AtomicU64 = AtomicU64::new(0);
+
+/// Steal time `now` (ns), never below `last`, which it advances: a
+/// hypervisor that moves its counter back (or rewrites the area with
+/// garbage) cannot make the kernel's steal accounting go negative.
+fn next_steal(last: &AtomicU64, now: u64) -> u64 {
+    now.max(last.fetch_max(now, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -89,6 +89,10 @@ static SKIP_EOI: AtomicBool = AtomicBool::new(false);
 /// This vCPU's id for per-vCPU hypercalls (base+4 EBX, else 0).
 static VCPU_ID: AtomicU32 = AtomicU32::new(0);
 static LAST_NS: AtomicU64 = AtomicU64::new(0);
+/// The last steal time returned (`time.steal_ns` never goes backwards).
+static LAST_STEAL: AtomicU64 = AtomicU64::new(0);
+/// Attempts of the runstate read before the last value is kept.
+const RUNSTATE_TRIES: u32 = 1 << 16;
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 /// Whether [`TSC_KHZ`] came from base+3 rather than a pvclock.
 static TSC_FROM_LEAF: AtomicBool = AtomicBool::new(false);
@@ -520,13 +524,19 @@ fn safe_halt() {
 
 /// `time.monotonic_ns`: pvclock system time, never going backwards.
 fn monotonic_ns() -> u64 {
-    match shared::read_time(PVCLOCK_TRIES_HOT) {
-        Ok((t, tsc)) => {
+    next_ns(&LAST_NS, shared::read_time(PVCLOCK_TRIES_HOT).ok())
+}
+
+/// The clock value for a pvclock `reading` (snapshot and TSC), never below
+/// `last`, which it advances; `last` itself when the read failed.
+fn next_ns(last: &AtomicU64, reading: Option<(pvops_abi::pvclock::VcpuTimeInfo, u64)>) -> u64 {
+    match reading {
+        Some((t, tsc)) => {
             let now = t.ns_at(tsc);
-            let prev = LAST_NS.fetch_max(now, Ordering::Relaxed);
+            let prev = last.fetch_max(now, Ordering::Relaxed);
             now.max(prev)
         }
-        Err(_) => LAST_NS.load(Ordering::Relaxed),
+        None => last.load(Ordering::Relaxed),
     }
 }
 
@@ -635,7 +645,18 @@ fn eoi() {
 
 /// `time.steal_ns`: runnable + offline time from the runstate area.
 fn steal_ns() -> u64 {
-    shared::steal_ns().unwrap_or(0)
+    next_steal(&LAST_STEAL, shared::steal_ns(RUNSTATE_TRIES))
+}
+
+/// The steal time for a runstate `reading`, never below `last`, which it
+/// advances; `last` when the area is not registered or never settled (a
+/// hypervisor that leaves `XEN_RUNSTATE_UPDATE` set, or moves the counters
+/// backwards, cannot make the kernel's steal accounting go negative).
+fn next_steal(last: &AtomicU64, reading: Option<u64>) -> u64 {
+    match reading {
+        Some(now) => now.max(last.fetch_max(now, Ordering::Relaxed)),
+        None => last.load(Ordering::Relaxed),
+    }
 }
 
 /// `system.shutdown`: `SCHEDOP_shutdown` with poweroff or crash.
@@ -653,5 +674,7 @@ fn shutdown(reason: ShutdownReason) {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;
