@@ -36,6 +36,8 @@ pub mod native;
 mod pvclock;
 mod select;
 #[cfg(test)]
+mod select_fuzz;
+#[cfg(test)]
 mod test_support;
 #[cfg(any(feature = "xen", feature = "hyperv", feature = "kvm"))]
 mod tsc;
