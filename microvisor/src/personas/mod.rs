@@ -272,6 +272,8 @@ pub fn signature(sig: &[u8; 12]) -> [u32; 3] {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 pub(crate) mod test_guest;
 
 #[cfg(test)]
