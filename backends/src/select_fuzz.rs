@@ -84,7 +84,11 @@ fn interface() -> impl Strategy<Value = (u32, u32, [u8; 12], Vec<[u32; 4]>)> {
 fn world() -> impl Strategy<Value = World> {
     (
         any::<u32>(),
-        prop_oneof![Just(*b"GenuineIntel"), Just(*b"AuthenticAMD"), any::<[u8; 12]>()],
+        prop_oneof![
+            Just(*b"GenuineIntel"),
+            Just(*b"AuthenticAMD"),
+            any::<[u8; 12]>()
+        ],
         any::<[u32; 4]>(),
         any::<bool>(),
         proptest::collection::vec(interface(), 0..4),

@@ -52,7 +52,10 @@ fn check(text: &str) {
             let _ = format!("{p:?}");
         }
         Err(DumpError::Malformed { line }) => {
-            assert!(line >= 1 && line <= text.lines().count().max(1), "line {line}");
+            assert!(
+                line >= 1 && line <= text.lines().count().max(1),
+                "line {line}"
+            );
         }
         Err(DumpError::NoLeaves) => {}
     }

@@ -79,7 +79,9 @@ impl Model {
         if left <= 1 {
             // The offset that takes effect keeps reference time continuous
             // now (the counter MSR kept counting while the page was torn).
-            let offset = self.truth().wrapping_sub(reference_time(self.tsc, scale, 0)) as i64;
+            let offset = self
+                .truth()
+                .wrapping_sub(reference_time(self.tsc, scale, 0)) as i64;
             self.page.tsc_scale = scale;
             self.page.tsc_offset = offset;
             self.page.tsc_sequence = seq;

@@ -45,7 +45,11 @@ fn script(act: impl Strategy<Value = Act>) -> impl Strategy<Value = Vec<(u32, Ac
 /// the reader's hook), or garbage.
 #[derive(Clone, Copy, Debug)]
 enum RunAct {
-    Add { runnable: u32, offline: u32, torn: bool },
+    Add {
+        runnable: u32,
+        offline: u32,
+        torn: bool,
+    },
     Garbage(VcpuRunstateInfo),
 }
 
