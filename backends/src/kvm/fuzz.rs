@@ -155,3 +155,127 @@ proptest! {
         prop_assert!(!take_pv_eoi(&mut w));
     }
 }
+
+/// A fake KVM for the setup: on each area's MSR write it fills the area
+/// with the fuzzer's bytes (a host that writes anything), refuses the MSRs
+/// the fuzzer picked, answers hypercalls with the fuzzer's code.
+struct LyingHost {
+    page: SharedPage,
+    clock: [u8; 32],
+    steal: [u8; 64],
+    refuse: u8,
+    rc: i64,
+}
+
+impl LyingHost {
+    fn fill(&self, offset: usize, bytes: &[u8]) {
+        // SAFETY: inside the leaked 4 KiB test page (offsets 0 and 64).
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.page.virt.as_ptr().add(offset),
+                bytes.len(),
+            )
+        };
+    }
+}
+
+impl Hw for LyingHost {
+    fn write_msr(&mut self, index: u32, value: u64) -> Result<(), &'static str> {
+        let bit = match index {
+            m::SYSTEM_TIME_NEW | m::SYSTEM_TIME => 1,
+            m::STEAL_TIME => 2,
+            m::PV_EOI_EN => 4,
+            _ => 0,
+        };
+        if self.refuse & bit != 0 {
+            return Err("WRMSR raised #GP");
+        }
+        if value & m::ENABLED != 0 {
+            match bit {
+                1 => self.fill(shared::CLOCK_OFFSET, &self.clock),
+                2 => self.fill(shared::STEAL_OFFSET, &self.steal),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn hypercall(&mut self, _nr: u64, _a: [u64; 4]) -> i64 {
+        self.rc
+    }
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// The setup against a host that writes anything into the kvmclock
+    /// and steal-time areas, refuses any MSR and fails any hypercall, with
+    /// any features: no panic; an entry is owned only when its data could
+    /// be trusted, and every entry the features offered but that stays
+    /// native has a logged reason.
+    #[test]
+    fn fuzz_kvm_setup_against_a_lying_host(
+        features in any::<u32>(),
+        hints in any::<u32>(),
+        cpus in 1u32..4,
+        clock in any::<[u8; 32]>(),
+        clock_version in prop_oneof![Just(None), Just(Some(0u32)), (1u32..100).prop_map(|v| Some(v * 2)), any::<u32>().prop_map(Some)],
+        steal in any::<[u8; 64]>(),
+        // Version 0 makes the setup wait for the host (100M TSC cycles):
+        // rare here.
+        steal_version in prop_oneof![1 => Just(0u32), 8 => (1u32..100).prop_map(|v| v * 2), 4 => any::<u32>().prop_map(|v| v | 1)],
+        refuse in any::<u8>(),
+        rc in prop_oneof![Just(0i64), any::<i64>()],
+    ) {
+        use crate::test_support::Pages;
+        use crate::Platform;
+        use pvops::patch::Patch;
+        let mut clock = clock;
+        if let Some(v) = clock_version {
+            clock[..4].copy_from_slice(&v.to_le_bytes());
+        }
+        let mut steal = steal;
+        steal[8..12].copy_from_slice(&steal_version.to_le_bytes());
+        let mut pages = Pages::new(1);
+        let page = pages.alloc_shared_page().unwrap();
+        let mut host = LyingHost { page, clock, steal, refuse, rc };
+        let leaves = Leaves {
+            base: 0x4000_0000,
+            features: Features(features),
+            hints: Hints(hints),
+        };
+        let offer = Offer::from_leaves(&leaves, cpus, false);
+        let state: &'static State = Box::leak(Box::new(State::new()));
+        let mut patch = Patch::new("kvm");
+        let ((), logs) = capture_logs(|| {
+            setup(&mut host, &leaves, &offer, Some(page), None, &mut patch, state)
+        });
+        let owned: Vec<&str> = patch.replaced().map(|e| e.name()).collect();
+        let says = |entry: &str| logs.iter().any(|l| l.contains(entry) && l.contains("stays native"));
+        use zerocopy::FromBytes;
+        let t = VcpuTimeInfo::read_from_bytes(&clock).unwrap();
+        if owned.contains(&"time.monotonic_ns") {
+            prop_assert!(offer.clock.is_some());
+            prop_assert!(t.version & 1 == 0 && pvclock_problem(&t).is_none(), "{:?}", t);
+            prop_assert!(owned.contains(&"time.tsc_frequency"));
+        } else if offer.clock.is_some() {
+            prop_assert!(says("time.monotonic_ns"), "{:?}", logs);
+        }
+        if owned.contains(&"time.steal_ns") {
+            prop_assert!(offer.steal_time && steal_version != 0 && steal_version & 1 == 0);
+        } else if offer.steal_time {
+            prop_assert!(says("time.steal_ns"), "{:?}", logs);
+        }
+        if !owned.contains(&"irq.eoi") && offer.pv_eoi {
+            prop_assert!(says("irq.eoi"), "{:?}", logs);
+        }
+        // Whatever was owned reads without a panic.
+        if owned.contains(&"time.monotonic_ns") {
+            let _ = state.clock_ns_with(TRIES, || 0x1234, || {});
+        }
+        if owned.contains(&"time.steal_ns") {
+            let _ = state.steal_ns();
+        }
+    }
+}
