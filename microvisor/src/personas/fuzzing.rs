@@ -11,10 +11,14 @@
 //! and bad input answered in the guest's registers (an error code, #GP,
 //! #UD) rather than by the microvisor stopping.
 //!
-//! The generator is a seeded xorshift (no dependency: the microvisor's
-//! workspace stays as small as it is); `PVOPS_FUZZ_ITERS` sets the number
-//! of handler calls per persona (default 1000) and `PVOPS_FUZZ_SEED` the
-//! seed, for longer runs.
+//! The driver ([`drive`]) takes its choices from a [`Source`]: in
+//! `cargo test` a seeded xorshift ([`Xorshift`]; no dependency, the
+//! microvisor's workspace stays as small as it is), with
+//! `PVOPS_FUZZ_ITERS` handler calls per persona (default 1000) and
+//! `PVOPS_FUZZ_SEED` as the seed for longer runs; in the coverage-guided
+//! target `fuzz/fuzz_targets/microvisor_handlers.rs` the fuzzer's input
+//! bytes ([`Bytes`]). Built with the `fuzzing` feature (host only) or in
+//! tests.
 
 extern crate std;
 use super::{select, GuestCx, HV_LEAF_BASE, NAMES};
@@ -22,6 +26,8 @@ use crate::counters::Accounting;
 use crate::guest::mem::GuestRam;
 use crate::svm::{vmcb::StateSave, vmrun::GuestRegs};
 use crate::vapic::VApic;
+use std::format;
+use std::string::String;
 use std::vec::Vec;
 use zerocopy::FromZeros;
 
@@ -32,17 +38,58 @@ const GUARD: usize = 16 * 1024;
 const PATTERN: u8 = 0xA5;
 const KHZ: u64 = 2_000_000;
 
-struct Rng(u64);
+/// Where the driver's choices come from.
+pub trait Source {
+    /// The next 64 random bits; `None` when the input is used up.
+    fn next(&mut self) -> Option<u64>;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64* (Marsaglia; Vigna's multiplier).
-        let mut x = self.0;
+/// xorshift64* (Marsaglia; Vigna's multiplier), endless.
+pub struct Xorshift(pub u64);
+
+impl Source for Xorshift {
+    fn next(&mut self) -> Option<u64> {
+        let mut x = self.0 | 1;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        Some(x.wrapping_mul(0x2545_F491_4F6C_DD1D))
+    }
+}
+
+/// A fuzzer's input, eight bytes (little-endian, zero-padded) at a time.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl Source for Bytes<'_> {
+    fn next(&mut self) -> Option<u64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let n = self.0.len().min(8);
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Some(u64::from_le_bytes(b))
+    }
+}
+
+/// The choices, shaped: addresses, MSRs, leaves, ports. Once the source
+/// is used up every draw is 0 and [`Rng::done`] says so.
+struct Rng<'s> {
+    src: &'s mut dyn Source,
+    done: bool,
+}
+
+impl Rng<'_> {
+    fn next(&mut self) -> u64 {
+        match self.src.next() {
+            Some(v) => v,
+            None => {
+                self.done = true;
+                0
+            }
+        }
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -150,7 +197,7 @@ impl Guest {
     }
 
     /// Random bytes over part of RAM: page tables, hypercall input pages.
-    fn scribble(&mut self, rng: &mut Rng) {
+    fn scribble(&mut self, rng: &mut Rng<'_>) {
         let at = rng.below(RAM as u64) as usize;
         let len = (rng.below(512) as usize).min(RAM - at);
         for i in 0..len {
@@ -167,7 +214,7 @@ impl Guest {
         self.buf[GUARD + e..GUARD + e + 8].copy_from_slice(&pte.to_le_bytes());
     }
 
-    fn randomise_regs(&mut self, rng: &mut Rng) {
+    fn randomise_regs(&mut self, rng: &mut Rng<'_>) {
         self.state.rax = rng.value();
         let r = &mut self.regs;
         for v in [
@@ -190,25 +237,22 @@ impl Guest {
     }
 }
 
-fn iterations() -> usize {
-    std::env::var("PVOPS_FUZZ_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
-}
-
-fn seed() -> u64 {
-    std::env::var("PVOPS_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_f00d_cafe_b0b0)
-}
-
-/// Runs `iters` random handler calls against persona `name` (with
-/// `break_step`), checking the guards after each.
-fn run(name: &str, break_step: Option<&str>, iters: usize, seed: u64) {
-    let mut rng = Rng(seed | 1);
-    let mut active = select(name, break_step).unwrap();
+/// Makes up to `iters` handler calls (fewer when `src` runs dry) against
+/// persona number `persona` of [`NAMES`] (taken modulo their count), with
+/// setup step `break_step` broken, checking after each that nothing was
+/// written outside guest RAM. Panics (a fuzzer finding) when a handler
+/// panics; `Err` names the call that wrote outside guest RAM.
+pub fn drive(
+    persona: usize,
+    break_step: Option<&str>,
+    src: &mut dyn Source,
+    iters: usize,
+) -> Result<(), String> {
+    let name = NAMES[persona % NAMES.len()];
+    let mut rng = Rng { src, done: false };
+    let Ok(mut active) = select(name, break_step) else {
+        return Ok(());
+    };
     let p = active.get();
     p.set_clock(KHZ, 1_000_000);
     let mut g = Guest::new();
@@ -219,6 +263,9 @@ fn run(name: &str, break_step: Option<&str>, iters: usize, seed: u64) {
         }
         g.randomise_regs(&mut rng);
         let op = rng.below(9);
+        if rng.done {
+            break;
+        }
         match op {
             0 => {
                 let (leaf, sub) = (rng.leaf(), rng.next() as u32);
@@ -269,27 +316,21 @@ fn run(name: &str, break_step: Option<&str>, iters: usize, seed: u64) {
                 let _ = g.apic.poll(now);
             }
         }
-        assert!(
-            g.guards_intact(),
-            "persona {name} (break {break_step:?}) wrote outside guest RAM at call {i} (op {op}, seed {seed:#x})"
-        );
+        if !g.guards_intact() {
+            return Err(format!(
+                "persona {name} (break {break_step:?}) wrote outside guest RAM at call {i} (op {op})"
+            ));
+        }
     }
     let _ = p.shared_pages();
+    Ok(())
 }
 
-#[test]
-fn fuzz_every_persona_handler() {
-    let (iters, seed) = (iterations(), seed());
-    for (k, name) in NAMES.iter().enumerate() {
-        run(name, None, iters, seed.wrapping_add(k as u64 * 0x9E37_79B9));
-    }
-}
-
-#[test]
-fn fuzz_counters_read() {
-    let mut rng = Rng(seed());
+/// The exit counters' read and snapshot after any counting, from `src`.
+pub fn drive_counters(src: &mut dyn Source, iters: usize) {
+    let mut rng = Rng { src, done: false };
     let mut acct = Accounting::default();
-    for _ in 0..iterations() {
+    for _ in 0..iters {
         match rng.below(4) {
             0 => acct.msr(rng.msr(), rng.below(2) == 0),
             1 => acct.port(rng.port()),
@@ -298,19 +339,64 @@ fn fuzz_counters_read() {
         }
         let _ = acct.window.read(rng.below(8), rng.value());
         let _ = acct.window.snapshot();
+        if rng.done {
+            break;
+        }
     }
 }
 
-#[test]
-fn guards_catch_a_write_past_the_end() {
-    // The check can fail: a write that slipped past the bounds check would
-    // land in the guard.
-    let mut g = Guest::new();
-    assert!(g.guards_intact());
-    g.buf[GUARD + RAM] = 0;
-    assert!(!g.guards_intact());
-    // And GuestRam refuses the same write.
-    assert!(g.mem.write(RAM as u64, &[0]).is_err());
-    assert!(g.mem.write(RAM as u64 - 1, &[0, 0]).is_err());
-    assert!(g.mem.write(u64::MAX, &[0]).is_err());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iterations() -> usize {
+        std::env::var("PVOPS_FUZZ_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000)
+    }
+
+    fn seed() -> u64 {
+        std::env::var("PVOPS_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0x5eed_f00d_cafe_b0b0)
+    }
+
+    #[test]
+    fn fuzz_every_persona_handler() {
+        let (iters, seed) = (iterations(), seed());
+        for k in 0..NAMES.len() {
+            let mut src = Xorshift(seed.wrapping_add(k as u64 * 0x9E37_79B9));
+            if let Err(e) = drive(k, None, &mut src, iters) {
+                panic!("{e} (seed {seed:#x})");
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_counters_read() {
+        drive_counters(&mut Xorshift(seed()), iterations());
+    }
+
+    #[test]
+    fn a_short_input_ends_the_run() {
+        let mut src = Bytes(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert!(drive(4, None, &mut src, usize::MAX).is_ok());
+        drive_counters(&mut Bytes(&[]), usize::MAX);
+    }
+
+    #[test]
+    fn guards_catch_a_write_past_the_end() {
+        // The check can fail: a write that slipped past the bounds check
+        // would land in the guard.
+        let mut g = Guest::new();
+        assert!(g.guards_intact());
+        g.buf[GUARD + RAM] = 0;
+        assert!(!g.guards_intact());
+        // And GuestRam refuses the same write.
+        assert!(g.mem.write(RAM as u64, &[0]).is_err());
+        assert!(g.mem.write(RAM as u64 - 1, &[0, 0]).is_err());
+        assert!(g.mem.write(u64::MAX, &[0]).is_err());
+    }
 }
