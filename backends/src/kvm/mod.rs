@@ -22,8 +22,9 @@
 //!    or the timing leaf base+0x10 when the host publishes one: see
 //!    [`tsc_frequency`]). The `PVCLOCK_TSC_STABLE_BIT` is trusted only under
 //!    `KVM_FEATURE_CLOCKSOURCE_STABLE_BIT`; without it the clock is kept
-//!    monotonic in software (Linux `pvclock_clocksource_read`'s last-value
-//!    guard).
+//!    monotonic in software across CPUs (Linux `pvclock_clocksource_read`'s
+//!    last-value guard); with it a plain compare with the last value still
+//!    keeps a lying host from moving it back.
 //! 3. steal time: `MSR_KVM_STEAL_TIME`; the host must have written the area
 //!    (KVM does before the vCPU resumes from the WRMSR). Then
 //!    `time.steal_ns`.
@@ -315,9 +316,13 @@ impl State {
         }
     }
 
-    /// `time.monotonic_ns`: pvclock system time. With a stable pvclock the
-    /// reading is returned as is (KVM guarantees it monotonic); without,
-    /// never below an earlier reading.
+    /// `time.monotonic_ns`: pvclock system time, never below an earlier
+    /// reading. With a stable pvclock KVM guarantees it monotonic, so the
+    /// check is a plain load and compare (no locked read-modify-write,
+    /// Linux skips it altogether); it still keeps a host that moves the
+    /// clock back while claiming stability from showing it (found by the
+    /// fuzz run `fuzz_kvmclock_lying_host`, docs/fuzzing.md). Without,
+    /// `fetch_max` makes it hold across CPUs too.
     pub(crate) fn clock_ns(&self) -> u64 {
         self.clock_ns_with(HOT_TRIES, crate::tsc::ordered, core::hint::spin_loop)
     }
@@ -334,6 +339,10 @@ impl State {
             Some((t, tsc)) => {
                 let now = t.ns_at(tsc);
                 if self.stable.load(Ordering::Relaxed) {
+                    let prev = self.last_ns.load(Ordering::Relaxed);
+                    if now < prev {
+                        return prev;
+                    }
                     self.last_ns.store(now, Ordering::Relaxed);
                     now
                 } else {

@@ -414,6 +414,7 @@ mod tests {
                 }
             }
         }
+        std::eprintln!("{ran} broken personas, {iters} calls each");
         assert!(ran >= 10, "only {ran} broken personas");
     }
 
