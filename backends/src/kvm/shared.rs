@@ -52,7 +52,9 @@ pub(crate) fn at<T>(base: *mut u8, offset: usize) -> *mut T {
 
 /// Reads the pvclock at `area` (see [`crate::pvclock::read`]).
 pub(crate) fn read_clock(area: &Area<VcpuTimeInfo>, tries: u32) -> Option<(VcpuTimeInfo, u64)> {
-    read_clock_with(area, tries, crate::tsc::ordered, core::hint::spin_loop)
+    let t = area.get()?;
+    // SAFETY: a published area is aligned and lives for good (`Area::set`).
+    unsafe { crate::pvclock::read(t, tries) }
 }
 
 /// [`read_clock`] with the TSC reader and the wait supplied (see
