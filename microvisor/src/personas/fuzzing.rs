@@ -402,9 +402,9 @@ mod tests {
     fn fuzz_broken_personas() {
         let (iters, seed) = (iterations() / 8, seed());
         let mut ran = 0;
-        for k in 0..NAMES.len() {
+        for (k, name) in NAMES.iter().enumerate() {
             for (j, step) in BREAKS.iter().enumerate() {
-                if select(NAMES[k], Some(step)).is_err() {
+                if select(name, Some(step)).is_err() {
                     continue;
                 }
                 ran += 1;
