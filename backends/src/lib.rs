@@ -25,6 +25,8 @@ mod doc_examples {
 }
 
 mod cmdline;
+#[cfg(test)]
+mod fuzz_model;
 #[cfg(feature = "hyperv")]
 pub mod hyperv;
 #[cfg(feature = "kvm")]
@@ -33,6 +35,8 @@ pub mod native;
 #[cfg(any(feature = "xen", feature = "kvm"))]
 mod pvclock;
 mod select;
+#[cfg(test)]
+mod select_fuzz;
 #[cfg(test)]
 mod test_support;
 #[cfg(any(feature = "xen", feature = "hyperv", feature = "kvm"))]

@@ -20,12 +20,29 @@ use pvops_abi::pvclock::VcpuTimeInfo;
 /// `t` must point to a readable, 8-byte aligned `VcpuTimeInfo` that stays
 /// mapped while this runs (the hypervisor may write it concurrently).
 pub(crate) unsafe fn read(t: *const VcpuTimeInfo, tries: u32) -> Option<(VcpuTimeInfo, u64)> {
+    // SAFETY: forwarded to the caller.
+    unsafe { read_with(t, tries, crate::tsc::ordered, core::hint::spin_loop) }
+}
+
+/// [`read`] with the TSC reader and the wait between attempts supplied:
+/// the kernel passes an ordered RDTSC and a spin hint, host tests a model
+/// hypervisor that rewrites the page (torn updates) from either hook.
+///
+/// # Safety
+///
+/// As [`read`].
+pub(crate) unsafe fn read_with(
+    t: *const VcpuTimeInfo,
+    tries: u32,
+    mut tsc: impl FnMut() -> u64,
+    mut spin: impl FnMut(),
+) -> Option<(VcpuTimeInfo, u64)> {
     for _ in 0..tries {
         // SAFETY: `t` is valid and aligned (the caller's contract); the
         // hypervisor writes it concurrently, so every read is volatile.
         let v1 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
         if v1 & 1 != 0 {
-            core::hint::spin_loop();
+            spin();
             continue;
         }
         fence(Ordering::Acquire);
@@ -33,7 +50,7 @@ pub(crate) unsafe fn read(t: *const VcpuTimeInfo, tries: u32) -> Option<(VcpuTim
         let snap = unsafe { t.read_volatile() };
         // RDTSC is not ordered by the fences; LFENCE before it keeps it from
         // running ahead of the field reads (Linux uses rdtsc_ordered()).
-        let tsc = crate::tsc::ordered();
+        let now = tsc();
         fence(Ordering::Acquire);
         // SAFETY: as above.
         let v2 = unsafe { core::ptr::addr_of!((*t).version).read_volatile() };
@@ -43,7 +60,7 @@ pub(crate) unsafe fn read(t: *const VcpuTimeInfo, tries: u32) -> Option<(VcpuTim
                     version: v1,
                     ..snap
                 },
-                tsc,
+                now,
             ));
         }
     }

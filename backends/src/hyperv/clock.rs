@@ -4,7 +4,7 @@
 
 use super::msr;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{compiler_fence, AtomicPtr, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU64, Ordering};
 use pvops_abi::hyperv::{
     self as abi, reference_time as formula, TSC_PAGE_OFFSET_OFFSET, TSC_PAGE_SCALE_OFFSET,
     TSC_PAGE_SEQUENCE_OFFSET, TSC_SEQUENCE_INVALID,
@@ -46,9 +46,16 @@ impl TscPage {
     /// Reference time from the page with `tsc` as the TSC reader, following
     /// the TLFS's recommended loop: `None` when the sequence is
     /// [`TSC_SEQUENCE_INVALID`] (the caller then reads the MSR); retried
-    /// when the sequence changed during the read.
-    pub(crate) fn read(self, mut tsc: impl FnMut() -> u64) -> Option<u64> {
-        loop {
+    /// when the sequence changed during the read, [`READ_TRIES`] times at
+    /// most (the TLFS loop is unbounded: a hypervisor that kept changing
+    /// the sequence would hang the reader; it gets the MSR instead).
+    pub(crate) fn read(self, tsc: impl FnMut() -> u64) -> Option<u64> {
+        self.read_tries(READ_TRIES, tsc)
+    }
+
+    /// [`TscPage::read`] with `tries` attempts.
+    pub(crate) fn read_tries(self, tries: u32, mut tsc: impl FnMut() -> u64) -> Option<u64> {
+        for _ in 0..tries {
             let start = self.sequence();
             if start == TSC_SEQUENCE_INVALID {
                 return None;
@@ -62,8 +69,12 @@ impl TscPage {
                 return Some(formula(now, scale, offset));
             }
         }
+        None
     }
 }
+
+/// Attempts of [`TscPage::read`] before the MSR is read instead.
+pub(crate) const READ_TRIES: u32 = 1 << 16;
 
 /// Publishes a validated reference TSC page.
 pub(crate) fn set_tsc_page(page: NonNull<u8>) {
@@ -88,16 +99,33 @@ pub(crate) fn uses_tsc_page() -> bool {
 }
 
 /// The partition reference time in 100 ns units: the TSC page when it is
-/// valid, else the reference counter MSR.
+/// valid, else the reference counter MSR; never below an earlier reading.
 pub(crate) fn reference_time() -> u64 {
-    if let Some(page) = NonNull::new(TSC_PAGE.load(Ordering::Acquire)) {
-        // An ordered TSC read inside the sequence window (Linux
-        // `hv_read_tsc_page_tsc` uses `rdtsc_ordered()`; review F5).
-        if let Some(t) = TscPage::new(page).read(crate::tsc::ordered) {
-            return t;
-        }
-    }
-    msr::read(abi::msr::TIME_REF_COUNT)
+    let page = NonNull::new(TSC_PAGE.load(Ordering::Acquire)).map(TscPage::new);
+    // An ordered TSC read inside the sequence window (Linux
+    // `hv_read_tsc_page_tsc` uses `rdtsc_ordered()`; review F5).
+    next_reference(&LAST_REFERENCE, page, crate::tsc::ordered, || {
+        msr::read(abi::msr::TIME_REF_COUNT)
+    })
+}
+
+/// The last reference time returned.
+static LAST_REFERENCE: AtomicU64 = AtomicU64::new(0);
+
+/// The reference time from `page` (read with `tsc`), else from `counter`
+/// (the MSR), never below `last`, which it advances. The page and the MSR
+/// are two views of one clock, but a reader that falls back to the MSR
+/// while the hypervisor rewrites the page (sequence 0 during an update, a
+/// sequence that keeps changing) must not see time step back, nor when a
+/// hypervisor publishes a smaller offset.
+pub(crate) fn next_reference(
+    last: &AtomicU64,
+    page: Option<TscPage>,
+    tsc: impl FnMut() -> u64,
+    counter: impl FnOnce() -> u64,
+) -> u64 {
+    let now = page.and_then(|p| p.read(tsc)).unwrap_or_else(counter);
+    now.max(last.fetch_max(now, Ordering::Relaxed))
 }
 
 /// `time.monotonic_ns`: reference time in nanoseconds since the partition

@@ -690,4 +690,6 @@ impl Backend for HyperV {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -22,8 +22,9 @@
 //!    or the timing leaf base+0x10 when the host publishes one: see
 //!    [`tsc_frequency`]). The `PVCLOCK_TSC_STABLE_BIT` is trusted only under
 //!    `KVM_FEATURE_CLOCKSOURCE_STABLE_BIT`; without it the clock is kept
-//!    monotonic in software (Linux `pvclock_clocksource_read`'s last-value
-//!    guard).
+//!    monotonic in software across CPUs (Linux `pvclock_clocksource_read`'s
+//!    last-value guard); with it a plain compare with the last value still
+//!    keeps a lying host from moving it back.
 //! 3. steal time: `MSR_KVM_STEAL_TIME`; the host must have written the area
 //!    (KVM does before the vCPU resumes from the WRMSR). Then
 //!    `time.steal_ns`.
@@ -315,12 +316,27 @@ impl State {
         }
     }
 
-    /// `time.monotonic_ns`: pvclock system time. With a stable pvclock the
-    /// reading is returned as is (KVM guarantees it monotonic) unless it is
-    /// below the last one: then the stable bit is dropped for good
-    /// (logged). Without it, never below an earlier reading.
+    /// `time.monotonic_ns`: pvclock system time, never below an earlier
+    /// reading. With a stable pvclock KVM guarantees it monotonic, so the
+    /// check is a plain load and compare (no locked read-modify-write;
+    /// Linux skips it altogether); a reading below the last one means the
+    /// host lied about the stable bit, which is then dropped for good
+    /// (logged; found by the lying matrix's `pvclock-backwards` and the fuzz
+    /// run `fuzz_kvmclock_lying_host`, docs/fuzzing.md). Without it,
+    /// `fetch_max` makes the clock hold across CPUs too.
     pub(crate) fn clock_ns(&self) -> u64 {
-        match shared::read_clock(&self.clock, HOT_TRIES) {
+        self.clock_ns_with(HOT_TRIES, crate::tsc::ordered, core::hint::spin_loop)
+    }
+
+    /// [`State::clock_ns`] with the retry budget, TSC reader and wait
+    /// supplied (host tests model the host rewriting the page from them).
+    pub(crate) fn clock_ns_with(
+        &self,
+        tries: u32,
+        tsc: impl FnMut() -> u64,
+        spin: impl FnMut(),
+    ) -> u64 {
+        match shared::read_clock_with(&self.clock, tries, tsc, spin) {
             Some((t, tsc)) => {
                 let now = t.ns_at(tsc);
                 if self.stable.load(Ordering::Relaxed) {
@@ -867,5 +883,7 @@ impl Backend for Kvm {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,19 @@ pub(crate) fn read_clock(area: &Area<VcpuTimeInfo>, tries: u32) -> Option<(VcpuT
     unsafe { crate::pvclock::read(t, tries) }
 }
 
+/// [`read_clock`] with the TSC reader and the wait supplied (see
+/// [`crate::pvclock::read_with`]).
+pub(crate) fn read_clock_with(
+    area: &Area<VcpuTimeInfo>,
+    tries: u32,
+    tsc: impl FnMut() -> u64,
+    spin: impl FnMut(),
+) -> Option<(VcpuTimeInfo, u64)> {
+    let t = area.get()?;
+    // SAFETY: a published area is aligned and lives for good (`Area::set`).
+    unsafe { crate::pvclock::read_with(t, tries, tsc, spin) }
+}
+
 /// Why a steal-time read failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StealError {

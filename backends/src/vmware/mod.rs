@@ -289,4 +289,6 @@ fn steal_monotonic(ticks: u64, last: &AtomicU64, frozen: &AtomicU8) -> u64 {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -94,6 +94,10 @@ static VCPU_ID: AtomicU32 = AtomicU32::new(0);
 static LAST_NS: AtomicU64 = AtomicU64::new(0);
 /// The pvclock was seen going backwards (logged once).
 static CLOCK_WENT_BACK: AtomicBool = AtomicBool::new(false);
+/// The last steal time returned (`time.steal_ns` never goes backwards).
+static LAST_STEAL: AtomicU64 = AtomicU64::new(0);
+/// Attempts of the runstate read before the last value is kept.
+const RUNSTATE_TRIES: u32 = 1 << 16;
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 /// Whether [`TSC_KHZ`] came from base+3 rather than a pvclock.
 static TSC_FROM_LEAF: AtomicBool = AtomicBool::new(false);
@@ -540,10 +544,17 @@ extern "C" fn safe_halt() {
 
 /// `time.monotonic_ns`: pvclock system time, never going backwards.
 extern "C" fn monotonic_ns() -> u64 {
-    match shared::read_time(PVCLOCK_TRIES_HOT) {
-        Ok((t, tsc)) => {
+    next_ns(&LAST_NS, shared::read_time(PVCLOCK_TRIES_HOT).ok())
+}
+
+/// The clock value for a pvclock `reading` (snapshot and TSC), never below
+/// `last`, which it advances; `last` itself when the read failed. A step
+/// back is logged once.
+fn next_ns(last: &AtomicU64, reading: Option<(pvops_abi::pvclock::VcpuTimeInfo, u64)>) -> u64 {
+    match reading {
+        Some((t, tsc)) => {
             let now = t.ns_at(tsc);
-            let prev = LAST_NS.fetch_max(now, Ordering::Relaxed);
+            let prev = last.fetch_max(now, Ordering::Relaxed);
             if now < prev && !CLOCK_WENT_BACK.swap(true, Ordering::Relaxed) {
                 log::warn!(
                     "xen: the pvclock went backwards ({} ns after {} ns); kept monotonic",
@@ -553,7 +564,7 @@ extern "C" fn monotonic_ns() -> u64 {
             }
             now.max(prev)
         }
-        Err(_) => LAST_NS.load(Ordering::Relaxed),
+        None => last.load(Ordering::Relaxed),
     }
 }
 
@@ -669,7 +680,18 @@ extern "C" fn eoi() {
 
 /// `time.steal_ns`: runnable + offline time from the runstate area.
 extern "C" fn steal_ns() -> u64 {
-    shared::steal_ns().unwrap_or(0)
+    next_steal(&LAST_STEAL, shared::steal_ns(RUNSTATE_TRIES))
+}
+
+/// The steal time for a runstate `reading`, never below `last`, which it
+/// advances; `last` when the area is not registered or never settled (a
+/// hypervisor that leaves `XEN_RUNSTATE_UPDATE` set, or moves the counters
+/// backwards, cannot make the kernel's steal accounting go negative).
+fn next_steal(last: &AtomicU64, reading: Option<u64>) -> u64 {
+    match reading {
+        Some(now) => now.max(last.fetch_max(now, Ordering::Relaxed)),
+        None => last.load(Ordering::Relaxed),
+    }
 }
 
 /// `system.shutdown`: `SCHEDOP_shutdown` with poweroff or crash.
@@ -687,5 +709,7 @@ extern "C" fn shutdown(reason: ShutdownReason) {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -179,18 +179,37 @@ pub(super) unsafe fn ack_port_in(page: *mut u8, vi: *mut VcpuInfo, port: u32) ->
 /// Stolen time from the runstate area (runnable + offline), read
 /// consistently: `state_entry_time` before and after the copy must match
 /// and not carry `XEN_RUNSTATE_UPDATE` (Linux
-/// `xen_get_runstate_snapshot_cpu_delta`). `None` when not registered.
-pub(super) fn steal_ns() -> Option<u64> {
+/// `xen_get_runstate_snapshot_cpu_delta`). `None` when not registered, or
+/// when no consistent copy was had in `tries` attempts.
+pub(super) fn steal_ns(tries: u32) -> Option<u64> {
     let r = RUNSTATE.load(Ordering::Acquire);
     if r.is_null() {
         return None;
     }
-    loop {
-        // SAFETY: `set_runstate`'s contract: a live, aligned area Xen writes.
+    // SAFETY: `set_runstate`'s contract: a live, aligned area Xen writes.
+    unsafe { steal_ns_at(r, tries, || {}) }
+}
+
+/// [`steal_ns`] on the runstate area at `r`, with `mid` run between the
+/// copy and the second read of `state_entry_time` (host tests model Xen
+/// rewriting the area there; the kernel passes nothing).
+///
+/// # Safety
+///
+/// `r` must point to a readable, 8-byte aligned `VcpuRunstateInfo` that
+/// stays mapped while this runs.
+pub(super) unsafe fn steal_ns_at(
+    r: *const VcpuRunstateInfo,
+    tries: u32,
+    mut mid: impl FnMut(),
+) -> Option<u64> {
+    for _ in 0..tries {
+        // SAFETY: the caller's contract: a live, aligned area Xen writes.
         let before = unsafe { core::ptr::addr_of!((*r).state_entry_time).read_volatile() };
         fence(Ordering::Acquire);
         // SAFETY: as above.
         let snap = unsafe { r.read_volatile() };
+        mid();
         fence(Ordering::Acquire);
         // SAFETY: as above.
         let after = unsafe { core::ptr::addr_of!((*r).state_entry_time).read_volatile() };
@@ -199,4 +218,5 @@ pub(super) fn steal_ns() -> Option<u64> {
         }
         core::hint::spin_loop();
     }
+    None
 }

@@ -271,6 +271,8 @@ pub fn signature(sig: &[u8; 12]) -> [u32; 3] {
     [w(0), w(4), w(8)]
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 #[cfg(test)]
 pub(crate) mod test_guest;
 
