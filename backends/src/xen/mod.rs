@@ -70,8 +70,10 @@ const USED_HYPERCALLS: [u32; 6] = [
 
 /// Attempts of the pvclock version-retry loop before "stuck odd".
 const PVCLOCK_TRIES: u32 = 100_000;
-/// Attempts on the hot path (the clock was seen settling at install).
-const PVCLOCK_TRIES_HOT: u32 = u32::MAX;
+/// Attempts on the hot path (the clock was seen settling at install): as
+/// KVM's, bounded, so a hypervisor that leaves the version odd costs one
+/// bounded wait per read (the last value is returned) rather than seconds.
+const PVCLOCK_TRIES_HOT: u32 = 1 << 20;
 /// Fill pattern of the hypercall page before registration (`int3`).
 const FILL: u8 = 0xcc;
 const NO_PORT: u32 = u32::MAX;
