@@ -129,8 +129,11 @@ struct Stacked {
     intel: bool,
     max_basic: u32,
     /// (base index 0..256, signature, EAX above the base, base + 1 EAX).
-    interfaces: Vec<(u32, [u8; 12], u32, u32)>,
+    interfaces: Vec<Iface>,
 }
+
+/// (base index 0..256, signature, EAX above the base, base + 1 EAX).
+type Iface = (u32, [u8; 12], u32, u32);
 
 const HV1: u32 = 0x3123_7648;
 
@@ -222,9 +225,12 @@ const XEN: [u8; 12] = *b"XenVMMXenVMM";
 const KVM: [u8; 12] = *b"KVMKVMKVM\0\0\0";
 const VMWARE: [u8; 12] = *b"VMwareVMware";
 
+/// A stacked world: name, interfaces, the kinds expected.
+type Case = (&'static str, Vec<Iface>, &'static [HypervisorKind]);
+
 #[test]
 fn stacked_worlds() {
-    let cases: [(&str, Vec<(u32, [u8; 12], u32, u32)>, &[HypervisorKind]); 6] = [
+    let cases: [Case; 6] = [
         (
             "kvm",
             vec![(0, KVM, 1, 0x0100_0000)],
@@ -315,10 +321,10 @@ proptest! {
         scattered in prop::collection::vec((0u32..4, any_signature(), 0u32..0x20, any::<bool>()), 0..4),
         use_chain in any::<bool>(),
     ) {
-        let interfaces: Vec<(u32, [u8; 12], u32, u32)> = if use_chain {
+        let interfaces: Vec<Iface> = if use_chain {
             // Distinct, non-zero signatures on consecutive bases (a repeated
             // signature is a mirror, a zero one a free base).
-            let mut v: Vec<(u32, [u8; 12], u32, u32)> = Vec::new();
+            let mut v: Vec<Iface> = Vec::new();
             for (s, eax, hv1) in chain {
                 if s != [0; 12] && !v.iter().any(|e| e.1 == s) {
                     v.push((v.len() as u32, s, eax, if hv1 { HV1 } else { 0 }));
@@ -326,7 +332,7 @@ proptest! {
             }
             v
         } else {
-            let mut v: Vec<(u32, [u8; 12], u32, u32)> = Vec::new();
+            let mut v: Vec<Iface> = Vec::new();
             for (i, s, eax, hv1) in scattered {
                 if !v.iter().any(|e| e.0 == i || e.1 == s) {
                     v.push((i, s, eax, if hv1 { HV1 } else { 0 }));
