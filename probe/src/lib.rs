@@ -196,7 +196,7 @@ pub struct Probe {
     /// CPUID instructions the probe executed (each distinct leaf and
     /// subleaf once): at most [`HYPERVISOR_CPUID_BUDGET`] when the
     /// hypervisor bit is set, where each is an exit; the whole hypervisor
-    /// range (about 265) on bare metal, where none is.
+    /// range (264-266 CPUIDs) on bare metal, where none is an exit.
     pub cpuids: u32,
 }
 
