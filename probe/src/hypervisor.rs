@@ -227,7 +227,7 @@ impl<'a> InterfaceSlice<'a> {
     }
 }
 
-/// Most CPUIDs the whole [`crate::probe`] executes when CPUID.1:ECX[31] is
+/// Most CPUIDs the whole [`crate::probe`] executes when `CPUID.1:ECX[31]` is
 /// set: every one is an exit under hardware virtualisation.
 pub const HYPERVISOR_CPUID_BUDGET: u32 = 16;
 
