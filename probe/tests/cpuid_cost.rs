@@ -109,6 +109,27 @@ fn recorded_worlds() {
     }
 }
 
+/// The companion microvisor's personas, recorded with `qemu-runner
+/// record-cpuid microvisor:<persona>`: the worlds the boot tests run in.
+#[test]
+fn microvisor_persona_worlds() {
+    use HypervisorKind::{HyperV, Kvm, VMware, Xen};
+    let worlds: [((&str, Dump), &[HypervisorKind]); 6] = [
+        (dump!("microvisor-vmware.txt"), &[VMware]),
+        (dump!("microvisor-xen.txt"), &[Xen]),
+        (dump!("microvisor-hyperv.txt"), &[HyperV]),
+        (dump!("microvisor-kvm.txt"), &[Kvm]),
+        (dump!("microvisor-xen-viridian.txt"), &[HyperV, Xen]),
+        (dump!("microvisor-kvm-hyperv.txt"), &[HyperV, Kvm]),
+    ];
+    for ((name, d), kinds) in &worlds {
+        let (p, n) = check(name, d);
+        let got: Vec<_> = p.interfaces.iter().map(|i| i.kind).collect();
+        assert_eq!(&got, kinds, "{name}");
+        println!("{name}: {n} CPUIDs");
+    }
+}
+
 #[test]
 fn bare_metal_keeps_the_full_scan() {
     for (name, d) in [
