@@ -143,8 +143,12 @@ fn microvisor_card_covers_every_entry() {
 /// exit to QEMU on any KVM; the kvm backend makes it a no-op.
 #[test]
 fn kvm_card_covers_every_entry() {
-    let mut v = boot_all(&["kvm", "kvm/native"], &card_opts()).into_iter();
-    let (Some(Some(r)), Some(Some(n))) = (v.next(), v.next()) else {
+    // One after the other: a card's loops beside the other boot's PIT
+    // calibration disturb it on a loaded host.
+    let Some(r) = boot_with("kvm", &card_opts()) else {
+        return;
+    };
+    let Some(n) = boot_with("kvm/native", &card_opts()) else {
         return;
     };
     for r in [&r, &n] {
