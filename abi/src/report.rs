@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `boot` | `kernel`, `cmdline` |
 //! | `cpu` | `vendor`, `family`, `model`, `stepping`, `features` (comma list) |
+//! | `probe` | `cpuids` (CPUIDs the probe executed: at most 16 with the hypervisor bit set), `hypervisor_bit` |
 //! | `interface` | `base`, `signature`, `kind`, `max_leaf` |
 //! | `hypervisor` | `name` (`none` when the hypervisor bit is clear) |
 //! | `backend` | `name`, `reason` |
@@ -20,6 +21,9 @@
 //! | `bench` | `name`, plus measured fields |
 //! | `panic` | `message` |
 //! | `done` | `passed`, `total`, `unsupported`, `verdict` (`pass`/`fail`; unsupported tests do not fail it) |
+//! | `card.base` | `iterations`, `cycles`, `exits` (`-`: not counted in the guest), `hold` (`-` or the number of the `hold` before the loop): the report card's empty loop |
+//! | `card` | `entry`, `owner`, `mechanism` (`inline`/`direct`/`indirect`), then `iterations`, `cycles` (all calls), `exits`, `hold` as `card.base`, or `skipped` (why the entry is not called in a loop) |
+//! | `card.end` | `entries` |
 //! | `hold` | `max_polls`: with `hold` on the command line, the kernel waits for a byte on COM1 before it exits (the runner reads the hypervisor's counters meanwhile) |
 //!
 //! Records written by the microvisor:
@@ -33,6 +37,12 @@
 //! | `mv.hypercall` | `code`, `count` |
 //! | `mv.fault` | `kind`, `detail` |
 //! | `mv.end` | `outcome`, `code` |
+
+/// I/O port the example kernel's report card writes just before (value 1)
+/// and just after (value 2) every measured loop, so that an outside counter
+/// that sees each exit in order can cut them into the loops'. 0xED is
+/// Linux's spare delay port (`io_delay=0xed`): no device decodes it on a PC.
+pub const CARD_MARK_PORT: u16 = 0xED;
 
 /// Marks a machine-readable line.
 pub const PREFIX: &str = "@@";

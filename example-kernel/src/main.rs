@@ -11,13 +11,15 @@
 //! `fault=<kind>` (see [`faults::KINDS`]), `loglevel=<level>`, `bench`
 //! (micro-benchmarks after the self-tests, see [`bench`]), `hold` (wait
 //! after the last record until the runner has read the hypervisor's
-//! counters, see [`hold`]).
+//! counters, see [`hold`]), `card` / `card=<iterations>` (the report card:
+//! every table entry's owner, mechanism and cost per call, see [`card`]).
 #![no_std]
 #![no_main]
 
 mod arch;
 mod bench;
 mod bench_dispatch;
+mod card;
 mod cpuid_dump;
 mod dispatch;
 mod faults;
@@ -136,6 +138,9 @@ fn kmain(start_info_paddr: u64) -> ! {
     if bench::requested(cmdline) {
         bench::run(apic_id, ctx.timer_works);
     }
+    if let Some(iterations) = card::requested(cmdline) {
+        card::run(iterations, apic_id, hold::requested(cmdline));
+    }
 
     #[cfg(feature = "kvm")]
     if let Some(k) = pvops_backends::kvm::summary() {
@@ -232,6 +237,20 @@ fn report(init: &pvops_backends::InitReport) {
         p.family, p.model, p.stepping, p.max_basic_leaf, p.max_extended_leaf
     );
     println!("  features: {features}");
+    println!(
+        "  probe: {} CPUIDs (hypervisor bit {})",
+        p.cpuids,
+        if p.under_hypervisor() {
+            "set: bounded scan"
+        } else {
+            "clear: whole range"
+        }
+    );
+    record!(
+        "probe",
+        cpuids = p.cpuids,
+        hypervisor_bit = p.under_hypervisor()
+    );
     record!(
         "cpu",
         vendor = vendor,

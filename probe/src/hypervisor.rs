@@ -3,11 +3,44 @@
 //! A hypervisor publishes a signature at a base leaf (0x4000_0000, 0x4000_0100,
 //! ...) with EAX = the highest leaf of that interface. Several may be stacked:
 //! QEMU/KVM with Hyper-V enlightenments puts "Microsoft Hv" at 0x4000_0000 and
-//! KVM at 0x4000_0100; Xen with Viridian does the same with Xen. So the whole
-//! range is scanned and every interface reported.
+//! KVM at 0x4000_0100; Xen with Viridian does the same with Xen; QEMU's Xen
+//! emulation with Hyper-V enlightenments stacks three (Hyper-V, Xen, KVM).
+//!
+//! # Which bases are read
+//!
+//! Under a hypervisor every CPUID is an exit, so the scan is bounded
+//! ([`scan`], the rule in full in `docs/probe-cost.md`):
+//!
+//! - CPUID.1:ECX[31] set (a hypervisor says it is there; Intel SDM vol. 2A
+//!   table 3-10 "not used, always 0" on hardware, AMD APM vol. 3 appendix E
+//!   "reserved for use by hypervisor to indicate guest status"): the bases
+//!   0x4000_0000, 0x4000_0100, 0x4000_0200 and 0x4000_0300 always, then
+//!   each next base for as long as the base before it held an interface.
+//!   That covers every base a hypervisor uses: Hyper-V only at 0x4000_0000
+//!   (TLFS, "Hypervisor CPUID Leaves"); VMware at 0x4000_0000; KVM at the
+//!   0x4000_0000 (KVM `Documentation/virt/kvm/x86/cpuid.rst`), which QEMU
+//!   moves behind the interfaces it stacks below it (0x4000_0100 behind
+//!   Hyper-V, 0x4000_0200 behind Hyper-V and its Xen emulation; QEMU
+//!   `target/i386/kvm/kvm.c`); Xen "at
+//!   the first otherwise unused 0x100 aligned boundary starting from
+//!   0x40000000" (Xen `xen/include/public/arch-x86/cpuid.h`), i.e. right
+//!   after the interfaces below it, which the chain follows at any depth.
+//!   Linux scans the whole range per signature until the first match
+//!   (`cpuid_base_hypervisor`, once for Xen, once for KVM, ...), which costs
+//!   256 exits on every hypervisor that is not the one looked for.
+//! - The whole probe stays within [`HYPERVISOR_CPUID_BUDGET`] CPUIDs there:
+//!   the scan stops when the budget is spent (only a hypervisor with more
+//!   than four stacked interfaces could reach it).
+//! - CPUID.1:ECX[31] clear (bare metal): the whole range, 256 bases. On
+//!   hardware CPUID does not exit (the range only mirrors the highest basic
+//!   leaf on Intel, or reads as zero), so the full scan costs no exits; it
+//!   still shows the interfaces of a hypervisor that hides the bit, which
+//!   backends then do not trust.
 
-use crate::source::{signature, CpuidSource};
-use crate::{HYPERVISOR_LEAF_END, HYPERVISOR_LEAF_FIRST, HYPERVISOR_LEAF_STEP};
+use core::cell::{Cell, RefCell};
+
+use crate::source::{signature, CpuidResult, CpuidSource};
+use crate::{HYPERVISOR_LEAF_END, HYPERVISOR_LEAF_FIRST, HYPERVISOR_LEAF_STEP, TIMING_LEAF};
 
 /// Most interfaces kept; a real machine shows at most two or three.
 pub const MAX_INTERFACES: usize = 8;
@@ -194,7 +227,16 @@ impl<'a> InterfaceSlice<'a> {
     }
 }
 
-/// Scans 0x4000_0000..0x4001_0000 in steps of 0x100.
+/// Most CPUIDs the whole [`crate::probe`] executes when `CPUID.1:ECX[31]` is
+/// set: every one is an exit under hardware virtualisation.
+pub const HYPERVISOR_CPUID_BUDGET: u32 = 16;
+
+/// Bases read under a hypervisor whatever they hold (0x4000_0000 up to
+/// 0x4000_0300); past them, a base is read only when the one before it held
+/// an interface.
+pub const FIXED_BASES: u32 = 4;
+
+/// Scans the hypervisor range (which bases: the module documentation).
 ///
 /// A base counts as an interface when its signature is not all zero, its
 /// answer is not the mirror of the highest basic leaf (Intel CPUs answer
@@ -202,24 +244,43 @@ impl<'a> InterfaceSlice<'a> {
 /// CPUID instruction reference; KVM does the same for Intel guests), and its
 /// signature was not already reported at a lower base (bhyve mirrors its base
 /// leaf across the range, tycho/cpuid#12).
-/// Scanning does not depend on the hypervisor bit, so the result shows what
-/// is there; consumers decide whether to trust it.
-pub(crate) fn scan<S: CpuidSource + ?Sized>(source: &S) -> Interfaces {
+///
+/// `bounded` (the hypervisor bit is set): the fixed bases, then the chain
+/// of occupied bases, and never more CPUIDs in all than `source`'s budget.
+/// Otherwise the whole range. Base + 1 is read only for a "Microsoft Hv"
+/// signature (the TLFS interface check), the timing leaf only for an
+/// interface at 0x4000_0000 that claims it.
+pub(crate) fn scan<S: CpuidSource + ?Sized>(
+    source: &Counted<'_, S>,
+    bounded: bool,
+) -> (Interfaces, Option<CpuidResult>) {
     let mut found = Interfaces::default();
+    let mut timing = None;
     let max_basic = source.cpuid(0, 0).eax;
     // Only a basic leaf can be mirrored; a "maximum" inside or above the
     // hypervisor range is junk and must not hide real interfaces.
     let mirror = (max_basic < HYPERVISOR_LEAF_FIRST).then(|| source.cpuid(max_basic, 0));
     let mut base = HYPERVISOR_LEAF_FIRST;
+    let mut index = 0;
+    let mut previous_held = true;
     while base < HYPERVISOR_LEAF_END {
+        if bounded && ((index >= FIXED_BASES && !previous_held) || source.spent()) {
+            break;
+        }
         let r = source.cpuid(base, 0);
         let sig = signature(r.ebx, r.ecx, r.edx);
         let is_mirror = mirror == Some(r);
         let repeated = found.iter().any(|i| i.signature == sig);
-        if sig != [0; 12] && !is_mirror && !repeated {
+        previous_held = sig != [0; 12] && !is_mirror && !repeated;
+        if previous_held {
             let max_leaf = clamp_max_leaf(base, r.eax, &sig);
-            let interface = (max_leaf > base).then(|| source.cpuid(base + 1, 0).eax);
+            // Only "Microsoft Hv" needs its interface leaf to be classified.
+            let interface = (max_leaf > base && &sig == HV_SIGNATURE && !source.spent())
+                .then(|| source.cpuid(base + 1, 0).eax);
             let kind = HypervisorKind::classify(&sig, interface);
+            if base == HYPERVISOR_LEAF_FIRST && max_leaf >= TIMING_LEAF && !source.spent() {
+                timing = Some(source.cpuid(TIMING_LEAF, 0));
+            }
             if !found.push(HypervisorInterface {
                 base,
                 max_leaf,
@@ -230,8 +291,69 @@ pub(crate) fn scan<S: CpuidSource + ?Sized>(source: &S) -> Interfaces {
             }
         }
         base += HYPERVISOR_LEAF_STEP;
+        index += 1;
     }
-    found
+    (found, timing)
+}
+
+/// A [`CpuidSource`] that executes each (leaf, subleaf) once and counts
+/// what it executed: the probe's cost. Repeated reads (raw-cpuid and the
+/// probe both read leaf 0, say) are answered from the cache.
+pub(crate) struct Counted<'a, S: ?Sized> {
+    source: &'a S,
+    cache: RefCell<[Option<(u32, u32, CpuidResult)>; CACHE]>,
+    executed: Cell<u32>,
+    budget: u32,
+}
+
+/// Cached answers; the probe reads about 16 distinct leaves (more only in
+/// the unbounded scan, whose bases are read once anyway).
+const CACHE: usize = 24;
+
+impl<'a, S: CpuidSource + ?Sized> Counted<'a, S> {
+    /// Wraps `source`; [`Counted::spent`] once `budget` CPUIDs were executed.
+    pub(crate) fn new(source: &'a S, budget: u32) -> Counted<'a, S> {
+        Counted {
+            source,
+            cache: RefCell::new([None; CACHE]),
+            executed: Cell::new(0),
+            budget,
+        }
+    }
+
+    /// CPUIDs executed so far.
+    pub(crate) fn executed(&self) -> u32 {
+        self.executed.get()
+    }
+
+    /// Whether the budget is used up.
+    pub(crate) fn spent(&self) -> bool {
+        self.executed.get() >= self.budget
+    }
+
+    /// Sets the budget (once the hypervisor bit is known).
+    pub(crate) fn set_budget(&mut self, budget: u32) {
+        self.budget = budget;
+    }
+}
+
+impl<S: CpuidSource + ?Sized> CpuidSource for Counted<'_, S> {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
+        let mut cache = self.cache.borrow_mut();
+        if let Some((_, _, r)) = cache
+            .iter()
+            .flatten()
+            .find(|(l, s, _)| *l == leaf && *s == subleaf)
+        {
+            return *r;
+        }
+        let r = self.source.cpuid(leaf, subleaf);
+        self.executed.set(self.executed.get().saturating_add(1));
+        if let Some(slot) = cache.iter_mut().find(|e| e.is_none()) {
+            *slot = Some((leaf, subleaf, r));
+        }
+        r
+    }
 }
 
 /// The highest leaf an interface at `base` may be read at, from the EAX of
@@ -261,6 +383,9 @@ fn clamp_max_leaf(base: u32, eax: u32, sig: &[u8; 12]) -> u32 {
 
 /// KVM's signature (KVM `Documentation/virt/kvm/x86/cpuid.rst`).
 const KVM_SIGNATURE: &[u8; 12] = b"KVMKVMKVM\0\0\0";
+
+/// Hyper-V's vendor signature (TLFS, "Hypervisor Vendor Identification").
+const HV_SIGNATURE: &[u8; 12] = b"Microsoft Hv";
 
 #[cfg(test)]
 mod tests {

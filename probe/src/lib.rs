@@ -26,8 +26,8 @@ mod source;
 
 pub use dump::{Dump, DumpEntry, DumpError};
 pub use hypervisor::{
-    HypervisorInterface, HypervisorKind, InterfaceSlice, Interfaces, SignatureStr,
-    HV_INTERFACE_HV1, MAX_INTERFACES,
+    HypervisorInterface, HypervisorKind, InterfaceSlice, Interfaces, SignatureStr, FIXED_BASES,
+    HV_INTERFACE_HV1, HYPERVISOR_CPUID_BUDGET, MAX_INTERFACES,
 };
 pub use source::{CpuidResult, CpuidSource, NativeCpuid};
 
@@ -193,6 +193,11 @@ pub struct Probe {
     pub interfaces: Interfaces,
     /// Leaf 0x4000_0010, see [`Probe::timing_leaf`].
     pub timing: Option<TimingLeaf>,
+    /// CPUID instructions the probe executed (each distinct leaf and
+    /// subleaf once): at most [`HYPERVISOR_CPUID_BUDGET`] when the
+    /// hypervisor bit is set, where each is an exit; the whole hypervisor
+    /// range (264-266 CPUIDs) on bare metal, where none is an exit.
+    pub cpuids: u32,
 }
 
 impl Probe {
@@ -250,6 +255,38 @@ impl Probe {
 /// maxima the CPU reports, and all arithmetic on reported values is done in
 /// ranges that cannot overflow.
 pub fn probe<S: CpuidSource + ?Sized>(source: &S) -> Probe {
+    // Unbounded until the hypervisor bit is known; the basic leaves are
+    // far fewer than the budget.
+    let mut counted = hypervisor::Counted::new(source, u32::MAX);
+    let p = probe_counted(&mut counted);
+    Probe {
+        cpuids: counted.executed(),
+        ..p
+    }
+}
+
+fn probe_counted<S: CpuidSource + ?Sized>(counted: &mut hypervisor::Counted<'_, S>) -> Probe {
+    let probe_basic = basic(&*counted);
+    let bounded = probe_basic.features.contains(Features::HYPERVISOR);
+    if bounded {
+        counted.set_budget(HYPERVISOR_CPUID_BUDGET);
+    }
+    let (interfaces, timing) = hypervisor::scan(&*counted, bounded);
+    let timing = timing
+        .map(|l| TimingLeaf {
+            tsc_khz: l.eax,
+            apic_bus_khz: l.ebx,
+        })
+        .filter(|t| t.tsc_khz != 0);
+    Probe {
+        interfaces,
+        timing,
+        ..probe_basic
+    }
+}
+
+/// Everything but the hypervisor range.
+fn basic<S: CpuidSource + ?Sized>(source: &S) -> Probe {
     let cpuid = CpuId::with_cpuid_reader(source::Reader(source));
     let leaf0 = source.cpuid(0, 0);
     let max_basic_leaf = leaf0.eax;
@@ -310,9 +347,10 @@ pub fn probe<S: CpuidSource + ?Sized>(source: &S) -> Probe {
 
     // SDM vol. 2A, CPUID leaf 15H: "If EBX[31:0] is 0, the TSC/"core crystal
     // clock" ratio is not enumerated"; EAX is the denominator.
-    let tsc_leaf = cpuid
-        .get_tsc_info()
-        .filter(|_| has_basic(0x15))
+    // The maximum is checked first: an unsupported leaf is not executed.
+    let tsc_leaf = has_basic(0x15)
+        .then(|| cpuid.get_tsc_info())
+        .flatten()
         .map(|l| TscLeaf {
             denominator: l.denominator(),
             numerator: l.numerator(),
@@ -320,28 +358,15 @@ pub fn probe<S: CpuidSource + ?Sized>(source: &S) -> Probe {
         })
         .filter(|l| l.denominator != 0 && l.numerator != 0);
     // SDM vol. 2A, CPUID leaf 16H: frequencies in bits 15:0 of EAX/EBX/ECX.
-    let frequency_leaf = cpuid
-        .get_processor_frequency_info()
-        .filter(|_| has_basic(0x16))
+    let frequency_leaf = has_basic(0x16)
+        .then(|| cpuid.get_processor_frequency_info())
+        .flatten()
         .map(|l| FrequencyLeaf {
             base_mhz: l.processor_base_frequency(),
             max_mhz: l.processor_max_frequency(),
             bus_mhz: l.bus_frequency(),
         })
         .filter(|f| f.base_mhz != 0);
-
-    let interfaces = hypervisor::scan(source);
-    let timing = interfaces
-        .iter()
-        .find(|i| i.base == HYPERVISOR_LEAF_FIRST && i.has_leaf(TIMING_LEAF))
-        .map(|_| {
-            let l = source.cpuid(TIMING_LEAF, 0);
-            TimingLeaf {
-                tsc_khz: l.eax,
-                apic_bus_khz: l.ebx,
-            }
-        })
-        .filter(|t| t.tsc_khz != 0);
 
     Probe {
         vendor,
@@ -354,8 +379,9 @@ pub fn probe<S: CpuidSource + ?Sized>(source: &S) -> Probe {
         features,
         tsc_leaf,
         frequency_leaf,
-        interfaces,
-        timing,
+        interfaces: Interfaces::default(),
+        timing: None,
+        cpuids: 0,
     }
 }
 

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use pvops_probe::{
-    probe, CpuidResult, CpuidSource, Dump, Probe, HYPERVISOR_LEAF_END, HYPERVISOR_LEAF_FIRST,
-    HYPERVISOR_LEAF_STEP, MAX_INTERFACES, TIMING_LEAF,
+    probe, CpuidResult, CpuidSource, Dump, Probe, HYPERVISOR_CPUID_BUDGET, HYPERVISOR_LEAF_END,
+    HYPERVISOR_LEAF_FIRST, HYPERVISOR_LEAF_STEP, MAX_INTERFACES, TIMING_LEAF,
 };
 
 /// How leaves not explicitly listed are answered.
@@ -97,6 +97,32 @@ impl CpuidSource for Fuzz {
             r.eax = self.max_extended;
         }
         r
+    }
+}
+
+/// Counts the CPUIDs executed through it.
+struct Counting<'a, S> {
+    source: &'a S,
+    count: std::cell::Cell<u32>,
+}
+
+impl<'a, S: CpuidSource> Counting<'a, S> {
+    fn new(source: &'a S) -> Self {
+        Counting {
+            source,
+            count: std::cell::Cell::new(0),
+        }
+    }
+
+    fn count(&self) -> u32 {
+        self.count.get()
+    }
+}
+
+impl<S: CpuidSource> CpuidSource for Counting<'_, S> {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
+        self.count.set(self.count.get() + 1);
+        self.source.cpuid(leaf, subleaf)
     }
 }
 
@@ -206,8 +232,15 @@ proptest! {
 
     #[test]
     fn probe_never_panics(f in fuzz()) {
-        let p = probe(&f);
+        let counter = Counting::new(&f);
+        let p = probe(&counter);
         check_well_formed(&p);
+        // The reported cost is what was executed, and within the budget
+        // whenever the hypervisor bit is set.
+        prop_assert_eq!(p.cpuids, counter.count());
+        if p.under_hypervisor() {
+            prop_assert!(p.cpuids <= HYPERVISOR_CPUID_BUDGET, "{} CPUIDs", p.cpuids);
+        }
         // Deterministic: the same answers give the same probe.
         prop_assert_eq!(probe(&f), p);
     }
@@ -310,17 +343,30 @@ fn pathological_every_base_signature() {
         check_well_formed(&p);
         assert_eq!(p.interfaces.len(), 1);
     }
-    // Distinct signatures everywhere: capped at MAX_INTERFACES.
-    let f = Fuzz {
-        seed: 7,
-        fill: Fill::EveryBaseDistinct,
-        max_basic: 0x16,
-        max_extended: 0x8000_0008,
-        hv_eax: 0x10,
-        signature: [0; 3],
-        overrides: Vec::new(),
-    };
-    let p = probe(&f);
-    check_well_formed(&p);
-    assert_eq!(p.interfaces.len(), MAX_INTERFACES);
+    // Distinct signatures everywhere. Bare metal (hypervisor bit clear):
+    // the whole range, capped at MAX_INTERFACES. Under a hypervisor: the
+    // chain of occupied bases until the CPUID budget is spent.
+    for (ecx, expect) in [(0, None), (1 << 31, Some(HYPERVISOR_CPUID_BUDGET))] {
+        let f = Fuzz {
+            seed: 7,
+            fill: Fill::EveryBaseDistinct,
+            max_basic: 0x16,
+            max_extended: 0x8000_0008,
+            hv_eax: 0x10,
+            signature: [0; 3],
+            overrides: vec![(1, 0, [0, 0, ecx, 0])],
+        };
+        let p = probe(&f);
+        check_well_formed(&p);
+        match expect {
+            None => {
+                assert_eq!(p.interfaces.len(), MAX_INTERFACES);
+                assert!(p.cpuids > HYPERVISOR_CPUID_BUDGET, "{}", p.cpuids);
+            }
+            Some(budget) => {
+                assert_eq!(p.cpuids, budget);
+                assert!(p.interfaces.len() >= 4, "{:?}", p.interfaces);
+            }
+        }
+    }
 }

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod card;
 pub mod dispatch;
 pub mod nested;
 pub mod parse;
@@ -280,11 +281,16 @@ fn run_scenario_once(scenario: &'static Scenario, opts: &RunOptions) -> Scenario
         result.feed(line);
     };
     let mut stats: Option<Result<_, qmp::StatsError>> = None;
+    // KVM's total exits at every hold (the report card's brackets); the
+    // last reading is the run's.
+    let mut hold_exits: Vec<Option<u64>> = Vec::new();
     let raw = match &qmp_socket {
         None => run::run_qemu(&qemu.path, &args, timeout, &mut on_line),
         Some(path) => {
             let r = run::run_qemu_held(&qemu.path, &args, timeout, &mut on_line, &mut || {
-                stats = Some(qmp::read_vcpu_stats(path, qmp::TIMEOUT));
+                let s = qmp::read_vcpu_stats(path, qmp::TIMEOUT);
+                hold_exits.push(s.as_ref().ok().and_then(|s| s.get("exits").copied()));
+                stats = Some(s);
             });
             let _ = std::fs::remove_file(path);
             r
@@ -292,6 +298,7 @@ fn run_scenario_once(scenario: &'static Scenario, opts: &RunOptions) -> Scenario
     };
     if counters {
         result.kvm = Some(kvm_counters(stats, result.held));
+        result.hold_exits = hold_exits;
     }
     match raw {
         Err(e) => ScenarioReport::failed(scenario, e),

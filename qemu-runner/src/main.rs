@@ -65,6 +65,27 @@ pub enum Command {
         #[arg(long)]
         serial: bool,
     },
+    /// Boot the example kernel with its report card (`card`) on each
+    /// SCENARIO and on its `pvops=native` pair, one boot at a time, and
+    /// print per table entry: owner, dispatch mechanism, TSC cycles and
+    /// exits per call (microvisor, KVM and nested KVM count exits), beside
+    /// the native run's. Scenarios this host cannot run are skipped with
+    /// the reason.
+    ReportCard {
+        /// Scenarios (names or `prefix*`). Default: kvm, each microvisor
+        /// persona (vmware, xen, hyperv, kvm) and nested:kvm.
+        #[arg(value_name = "SCENARIO")]
+        scenarios: Vec<String>,
+        /// Print one JSON object per card instead of the tables.
+        #[arg(long)]
+        json: bool,
+        /// Show the guest's serial console (on stderr) as it runs.
+        #[arg(long)]
+        serial: bool,
+        /// Calls per entry (1 to 1,000,000; default: the kernel's 1,000).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        iterations: Option<u32>,
+    },
     /// Boot SCENARIO with `dump=cpuid` and write the guest's CPUID, in
     /// `cpuid -r` format, to FILE.
     RecordCpuid {
@@ -88,6 +109,12 @@ fn main() -> ExitCode {
             json,
             serial,
         }) => bench(scenarios, json, serial, cli.timeout),
+        Some(Command::ReportCard {
+            ref scenarios,
+            json,
+            serial,
+            iterations,
+        }) => report_card(scenarios, json, serial, iterations, cli.timeout),
         None if cli.list => {
             for s in scenario::ALL.iter() {
                 println!(
@@ -296,6 +323,114 @@ fn bench(names: &[String], json: bool, serial: bool, timeout: Option<u64>) -> Ex
     run_and_report(&selected, &opts, false, json)
 }
 
+/// The report card's default scenarios (those this host cannot run are
+/// skipped with the reason).
+const CARD_DEFAULT: [&str; 6] = [
+    "kvm",
+    "microvisor:vmware",
+    "microvisor:xen",
+    "microvisor:hyperv",
+    "microvisor:kvm",
+    "nested:kvm",
+];
+
+fn report_card(
+    names: &[String],
+    json: bool,
+    serial: bool,
+    iterations: Option<u32>,
+    timeout: Option<u64>,
+) -> ExitCode {
+    let names: Vec<String> = if names.is_empty() {
+        CARD_DEFAULT.iter().map(|s| s.to_string()).collect()
+    } else {
+        names.to_vec()
+    };
+    let selected = match scenario::select(&names) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match qemu_runner::qemu() {
+        Ok(q) => eprintln!("using {} ({})", q.path.display(), q.version),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let card_word = iterations.map_or("card".to_string(), |n| format!("card={n}"));
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for s in selected {
+        if let Some(why) = qemu_runner::unmet_requirement(s) {
+            eprintln!("SKIP {}: {why}", s.name);
+            continue;
+        }
+        // The native run: the scenario's own pair, else the same machine
+        // with `pvops=native` (the last `pvops=` wins).
+        let (native, native_extra) = match s.native_pair.and_then(scenario::find) {
+            Some(pair) => (pair, card_word.clone()),
+            None => (s, format!("{card_word} pvops=native")),
+        };
+        let mut cards = Vec::new();
+        for (sc, extra) in [(s, card_word.clone()), (native, native_extra)] {
+            let opts = RunOptions {
+                stream_serial: serial,
+                timeout: timeout.map(Duration::from_secs),
+                extra_guest_cmdline: extra.clone(),
+            };
+            eprintln!("booting {} with `{extra}` ...", sc.name);
+            let r = qemu_runner::run_scenario(sc, &opts);
+            if let Some(why) = &r.skipped {
+                eprintln!("SKIP {}: {why}", sc.name);
+                cards.push(None);
+                continue;
+            }
+            for f in &r.failures {
+                eprintln!("  note: {}: {f}", sc.name);
+            }
+            let label = if sc.name == s.name && extra.contains("pvops=native") {
+                format!("{} pvops=native", sc.name)
+            } else {
+                sc.name.to_string()
+            };
+            match qemu_runner::card::Card::from_boot(&label, &r.result) {
+                Ok(c) => cards.push(Some(c)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed = true;
+                    cards.push(None);
+                }
+            }
+        }
+        let native = cards.pop().flatten();
+        let Some(Some(backend)) = cards.pop() else {
+            continue;
+        };
+        if json {
+            let _ = writeln!(
+                out,
+                "{}",
+                qemu_runner::card::to_json(&backend, native.as_ref())
+            );
+        } else {
+            let _ = write!(
+                out,
+                "{}",
+                qemu_runner::card::table(&backend, native.as_ref())
+            );
+        }
+        let _ = out.flush();
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn run_all(
     selected: &[&'static scenario::Scenario],
     opts: &RunOptions,
@@ -400,6 +535,56 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn report_card_parsing() {
+        let c = Cli::try_parse_from(["qemu-runner", "report-card"]).unwrap();
+        match c.command {
+            Some(Command::ReportCard {
+                scenarios,
+                json,
+                serial,
+                iterations,
+            }) => {
+                assert!(scenarios.is_empty() && !json && !serial);
+                assert_eq!(iterations, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from([
+            "qemu-runner",
+            "report-card",
+            "kvm",
+            "microvisor:*",
+            "--json",
+            "--iterations",
+            "500",
+        ])
+        .unwrap();
+        match c.command {
+            Some(Command::ReportCard {
+                scenarios,
+                json,
+                iterations,
+                ..
+            }) => {
+                assert_eq!(scenarios, ["kvm", "microvisor:*"]);
+                assert!(json);
+                assert_eq!(iterations, Some(500));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "1000001", "many"] {
+            assert!(
+                Cli::try_parse_from(["qemu-runner", "report-card", "--iterations", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        // Every default scenario exists.
+        for name in CARD_DEFAULT {
+            assert!(scenario::find(name).is_some(), "{name}");
+        }
     }
 
     #[test]

@@ -450,6 +450,21 @@ pub struct BootResult {
     /// microvisor counted them: (counter name, counts), e.g. `nested-kvm`
     /// for L1 KVM's tracepoints in a nested run.
     pub counted_exits: Option<(String, Exits)>,
+    /// `probe cpuids=`: the CPUIDs the guest's probe executed.
+    pub probe_cpuids: Option<u64>,
+    /// `card` records (the report card), in order.
+    pub card: Vec<crate::card::CardRecord>,
+    /// The `card.base` record: the card's empty loop.
+    pub card_base: Option<crate::card::Measure>,
+    /// `card.end entries=`.
+    pub card_end: Option<u64>,
+    /// KVM's total exits at each `@@ hold`, in order (`None`: that reading
+    /// failed); set by the runner, not from the serial console.
+    pub hold_exits: Vec<Option<u64>>,
+    /// Exits between each pair of the guest's writes to the report card's
+    /// mark port, in order, from an outside counter that sees every exit
+    /// (L1 KVM's trace); set by the runner.
+    pub marked_exits: Vec<u64>,
     /// `@@cpuid` lines, in order.
     pub cpuid_lines: Vec<String>,
     /// `@@` lines that did not parse, and records with bad values.
@@ -616,6 +631,22 @@ impl BootResult {
             },
             "panic" => self.panic = Some(s("message").unwrap_or_default()),
             "hold" => self.held = true,
+            "probe" => match n("cpuids") {
+                Some(c) => self.probe_cpuids = Some(c),
+                None => return false,
+            },
+            "card" => match crate::card::CardRecord::from_record(rec) {
+                Some(c) => self.card.push(c),
+                None => return false,
+            },
+            "card.base" => match crate::card::base_from_record(rec) {
+                Some(b) => self.card_base = Some(b),
+                None => return false,
+            },
+            "card.end" => match n("entries") {
+                Some(e) => self.card_end = Some(e),
+                None => return false,
+            },
             "done" => {
                 self.done = Some(Done {
                     passed: n("passed").unwrap_or(0),

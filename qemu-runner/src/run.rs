@@ -101,10 +101,11 @@ pub fn run_qemu(
     run_with_timeout(program, args, timeout, on_line)
 }
 
-/// [`run_qemu`] for a guest that holds after its last record: when it
-/// prints `@@ hold` (the example kernel's `hold`), `on_hold` runs (it reads
-/// the hypervisor's counters; it must bound its own time), then one byte
-/// (a newline) is written to QEMU's stdin, the guest's COM1 with `-serial
+/// [`run_qemu`] for a guest that holds after its last record: whenever it
+/// prints `@@ hold` (the example kernel's `hold`, and its report card's
+/// holds around each measured entry), `on_hold` runs (it reads the
+/// hypervisor's counters; it must bound its own time), then one byte (a
+/// newline) is written to QEMU's stdin, the guest's COM1 with `-serial
 /// stdio`, which releases the guest.
 pub fn run_qemu_held(
     program: &Path,
@@ -141,6 +142,8 @@ fn run_inner(
     on_line: &mut dyn FnMut(&str),
     mut on_hold: Option<&mut dyn FnMut()>,
 ) -> Result<RawRun, String> {
+    // Every hold runs the handler (the last one's reading is the run's
+    // total).
     use std::io::Write;
     let start = Instant::now();
     let mut child = Command::new(program)
@@ -186,7 +189,7 @@ fn run_inner(
         on_line(text);
         serial.push_str(&line);
         if is_hold(text) {
-            if let Some(hold) = on_hold.take() {
+            if let Some(hold) = on_hold.as_mut() {
                 hold();
                 if let Some(s) = stdin.as_mut() {
                     // QEMU gone already: nothing to release.
@@ -269,16 +272,18 @@ mod tests {
             Path::new("/bin/sh"),
             &[
                 "-c".into(),
-                "echo '@@ hold max_polls=1'; read x; echo released; exit 5".into(),
+                "echo '@@ hold max_polls=1'; read x; echo '@@ hold'; read y; echo released; exit 5"
+                    .into(),
             ],
             Duration::from_secs(60),
             &mut |_| {},
             Some(&mut || held += 1),
         )
         .unwrap();
-        assert_eq!(held, 1);
+        // Each hold ran the handler and was released.
+        assert_eq!(held, 2);
         assert!(!r.timed_out);
-        assert_eq!(r.serial, "@@ hold max_polls=1\nreleased\n");
+        assert_eq!(r.serial, "@@ hold max_polls=1\n@@ hold\nreleased\n");
         assert_eq!(r.status, Some(5));
         assert!(is_hold("@@ hold") && !is_hold("@@ holder") && !is_hold("hold"));
     }

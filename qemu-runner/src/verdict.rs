@@ -86,6 +86,20 @@ pub fn judge(
         expect.hypervisor,
         r.hypervisor.as_ref(),
     );
+    // Issue 15: under a hypervisor (every CPUID an exit) the probe stays
+    // within its budget.
+    let hypervisor_bit = r
+        .cpu
+        .as_ref()
+        .is_some_and(|c| c.features.iter().any(|n| n == "hypervisor"));
+    if let Some(n) = r.probe_cpuids.filter(|_| hypervisor_bit) {
+        let budget = u64::from(pvops_probe::HYPERVISOR_CPUID_BUDGET);
+        if n > budget {
+            f.push(format!(
+                "the probe executed {n} CPUIDs under a hypervisor (budget {budget})"
+            ));
+        }
+    }
     check(&mut f, "backend", expect.backend, r.backend.as_ref());
     check(
         &mut f,

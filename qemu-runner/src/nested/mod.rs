@@ -441,6 +441,7 @@ fn judge(
     let mut result = BootResult::parse(&a.l2_serial);
     if let Some(t) = &a.trace {
         result.counted_exits = Some((EXIT_COUNTER.to_string(), t.exits.clone()));
+        result.marked_exits = t.marked.clone();
     }
     let expect = &scenario.expect;
     // The exit status is not the verdict (Xen's SCHEDOP_shutdown races the

@@ -26,6 +26,10 @@ pub struct Trace {
     pub lost: u64,
     /// Number of `kvm_exit` events.
     pub exit_events: u64,
+    /// `kvm_exit` events between each pair of I/O exits at the report
+    /// card's mark port ([`pvops_abi::report::CARD_MARK_PORT`]), in order
+    /// (the marks themselves not counted).
+    pub marked: Vec<u64>,
 }
 
 /// A loaded L1 module's address range, from `/proc/modules`.
@@ -83,6 +87,8 @@ const XEN_MULTIPLEXED: [u64; 5] = [12, 24, 29, 32, 34];
 pub fn parse(text: &str, modules: &[Module]) -> Trace {
     let mut t = Trace::default();
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    // Exits since the last opening mark, while inside a marked loop.
+    let mut inside: Option<u64> = None;
     for line in text.lines() {
         if let Some(rest) = line
             .trim()
@@ -112,12 +118,25 @@ pub fn parse(text: &str, modules: &[Module]) -> Trace {
                 t.exit_events += 1;
                 *reasons.entry(reason.to_string()).or_insert(0) += 1;
                 let rip = after(&w, "rip").and_then(hex).unwrap_or(0);
+                let mut mark = false;
                 if reason == "io" {
                     // EXITINFO1 of an IOIO intercept: port in bits 31:16
                     // (AMD APM vol. 2, 15.10.2).
                     if let Some(info1) = after(&w, "info1").and_then(hex) {
-                        *t.exits.ports.entry((info1 >> 16) as u16).or_insert(0) += 1;
+                        let port = (info1 >> 16) as u16;
+                        *t.exits.ports.entry(port).or_insert(0) += 1;
+                        mark = port == pvops_abi::report::CARD_MARK_PORT;
                     }
+                }
+                // The report card's loops lie between two marks.
+                match (mark, inside) {
+                    (true, None) => inside = Some(0),
+                    (true, Some(n)) => {
+                        t.marked.push(n);
+                        inside = None;
+                    }
+                    (false, Some(n)) => inside = Some(n + 1),
+                    (false, None) => {}
                 }
                 if reason == "shutdown" && t.shutdown_rip.is_none() {
                     t.shutdown_rip = Some(rip);
@@ -172,6 +191,28 @@ pub fn parse(text: &str, modules: &[Module]) -> Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marked_loops() {
+        let exit = |reason: &str, info1: u64| {
+            format!(" q-1 [000] d..1. 1.0: kvm_exit: vcpu 0 reason {reason} rip 0x1 info1 {info1:#x} info2 0x0\n")
+        };
+        let mark = exit("io", 0x00ed_0010);
+        let text = [
+            exit("cpuid", 0),
+            mark.clone(),
+            mark.clone(),
+            mark.clone(),
+            exit("cpuid", 0),
+            exit("io", 0x03f8_0010),
+            mark.clone(),
+            exit("msr", 1),
+        ]
+        .concat();
+        let t = parse(&text, &[]);
+        assert_eq!(t.marked, [0, 2]);
+        assert_eq!(t.exits.ports.get(&0xed), Some(&4));
+    }
 
     const TRACE: &str = "\
 # tracer: nop
