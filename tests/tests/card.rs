@@ -195,8 +195,9 @@ fn kvm_card_covers_every_entry() {
 }
 
 /// Every persona, stacked ones included: the probe stays within the budget
-/// and its CPUIDs are among those the microvisor counted; the whole boot
-/// now executes fewer CPUIDs than the old scan alone did (256).
+/// and its CPUIDs are among those the microvisor counted; the whole boot,
+/// less the clock self-test's deliberate exits, now executes fewer CPUIDs
+/// than the old scan alone did (256).
 #[test]
 fn probe_cost_on_every_persona() {
     let names = [
@@ -216,7 +217,23 @@ fn probe_cost_on_every_persona() {
             "{name}: {cpuid} CPUID exits < {n}\n{}",
             context(&r)
         );
-        assert!(cpuid < 256, "{name}: {cpuid} CPUID exits\n{}", context(&r));
-        eprintln!("{name}: probe {n} CPUIDs, {cpuid} CPUID exits in the whole boot");
+        // `time.clock-monotonic` makes a CPUID exit between its reads on
+        // purpose ("N reads across exits"); the rest of the boot stays
+        // below what the old scan alone cost.
+        let deliberate: u64 = r
+            .result
+            .selftests
+            .get("time.clock-monotonic")
+            .and_then(|t| t.detail.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no time.clock-monotonic count\n{}", context(&r)));
+        let rest = cpuid.saturating_sub(deliberate);
+        assert!(
+            rest < 256,
+            "{name}: {cpuid} CPUID exits, {deliberate} of them the clock test's\n{}",
+            context(&r)
+        );
+        eprintln!(
+            "{name}: probe {n} CPUIDs, {rest} CPUID exits in the rest of the boot (+{deliberate} of the clock test)"
+        );
     }
 }
