@@ -552,14 +552,7 @@ mod tests {
 
     #[test]
     fn periodic_rearms_from_the_previous_deadline() {
-        let mut a = x2apic();
-        a.wrmsr(reg::DIVIDE, 0xB, 0).unwrap();
-        a.wrmsr(
-            reg::LVT_TIMER,
-            (0x40 | TIMER_PERIODIC << TIMER_MODE_SHIFT) as u64,
-            0,
-        )
-        .unwrap();
+        let mut a = periodic_x2apic();
         a.wrmsr(reg::INIT_COUNT, 1_000_000, 0).unwrap();
         assert!(a.poll(1_000_030)); // late by 30
         assert_eq!(a.next_deadline(), Some(2_000_000), "no drift");
@@ -568,8 +561,9 @@ mod tests {
         assert_eq!(a.timer_fires, 2);
     }
 
-    #[test]
-    fn periodic_period_has_a_floor() {
+    /// An x2APIC whose timer is periodic (vector 0x40, divide by 1), not
+    /// yet started.
+    fn periodic_x2apic() -> VApic {
         let mut a = x2apic();
         a.wrmsr(reg::DIVIDE, 0xB, 0).unwrap();
         a.wrmsr(
@@ -578,6 +572,12 @@ mod tests {
             0,
         )
         .unwrap();
+        a
+    }
+
+    #[test]
+    fn periodic_period_has_a_floor() {
+        let mut a = periodic_x2apic();
         // Count 1 at 1 GHz: 1 ns, stretched to the floor after the first.
         a.wrmsr(reg::INIT_COUNT, 1, 0).unwrap();
         assert!(a.poll(1));
@@ -589,14 +589,7 @@ mod tests {
 
     #[test]
     fn periodic_more_than_a_period_late_gives_the_guest_a_period() {
-        let mut a = x2apic();
-        a.wrmsr(reg::DIVIDE, 0xB, 0).unwrap();
-        a.wrmsr(
-            reg::LVT_TIMER,
-            (0x40 | TIMER_PERIODIC << TIMER_MODE_SHIFT) as u64,
-            0,
-        )
-        .unwrap();
+        let mut a = periodic_x2apic();
         a.wrmsr(reg::INIT_COUNT, 2_000_000, 0).unwrap();
         // Due at 2 ms, polled at 7.5 ms: the missed ticks coalesce and the
         // next is a whole period after now.

@@ -142,21 +142,23 @@ fn check_case(c: &Case, r: &ScenarioReport) {
         );
     }
     if let Some(want) = c.detail {
-        let got = &r
-            .result
-            .microvisor
-            .as_ref()
-            .unwrap()
-            .fault
-            .as_ref()
-            .unwrap()
-            .detail;
+        let got = fault_detail(r);
         assert!(
             got.contains(want),
             "fault detail {got:?} lacks {want:?}\n{}",
             context(r)
         );
     }
+}
+
+/// The microvisor's fault report detail (panics with context without one).
+fn fault_detail(r: &ScenarioReport) -> &str {
+    r.result
+        .microvisor
+        .as_ref()
+        .and_then(|m| m.fault.as_ref())
+        .map(|f| f.detail.as_str())
+        .unwrap_or_else(|| panic!("no microvisor fault report\n{}", context(r)))
 }
 
 /// Boots `names` concurrently (the runner reboots a run whose PIT
@@ -191,15 +193,7 @@ fn hostile_guests_end_as_declared_and_leave_the_microvisor_unchanged() {
 /// `fault=hang` spins with interrupts off: the watchdog's detail shows
 /// RFLAGS.IF (bit 9) clear.
 fn spin_with_if_off(r: &ScenarioReport) {
-    let detail = &r
-        .result
-        .microvisor
-        .as_ref()
-        .unwrap()
-        .fault
-        .as_ref()
-        .unwrap()
-        .detail;
+    let detail = fault_detail(r);
     let rflags = detail
         .split("rflags=0x")
         .nth(1)
