@@ -39,7 +39,12 @@ mod select;
 mod select_fuzz;
 #[cfg(test)]
 mod test_support;
-#[cfg(any(feature = "xen", feature = "hyperv", feature = "kvm"))]
+#[cfg(any(
+    feature = "vmware",
+    feature = "xen",
+    feature = "hyperv",
+    feature = "kvm"
+))]
 mod tsc;
 #[cfg(feature = "vmware")]
 pub mod vmware;

@@ -4,6 +4,7 @@
 /// `lfence; rdtsc`: the TSC read cannot run ahead of the loads before it
 /// (Linux `rdtsc_ordered()`), as the pvclock and the reference TSC page
 /// sequence protocols need (review finding F5).
+#[cfg(any(feature = "xen", feature = "hyperv", feature = "kvm"))]
 pub(crate) fn ordered() -> u64 {
     // SAFETY: LFENCE and RDTSC have no memory effects; the kernel runs at
     // CPL 0 so RDTSC cannot fault on CR4.TSD.
