@@ -11,8 +11,16 @@ use crate::table::{index, ENTRY_COUNT};
 
 /// Bytes of the default site content, `call qword ptr [rip + disp32]`.
 pub(crate) const INDIRECT_LEN: usize = 6;
-/// Bytes of a direct `call rel32`.
-pub(crate) const DIRECT_LEN: usize = 5;
+/// Bytes of the direct call written at a site: `call rel32` (E8 cd) with a
+/// CS segment-override prefix (2E), so it fills the 6 bytes of the
+/// indirect call it replaces as one instruction, not a call plus a NOP. A
+/// segment override only selects the segment of memory operands (AMD APM
+/// Vol. 1, "Legacy Instruction Prefixes"), and CS's base is 0 in 64-bit
+/// mode anyway (Intel SDM Vol. 1 §3.7.4.1); the near relative call has no
+/// memory operand. Linux builds its retpoline call sites as this same
+/// 6-byte `cs call` so that they can be rewritten in place (GCC
+/// `-mindirect-branch-cs-prefix`).
+pub(crate) const DIRECT_LEN: usize = 6;
 /// The longest site (room for the longest inline sequence).
 pub const MAX_SITE_LEN: usize = 16;
 
@@ -240,8 +248,9 @@ pub(crate) fn plan(
             }
             let rel = (target.function as i64).wrapping_sub(site as i64 + DIRECT_LEN as i64);
             let rel = i32::try_from(rel).map_err(|_| Refusal::OutOfRange)?;
-            bytes[0] = 0xE8;
-            bytes[1..5].copy_from_slice(&rel.to_le_bytes());
+            bytes[0] = 0x2E;
+            bytes[1] = 0xE8;
+            bytes[2..6].copy_from_slice(&rel.to_le_bytes());
             (DIRECT_LEN, Mechanism::Direct)
         }
     };
@@ -310,10 +319,18 @@ mod tests {
         target.native = false;
         let p = run(index::IRQ_DISABLE, target).unwrap();
         assert_eq!(p.mechanism, Mechanism::Direct);
-        let rel = i32::from_le_bytes(p.bytes[1..5].try_into().unwrap());
-        assert_eq!(p.bytes[0], 0xE8);
-        assert_eq!(site as i64 + 5 + i64::from(rel), target.function as i64);
-        assert_eq!(p.bytes[5], 0x90);
+        // `cs call rel32`: one 6-byte instruction, no padding NOP.
+        assert_eq!(p.len, 6);
+        assert_eq!(&p.bytes[..2], &[0x2E, 0xE8]);
+        let rel = i32::from_le_bytes(p.bytes[2..6].try_into().unwrap());
+        assert_eq!(site as i64 + 6 + i64::from(rel), target.function as i64);
+        // A longer site (room for an inline RDTSC) is NOP-padded after it.
+        let (_, _, mut target) = text(index::CPU_READ_TSC);
+        target.native = false;
+        let p = run(index::CPU_READ_TSC, target).unwrap();
+        assert_eq!((p.mechanism, p.len), (Mechanism::Direct, 9));
+        assert_eq!(&p.bytes[..2], &[0x2E, 0xE8]);
+        assert_eq!(&p.bytes[6..9], &[0x0F, 0x1F, 0x00]);
         // A native entry without a sequence is a direct call too.
         let (_, _, target) = text(index::TIME_MONOTONIC_NS);
         assert_eq!(

@@ -80,7 +80,7 @@ fn every_site_is_patched_whole_and_counted_per_entry() {
     assert_eq!(b.0[0], 0xFA);
     assert_eq!(b.0[32], 0xFB);
     assert_eq!(&b.0[64..66], &[0x0F, 0x31]);
-    assert_eq!(b.0[96], 0xE8);
+    assert_eq!(&b.0[96..98], &[0x2E, 0xE8]);
     // Nothing outside the sites changed.
     assert!(b.0[6..32].iter().all(|&x| x == 0xCC));
 }
