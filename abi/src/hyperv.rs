@@ -333,7 +333,7 @@ pub mod msr {
     /// HV_X64_MSR_CRASH_CTL: see [`super::crash_ctl`].
     pub const CRASH_CTL: u32 = 0x4000_0105;
     /// HV_X64_MSR_TSC_INVARIANT_CONTROL: bit 0 set exposes the architectural
-    /// invariant-TSC flag (CPUID.80000007H:EDX[8]), which Hyper-V and KVM
+    /// invariant-TSC flag (CPUID.80000007H:EDX\[8\]), which Hyper-V and KVM
     /// otherwise hide (Linux `ms_hyperv_init_platform`,
     /// `HV_INVARIANT_TSC_EXPOSED`).
     pub const TSC_INVARIANT_CONTROL: u32 = 0x4000_0118;

@@ -243,7 +243,7 @@ pub struct StealTime {
     pub preempted: u8,
     /// Padding.
     pub u8_pad: [u8; 3],
-    /// Padding ("pad[11]").
+    /// Padding ("pad\[11\]").
     pub pad: [u32; 11],
 }
 assert_eq_size!(StealTime, [u8; 64]);

@@ -3,7 +3,7 @@
 //! The pieces, in the order a run uses them:
 //! - [`scenario`]: the declarative table of scenarios and expectations;
 //! - [`build`]: builds the example kernel and the microvisor (once per process);
-//! - [`qemu`]: finds (or installs) QEMU and builds its command line;
+//! - [`qemu`](mod@qemu): finds (or installs) QEMU and builds its command line;
 //! - [`run`]: runs QEMU with a timeout, at most one instance per CPU;
 //! - [`qmp`]: reads KVM's own exit counters from QEMU (`query-stats`);
 //! - [`parse`]: turns the `@@` serial records into a [`parse::BootResult`];

@@ -31,6 +31,20 @@ fn kernel_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The public crates' rustdoc has no broken or private links (what docs.rs
+/// would render), in a target directory of its own.
+#[test]
+fn workspace_docs_build_without_warnings() {
+    let mut cmd = cargo_in(&workspace_root());
+    cmd.args(["doc", "-q", "--workspace", "--no-deps", "--target-dir"])
+        .arg(workspace_root().join("target/doc-lint"))
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run(
+        cmd,
+        "RUSTDOCFLAGS=-D warnings cargo doc --workspace --no-deps",
+    );
+}
+
 #[test]
 fn workspace_is_formatted() {
     let mut cmd = cargo_in(&workspace_root());

@@ -20,7 +20,7 @@
 //!    settle (even version, non-zero, multiplier non-zero). Then
 //!    `time.monotonic_ns` and `time.tsc_frequency` (from the pvclock scale,
 //!    or the timing leaf base+0x10 when the host publishes one: see
-//!    [`tsc_frequency`]). The `PVCLOCK_TSC_STABLE_BIT` is trusted only under
+//!    `tsc_frequency`). The `PVCLOCK_TSC_STABLE_BIT` is trusted only under
 //!    `KVM_FEATURE_CLOCKSOURCE_STABLE_BIT`; without it the clock is kept
 //!    monotonic in software across CPUs (Linux `pvclock_clocksource_read`'s
 //!    last-value guard); with it a plain compare with the last value still

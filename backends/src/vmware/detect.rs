@@ -56,7 +56,7 @@ pub struct TimePlan {
 }
 
 /// Decides the frequencies: the timing leaf when its TSC value is non-zero
-/// and plausible ([`crate::tsc::plausible_khz`]), else GETHZ (whose TSC
+/// and plausible (`tsc::plausible_khz`), else GETHZ (whose TSC
 /// value must be plausible too). The APIC frequency comes from the same
 /// source, or from GETHZ when the leaf gives a TSC but no bus frequency.
 /// `gethz` is called at most once, and only when the leaf does not give
