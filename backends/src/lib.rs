@@ -162,6 +162,67 @@ pub trait Platform {
     unsafe fn read_msr_catching_gp(&mut self, _index: u32) -> Option<Result<u64, MsrFault>> {
         None
     }
+
+    /// How many CPUs the kernel will run (the boot CPU included; at most
+    /// [`pvops::percpu::MAX_CPUS`] are used). Backends gate the features
+    /// that need other CPUs on it, as Linux's `kvm.c` does with
+    /// `num_possible_cpus()`: PV IPIs, PV TLB flush and PV spinlocks are
+    /// not set up for one CPU. The default, 1, is right for a kernel that
+    /// never starts an application processor.
+    fn possible_cpus(&self) -> usize {
+        1
+    }
+}
+
+/// The CPU a backend sets up in [`Backend::init_cpu`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    /// Its index ([`pvops::percpu::current`]).
+    pub index: usize,
+    /// Its local APIC ID.
+    pub apic_id: u32,
+}
+
+/// Entries that run native on one CPU because its own set-up failed,
+/// each with the reason (also logged).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fallbacks {
+    items: [(&'static str, &'static str); Fallbacks::CAPACITY],
+    len: usize,
+}
+
+impl Fallbacks {
+    /// Fallbacks kept per CPU (more are logged, not kept).
+    pub const CAPACITY: usize = 16;
+
+    /// Records that `entry` runs native on this CPU, and why (logged).
+    pub fn push(&mut self, cpu: usize, entry: &'static str, why: &'static str) {
+        log::warn!(
+            "pvops: cpu {}: {} runs native on this CPU: {}",
+            cpu,
+            entry,
+            why
+        );
+        if self.len < Self::CAPACITY {
+            self.items[self.len] = (entry, why);
+            self.len += 1;
+        }
+    }
+
+    /// The recorded (entry, reason) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.items[..self.len].iter().copied()
+    }
+
+    /// How many were recorded.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether every entry runs as on the boot CPU.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A hypervisor backend.
@@ -192,6 +253,13 @@ pub trait Backend: Sync {
         patch: &mut Patch,
         platform: &mut dyn Platform,
     ) -> Result<(), SetupError>;
+
+    /// Sets up this backend's state of one application processor (its
+    /// clock area, VP index, vCPU info, timer, ...), on that CPU, after
+    /// [`Backend::install`] succeeded on the boot CPU. What fails is
+    /// recorded in `fallbacks`: those entries then run native on this CPU
+    /// only. The default does nothing (a backend without per-CPU state).
+    fn init_cpu(&self, _cpu: Cpu, _fallbacks: &mut Fallbacks, _platform: &mut dyn Platform) {}
 }
 
 /// What [`init`] did, for the boot report.
@@ -278,6 +346,7 @@ pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
         selection.why
     );
 
+    register_this_cpu(platform, "the boot CPU");
     let mut patch = Patch::new(selection.backend.name());
     let mut fallback = None;
     if let Err(e) = selection.backend.install(&env, &mut patch, platform) {
@@ -320,4 +389,102 @@ pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
         refused,
         missing_steps,
     }
+}
+
+/// Registers the running CPU with [`pvops::percpu`] (writing
+/// `IA32_TSC_AUX` through the platform's #GP recovery where it has one)
+/// and returns its index, or `None` (logged) when it cannot be.
+fn register_this_cpu(platform: &mut dyn Platform, which: &str) -> Option<usize> {
+    let apic_id = pvops::native::apic::id();
+    let mut write_aux = |value: u64| {
+        // SAFETY: IA32_TSC_AUX only, which pvops::percpu writes only after
+        // CPUID reported RDPID or RDTSCP (the MSR exists then: Intel SDM
+        // vol. 4, table 2-2); its value only feeds RDPID/RDTSCP.
+        match unsafe { platform.write_msr_catching_gp(pvops::percpu::MSR_TSC_AUX, value) } {
+            Some(r) => r.is_ok(),
+            None => {
+                // SAFETY: as above, without #GP recovery.
+                unsafe { pvops::native::cpu::write_msr(pvops::percpu::MSR_TSC_AUX, value) };
+                true
+            }
+        }
+    };
+    // SAFETY: called once per CPU, on that CPU, one CPU at a time (init's
+    // and init_cpu's contracts); the closure writes only IA32_TSC_AUX.
+    match unsafe { pvops::percpu::register_current(apic_id, &mut write_aux) } {
+        Ok(index) => Some(index),
+        Err(e) => {
+            log::error!(
+                "pvops: {} (APIC ID {}) not registered: {}",
+                which,
+                apic_id,
+                e
+            );
+            None
+        }
+    }
+}
+
+/// What [`init_cpu`] did on one application processor.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuReport {
+    /// The CPU's index ([`pvops::percpu::current`]), or `None` when it
+    /// could not be registered (then nothing was set up: every entry runs
+    /// as the boot CPU's do, without this CPU's own state).
+    pub index: Option<usize>,
+    /// Its local APIC ID.
+    pub apic_id: u32,
+    /// The installed backend.
+    pub backend: &'static str,
+    /// Entries that run native on this CPU, with the reasons.
+    pub fallbacks: Fallbacks,
+}
+
+/// Sets up the running application processor: registers it with
+/// [`pvops::percpu`] and sets up the installed backend's state of this CPU
+/// ([`Backend::init_cpu`]). Call it on each AP before it enables
+/// interrupts, after its local APIC was enabled ([`pvops::apic::enable`],
+/// the boot CPU's mode), then `pvops::time::timer_setup` on that CPU. See
+/// `docs/smp.md`.
+///
+/// # Safety
+///
+/// Call once per AP, on that AP, with interrupts disabled, after [`init`]
+/// returned on the boot CPU, and one AP at a time (the next AP starts its
+/// `init_cpu` after the previous one returned).
+pub unsafe fn init_cpu(platform: &mut dyn Platform) -> CpuReport {
+    let apic_id = pvops::native::apic::id();
+    let installed = pvops::patch::installed().unwrap_or(native::NATIVE.name());
+    let mut report = CpuReport {
+        index: None,
+        apic_id,
+        backend: installed,
+        fallbacks: Fallbacks::default(),
+    };
+    if pvops::percpu::count() == 0 {
+        log::error!(
+            "pvops: init_cpu on APIC ID {} before init on the boot CPU: nothing set up",
+            apic_id
+        );
+        return report;
+    }
+    let Some(index) = register_this_cpu(platform, "application processor") else {
+        return report;
+    };
+    report.index = Some(index);
+    if let Some(b) = compiled_in().iter().find(|b| b.name() == installed) {
+        b.init_cpu(Cpu { index, apic_id }, &mut report.fallbacks, platform);
+    }
+    log::info!(
+        "pvops: cpu {} (APIC ID {}) set up for backend '{}'{}",
+        index,
+        apic_id,
+        installed,
+        if report.fallbacks.is_empty() {
+            ""
+        } else {
+            " with per-CPU fallbacks"
+        }
+    );
+    report
 }

@@ -1,7 +1,8 @@
 //! Paravirt-ops for x86-64 kernels written in Rust.
 //!
-//! A kernel calls CPU, MMU, interrupt and timer operations through the
-//! functions of this crate ([`cpu`], [`mmu`], [`irq`], [`time`], [`system`]). Each one
+//! A kernel calls CPU, MMU, interrupt, timer and lock operations through the
+//! functions of this crate ([`cpu`], [`mmu`], [`irq`], [`time`], [`system`],
+//! [`lock`], with a paravirtual [`lock::SpinLock`] on top). Each one
 //! goes through one entry of a single operations [`Table`]. At boot every
 //! entry points at its native implementation ([`native`]); a hypervisor
 //! backend (crate `pvops-backends`) may replace entries once, early, through
@@ -20,6 +21,11 @@
 //! pvops reports what it chose, and every fallback, through the `log`
 //! crate: install a logger first, or fallbacks are invisible.
 //!
+//! On a machine with several CPUs, each CPU has a small index
+//! ([`percpu::current`], found without a VM exit) under which backends
+//! keep its state; every application processor registers through
+//! `pvops_backends::init_cpu` (see `docs/smp.md`).
+//!
 //! Which backend owns each entry is recorded and can be queried with
 //! [`owner`], for boot reports.
 //!
@@ -31,9 +37,11 @@
 pub mod cpu;
 pub mod dispatch;
 pub mod irq;
+pub mod lock;
 pub mod mmu;
 pub mod native;
 pub mod patch;
+pub mod percpu;
 pub mod system;
 mod table;
 pub mod time;

@@ -234,6 +234,20 @@ define_table! {
         /// (nothing to do natively).
         report_crash [SYSTEM_REPORT_CRASH]: extern "C" fn(&&str) = native::system::report_crash;
     }
+
+    /// Lock operations: what a spinlock waiter and its releaser ask of the
+    /// hypervisor ([`crate::lock`]): sleep until a word changes, wake a CPU,
+    /// and whether a CPU's vCPU is preempted.
+    lock: LockOps {
+        /// Waits, perhaps sleeping, while the word still holds `expected`;
+        /// may return early (spuriously) at any time.
+        wait [LOCK_WAIT]: extern "C" fn(&core::sync::atomic::AtomicU32, u32) = native::lock::wait;
+        /// Wakes the CPU with this index ([`crate::percpu`]) from a `wait`.
+        kick [LOCK_KICK]: extern "C" fn(u32) = native::lock::kick;
+        /// Whether the vCPU of the CPU with this index is preempted (not
+        /// running) right now; always false natively.
+        vcpu_is_preempted [LOCK_VCPU_IS_PREEMPTED]: extern "C" fn(u32) -> bool = native::lock::vcpu_is_preempted;
+    }
 }
 
 #[cfg(test)]
@@ -247,7 +261,7 @@ mod tests {
         for (i, n) in names.iter().enumerate() {
             let group = n.split('.').next().unwrap();
             assert!(
-                ["cpu", "mmu", "irq", "time", "system"].contains(&group),
+                ["cpu", "mmu", "irq", "time", "system", "lock"].contains(&group),
                 "{n}"
             );
             assert_eq!(Entry::from_name(n), Some(Entry(i as u8)));
@@ -301,6 +315,9 @@ mod tests {
             "time.timer_arm",
             "time.timer_cancel",
             "time.steal_ns",
+            "lock.wait",
+            "lock.kick",
+            "lock.vcpu_is_preempted",
         ] {
             assert!(Entry::from_name(name).is_some(), "{name} missing");
         }

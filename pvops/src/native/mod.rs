@@ -9,6 +9,7 @@
 pub mod apic;
 pub mod cpu;
 pub mod irq;
+pub mod lock;
 pub mod mmu;
 pub mod pit;
 pub mod system;
