@@ -182,7 +182,7 @@ impl<T> SpinLock<T> {
             if self.owner.load(Ordering::Acquire) == ticket {
                 return;
             }
-            if spins % 64 == 0 && self.holder_preempted() {
+            if spins.is_multiple_of(64) && self.holder_preempted() {
                 break;
             }
             core::hint::spin_loop();
