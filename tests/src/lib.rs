@@ -88,6 +88,10 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:none:pit=off",
     "microvisor:xen:pit=off",
     "microvisor:hyperv:pit=off",
+    // smp.rs
+    "tcg:smp4",
+    "tcg:smp2:no-answer",
+    "kvm:smp4/native",
 ];
 
 /// Scenario families with their own test: the feature matrix

@@ -11,6 +11,10 @@ use super::*;
 /// vCPUs of the SMP scenarios.
 pub const SMP_CPUS: u32 = 4;
 
+/// The APIC ID `tcg:smp2:no-answer` starts that is not in its MADT
+/// (`smp-ghost-apic=`).
+pub const GHOST_APIC: u64 = 7;
+
 /// The kvm backend with more than one CPU: what it owns with one, plus
 /// PV IPIs (kvm.c `pv_ipi_supported`: `KVM_FEATURE_PV_SEND_IPI` and more
 /// than one CPU) and, where KVM offers PV unhalt / PV TLB flush (hardware
@@ -44,6 +48,22 @@ pub const SCENARIOS: &[Scenario] = &[
             backend: Some("native"),
             owners: Some(Owners::NATIVE),
             selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "tcg:smp2:no-answer",
+        description: "bad input: 2 vCPUs, and the guest also starts APIC ID 7 (not in the MADT), which never answers; reported, and the boot goes on",
+        cpus: 2,
+        timeout_secs: 240,
+        guest_cmdline: "smp-ghost-apic=7",
+        expect: Expect {
+            hypervisor: Some("qemu-tcg"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: crate::verdict::SMP_TESTS,
+            no_answer: &[GHOST_APIC],
             ..Expect::PASS
         },
         ..Scenario::BASE
