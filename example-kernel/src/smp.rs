@@ -4,7 +4,9 @@
 //! (an IPI whose handler flushes and acknowledges); and the per-CPU
 //! self-tests (`smp.*`).
 //!
-//! Records: `@@ smp cpus=<MADT> online=<started + boot CPU> madt=<ok|why>`
+//! Records: `@@ smp cpus=<MADT> online=<started + boot CPU> madt=<ok|why>
+//! [disabled=<MADT CPUs neither enabled nor online capable>
+//! left_out=<past the limit or listed twice>]`
 //! and, per AP, `@@ ap slot=<s> apic=<id> status=<online|no-answer|...>
 //! index=<pvops index> backend=<b> fallbacks=<n>`.
 //!
@@ -185,7 +187,14 @@ pub fn bring_up(
         cpus.left_out,
         cpus.disabled
     );
-    record!("smp", cpus = cpus.len(), online = online, madt = "ok");
+    record!(
+        "smp",
+        cpus = cpus.len(),
+        online = online,
+        madt = "ok",
+        disabled = cpus.disabled,
+        left_out = cpus.left_out
+    );
 }
 
 fn start_one(slot: usize, apic: u32, frames: &mut FrameAllocator) {

@@ -91,6 +91,7 @@ pub const DEDICATED: &[&str] = &[
     // smp.rs
     "tcg:smp4",
     "tcg:smp2:no-answer",
+    "tcg:smp2:hotplug",
     "kvm:smp4/native",
 ];
 

@@ -109,6 +109,7 @@ fn tcg_smp4_brings_every_cpu_online() {
     assert_verdict_pass(&r);
     assert_guest(&r, "qemu-tcg", "native", "native");
     assert_all_online(&r, 4, "native", &[]);
+    assert_eq!(field(&record(&r, "smp"), "disabled"), "0");
     assert_smp_tests_pass(&r, 4);
 }
 
@@ -127,6 +128,27 @@ fn an_ap_that_never_answers_is_reported_and_the_boot_goes_on() {
         .find(|a| field(a, "status") == "no-answer")
         .unwrap();
     assert_eq!(field(&ghost, "slot"), "1", "{ghost:?}");
+    assert_smp_tests_pass(&r, 2);
+}
+
+/// 2 vCPUs present of 4 possible: QEMU's MADT lists the absent two as
+/// disabled (neither enabled nor online capable); the guest counts them as
+/// such, starts only the present AP and passes the per-CPU tests.
+#[test]
+fn absent_cpus_of_the_madt_are_not_started() {
+    let Some(r) = boot("tcg:smp2:hotplug") else {
+        return;
+    };
+    assert!(
+        r.scenario.qemu_args.join(" ").contains("maxcpus=4"),
+        "{:?}",
+        r.scenario.qemu_args
+    );
+    assert_verdict_pass(&r);
+    assert_all_online(&r, 2, "native", &[]);
+    let smp = record(&r, "smp");
+    assert_eq!(field(&smp, "disabled"), "2", "{}", context(&r));
+    assert_eq!(field(&smp, "left_out"), "0", "{}", context(&r));
     assert_smp_tests_pass(&r, 2);
 }
 

@@ -69,6 +69,21 @@ pub const SCENARIOS: &[Scenario] = &[
         ..Scenario::BASE
     },
     Scenario {
+        name: "tcg:smp2:hotplug",
+        description: "2 vCPUs present of 4 possible (-smp 2,maxcpus=4): the MADT lists the 2 absent ones disabled; the guest starts only the present one",
+        cpus: 2,
+        qemu_args: &["-smp", "2,maxcpus=4"],
+        timeout_secs: 240,
+        expect: Expect {
+            hypervisor: Some("qemu-tcg"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
         name: "kvm:smp4",
         description: "KVM with 4 vCPUs on this host (overcommitted): per-CPU kvmclock, steal time and PV EOI, PV IPIs, PV spinlocks where offered",
         accel: Accel::Kvm,
