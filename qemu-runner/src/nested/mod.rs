@@ -369,6 +369,7 @@ fn attempt(
     let name = scenario.name;
     let stream = opts.stream_serial;
     let (mut l2_start, mut l2_end) = (None, None);
+    let turn = crate::run::cpu_turn(1);
     let l1 = crate::run::run_qemu(&qemu.path, &l1_args(image, &share), timeout, &mut |line| {
         if stream {
             eprintln!("[{name} L1] {line}");
@@ -379,6 +380,7 @@ fn attempt(
             l2_end = Some(std::time::Instant::now());
         }
     })?;
+    drop(turn);
     let files = |f: &str| {
         std::fs::read(share.join(f))
             .ok()
