@@ -118,7 +118,10 @@ fn kmain(start_info_paddr: u64) -> ! {
 
     report(&init);
     // Every other CPU, one at a time, each set up through pvops.
-    smp::bring_up(&topology, &mut frames, &aspace);
+    let ghost = si
+        .cmdline_value("smp-ghost-apic")
+        .and_then(|v| v.parse().ok());
+    smp::bring_up(&topology, &mut frames, &aspace, ghost);
 
     if si.cmdline_value("dump") == Some("cpuid") {
         cpuid_dump::dump();
