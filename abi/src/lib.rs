@@ -11,6 +11,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod acpi;
 pub mod exit;
 pub mod hyperv;
 pub mod kvm;

@@ -41,13 +41,18 @@ struct Tables {
     ist_stack: [u8; IST_STACK_SIZE],
 }
 
-struct TablesCell(UnsafeCell<Tables>);
+/// CPUs with a GDT and TSS of their own (index 0 is the boot CPU's; APs
+/// take theirs with [`init_cpu`]).
+pub const MAX_CPUS: usize = 16;
 
-// SAFETY: written once in `init` (guarded by INITIALISED) before the CPU
-// uses it; afterwards only the CPU reads it.
+struct TablesCell(UnsafeCell<[Tables; MAX_CPUS]>);
+
+// SAFETY: each CPU's tables are written once in `init_cpu` (guarded by
+// its INITIALISED flag) before that CPU uses them; afterwards only that
+// CPU reads them.
 unsafe impl Sync for TablesCell {}
 
-static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
+const EMPTY: Tables = Tables {
     gdt: [0; 5],
     tss: TaskState {
         reserved0: 0,
@@ -56,18 +61,30 @@ static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
         ist: [0; 7],
         reserved2: 0,
         reserved3: 0,
-        // Set in `init`, so the whole static (with its IST stack) is
+        // Set in `init_cpu`, so the whole static (with its IST stacks) is
         // zero-initialised and lands in .bss, not in the image file.
         iomap_base: 0,
     },
     ist_stack: [0; IST_STACK_SIZE],
-}));
+};
 
-static INITIALISED: AtomicBool = AtomicBool::new(false);
+static TABLES: TablesCell = TablesCell(UnsafeCell::new([EMPTY; MAX_CPUS]));
 
-/// The GDT pointer (valid after [`init`]), e.g. to compare with SGDT.
+static INITIALISED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+fn tables(cpu: usize) -> *mut Tables {
+    TABLES.0.get().cast::<Tables>().wrapping_add(cpu)
+}
+
+/// The boot CPU's GDT pointer (valid after [`init`]), e.g. to compare with
+/// SGDT.
 pub fn pointer() -> DescriptorTablePointer<u64> {
-    let t = TABLES.0.get();
+    pointer_of(0)
+}
+
+/// The GDT pointer of CPU slot `cpu` (valid after its [`init_cpu`]).
+pub fn pointer_of(cpu: usize) -> DescriptorTablePointer<u64> {
+    let t = tables(cpu.min(MAX_CPUS - 1));
     // SAFETY: only the address of the field is taken, no reference.
     let base = unsafe { core::ptr::addr_of!((*t).gdt) } as *const u64;
     DescriptorTablePointer {
@@ -76,20 +93,33 @@ pub fn pointer() -> DescriptorTablePointer<u64> {
     }
 }
 
-/// Builds the GDT and TSS, loads the GDT with `load`, reloads CS, the data
-/// segments and TR. Only the first call does anything.
+/// Builds the boot CPU's GDT and TSS, loads the GDT with `load`, reloads
+/// CS, the data segments and TR. Only the first call does anything.
 ///
 /// # Safety
 ///
 /// Must run in ring 0 in long mode; `load` must load GDTR with the given
 /// pointer (LGDT or an equivalent).
 pub unsafe fn init(load: Loader) {
-    if INITIALISED.swap(true, Ordering::SeqCst) {
-        return;
+    // SAFETY: forwarded; slot 0 is the boot CPU's.
+    let _ = unsafe { init_cpu(0, load) };
+}
+
+/// [`init`] for the CPU using slot `cpu` (below [`MAX_CPUS`]): each CPU
+/// needs its own TSS (a TSS is marked busy when loaded, and the
+/// double-fault stack must be its own). Returns false, doing nothing, for
+/// a slot out of range or already taken.
+///
+/// # Safety
+///
+/// As [`init`], on the CPU that will use slot `cpu`.
+pub unsafe fn init_cpu(cpu: usize, load: Loader) -> bool {
+    if cpu >= MAX_CPUS || INITIALISED[cpu].swap(true, Ordering::SeqCst) {
+        return false;
     }
-    let t = TABLES.0.get();
-    // SAFETY: first and only writer (INITIALISED), before the CPU uses the
-    // tables; raw pointers avoid references to the packed TSS.
+    let t = tables(cpu);
+    // SAFETY: first and only writer of this slot (INITIALISED), before the
+    // CPU uses the tables; raw pointers avoid references to the packed TSS.
     unsafe {
         let ist_top = (core::ptr::addr_of!((*t).ist_stack) as u64 + IST_STACK_SIZE as u64) & !0xf;
         let tss = core::ptr::addr_of_mut!((*t).tss);
@@ -114,7 +144,7 @@ pub unsafe fn init(load: Loader) {
             | (((tss_base >> 24) & 0xff) << 56);
         gdt[4] = tss_base >> 32;
     }
-    let ptr = pointer();
+    let ptr = pointer_of(cpu);
     // SAFETY: the table is complete and static; the caller's `load` loads
     // it. The far return then reloads CS with a selector of this table, the
     // data segments and TR follow; all refer to valid descriptors.
@@ -138,6 +168,7 @@ pub unsafe fn init(load: Loader) {
             tmp = out(reg) _,
         );
     }
+    true
 }
 
 /// Plain LGDT, for binaries that do not use paravirt-ops.

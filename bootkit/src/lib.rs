@@ -12,10 +12,14 @@
 //! - [`gdt`], [`idt`]: descriptor tables, exception reporting and
 //!   run-time interrupt handlers.
 //! - [`pages::PagePool`]: zeroed pages in the image to lend pvops' backends.
+//! - [`acpi::cpus`]: the CPUs of the ACPI MADT; [`smp::start_ap`]: an
+//!   application processor started through a real-mode trampoline;
+//!   [`gdt::init_cpu`]: its own GDT and TSS.
 //!
 //! See README.md for the build setup of a binary using it.
 #![no_std]
 
+pub mod acpi;
 pub mod cpu;
 pub mod exit;
 pub mod gdt;
@@ -27,6 +31,7 @@ pub mod panic;
 pub mod pvh;
 pub mod record;
 pub mod serial;
+pub mod smp;
 pub mod start_info;
 pub mod sync;
 

@@ -6,18 +6,30 @@ use pvops::native::apic::{self, Mode};
 
 /// One-shot timer vector.
 pub const TIMER_VECTOR: u8 = 0x40;
-/// Self-IPI test vector.
+/// Self-IPI test vector (also the cross-CPU IPI test's).
 pub const IPI_VECTOR: u8 = 0x41;
+/// Wakes an application processor to look at its mailbox (`smp`).
+pub const WAKE_VECTOR: u8 = 0x42;
+/// Asks a CPU to flush its TLB (the native remote flush, `smp`).
+pub const FLUSH_VECTOR: u8 = 0x43;
 /// Spurious-interrupt vector of the local APIC.
 pub const SPURIOUS_VECTOR: u8 = idt::SPURIOUS_VECTOR;
 
-static TIMER_COUNT: AtomicU64 = AtomicU64::new(0);
-static TIMER_LAST_NS: AtomicU64 = AtomicU64::new(0);
-static IPI_COUNT: AtomicU64 = AtomicU64::new(0);
+/// CPUs with their own interrupt counters (pvops' CPU index).
+const CPUS: usize = pvops::percpu::MAX_CPUS;
 
-/// Timer interrupts taken so far.
+static TIMER_COUNT: [AtomicU64; CPUS] = [const { AtomicU64::new(0) }; CPUS];
+static TIMER_LAST_NS: AtomicU64 = AtomicU64::new(0);
+static IPI_COUNT: [AtomicU64; CPUS] = [const { AtomicU64::new(0) }; CPUS];
+
+/// Timer interrupts this CPU took so far.
 pub fn timer_count() -> u64 {
-    TIMER_COUNT.load(Ordering::SeqCst)
+    timer_count_of(pvops::percpu::current())
+}
+
+/// Timer interrupts CPU `cpu` took so far.
+pub fn timer_count_of(cpu: usize) -> u64 {
+    TIMER_COUNT[cpu % CPUS].load(Ordering::SeqCst)
 }
 
 /// The clock (`pvops::time::monotonic_ns`) read in the last timer handler.
@@ -25,20 +37,34 @@ pub fn timer_last_ns() -> u64 {
     TIMER_LAST_NS.load(Ordering::SeqCst)
 }
 
-/// Self-IPIs taken so far.
+/// IPIs (vector [`IPI_VECTOR`]) this CPU took so far.
 pub fn ipi_count() -> u64 {
-    IPI_COUNT.load(Ordering::SeqCst)
+    ipi_count_of(pvops::percpu::current())
+}
+
+/// IPIs CPU `cpu` took so far.
+pub fn ipi_count_of(cpu: usize) -> u64 {
+    IPI_COUNT[cpu % CPUS].load(Ordering::SeqCst)
 }
 
 fn timer_handler(_frame: &mut InterruptFrame) {
     pvops::time::timer_ack();
     TIMER_LAST_NS.store(pvops::time::monotonic_ns(), Ordering::SeqCst);
-    TIMER_COUNT.fetch_add(1, Ordering::SeqCst);
+    TIMER_COUNT[pvops::percpu::current()].fetch_add(1, Ordering::SeqCst);
     pvops::irq::eoi();
 }
 
 fn ipi_handler(_frame: &mut InterruptFrame) {
-    IPI_COUNT.fetch_add(1, Ordering::SeqCst);
+    IPI_COUNT[pvops::percpu::current()].fetch_add(1, Ordering::SeqCst);
+    pvops::irq::eoi();
+}
+
+fn wake_handler(_frame: &mut InterruptFrame) {
+    pvops::irq::eoi();
+}
+
+fn flush_handler(_frame: &mut InterruptFrame) {
+    crate::smp::on_flush_ipi();
     pvops::irq::eoi();
 }
 
@@ -49,6 +75,8 @@ fn pic_spurious(_frame: &mut InterruptFrame) {}
 pub fn install_handlers() {
     idt::set_handler(TIMER_VECTOR, Some(timer_handler));
     idt::set_handler(IPI_VECTOR, Some(ipi_handler));
+    idt::set_handler(WAKE_VECTOR, Some(wake_handler));
+    idt::set_handler(FLUSH_VECTOR, Some(flush_handler));
     idt::set_handler(0x27, Some(pic_spurious));
     idt::set_handler(0x2f, Some(pic_spurious));
 }

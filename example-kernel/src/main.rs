@@ -29,6 +29,7 @@ mod hypercall;
 mod interrupts;
 mod paging;
 mod selftest;
+mod smp;
 mod text;
 
 use bootkit::start_info::StartInfo;
@@ -102,6 +103,11 @@ fn kmain(start_info_paddr: u64) -> ! {
     let apic_id = pvops::native::apic::id();
     println!("  local APIC: {apic_mode:?}, id {apic_id}");
 
+    // The CPUs to start, before init: backends gate their SMP features on
+    // the count (Platform::possible_cpus).
+    let topology = smp::Topology::read(si.raw().rsdp_paddr);
+    frames.set_possible_cpus(topology.possible());
+
     // pvops: probe, select, install, calibrate (interrupts are off).
     pvops::irq::disable();
     dispatch::allow(cmdline);
@@ -110,6 +116,8 @@ fn kmain(start_info_paddr: u64) -> ! {
     pvops::time::timer_setup(interrupts::TIMER_VECTOR);
 
     report(&init);
+    // Every other CPU, one at a time, each set up through pvops.
+    smp::bring_up(&topology, &mut frames, &aspace);
 
     if si.cmdline_value("dump") == Some("cpuid") {
         cpuid_dump::dump();
@@ -135,6 +143,7 @@ fn kmain(start_info_paddr: u64) -> ! {
         timer_works: false,
     };
     selftest::run_all(&mut ctx, &mut tally);
+    smp::run_tests(ctx.frames, &mut tally);
     if bench::requested(cmdline) {
         bench::run(apic_id, ctx.timer_works);
     }

@@ -45,9 +45,16 @@ pub struct FrameAllocator {
     next: u64,
     range: usize,
     allocated: u64,
+    possible_cpus: usize,
 }
 
 impl FrameAllocator {
+    /// Sets what [`pvops_backends::Platform::possible_cpus`] reports (the
+    /// CPUs the kernel will start, from the MADT).
+    pub fn set_possible_cpus(&mut self, cpus: usize) {
+        self.possible_cpus = cpus.max(1);
+    }
+
     /// Collects usable RAM from the memory map.
     pub fn new(si: &StartInfo) -> FrameAllocator {
         let mut a = FrameAllocator {
@@ -58,6 +65,7 @@ impl FrameAllocator {
             next: 0,
             range: 0,
             allocated: 0,
+            possible_cpus: 1,
         };
         for r in si.ram() {
             let start = ((r.start.max(1 << 20)) + PAGE - 1) & !(PAGE - 1);
@@ -123,6 +131,10 @@ impl FrameAllocator {
 }
 
 impl pvops_backends::Platform for FrameAllocator {
+    fn possible_cpus(&self) -> usize {
+        self.possible_cpus
+    }
+
     fn alloc_shared_page(&mut self) -> Option<pvops_backends::SharedPage> {
         let phys = self.alloc()?;
         Some(pvops_backends::SharedPage {

@@ -100,7 +100,7 @@ pub fn unsupported(detail: Detail) -> Outcome {
 /// `Some(unsupported)` when no TSC frequency source exists
 /// ([`pvops::time::TscSource::NoSource`]): the clock stays at 0 and timers
 /// cannot be armed for a duration, so the time tests cannot run.
-fn needs_tsc_frequency() -> Option<Outcome> {
+pub fn needs_tsc_frequency() -> Option<Outcome> {
     let f = pvops::time::tsc_frequency();
     (f.khz == 0 && f.source == pvops::time::TscSource::NoSource).then(|| {
         unsupported(text!(

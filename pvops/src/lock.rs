@@ -102,6 +102,15 @@ unsafe impl<T: Send> Send for SpinLock<T> {}
 /// Proof of holding a [`SpinLock`]; releases it when dropped.
 pub struct SpinLockGuard<'a, T> {
     lock: &'a SpinLock<T>,
+    ticket: u32,
+}
+
+impl<T> SpinLockGuard<'_, T> {
+    /// The ticket this holder drew: holders follow each other in ticket
+    /// order (FIFO), wrapping at `u32::MAX`.
+    pub fn ticket(&self) -> u32 {
+        self.ticket
+    }
 }
 
 impl<T> SpinLock<T> {
@@ -128,7 +137,7 @@ impl<T> SpinLock<T> {
         }
         self.holder
             .store(percpu::current() as u32 + 1, Ordering::Relaxed);
-        SpinLockGuard { lock: self }
+        SpinLockGuard { lock: self, ticket }
     }
 
     /// Takes the lock if it is free.
@@ -144,7 +153,10 @@ impl<T> SpinLock<T> {
             .ok()?;
         self.holder
             .store(percpu::current() as u32 + 1, Ordering::Relaxed);
-        Some(SpinLockGuard { lock: self })
+        Some(SpinLockGuard {
+            lock: self,
+            ticket: owner,
+        })
     }
 
     /// Whether some CPU holds the lock.

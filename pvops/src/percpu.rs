@@ -132,9 +132,15 @@ pub fn source() -> IndexSource {
 }
 
 /// The index of the running CPU: 0 on the boot CPU, then in the order the
-/// CPUs registered. Costs no exit except with [`IndexSource::ApicId`].
+/// CPUs registered. Costs no exit except with [`IndexSource::ApicId`], and
+/// one relaxed load while only one CPU is registered.
 #[inline]
 pub fn current() -> usize {
+    // With one CPU registered every caller is that CPU (an AP calls no
+    // table entry before it registers): no instruction at all.
+    if COUNT.load(Ordering::Relaxed) <= 1 {
+        return 0;
+    }
     match IndexSource::from_code(SOURCE.load(Ordering::Relaxed)) {
         IndexSource::Unregistered => 0,
         IndexSource::Rdpid => aux::rdpid() as usize % MAX_CPUS,

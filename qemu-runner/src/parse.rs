@@ -467,6 +467,10 @@ pub struct BootResult {
     pub marked_exits: Vec<u64>,
     /// `@@cpuid` lines, in order.
     pub cpuid_lines: Vec<String>,
+    /// The `smp` record: (CPUs in the MADT, CPUs online).
+    pub smp: Option<(u64, u64)>,
+    /// `ap` records: each application processor's APIC ID and status.
+    pub aps: Vec<(u64, String)>,
     /// `@@` lines that did not parse, and records with bad values.
     pub malformed: Vec<String>,
 }
@@ -563,6 +567,18 @@ impl BootResult {
                         .map(str::to_string)
                         .collect(),
                 })
+            }
+            "smp" => {
+                let (Some(cpus), Some(online)) = (n("cpus"), n("online")) else {
+                    return false;
+                };
+                self.smp = Some((cpus, online));
+            }
+            "ap" => {
+                let (Some(apic), Some(status)) = (n("apic"), s("status")) else {
+                    return false;
+                };
+                self.aps.push((apic, status));
             }
             "interface" => {
                 let Some(base) = n("base") else { return false };

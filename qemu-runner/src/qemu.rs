@@ -184,11 +184,11 @@ pub fn args(
     push(scenario.accel.name());
     push("-cpu");
     push(&cpu_arg(scenario, resolved));
+    push("-smp");
+    push(&scenario.cpus.to_string());
     for s in [
         "-m",
         "512M",
-        "-smp",
-        "1",
         "-display",
         "none",
         "-vga",

@@ -101,6 +101,9 @@ pub fn judge(
         }
     }
     check(&mut f, "backend", expect.backend, r.backend.as_ref());
+    if r.done.is_some() {
+        f.extend(smp_failures(scenario.cpus, r));
+    }
     check(
         &mut f,
         "TSC source",
@@ -356,6 +359,44 @@ fn kvm_counter_failures(
                 }
             }
         }
+    }
+    f
+}
+
+/// The per-CPU self-tests a guest with several CPUs must pass.
+pub const SMP_TESTS: &[&str] = &[
+    "smp.timer-eoi",
+    "smp.ipi-all",
+    "smp.clock-warp",
+    "smp.tlb-shootdown",
+    "smp.spinlock",
+];
+
+/// With `cpus` > 1: every CPU online (`@@ smp online=`), no AP without an
+/// answer, and every [`SMP_TESTS`] test reported and passed. With one
+/// CPU: the guest did not see more.
+pub fn smp_failures(cpus: u32, r: &BootResult) -> Vec<String> {
+    let mut f = Vec::new();
+    let online = r.smp.map(|(_, online)| online);
+    if cpus <= 1 {
+        if online.is_some_and(|o| o > 1) {
+            f.push(format!("{} CPUs online with -smp 1", online.unwrap_or(0)));
+        }
+        return f;
+    }
+    match r.smp {
+        None => f.push("no `smp` record (the guest did not bring up its APs)".to_string()),
+        Some((madt, online)) if online != u64::from(cpus) || madt != u64::from(cpus) => f.push(
+            format!("{online} of {cpus} CPUs online ({madt} in the MADT)"),
+        ),
+        Some(_) => {}
+    }
+    for (apic, status) in r.aps.iter().filter(|(_, s)| s != "online") {
+        f.push(format!("AP with APIC ID {apic}: {status}"));
+    }
+    // A failed one is reported with the other self-tests.
+    for t in SMP_TESTS.iter().filter(|t| !r.selftests.contains_key(**t)) {
+        f.push(format!("self-test {t} not reported"));
     }
     f
 }

@@ -213,7 +213,35 @@ pub fn id() -> u32 {
 
 /// Sends a fixed, physical, edge-triggered IPI (ICR bit 14 = assert).
 pub fn send_ipi(dest: u32, vector: u8) {
-    let low = u32::from(vector) | (1 << 14);
+    write_icr(dest, u32::from(vector) | ICR_ASSERT);
+}
+
+/// ICR delivery mode INIT (Intel SDM vol. 3A, 11.6.1: bits 10:8 = 101b).
+const ICR_INIT: u32 = 0b101 << 8;
+/// ICR delivery mode Start-Up (bits 10:8 = 110b).
+const ICR_STARTUP: u32 = 0b110 << 8;
+/// ICR level: assert (bit 14).
+const ICR_ASSERT: u32 = 1 << 14;
+/// ICR delivery status (bit 12, xAPIC only): the previous IPI is pending.
+const ICR_PENDING: u32 = 1 << 12;
+
+/// Sends an INIT IPI (level assert) to the CPU with APIC ID `dest`: the
+/// first step of starting an application processor (Intel SDM vol. 3A,
+/// 9.4.4.1, "INIT-SIPI-SIPI").
+pub fn send_init(dest: u32) {
+    write_icr(dest, ICR_INIT | ICR_ASSERT);
+}
+
+/// Sends a Start-up IPI to the CPU with APIC ID `dest`: it starts in real
+/// mode at physical address `page << 12` (a page below 1 MiB; Intel SDM
+/// vol. 3A, 9.4.4.1 and 11.6.1, "vector" field of a SIPI).
+pub fn send_startup(dest: u32, page: u8) {
+    write_icr(dest, ICR_STARTUP | ICR_ASSERT | u32::from(page));
+}
+
+/// Writes the ICR: in xAPIC mode after the previous IPI left (delivery
+/// status clear, bounded), destination first (the low write sends).
+fn write_icr(dest: u32, low: u32) {
     match mode() {
         None => {}
         // SAFETY: x2APIC ICR is one 64-bit MSR (0x830), destination in 63:32.
@@ -224,6 +252,12 @@ pub fn send_ipi(dest: u32, vector: u8) {
             )
         },
         Some(Mode::XApic { .. }) => {
+            for _ in 0..1_000_000 {
+                if read(Register::IcrLow) & ICR_PENDING == 0 {
+                    break;
+                }
+                core::hint::spin_loop();
+            }
             write(Register::IcrHigh, dest << 24);
             write(Register::IcrLow, low);
         }

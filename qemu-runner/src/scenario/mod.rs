@@ -14,6 +14,7 @@ pub mod lying;
 mod microvm;
 mod minimal;
 pub mod nested;
+pub mod smp;
 
 /// How QEMU executes the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,6 +369,9 @@ pub struct Scenario {
     /// The scenario that boots the same machine with the guest forced to
     /// `pvops=native`, for the paired comparison (exits, benchmarks).
     pub native_pair: Option<&'static str>,
+    /// vCPUs QEMU gives the guest (`-smp`); with more than one the guest
+    /// must bring every one online and pass the `smp.*` self-tests.
+    pub cpus: u32,
 }
 
 impl Scenario {
@@ -388,6 +392,7 @@ impl Scenario {
         in_default_set: true,
         timeout_secs: 120,
         native_pair: None,
+        cpus: 1,
     };
 
     /// The `-cpu` model actually used.
@@ -803,6 +808,7 @@ pub static ALL: std::sync::LazyLock<Vec<Scenario>> = std::sync::LazyLock::new(||
         fixes::SCENARIOS,
         lying::SCENARIOS,
         hostile::SCENARIOS,
+        smp::SCENARIOS,
     ]
     .concat()
 });

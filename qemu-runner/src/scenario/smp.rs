@@ -1,0 +1,90 @@
+//! Scenarios with several CPUs (issue 13): the example kernel starts every
+//! AP of the MADT, sets each up through `pvops_backends::init_cpu` and runs
+//! the `smp.*` self-tests (timer and EOI per CPU, IPIs to every CPU, a
+//! cross-CPU clock warp check, a checked TLB shootdown, a contended
+//! paravirtual spinlock). Under KVM, 4 vCPUs on this 2-core host are a real
+//! overcommit.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// vCPUs of the SMP scenarios.
+pub const SMP_CPUS: u32 = 4;
+
+/// The kvm backend with more than one CPU: what it owns with one, plus
+/// PV IPIs (kvm.c `pv_ipi_supported`: `KVM_FEATURE_PV_SEND_IPI` and more
+/// than one CPU) and, where KVM offers PV unhalt / PV TLB flush (hardware
+/// KVM does; this host's may not), the lock group and the remote flush.
+pub const KVM_SMP_OWNS: Owners = Owners {
+    backend: &[
+        "cpu.io_delay",
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "time.steal_ns",
+        "irq.eoi",
+        "irq.send_ipi_mask",
+    ],
+    optional: &[
+        "lock.wait",
+        "lock.kick",
+        "lock.vcpu_is_preempted",
+        "mmu.flush_remote",
+    ],
+};
+
+/// This area's scenarios, in report order.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "tcg:smp4",
+        description: "QEMU software emulation with 4 vCPUs: every AP started and tested through pvops",
+        cpus: SMP_CPUS,
+        timeout_secs: 240,
+        expect: Expect {
+            hypervisor: Some("qemu-tcg"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "kvm:smp4",
+        description: "KVM with 4 vCPUs on this host (overcommitted): per-CPU kvmclock, steal time and PV EOI, PV IPIs, PV spinlocks where offered",
+        accel: Accel::Kvm,
+        cpu: Some("host,-arch-capabilities"),
+        requires: &[Requirement::Kvm],
+        cpus: SMP_CPUS,
+        timeout_secs: 240,
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("kvm"),
+            owners: Some(KVM_SMP_OWNS),
+            tsc_source: Some("pvclock"),
+            interfaces: &[(0x4000_0000, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        native_pair: Some("kvm:smp4/native"),
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "kvm:smp4/native",
+        description: "KVM with 4 vCPUs, guest forced to pvops=native (pair of kvm:smp4)",
+        accel: Accel::Kvm,
+        cpu: Some("host,-arch-capabilities"),
+        requires: &[Requirement::Kvm],
+        cpus: SMP_CPUS,
+        timeout_secs: 240,
+        guest_cmdline: "pvops=native",
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+];
