@@ -50,9 +50,11 @@
 //!
 //! **Locks** (more than one possible CPU): every CPU binds an IPI event
 //! channel (`EVTCHNOP_bind_ipi`) kept masked. `lock.wait` clears its
-//! pending bit, re-checks the word, then `SCHEDOP_poll` on it (no
-//! timeout): a kick between the check and the poll leaves the port
-//! pending, so the poll returns at once. `lock.kick` is `EVTCHNOP_send` on
+//! pending bit, re-checks the word, then `SCHEDOP_poll` on it: a kick
+//! between the check and the poll leaves the port pending, so the poll
+//! returns at once. The poll carries a 1 ms guard timeout (chosen; Xen
+//! itself needs none) so that a wake-up an emulation loses, or a waiter
+//! polling with interrupts disabled, cannot hang the CPU. `lock.kick` is `EVTCHNOP_send` on
 //! the target's port; `lock.vcpu_is_preempted` is the target's runstate
 //! being `RUNSTATE_runnable`. Cross-CPU IPIs and flushes stay native
 //! (through the local APIC).
@@ -915,8 +917,25 @@ extern "C" fn lock_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
         return pvops::native::lock::wait(word, expected);
     }
     wait_step(word, expected, port, shared::clear_pending, |p| {
-        hypercall::sched_poll(p, 0)
+        hypercall::sched_poll(p, poll_deadline())
     });
+}
+
+/// How long one poll may sleep at most: a guard, not the wake-up path.
+/// Xen wakes a poller when its port becomes pending, masked or not
+/// (`evtchn_check_pollers`), so the kick alone suffices there; an
+/// emulation that missed a masked-port wake-up (or a vCPU polling with
+/// interrupts disabled, which no interrupt ends) then costs 1 ms rather
+/// than a hang.
+const POLL_GUARD_NS: u64 = 1_000_000;
+
+/// The absolute system time [`lock_wait`] polls until (0 = no timeout,
+/// when the pvclock cannot be read).
+fn poll_deadline() -> u64 {
+    match shared::read_time(PVCLOCK_TRIES_HOT) {
+        Ok((t, tsc)) => t.ns_at(tsc).saturating_add(POLL_GUARD_NS),
+        Err(_) => 0,
+    }
 }
 
 /// The order of [`lock_wait`]: clear `port`'s pending bit, re-check
