@@ -106,6 +106,7 @@ fn kmain(start_info_paddr: u64) -> ! {
     // The CPUs to start, before init: backends gate their SMP features on
     // the count (Platform::possible_cpus).
     let topology = smp::Topology::read(si.raw().rsdp_paddr);
+    smp::use_gs_index_if_needed();
     frames.set_possible_cpus(topology.possible());
 
     // pvops: probe, select, install, calibrate (interrupts are off).
@@ -160,7 +161,8 @@ fn kmain(start_info_paddr: u64) -> ! {
             "kvm.end",
             eoi_skipped = k.eoi_skipped,
             pv_eoi = k.pv_eoi,
-            steal_ns = pvops::time::steal_ns()
+            steal_ns = pvops::time::steal_ns(),
+            tlb_flagged = k.tlb_flagged
         );
     }
     // An unsupported test (the machine lacks what it needs) is no failure.
@@ -449,6 +451,8 @@ fn report_kvm() {
         pv_eoi = k.pv_eoi,
         pv_ipi = k.pv_ipi,
         io_delay = k.io_delay,
+        pv_spinlocks = k.pv_spinlocks,
+        pv_tlb_flush_used = k.pv_tlb_flush,
         pv_unhalt = f(F::PV_UNHALT),
         pv_tlb_flush = f(F::PV_TLB_FLUSH),
         pv_sched_yield = f(F::PV_SCHED_YIELD),

@@ -82,6 +82,55 @@ impl Topology {
     }
 }
 
+/// Each CPU's index, where its GS base points when the kernel gives pvops
+/// its CPU number ([`use_gs_index_if_needed`]).
+static CPU_NUMBERS: [usize; MAX_CPUS] = {
+    let mut a = [0; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        a[i] = i;
+        i += 1;
+    }
+    a
+};
+static GS_INDEX: AtomicBool = AtomicBool::new(false);
+/// IA32_GS_BASE (Intel SDM vol. 4, table 2-2).
+const MSR_GS_BASE: u32 = 0xC000_0101;
+
+/// Where the CPU offers neither RDPID nor RDTSCP (this host's KVM hides
+/// both), pvops would find the current CPU by its APIC ID, an exit per
+/// lookup: the kernel then gives pvops its own CPU number instead
+/// (`pvops::percpu::set_index_hook`), read from GS as Linux keeps its
+/// per-CPU data. Call on the boot CPU after its GDT, before pvops' init.
+pub fn use_gs_index_if_needed() {
+    let leaf7 = pvops::cpu::cpuid(0, 0).eax >= 7;
+    let rdpid = leaf7 && pvops::cpu::cpuid(7, 0).ecx & (1 << 22) != 0;
+    let ext = pvops::cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0001;
+    let rdtscp = ext && pvops::cpu::cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+    if rdpid || rdtscp {
+        return;
+    }
+    set_gs_base(0);
+    GS_INDEX.store(true, Ordering::Release);
+    pvops::percpu::set_index_hook(gs_index);
+}
+
+fn set_gs_base(slot: usize) {
+    let at = &CPU_NUMBERS[slot] as *const usize as u64;
+    // SAFETY: IA32_GS_BASE exists in long mode; the kernel uses GS for
+    // nothing else, and the address is a static that lives for good.
+    unsafe { pvops::cpu::write_msr(MSR_GS_BASE, at) };
+}
+
+/// This CPU's number, from its GS base.
+fn gs_index() -> usize {
+    let n: usize;
+    // SAFETY: only installed after GS was pointed at this CPU's entry of
+    // `CPU_NUMBERS` (`set_gs_base`), on every CPU before it registers.
+    unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) n, options(nostack, readonly, preserves_flags)) };
+    n
+}
+
 /// APs online (the boot CPU not counted).
 pub fn aps() -> usize {
     ONLINE.load(Ordering::Acquire)
@@ -233,6 +282,10 @@ extern "C" fn ap_entry(slot: u64) -> ! {
     unsafe {
         bootkit::gdt::init_cpu(slot, pvops::cpu::load_gdt);
         bootkit::idt::init(pvops::cpu::load_idt);
+    }
+    if GS_INDEX.load(Ordering::Acquire) {
+        // After the GDT: loading GS there reset its base.
+        set_gs_base(slot);
     }
     s.arrived.store(true, Ordering::Release);
     if interrupts::enable_apic().is_err() {

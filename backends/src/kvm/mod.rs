@@ -45,9 +45,10 @@
 mod hypercall;
 mod shared;
 
-use crate::{Backend, Detection, Environment, Platform, SetupError, SharedPage};
+use crate::{Backend, Cpu, Detection, Environment, Fallbacks, Platform, SetupError, SharedPage};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use pvops::patch::Patch;
+use pvops::percpu::MAX_CPUS;
 use pvops::slot;
 use pvops::time::{TscFrequency, TscSource};
 use pvops_abi::kvm::{self as abi, hc, msr as m, Features, Hints, HypercallInsn, StealTime};
@@ -154,6 +155,8 @@ pub struct Offer {
     /// `KVM_HINTS_REALTIME`, no MWAIT, more than one CPU (kvm.c
     /// `pv_tlb_flush_supported`).
     pub pv_tlb_flush: bool,
+    /// More than one CPU: `lock.vcpu_is_preempted` from steal time.
+    pub smp: bool,
 }
 
 impl Offer {
@@ -184,6 +187,7 @@ impl Offer {
                 && !realtime
                 && !mwait
                 && smp,
+            smp,
         }
     }
 }
@@ -257,6 +261,12 @@ pub struct Summary {
     pub pv_ipi: bool,
     /// `cpu.io_delay` is a no-op.
     pub io_delay: bool,
+    /// PV spinlocks (`lock.wait` halts, `lock.kick` is `KVM_HC_KICK_CPU`).
+    pub pv_spinlocks: bool,
+    /// PV TLB flush owns `mmu.flush_remote`.
+    pub pv_tlb_flush: bool,
+    /// Remote flushes handed to KVM for preempted vCPUs so far.
+    pub tlb_flagged: u64,
     /// The gates of the decoded-only features.
     pub offer: Offer,
 }
@@ -277,16 +287,62 @@ pub(crate) struct State {
     eoi_seen: AtomicBool,
     eoi_without_flag: AtomicU32,
     eoi_skipped: AtomicU64,
+    /// Remote flushes handed to KVM through `KVM_VCPU_FLUSH_TLB`.
+    tlb_flagged: AtomicU64,
     base: AtomicU32,
     features: AtomicU32,
     hints: AtomicU32,
     vmmcall: AtomicBool,
     flags: AtomicU8,
     offer_bits: AtomicU8,
+    /// The system-time MSR the boot CPU's kvmclock uses (0: none).
+    clock_msr: AtomicU32,
+    /// APs' own areas, by `pvops::percpu` index (slot 0 unused).
+    aps: [ApAreas; MAX_CPUS],
+}
+
+/// One application processor's own areas (the boot CPU's are the
+/// fields of [`State`] itself), registered in [`Backend::init_cpu`].
+pub(crate) struct ApAreas {
+    clock: Area<VcpuTimeInfo>,
+    steal: Area<StealTime>,
+    last_steal: AtomicU64,
+    steal_frozen: AtomicBool,
+    eoi_word: Area<u32>,
+    eoi_seen: AtomicBool,
+    eoi_without_flag: AtomicU32,
+}
+
+impl ApAreas {
+    const fn new() -> ApAreas {
+        ApAreas {
+            clock: Area::new(),
+            steal: Area::new(),
+            last_steal: AtomicU64::new(0),
+            steal_frozen: AtomicBool::new(false),
+            eoi_word: Area::new(),
+            eoi_seen: AtomicBool::new(false),
+            eoi_without_flag: AtomicU32::new(0),
+        }
+    }
+}
+
+/// One CPU's view of its areas: the boot CPU's fields of [`State`], or an
+/// AP's [`ApAreas`].
+struct CpuAreas<'a> {
+    clock: &'a Area<VcpuTimeInfo>,
+    steal: &'a Area<StealTime>,
+    last_steal: &'a AtomicU64,
+    steal_frozen: &'a AtomicBool,
+    eoi_word: &'a Area<u32>,
+    eoi_seen: &'a AtomicBool,
+    eoi_without_flag: &'a AtomicU32,
 }
 
 const F_IO_DELAY: u8 = 1 << 0;
 const F_PV_IPI: u8 = 1 << 1;
+const F_PV_SPINLOCKS: u8 = 1 << 2;
+const F_PV_TLB_FLUSH: u8 = 1 << 3;
 const O_SCHED_YIELD: u8 = 1 << 0;
 const O_SPINLOCKS: u8 = 1 << 1;
 const O_TLB_FLUSH: u8 = 1 << 2;
@@ -307,13 +363,45 @@ impl State {
             eoi_seen: AtomicBool::new(false),
             eoi_without_flag: AtomicU32::new(0),
             eoi_skipped: AtomicU64::new(0),
+            tlb_flagged: AtomicU64::new(0),
             base: AtomicU32::new(0),
             features: AtomicU32::new(0),
             hints: AtomicU32::new(0),
             vmmcall: AtomicBool::new(false),
             flags: AtomicU8::new(0),
             offer_bits: AtomicU8::new(0),
+            clock_msr: AtomicU32::new(0),
+            aps: [const { ApAreas::new() }; MAX_CPUS],
         }
+    }
+
+    /// The areas of the CPU with index `cpu`.
+    fn cpu(&self, cpu: usize) -> CpuAreas<'_> {
+        match self.aps.get(cpu).filter(|_| cpu != 0) {
+            Some(a) => CpuAreas {
+                clock: &a.clock,
+                steal: &a.steal,
+                last_steal: &a.last_steal,
+                steal_frozen: &a.steal_frozen,
+                eoi_word: &a.eoi_word,
+                eoi_seen: &a.eoi_seen,
+                eoi_without_flag: &a.eoi_without_flag,
+            },
+            None => CpuAreas {
+                clock: &self.clock,
+                steal: &self.steal,
+                last_steal: &self.last_steal,
+                steal_frozen: &self.steal_frozen,
+                eoi_word: &self.eoi_word,
+                eoi_seen: &self.eoi_seen,
+                eoi_without_flag: &self.eoi_without_flag,
+            },
+        }
+    }
+
+    /// The running CPU's areas.
+    fn here(&self) -> CpuAreas<'_> {
+        self.cpu(pvops::percpu::current())
     }
 
     /// `time.monotonic_ns`: pvclock system time, never below an earlier
@@ -336,7 +424,15 @@ impl State {
         tsc: impl FnMut() -> u64,
         spin: impl FnMut(),
     ) -> u64 {
-        match shared::read_clock_with(&self.clock, tries, tsc, spin) {
+        // This CPU's own kvmclock; an AP whose registration failed reads the
+        // boot CPU's (see `init_cpu`).
+        let mine = self.here().clock;
+        let area = if mine.get().is_some() {
+            mine
+        } else {
+            &self.clock
+        };
+        match shared::read_clock_with(area, tries, tsc, spin) {
             Some((t, tsc)) => {
                 let now = t.ns_at(tsc);
                 if self.stable.load(Ordering::Relaxed) {
@@ -370,17 +466,18 @@ impl State {
     /// backwards. A host that moves it backwards (or whose version sticks
     /// odd) has it frozen at the last good value, once logged.
     pub(crate) fn steal_ns(&self) -> u64 {
-        if self.steal_frozen.load(Ordering::Relaxed) {
-            return self.last_steal.load(Ordering::Relaxed);
+        let c = self.here();
+        if c.steal_frozen.load(Ordering::Relaxed) {
+            return c.last_steal.load(Ordering::Relaxed);
         }
-        let last = self.last_steal.load(Ordering::Relaxed);
-        match shared::read_steal(&self.steal, HOT_TRIES) {
+        let last = c.last_steal.load(Ordering::Relaxed);
+        match shared::read_steal(c.steal, HOT_TRIES) {
             Ok((_, steal)) if steal >= last => {
-                self.last_steal.store(steal, Ordering::Relaxed);
+                c.last_steal.store(steal, Ordering::Relaxed);
                 steal
             }
             Ok((_, steal)) => {
-                self.steal_frozen.store(true, Ordering::Relaxed);
+                c.steal_frozen.store(true, Ordering::Relaxed);
                 log::warn!(
                     "pvops: kvm: steal time went backwards ({} ns after {} ns); time.steal_ns frozen at {} ns",
                     steal,
@@ -389,8 +486,10 @@ impl State {
                 );
                 last
             }
+            // An AP without its own area (its registration failed) has none.
+            Err(shared::StealError::NotSet) => 0,
             Err(e) => {
-                self.steal_frozen.store(true, Ordering::Relaxed);
+                c.steal_frozen.store(true, Ordering::Relaxed);
                 log::warn!(
                     "pvops: kvm: steal time unreadable ({:?}); time.steal_ns frozen at {} ns",
                     e,
@@ -407,17 +506,18 @@ impl State {
     /// up on (logged once; `disable` turns the MSR off): plain EOIs from
     /// then on.
     pub(crate) fn eoi(&self, native_eoi: impl FnOnce(), disable: impl FnOnce()) {
-        if let Some(word) = self.eoi_word.get() {
+        let c = self.here();
+        if let Some(word) = c.eoi_word.get() {
             if shared::take_pv_eoi(word) {
-                self.eoi_seen.store(true, Ordering::Relaxed);
+                c.eoi_seen.store(true, Ordering::Relaxed);
                 self.eoi_skipped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            if !self.eoi_seen.load(Ordering::Relaxed)
-                && self.eoi_without_flag.fetch_add(1, Ordering::Relaxed) + 1 >= PV_EOI_PATIENCE
+            if !c.eoi_seen.load(Ordering::Relaxed)
+                && c.eoi_without_flag.fetch_add(1, Ordering::Relaxed) + 1 >= PV_EOI_PATIENCE
             {
                 // SAFETY: unpublishing (null) is always sound.
-                unsafe { self.eoi_word.set(core::ptr::null_mut()) };
+                unsafe { c.eoi_word.set(core::ptr::null_mut()) };
                 disable();
                 log::warn!(
                     "pvops: kvm: the host never set the PV EOI flag in {} interrupts; PV EOI disabled, plain EOI writes",
@@ -465,6 +565,9 @@ impl State {
             eoi_skipped: self.eoi_skipped.load(Ordering::Relaxed),
             pv_ipi: flags & F_PV_IPI != 0,
             io_delay: flags & F_IO_DELAY != 0,
+            pv_spinlocks: flags & F_PV_SPINLOCKS != 0,
+            pv_tlb_flush: flags & F_PV_TLB_FLUSH != 0,
+            tlb_flagged: self.tlb_flagged.load(Ordering::Relaxed),
             offer: Offer {
                 sched_yield: o & O_SCHED_YIELD != 0,
                 pv_spinlocks: o & O_SPINLOCKS != 0,
@@ -494,6 +597,16 @@ pub fn summary() -> Option<Summary> {
 /// SMP work's `vcpu_is_preempted`); `None` without steal time.
 pub fn preempted() -> Option<u8> {
     shared::read_preempted(&STATE.steal)
+}
+
+/// Hypercalls turned off by `kvm.hypercalls=off`.
+static HYPERCALLS_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Makes the backend issue no hypercall at all (`kvm.hypercalls=off` on
+/// the command line, before `init`): PV IPIs, PV spinlock kicks and PV
+/// sched yield then stay native, each with the reason logged.
+pub fn disable_hypercalls() {
+    HYPERCALLS_OFF.store(true, Ordering::Relaxed);
 }
 
 /// `KVM_HC_SCHED_YIELD` to the vCPU with APIC ID `apic_id` (for the SMP
@@ -663,6 +776,34 @@ pub(crate) fn setup(
         );
     }
 
+    // 6. PV spinlocks (kvm.c `kvm_spinlock_init`): wait halts, kick is
+    // KVM_HC_KICK_CPU; vcpu_is_preempted reads the steal-time flag.
+    if offer.pv_spinlocks {
+        patch.set(slot::LOCK_WAIT, lock_wait);
+        patch.set(slot::LOCK_KICK, lock_kick);
+        state.flags.fetch_or(F_PV_SPINLOCKS, Ordering::Relaxed);
+    } else {
+        native_stays(
+            "lock.wait and lock.kick",
+            "KVM_FEATURE_PV_UNHALT not offered, KVM_HINTS_REALTIME, or one CPU (kvm.c kvm_spinlock_init)",
+        );
+    }
+    let steal_on = state.steal.get().is_some();
+    if steal_on && offer.smp {
+        patch.set(slot::LOCK_VCPU_IS_PREEMPTED, vcpu_is_preempted);
+    }
+    // 7. PV TLB flush (kvm.c `pv_tlb_flush_supported`, `kvm_flush_tlb_multi`):
+    // needs the steal-time areas, whose `preempted` byte carries the flag.
+    if offer.pv_tlb_flush && steal_on {
+        patch.set(slot::MMU_FLUSH_REMOTE, flush_remote);
+        state.flags.fetch_or(F_PV_TLB_FLUSH, Ordering::Relaxed);
+    } else {
+        native_stays(
+            "mmu.flush_remote",
+            "KVM_FEATURE_PV_TLB_FLUSH not offered (or no steal time, KVM_HINTS_REALTIME, MWAIT, one CPU)",
+        );
+    }
+
     // Decoded only.
     log::info!(
         "pvops: kvm: decoded: pv-unhalt {}, pv-tlb-flush {}, pv-sched-yield {}, poll-control {}, async-pf-int {} (PV spinlocks {}, PV TLB flush {}, PV sched yield {} with this kernel's CPUs)",
@@ -690,6 +831,9 @@ fn kvmclock(
     let area = shared::at::<VcpuTimeInfo>(page.virt.as_ptr(), shared::CLOCK_OFFSET);
     let gpa = page.phys + shared::CLOCK_OFFSET as u64;
     hw.write_msr(which.system_time(), m::system_time(gpa))?;
+    state
+        .clock_msr
+        .store(which.system_time(), Ordering::Relaxed);
     // SAFETY: 8-byte aligned, inside the page lent for good.
     unsafe { state.clock.set(area) };
     let unpublish = || {
@@ -728,24 +872,36 @@ fn kvmclock(
 }
 
 fn steal_time(hw: &mut dyn Hw, page: &SharedPage, state: &State) -> Result<(), &'static str> {
-    let area = shared::at::<StealTime>(page.virt.as_ptr(), shared::STEAL_OFFSET);
+    register_steal(hw, page, &state.steal, &state.last_steal)
+}
+
+/// Registers the steal-time area of `page` with `MSR_KVM_STEAL_TIME` on
+/// the running CPU and waits (bounded) for the host's first record; on
+/// success `area` is published and `last` holds the first value.
+fn register_steal(
+    hw: &mut dyn Hw,
+    page: &SharedPage,
+    area: &Area<StealTime>,
+    last: &AtomicU64,
+) -> Result<(), &'static str> {
+    let p = shared::at::<StealTime>(page.virt.as_ptr(), shared::STEAL_OFFSET);
     let gpa = page.phys + shared::STEAL_OFFSET as u64;
     hw.write_msr(m::STEAL_TIME, m::steal_time(gpa))?;
     // SAFETY: 64-byte aligned, inside the page lent for good.
-    unsafe { state.steal.set(area) };
+    unsafe { area.set(p) };
     let unpublish = || {
         // SAFETY: unpublishing (null) is always sound.
-        unsafe { state.steal.set(core::ptr::null_mut()) }
+        unsafe { area.set(core::ptr::null_mut()) }
     };
     // KVM records steal time on the vCPU's next entry after the WRMSR;
     // under a nested KVM the first record was seen a few dozen reads
     // later. Wait for it a bounded number of TSC cycles.
     let t0 = crate::tsc::ordered();
-    let mut first = shared::read_steal(&state.steal, SETUP_TRIES);
+    let mut first = shared::read_steal(area, SETUP_TRIES);
     while matches!(first, Ok((0, _))) && crate::tsc::ordered().wrapping_sub(t0) < STEAL_WAIT_CYCLES
     {
         core::hint::spin_loop();
-        first = shared::read_steal(&state.steal, SETUP_TRIES);
+        first = shared::read_steal(area, SETUP_TRIES);
     }
     match first {
         Ok((0, _)) => {
@@ -753,12 +909,94 @@ fn steal_time(hw: &mut dyn Hw, page: &SharedPage, state: &State) -> Result<(), &
             Err("steal-time area never written by the host (version 0)")
         }
         Ok((_, steal)) => {
-            state.last_steal.store(steal, Ordering::Relaxed);
+            last.store(steal, Ordering::Relaxed);
             Ok(())
         }
         Err(_) => {
             unpublish();
             Err("steal-time version stuck odd")
+        }
+    }
+}
+
+/// Registers an AP's kvmclock area (of `page`) through `msr` and checks
+/// that it settles as the boot CPU's did; publishes it in `area`.
+fn register_clock(
+    hw: &mut dyn Hw,
+    msr: u32,
+    page: &SharedPage,
+    area: &Area<VcpuTimeInfo>,
+) -> Result<(), &'static str> {
+    let p = shared::at::<VcpuTimeInfo>(page.virt.as_ptr(), shared::CLOCK_OFFSET);
+    let gpa = page.phys + shared::CLOCK_OFFSET as u64;
+    hw.write_msr(msr, m::system_time(gpa))?;
+    // SAFETY: 8-byte aligned, inside the page lent for good.
+    unsafe { area.set(p) };
+    let problem = match shared::read_clock(area, SETUP_TRIES) {
+        None => Some("kvmclock version stuck odd"),
+        Some((t, _)) => pvclock_problem(&t),
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => {
+            // SAFETY: unpublishing (null) is always sound.
+            unsafe { area.set(core::ptr::null_mut()) };
+            Err(why)
+        }
+    }
+}
+
+/// [`Backend::init_cpu`] on `hw`: the AP's own kvmclock, steal-time area
+/// and PV EOI word, for each one the boot CPU uses; what fails on this CPU
+/// is recorded in `fallbacks` (its clock then reads the boot CPU's
+/// kvmclock, kept monotonic; its steal time is 0; its EOIs are writes).
+pub(crate) fn setup_cpu(
+    hw: &mut dyn Hw,
+    cpu: Cpu,
+    page: Option<SharedPage>,
+    fallbacks: &mut Fallbacks,
+    state: &State,
+) {
+    let Some(ap) = state.aps.get(cpu.index).filter(|_| cpu.index != 0) else {
+        return;
+    };
+    let clock_msr = state.clock_msr.load(Ordering::Relaxed);
+    let wants = (
+        state.clock.get().is_some() && clock_msr != 0,
+        state.steal.get().is_some(),
+        state.eoi_word.get().is_some(),
+    );
+    let Some(page) = page else {
+        for (on, entry) in [
+            (wants.0, "time.monotonic_ns"),
+            (wants.1, "time.steal_ns"),
+            (wants.2, "irq.eoi"),
+        ] {
+            if on {
+                fallbacks.push(cpu.index, entry, "no page for this CPU's KVM areas");
+            }
+        }
+        return;
+    };
+    if wants.0 {
+        if let Err(why) = register_clock(hw, clock_msr, &page, &ap.clock) {
+            let _ = hw.write_msr(clock_msr, 0);
+            fallbacks.push(cpu.index, "time.monotonic_ns", why);
+        }
+    }
+    if wants.1 {
+        if let Err(why) = register_steal(hw, &page, &ap.steal, &ap.last_steal) {
+            let _ = hw.write_msr(m::STEAL_TIME, 0);
+            fallbacks.push(cpu.index, "time.steal_ns", why);
+        }
+    }
+    if wants.2 {
+        let word = shared::at::<u32>(page.virt.as_ptr(), shared::PV_EOI_OFFSET);
+        let gpa = page.phys + shared::PV_EOI_OFFSET as u64;
+        match hw.write_msr(m::PV_EOI_EN, m::pv_eoi(gpa)) {
+            // SAFETY: 4-byte aligned, inside the lent page.
+            Ok(()) => unsafe { ap.eoi_word.set(word) },
+            Err(why) => fallbacks.push(cpu.index, "irq.eoi", why),
         }
     }
 }
@@ -812,9 +1050,96 @@ extern "C" fn send_ipi_mask(cpus: u64, vector: u8) {
     }
 }
 
+/// `lock.wait` (kvm.c `kvm_wait`): with interrupts off, re-check the word
+/// and halt; KVM wakes a halted vCPU on `KVM_HC_KICK_CPU` even with
+/// interrupts off (`pv_unhalted`), and a kick sent before the HLT makes it
+/// return at once. With interrupts on, STI;HLT lets any interrupt end it.
+extern "C" fn lock_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    let flags = pvops::native::irq::save_flags();
+    pvops::native::irq::disable();
+    if word.load(Ordering::SeqCst) == expected {
+        if flags & pvops::irq::FLAGS_IF != 0 {
+            pvops::native::irq::safe_halt();
+        } else {
+            pvops::native::cpu::halt();
+        }
+    }
+    pvops::native::irq::restore_flags(flags);
+}
+
+/// `lock.kick`: `KVM_HC_KICK_CPU` (hypercalls.rst: a0 flags 0, a1 the
+/// target's APIC ID).
+extern "C" fn lock_kick(cpu: u32) {
+    if let Some(apic) = pvops::percpu::apic_id(cpu as usize) {
+        let rc = kick_cpu(apic);
+        if rc < 0 {
+            log::warn!(
+                "pvops: kvm: KVM_HC_KICK_CPU({}) answered {}",
+                apic,
+                abi::err::name(rc)
+            );
+        }
+    }
+}
+
+/// `lock.vcpu_is_preempted`: the target CPU's steal-time `preempted` flag
+/// (kvm.c `__kvm_vcpu_is_preempted`).
+extern "C" fn vcpu_is_preempted(cpu: u32) -> bool {
+    let c = STATE.cpu(cpu as usize);
+    shared::read_preempted(c.steal).is_some_and(|p| p & abi::VCPU_PREEMPTED != 0)
+}
+
+/// `mmu.flush_remote` with KVM's PV TLB flush (kvm.c `kvm_flush_tlb_multi`):
+/// a target whose vCPU is preempted gets `KVM_VCPU_FLUSH_TLB` set in its
+/// steal-time area (KVM flushes its TLB before it runs again) instead of
+/// an IPI that would have to wait for it; the others get the native path.
+extern "C" fn flush_remote(cpus: u64, target: pvops::mmu::FlushTarget) {
+    let me = pvops::percpu::apic_id(pvops::percpu::current());
+    let mut rest = cpus;
+    let mut flagged = 0u32;
+    let mut bits = cpus;
+    while bits != 0 {
+        let apic = bits.trailing_zeros();
+        bits &= bits - 1;
+        if Some(apic) == me {
+            continue;
+        }
+        let Some(idx) = pvops::percpu::index_of_apic(apic) else {
+            continue;
+        };
+        if let Some(p) = STATE.cpu(idx).steal.get() {
+            if shared::flag_flush_if_preempted(p) {
+                rest &= !(1u64 << apic);
+                flagged += 1;
+            }
+        }
+    }
+    if flagged != 0 {
+        STATE
+            .tlb_flagged
+            .fetch_add(u64::from(flagged), Ordering::Relaxed);
+    }
+    pvops::native::mmu::flush_remote(rest, target);
+}
+
 impl Backend for Kvm {
     fn name(&self) -> &'static str {
         "kvm"
+    }
+
+    fn init_cpu(&self, cpu: Cpu, fallbacks: &mut Fallbacks, platform: &mut dyn Platform) {
+        if STATE.base.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let needs_page = STATE.clock.get().is_some()
+            || STATE.steal.get().is_some()
+            || STATE.eoi_word.get().is_some();
+        let page = if needs_page {
+            platform.alloc_shared_page()
+        } else {
+            None
+        };
+        setup_cpu(&mut Real { platform }, cpu, page, fallbacks, &STATE);
     }
 
     fn description(&self) -> &'static str {
@@ -840,9 +1165,19 @@ impl Backend for Kvm {
             detail: "no KVM signature",
         })?;
         let leaves = read_leaves(env.cpuid, base);
-        // One CPU: the kernel has no SMP bring-up yet.
         let mwait = env.cpuid.cpuid(1, 0).ecx & (1 << 3) != 0;
-        let offer = Offer::from_leaves(&leaves, 1, mwait);
+        let cpus = platform.possible_cpus().clamp(1, MAX_CPUS) as u32;
+        let mut offer = Offer::from_leaves(&leaves, cpus, mwait);
+        if HYPERCALLS_OFF.load(Ordering::Relaxed)
+            && (offer.pv_ipi || offer.pv_spinlocks || offer.sched_yield)
+        {
+            log::info!(
+                "pvops: kvm: hypercalls off (kvm.hypercalls=off): PV IPIs, PV spinlock kicks and PV sched yield stay native"
+            );
+            offer.pv_ipi = false;
+            offer.pv_spinlocks = false;
+            offer.sched_yield = false;
+        }
         let insn = HypercallInsn::for_vendor(&env.probe.vendor_string);
         hypercall::set_insn(insn);
         STATE

@@ -124,3 +124,24 @@ pub(crate) fn take_pv_eoi(word: *mut u32) -> bool {
     let w = unsafe { AtomicU32::from_ptr(word) };
     w.swap(0, Ordering::AcqRel) & PV_EOI_ENABLED != 0
 }
+
+/// Sets `KVM_VCPU_FLUSH_TLB` in the steal-time area at `st` if its vCPU is
+/// preempted, atomically (a compare-exchange of the `preempted` byte, as
+/// Linux's `kvm_flush_tlb_multi`), and says whether it did: KVM then
+/// flushes that vCPU's TLB before it next runs (msr.rst, `MSR_KVM_STEAL_TIME`).
+pub(crate) fn flag_flush_if_preempted(st: *mut StealTime) -> bool {
+    // SAFETY: a published, 64-byte aligned steal-time area (or a test
+    // buffer) that lives for good; KVM writes the byte concurrently, hence
+    // an atomic view.
+    let b =
+        unsafe { core::sync::atomic::AtomicU8::from_ptr(core::ptr::addr_of_mut!((*st).preempted)) };
+    let now = b.load(Ordering::Acquire);
+    now & pvops_abi::kvm::VCPU_PREEMPTED != 0
+        && b.compare_exchange(
+            now,
+            now | pvops_abi::kvm::VCPU_FLUSH_TLB,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+}

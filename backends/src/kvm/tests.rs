@@ -288,13 +288,17 @@ fn logged(logs: &[String], text: &str) -> bool {
     logs.iter().any(|l| l.contains(text))
 }
 
-const ALL_OWNED: [&str; 6] = [
+const ALL_OWNED: [&str; 10] = [
     "cpu.io_delay",
     "irq.eoi",
     "irq.send_ipi_mask",
     "time.tsc_frequency",
     "time.monotonic_ns",
     "time.steal_ns",
+    "lock.wait",
+    "lock.kick",
+    "lock.vcpu_is_preempted",
+    "mmu.flush_remote",
 ];
 
 fn sorted(mut v: Vec<&'static str>) -> Vec<&'static str> {
@@ -500,8 +504,21 @@ fn one_cpu_makes_no_hypercall() {
         state,
     );
     assert!(host.calls.is_empty());
-    assert!(!patch.replaced().any(|e| e.name() == "irq.send_ipi_mask"));
-    assert_eq!(patch.replaced().count(), ALL_OWNED.len() - 1);
+    // Nothing that needs another CPU: no PV IPI, PV spinlocks, preempted
+    // query or PV TLB flush (kvm.c gates them all on num_possible_cpus()).
+    for smp_only in [
+        "irq.send_ipi_mask",
+        "lock.wait",
+        "lock.kick",
+        "lock.vcpu_is_preempted",
+        "mmu.flush_remote",
+    ] {
+        assert!(
+            !patch.replaced().any(|e| e.name() == smp_only),
+            "{smp_only}"
+        );
+    }
+    assert_eq!(patch.replaced().count(), ALL_OWNED.len() - 5);
 }
 
 #[test]
@@ -529,4 +546,83 @@ fn timing_leaf_wins_for_the_frequency() {
             .abs_diff(2_500_000)
             <= 1
     );
+}
+
+#[test]
+fn each_ap_registers_its_own_areas_and_falls_back_alone() {
+    let (_, state, _, _) = run(|_| {});
+    let mut pages = Pages::new(2);
+    // AP 1: its own kvmclock, steal-time area and PV EOI word, in its page.
+    let p1 = pages.alloc_shared_page().unwrap();
+    let mut h1 = Host::new(p1);
+    let mut fb = Fallbacks::default();
+    setup_cpu(
+        &mut h1,
+        crate::Cpu {
+            index: 1,
+            apic_id: 1,
+        },
+        Some(p1),
+        &mut fb,
+        state,
+    );
+    assert!(fb.is_empty(), "{:?}", fb.iter().collect::<Vec<_>>());
+    let ap = &state.aps[1];
+    assert!(ap.clock.get().is_some() && ap.steal.get().is_some() && ap.eoi_word.get().is_some());
+    assert_ne!(ap.clock.get(), state.clock.get());
+    let msrs: Vec<u32> = h1.writes.iter().map(|w| w.0).collect();
+    assert_eq!(msrs, [m::SYSTEM_TIME_NEW, m::STEAL_TIME, m::PV_EOI_EN]);
+    assert!(h1.writes.iter().all(|&(_, v)| v & !0xfff == p1.phys));
+    // AP 2: the host refuses PV EOI there and never writes its steal
+    // area: those two run native on AP 2 only, with the reasons.
+    let p2 = pages.alloc_shared_page().unwrap();
+    let mut h2 = Host::new(p2);
+    h2.refuse = vec![m::PV_EOI_EN];
+    h2.steal_written = false;
+    let mut fb2 = Fallbacks::default();
+    setup_cpu(
+        &mut h2,
+        crate::Cpu {
+            index: 2,
+            apic_id: 2,
+        },
+        Some(p2),
+        &mut fb2,
+        state,
+    );
+    let entries: Vec<&str> = fb2.iter().map(|(e, _)| e).collect();
+    assert_eq!(entries, ["time.steal_ns", "irq.eoi"]);
+    assert!(fb2.iter().all(|(_, why)| !why.is_empty()));
+    let ap2 = &state.aps[2];
+    assert!(ap2.clock.get().is_some() && ap2.steal.get().is_none() && ap2.eoi_word.get().is_none());
+    // The boot CPU and AP 1 are untouched.
+    assert!(state.eoi_word.get().is_some() && state.aps[1].eoi_word.get().is_some());
+    // AP 3 without a page: every per-CPU entry falls back.
+    let mut h3 = Host::new(p2);
+    let mut fb3 = Fallbacks::default();
+    setup_cpu(
+        &mut h3,
+        crate::Cpu {
+            index: 3,
+            apic_id: 3,
+        },
+        None,
+        &mut fb3,
+        state,
+    );
+    assert_eq!(fb3.len(), 3);
+    assert!(h3.writes.is_empty());
+}
+
+#[test]
+fn pv_tlb_flush_flags_only_preempted_vcpus() {
+    let mut st = StealTime {
+        preempted: abi::VCPU_PREEMPTED,
+        ..Default::default()
+    };
+    assert!(shared::flag_flush_if_preempted(&mut st));
+    assert_eq!(st.preempted, abi::VCPU_PREEMPTED | abi::VCPU_FLUSH_TLB);
+    let mut running = StealTime::default();
+    assert!(!shared::flag_flush_if_preempted(&mut running));
+    assert_eq!(running.preempted, 0);
 }

@@ -374,6 +374,9 @@ fn attempt(
     let name = scenario.name;
     let stream = opts.stream_serial;
     let (mut l2_start, mut l2_end) = (None, None);
+    // L1 with two vCPUs (single-threaded TCG, one host thread) still runs
+    // alone: its L2 spins on both, as the other SMP boots do.
+    let turn = crate::run::cpu_turn(spec.cpus);
     let l1 = crate::run::run_qemu(
         &qemu.path,
         &l1_args(image, &share, spec.cpus),
@@ -389,6 +392,7 @@ fn attempt(
             }
         },
     )?;
+    drop(turn);
     let files = |f: &str| {
         std::fs::read(share.join(f))
             .ok()

@@ -11,10 +11,13 @@ use super::*;
 /// vCPUs of the SMP scenarios.
 pub const SMP_CPUS: u32 = 4;
 
-/// The kvm backend with more than one CPU: what it owns with one, plus
-/// PV IPIs (kvm.c `pv_ipi_supported`: `KVM_FEATURE_PV_SEND_IPI` and more
-/// than one CPU) and, where KVM offers PV unhalt / PV TLB flush (hardware
-/// KVM does; this host's may not), the lock group and the remote flush.
+/// The kvm backend with more than one CPU: what it owns with one (each
+/// CPU with its own kvmclock, steal-time area and PV EOI word), and, as
+/// KVM offers them, PV IPIs (kvm.c `pv_ipi_supported`), PV spinlocks
+/// (`kvm_spinlock_init`), the steal-time preempted flag and PV TLB flush
+/// (`pv_tlb_flush_supported`). On a host whose KVM is `kvm_pvm` the
+/// runner turns hypercalls off ([`crate::PVM_SWITCH`]), so PV IPIs and
+/// the lock's wait/kick stay native there.
 pub const KVM_SMP_OWNS: Owners = Owners {
     backend: &[
         "cpu.io_delay",
@@ -22,9 +25,9 @@ pub const KVM_SMP_OWNS: Owners = Owners {
         "time.tsc_frequency",
         "time.steal_ns",
         "irq.eoi",
-        "irq.send_ipi_mask",
     ],
     optional: &[
+        "irq.send_ipi_mask",
         "lock.wait",
         "lock.kick",
         "lock.vcpu_is_preempted",
