@@ -582,7 +582,7 @@ static WARP_LAST: AtomicU64 = AtomicU64::new(0);
 static WARP_MAX: AtomicU64 = AtomicU64::new(0);
 static WARP_READS: AtomicU64 = AtomicU64::new(0);
 static WARP_GO: AtomicBool = AtomicBool::new(false);
-const WARP_READS_PER_CPU: u64 = 20_000;
+const WARP_READS_PER_CPU: u64 = 5_000;
 
 /// kvm-unit-tests' kvmclock_test warp check: each reading is compared
 /// with the last one any CPU published, taken after it (the load of the
@@ -711,7 +711,7 @@ static LOCK: pvops::lock::SpinLock<LockData> = pvops::lock::SpinLock::new(LockDa
     out_of_order: 0,
 });
 static LOCK_GO: AtomicBool = AtomicBool::new(false);
-const LOCK_ROUNDS: u64 = 2_000;
+const LOCK_ROUNDS: u64 = 500;
 
 fn lock_on_this_cpu(cpu: usize) {
     while !LOCK_GO.load(Ordering::Acquire) {

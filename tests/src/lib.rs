@@ -92,6 +92,7 @@ pub const DEDICATED: &[&str] = &[
     "tcg:smp4",
     "tcg:smp2:no-answer",
     "tcg:smp2:hotplug",
+    "kvm:smp4",
     "kvm:smp4/native",
 ];
 

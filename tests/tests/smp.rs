@@ -152,6 +152,28 @@ fn absent_cpus_of_the_madt_are_not_started() {
     assert_smp_tests_pass(&r, 2);
 }
 
+/// KVM with 4 vCPUs and the kvm backend: each AP has its own kvmclock,
+/// steal-time area and PV EOI word (no per-CPU fallback), the clock stays
+/// kvmclock's, and the remote flush and lock entries are the backend's
+/// where KVM offers them.
+#[test]
+fn kvm_smp4_sets_up_every_cpu_through_the_kvm_backend() {
+    let Some(r) = boot("kvm:smp4") else {
+        return;
+    };
+    assert_verdict_pass(&r);
+    assert_all_online(&r, 4, "kvm", &[]);
+    assert_smp_tests_pass(&r, 4);
+    for a in records(&r, "ap") {
+        assert_eq!(field(&a, "fallbacks"), "0", "{a:?}\n{}", context(&r));
+    }
+    let k = record(&r, "kvm");
+    assert_eq!(field(&k, "clock"), "true", "{}", context(&r));
+    assert_eq!(field(&k, "steal"), "true", "{}", context(&r));
+    let warp = &r.result.selftests["smp.clock-warp"].detail;
+    assert!(warp.contains("time.monotonic_ns (kvm)"), "{warp}");
+}
+
 /// KVM with 4 vCPUs on this 2-core host (overcommitted), guest native:
 /// every AP online, every per-CPU test passes.
 #[test]
