@@ -422,6 +422,19 @@ fn report_kvm() {
         return;
     };
     println!(
+        "KVM: {} CPU(s) ({} own kvmclock, {} steal time, {} PV EOI); PV TLB flush {} ({} flushes, {} CPUs flagged instead of interrupted); PV spinlocks {} ({} halts, {} kicks)",
+        k.cpus,
+        k.clock_cpus,
+        k.steal_cpus,
+        k.eoi_cpus,
+        k.pv_tlb_flush,
+        k.tlb_flushes,
+        k.tlb_flagged,
+        k.pv_spinlocks,
+        k.lock_halts,
+        k.lock_kicks
+    );
+    println!(
         "KVM: features {:#x}, hints {:#x}, hypercalls by {}; kvmclock {} (stable {}, {} kHz), steal time {}, PV EOI {}, PV IPI {}, no-op io_delay {}",
         k.features.0,
         k.hints.0,
@@ -452,7 +465,18 @@ fn report_kvm() {
         pv_unhalt = f(F::PV_UNHALT),
         pv_tlb_flush = f(F::PV_TLB_FLUSH),
         pv_sched_yield = f(F::PV_SCHED_YIELD),
-        preempted = pvops_backends::kvm::preempted().unwrap_or(0)
+        preempted = pvops_backends::kvm::preempted().unwrap_or(0),
+        cpus = k.cpus,
+        clock_cpus = k.clock_cpus,
+        steal_cpus = k.steal_cpus,
+        eoi_cpus = k.eoi_cpus,
+        pv_tlb_flush_used = k.pv_tlb_flush,
+        tlb_flushes = k.tlb_flushes,
+        tlb_flagged = k.tlb_flagged,
+        pv_spinlocks = k.pv_spinlocks,
+        vcpu_is_preempted = k.vcpu_is_preempted,
+        lock_halts = k.lock_halts,
+        lock_kicks = k.lock_kicks
     );
 }
 
