@@ -756,6 +756,130 @@ impl SendSyntheticClusterIpi {
     }
 }
 
+/// `HV_GENERIC_SET_FORMAT` (TLFS, Data Types: HV_VP_SET; values from
+/// Linux `hvgdk_mini.h`): how an `HV_VP_SET` names its processors.
+pub mod generic_set {
+    /// HV_GENERIC_SET_SPARSE_4K: a bank mask and one 64-bit bank per set
+    /// bit of it; bank n holds VP indexes 64n..64n+63.
+    pub const SPARSE_4K: u64 = 0;
+    /// HV_GENERIC_SET_ALL: every VP of the partition (no banks follow).
+    pub const ALL: u64 = 1;
+}
+
+/// An `HV_VP_SET` in the sparse 4K format (TLFS, Data Types: HV_VP_SET;
+/// Virtual Processor Sets in the "Ex" hypercalls): `format`,
+/// `valid_bank_mask`, then the banks whose bit is set in the mask, in
+/// increasing order. At most 64 banks (VP indexes below 4096).
+///
+/// The Ex hypercalls take it in their fixed header (format and bank mask)
+/// followed by the banks as the variable header, whose size in 8-byte units
+/// goes in the control word ([`Control::with_var_header_size`]); this is
+/// how HvCallFlushVirtualAddressSpaceEx/ListEx (0x0013/0x0014) and
+/// HvCallSendSyntheticClusterIpiEx (0x0015) are described in the TLFS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SparseVpSet {
+    /// Bit n: bank n is present.
+    pub valid_bank_mask: u64,
+    /// Bank n's 64 VP bits (only the valid banks are sent).
+    pub banks: [u64; 64],
+}
+
+impl Default for SparseVpSet {
+    fn default() -> Self {
+        SparseVpSet::new()
+    }
+}
+
+impl SparseVpSet {
+    /// Highest VP index a sparse 4K set can name, plus one.
+    pub const MAX_VP: u32 = 64 * 64;
+
+    /// The empty set.
+    pub const fn new() -> SparseVpSet {
+        SparseVpSet {
+            valid_bank_mask: 0,
+            banks: [0; 64],
+        }
+    }
+
+    /// Adds VP index `vp`; false (set unchanged) when it is
+    /// [`Self::MAX_VP`] or more.
+    pub fn insert(&mut self, vp: u32) -> bool {
+        if vp >= Self::MAX_VP {
+            return false;
+        }
+        let bank = (vp / 64) as usize;
+        self.banks[bank] |= 1 << (vp % 64);
+        self.valid_bank_mask |= 1 << bank;
+        true
+    }
+
+    /// Whether VP index `vp` is in the set.
+    pub fn contains(&self, vp: u32) -> bool {
+        vp < Self::MAX_VP && self.banks[(vp / 64) as usize] & (1 << (vp % 64)) != 0
+    }
+
+    /// Banks sent (the variable header size of an Ex call, in qwords).
+    pub fn bank_count(&self) -> u16 {
+        self.valid_bank_mask.count_ones() as u16
+    }
+
+    /// The set as a plain 64-bit processor mask, when every VP index is
+    /// below 64 (the non-Ex hypercalls' form).
+    pub fn as_simple_mask(&self) -> Option<u64> {
+        (self.valid_bank_mask & !1 == 0).then_some(self.banks[0])
+    }
+
+    /// Writes `format`, `valid_bank_mask` and the valid banks to `out`;
+    /// returns the qwords written (2 + [`Self::bank_count`]), or `None` if
+    /// `out` is too short.
+    pub fn write_words(&self, out: &mut [u64]) -> Option<usize> {
+        let n = 2 + usize::from(self.bank_count());
+        if out.len() < n {
+            return None;
+        }
+        out[0] = generic_set::SPARSE_4K;
+        out[1] = self.valid_bank_mask;
+        let mut i = 2;
+        for bank in 0..64 {
+            if self.valid_bank_mask & (1 << bank) != 0 {
+                out[i] = self.banks[bank];
+                i += 1;
+            }
+        }
+        Some(n)
+    }
+
+    /// Reads a set written by [`Self::write_words`] (for a persona);
+    /// `None` for another format or too few words.
+    pub fn read_words(words: &[u64]) -> Option<SparseVpSet> {
+        let (&format, rest) = words.split_first()?;
+        let (&mask, banks) = rest.split_first()?;
+        if format != generic_set::SPARSE_4K || banks.len() < mask.count_ones() as usize {
+            return None;
+        }
+        let mut s = SparseVpSet {
+            valid_bank_mask: mask,
+            banks: [0; 64],
+        };
+        let mut i = 0;
+        for bank in 0..64 {
+            if mask & (1 << bank) != 0 {
+                s.banks[bank] = banks[i];
+                i += 1;
+            }
+        }
+        Some(s)
+    }
+}
+
+/// The spin-retry hint of CPUID 0x4000_0004 EBX that means "never notify
+/// the hypervisor of a long spin wait" (TLFS, Feature and Interface
+/// Discovery: Implementation Recommendations, EBX "the recommended number
+/// of attempts to retry a spinlock failure before notifying the hypervisor
+/// ... 0xFFFFFFFF indicates never notify").
+pub const SPIN_RETRIES_NEVER: u32 = 0xFFFF_FFFF;
+
 /// `HV_VP_INDEX` special values (TLFS, Virtual Processor Properties).
 pub mod vp_index {
     /// HV_ANY_VP.
@@ -1254,5 +1378,28 @@ mod tests {
             GuestOsId::open_source(GuestOsId::OS_TYPE_PVOPS, 0, 0, 0).0,
             0
         );
+    }
+
+    #[test]
+    fn sparse_vp_sets() {
+        let mut s = SparseVpSet::new();
+        assert!(s.insert(1) && s.insert(3) && s.insert(64 + 2) && s.insert(200));
+        assert!(!s.insert(4096));
+        assert_eq!(s.valid_bank_mask, 0b1011);
+        assert_eq!(s.bank_count(), 3);
+        assert_eq!(s.as_simple_mask(), None);
+        let mut w = [0u64; 8];
+        assert_eq!(s.write_words(&mut w), Some(5));
+        assert_eq!(
+            &w[..5],
+            &[generic_set::SPARSE_4K, 0b1011, 0b1010, 0b100, 1 << 8]
+        );
+        assert_eq!(SparseVpSet::read_words(&w[..5]), Some(s));
+        assert!(s.contains(200) && !s.contains(199));
+        let mut low = SparseVpSet::new();
+        low.insert(5);
+        assert_eq!(low.as_simple_mask(), Some(1 << 5));
+        assert_eq!(SparseVpSet::new().as_simple_mask(), Some(0));
+        assert_eq!(s.write_words(&mut w[..4]), None);
     }
 }

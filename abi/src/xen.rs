@@ -582,6 +582,36 @@ pub const fn scan_port(pending_word: u64, mask_word: u64, port: u32) -> PortScan
 pub const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;
 /// `VCPUOP_set_singleshot_timer`.
 pub const VCPUOP_SET_SINGLESHOT_TIMER: u32 = 8;
+/// `VCPUOP_register_vcpu_info` (vcpu.h): place this vCPU's `vcpu_info` at
+/// `offset` in guest frame `mfn` (a GFN for HVM) instead of shared_info's
+/// slot; needed for vCPU ids of [`XEN_LEGACY_MAX_VCPUS`] and more, which
+/// have no slot. Arg: [`VcpuRegisterVcpuInfo`]. Once registered it cannot
+/// be moved back.
+pub const VCPUOP_REGISTER_VCPU_INFO: u32 = 10;
+
+/// `struct vcpu_register_vcpu_info` (vcpu.h).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct VcpuRegisterVcpuInfo {
+    /// Frame holding the `vcpu_info`.
+    pub mfn: u64,
+    /// Byte offset in the frame (the structure must not cross the page).
+    pub offset: u32,
+    /// Reserved, 0.
+    pub rsvd: u32,
+}
+assert_eq_size!(VcpuRegisterVcpuInfo, [u8; 16]);
+
+/// The vCPU id of an HVM vCPU from its APIC ID when CPUID base+4 has no
+/// vCPU id ([`HVM_VCPU_ID_PRESENT`] clear): Xen's vLAPIC gives vCPU n the
+/// APIC ID 2n (`xen/arch/x86/hvm/vlapic.c`, `vlapic_reset`: `APIC_ID =
+/// v->vcpu_id * 2`; the MADT hvmloader builds says the same). QEMU/KVM's
+/// Xen emulation sets the leaf, so its own numbering is used there.
+pub const fn hvm_vcpu_from_apic_id(apic_id: u32) -> u32 {
+    apic_id / 2
+}
 /// `VCPUOP_stop_singleshot_timer` (arg NULL).
 pub const VCPUOP_STOP_SINGLESHOT_TIMER: u32 = 9;
 /// `VCPUOP_stop_periodic_timer` (arg NULL).
@@ -690,6 +720,30 @@ pub struct SchedShutdown {
     pub reason: u32,
 }
 assert_eq_size!(SchedShutdown, [u8; 4]);
+
+/// `SCHEDOP_poll` (sched.h): block until one of the given event channels
+/// is pending (masked ones included: "poll a set of event-channel ports"),
+/// or until `timeout` (absolute system time; 0 = none). Arg: [`SchedPoll`].
+pub const SCHEDOP_POLL: u32 = 3;
+
+/// `struct sched_poll` (sched.h) on x86_64: `XEN_GUEST_HANDLE(evtchn_port_t)
+/// ports` (a guest-linear address), `unsigned int nr_ports`, then
+/// `uint64_t timeout` (8-byte aligned).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct SchedPoll {
+    /// Address of an array of `nr_ports` 32-bit ports.
+    pub ports: u64,
+    /// Ports in the array.
+    pub nr_ports: u32,
+    /// Padding to the 8-byte aligned timeout.
+    pub pad: u32,
+    /// Absolute system time to give up at, 0 for none.
+    pub timeout: u64,
+}
+assert_eq_size!(SchedPoll, [u8; 24]);
 
 // ---------------------------------------------------------------------------
 // shared_info and vcpu_info (xen.h, arch-x86/xen.h, arch-x86/xen-x86_64.h)

@@ -9,9 +9,29 @@ pub fn override_from_cmdline(cmdline: &str) -> Option<&str> {
         .find_map(|w| w.strip_prefix("pvops="))
 }
 
+/// Whether `cmdline` turns KVM hypercalls off (`kvm.hypercalls=off`): a
+/// host whose KVM never returns from a hypercall (seen with `kvm_pvm`, a
+/// software KVM) must not get one; the features that need them (PV IPIs,
+/// PV spinlock kicks, PV sched yield) then stay native.
+pub fn kvm_hypercalls_off(cmdline: &str) -> bool {
+    cmdline
+        .split_ascii_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix("kvm.hypercalls="))
+        == Some("off")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kvm_hypercalls_switch() {
+        assert!(kvm_hypercalls_off("a kvm.hypercalls=off"));
+        assert!(!kvm_hypercalls_off("kvm.hypercalls=off kvm.hypercalls=on"));
+        assert!(!kvm_hypercalls_off("kvm.hypercalls"));
+        assert!(!kvm_hypercalls_off(""));
+    }
 
     #[test]
     fn finds_last_override() {

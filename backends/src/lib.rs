@@ -346,6 +346,10 @@ pub unsafe fn init(platform: &mut dyn Platform, cmdline: &str) -> InitReport {
         selection.why
     );
 
+    #[cfg(feature = "kvm")]
+    if cmdline::kvm_hypercalls_off(cmdline) {
+        kvm::disable_hypercalls();
+    }
     register_this_cpu(platform, "the boot CPU");
     let mut patch = Patch::new(selection.backend.name());
     let mut fallback = None;

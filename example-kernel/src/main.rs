@@ -106,6 +106,7 @@ fn kmain(start_info_paddr: u64) -> ! {
     // The CPUs to start, before init: backends gate their SMP features on
     // the count (Platform::possible_cpus).
     let topology = smp::Topology::read(si.raw().rsdp_paddr);
+    smp::use_gs_index_if_needed();
     frames.set_possible_cpus(topology.possible());
 
     // pvops: probe, select, install, calibrate (interrupts are off).
@@ -117,7 +118,10 @@ fn kmain(start_info_paddr: u64) -> ! {
 
     report(&init);
     // Every other CPU, one at a time, each set up through pvops.
-    smp::bring_up(&topology, &mut frames, &aspace);
+    let ghost = si
+        .cmdline_value("smp-ghost-apic")
+        .and_then(|v| v.parse().ok());
+    smp::bring_up(&topology, &mut frames, &aspace, ghost);
 
     if si.cmdline_value("dump") == Some("cpuid") {
         cpuid_dump::dump();
@@ -160,7 +164,8 @@ fn kmain(start_info_paddr: u64) -> ! {
             "kvm.end",
             eoi_skipped = k.eoi_skipped,
             pv_eoi = k.pv_eoi,
-            steal_ns = pvops::time::steal_ns()
+            steal_ns = pvops::time::steal_ns(),
+            tlb_flagged = k.tlb_flagged
         );
     }
     // An unsupported test (the machine lacks what it needs) is no failure.
@@ -422,19 +427,6 @@ fn report_kvm() {
         return;
     };
     println!(
-        "KVM: {} CPU(s) ({} own kvmclock, {} steal time, {} PV EOI); PV TLB flush {} ({} flushes, {} CPUs flagged instead of interrupted); PV spinlocks {} ({} halts, {} kicks)",
-        k.cpus,
-        k.clock_cpus,
-        k.steal_cpus,
-        k.eoi_cpus,
-        k.pv_tlb_flush,
-        k.tlb_flushes,
-        k.tlb_flagged,
-        k.pv_spinlocks,
-        k.lock_halts,
-        k.lock_kicks
-    );
-    println!(
         "KVM: features {:#x}, hints {:#x}, hypercalls by {}; kvmclock {} (stable {}, {} kHz), steal time {}, PV EOI {}, PV IPI {}, no-op io_delay {}",
         k.features.0,
         k.hints.0,
@@ -462,21 +454,12 @@ fn report_kvm() {
         pv_eoi = k.pv_eoi,
         pv_ipi = k.pv_ipi,
         io_delay = k.io_delay,
+        pv_spinlocks = k.pv_spinlocks,
+        pv_tlb_flush_used = k.pv_tlb_flush,
         pv_unhalt = f(F::PV_UNHALT),
         pv_tlb_flush = f(F::PV_TLB_FLUSH),
         pv_sched_yield = f(F::PV_SCHED_YIELD),
-        preempted = pvops_backends::kvm::preempted().unwrap_or(0),
-        cpus = k.cpus,
-        clock_cpus = k.clock_cpus,
-        steal_cpus = k.steal_cpus,
-        eoi_cpus = k.eoi_cpus,
-        pv_tlb_flush_used = k.pv_tlb_flush,
-        tlb_flushes = k.tlb_flushes,
-        tlb_flagged = k.tlb_flagged,
-        pv_spinlocks = k.pv_spinlocks,
-        vcpu_is_preempted = k.vcpu_is_preempted,
-        lock_halts = k.lock_halts,
-        lock_kicks = k.lock_kicks
+        preempted = pvops_backends::kvm::preempted().unwrap_or(0)
     );
 }
 

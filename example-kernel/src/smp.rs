@@ -4,9 +4,17 @@
 //! (an IPI whose handler flushes and acknowledges); and the per-CPU
 //! self-tests (`smp.*`).
 //!
-//! Records: `@@ smp cpus=<MADT> online=<started + boot CPU> madt=<ok|why>`
+//! Records: `@@ smp cpus=<MADT> online=<started + boot CPU> madt=<ok|why>
+//! [disabled=<MADT CPUs neither enabled nor online capable>
+//! left_out=<past the limit or listed twice>]`
 //! and, per AP, `@@ ap slot=<s> apic=<id> status=<online|no-answer|...>
 //! index=<pvops index> backend=<b> fallbacks=<n>`.
+//!
+//! Bad input on purpose: `smp-ghost-apic=<id>` on the command line also
+//! sends INIT-SIPI-SIPI to an APIC ID that is not in the MADT, before the
+//! real APs (so that the online APs' slots are not consecutive): nothing
+//! answers, the record says `status=no-answer` with that
+//! APIC ID, and the boot goes on with the CPUs that came up.
 
 use crate::interrupts::{self, FLUSH_VECTOR, IPI_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
 use crate::paging::{self, AddressSpace, FrameAllocator};
@@ -51,8 +59,12 @@ static SLOTS: [Slot; MAX_CPUS] = [const {
     }
 }; MAX_CPUS];
 
-/// Slots of the APs that came up, in order.
+/// How many APs came up (the first entries of [`ONLINE_SLOTS`]).
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
+/// The slots of the APs that came up, in order: an AP that did not answer
+/// keeps its slot (its stack and GDT, should it start late) but is not
+/// listed, so the online ones need not be consecutive.
+static ONLINE_SLOTS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 /// The frame allocator, lent to the AP being set up (the boot CPU waits
 /// meanwhile and does not touch it).
 static FRAMES: AtomicPtr<FrameAllocator> = AtomicPtr::new(core::ptr::null_mut());
@@ -82,18 +94,77 @@ impl Topology {
     }
 }
 
+/// Each CPU's index, where its GS base points when the kernel gives pvops
+/// its CPU number ([`use_gs_index_if_needed`]).
+static CPU_NUMBERS: [usize; MAX_CPUS] = {
+    let mut a = [0; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        a[i] = i;
+        i += 1;
+    }
+    a
+};
+static GS_INDEX: AtomicBool = AtomicBool::new(false);
+/// IA32_GS_BASE (Intel SDM vol. 4, table 2-2).
+const MSR_GS_BASE: u32 = 0xC000_0101;
+
+/// Where the CPU offers neither RDPID nor RDTSCP (this host's KVM hides
+/// both), pvops would find the current CPU by its APIC ID, an exit per
+/// lookup: the kernel then gives pvops its own CPU number instead
+/// (`pvops::percpu::set_index_hook`), read from GS as Linux keeps its
+/// per-CPU data. Call on the boot CPU after its GDT, before pvops' init.
+pub fn use_gs_index_if_needed() {
+    let leaf7 = pvops::cpu::cpuid(0, 0).eax >= 7;
+    let rdpid = leaf7 && pvops::cpu::cpuid(7, 0).ecx & (1 << 22) != 0;
+    let ext = pvops::cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0001;
+    let rdtscp = ext && pvops::cpu::cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+    if rdpid || rdtscp {
+        return;
+    }
+    set_gs_base(0);
+    GS_INDEX.store(true, Ordering::Release);
+    pvops::percpu::set_index_hook(gs_index);
+}
+
+fn set_gs_base(slot: usize) {
+    let at = &CPU_NUMBERS[slot] as *const usize as u64;
+    // SAFETY: IA32_GS_BASE exists in long mode; the kernel uses GS for
+    // nothing else, and the address is a static that lives for good.
+    unsafe { pvops::cpu::write_msr(MSR_GS_BASE, at) };
+}
+
+/// This CPU's number, from its GS base.
+fn gs_index() -> usize {
+    let n: usize;
+    // SAFETY: only installed after GS was pointed at this CPU's entry of
+    // `CPU_NUMBERS` (`set_gs_base`), on every CPU before it registers.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) n, options(nostack, readonly, preserves_flags))
+    };
+    n
+}
+
 /// APs online (the boot CPU not counted).
 pub fn aps() -> usize {
     ONLINE.load(Ordering::Acquire)
 }
 
+/// The slots of the online APs, in the order they came up.
+fn online() -> impl Iterator<Item = usize> + Clone {
+    ONLINE_SLOTS[..aps()]
+        .iter()
+        .map(|s| s.load(Ordering::Acquire))
+}
+
 /// The mask of every online CPU's APIC ID below 64, the boot CPU's
 /// included when `with_self`.
 fn apic_mask(with_self: bool) -> u64 {
-    let first = if with_self { 0 } else { 1 };
-    SLOTS[first..=aps()]
-        .iter()
-        .map(|s| s.apic_id.load(Ordering::Acquire))
+    with_self
+        .then_some(0)
+        .into_iter()
+        .chain(online())
+        .map(|s| SLOTS[s].apic_id.load(Ordering::Acquire))
         .filter(|&id| id < 64)
         .fold(0, |m, id| m | 1 << id)
 }
@@ -111,10 +182,20 @@ fn delay_us(us: u64) {
 }
 
 /// Starts every AP of the MADT, one at a time, after pvops' `init` on the
-/// boot CPU; records what happened. Registers the native remote flush.
-pub fn bring_up(topo: &Topology, frames: &mut FrameAllocator, aspace: &AddressSpace) {
+/// boot CPU, after `ghost` (an APIC ID outside the MADT that must not
+/// answer, from `smp-ghost-apic=`); records what happened. Registers the
+/// native remote flush.
+pub fn bring_up(
+    topo: &Topology,
+    frames: &mut FrameAllocator,
+    aspace: &AddressSpace,
+    ghost: Option<u32>,
+) {
     pvops::native::mmu::set_remote_flush_hook(remote_flush);
-    ASPACE.store(aspace as *const AddressSpace as *mut AddressSpace, Ordering::Release);
+    ASPACE.store(
+        aspace as *const AddressSpace as *mut AddressSpace,
+        Ordering::Release,
+    );
     let bsp = pvops::native::apic::id();
     SLOTS[0].apic_id.store(bsp, Ordering::Release);
     SLOTS[0].index.store(0, Ordering::Release);
@@ -127,6 +208,15 @@ pub fn bring_up(topo: &Topology, frames: &mut FrameAllocator, aspace: &AddressSp
         }
     };
     let mut slot = 0;
+    if let Some(apic) = ghost {
+        if apic == bsp || cpus.apic_ids().contains(&apic) {
+            println!("SMP: smp-ghost-apic={apic} is a real CPU: not started again");
+        } else if slot + 1 < MAX_CPUS {
+            println!("SMP: starting APIC ID {apic}, which is not in the MADT (smp-ghost-apic=)");
+            slot += 1;
+            start_one(slot, apic, frames);
+        }
+    }
     for &apic in cpus.apic_ids() {
         if apic == bsp {
             continue;
@@ -135,13 +225,10 @@ pub fn bring_up(topo: &Topology, frames: &mut FrameAllocator, aspace: &AddressSp
             record!("ap", slot = "-", apic = apic, status = "over-limit");
             continue;
         }
+        // An AP that does not come up keeps its slot (its stack and GDT,
+        // should it start late) and is left out of the online list.
         slot += 1;
         start_one(slot, apic, frames);
-        if !SLOTS[slot].ready.load(Ordering::Acquire) {
-            // Not counted: the next AP reuses nothing of this slot but its
-            // number, which stays taken.
-            continue;
-        }
     }
     let online = aps() + 1;
     println!(
@@ -151,7 +238,14 @@ pub fn bring_up(topo: &Topology, frames: &mut FrameAllocator, aspace: &AddressSp
         cpus.left_out,
         cpus.disabled
     );
-    record!("smp", cpus = cpus.len(), online = online, madt = "ok");
+    record!(
+        "smp",
+        cpus = cpus.len(),
+        online = online,
+        madt = "ok",
+        disabled = cpus.disabled,
+        left_out = cpus.left_out
+    );
 }
 
 fn start_one(slot: usize, apic: u32, frames: &mut FrameAllocator) {
@@ -173,7 +267,13 @@ fn start_one(slot: usize, apic: u32, frames: &mut FrameAllocator) {
     // in the first MiB, which the frame allocator never hands out, and
     // identity mapped; the stack is this slot's alone.
     let started = unsafe {
-        bootkit::smp::start_ap(&ap, &send, &delay_us, &|| s.arrived.load(Ordering::Acquire), 1000)
+        bootkit::smp::start_ap(
+            &ap,
+            &send,
+            &delay_us,
+            &|| s.arrived.load(Ordering::Acquire),
+            1000,
+        )
     };
     let status = match started {
         Err(e) => {
@@ -183,6 +283,8 @@ fn start_one(slot: usize, apic: u32, frames: &mut FrameAllocator) {
         Ok(()) => {
             // It arrived: wait for its pvops set-up.
             if wait_flag(&s.ready, 2000) {
+                // Only the boot CPU writes these.
+                ONLINE_SLOTS[aps()].store(slot, Ordering::Release);
                 ONLINE.fetch_add(1, Ordering::AcqRel);
                 "online"
             } else {
@@ -234,6 +336,10 @@ extern "C" fn ap_entry(slot: u64) -> ! {
         bootkit::gdt::init_cpu(slot, pvops::cpu::load_gdt);
         bootkit::idt::init(pvops::cpu::load_idt);
     }
+    if GS_INDEX.load(Ordering::Acquire) {
+        // After the GDT: loading GS there reset its base.
+        set_gs_base(slot);
+    }
     s.arrived.store(true, Ordering::Release);
     if interrupts::enable_apic().is_err() {
         park();
@@ -246,8 +352,7 @@ extern "C" fn ap_entry(slot: u64) -> ! {
     pvops::time::timer_setup(TIMER_VECTOR);
     s.index
         .store(report.index.unwrap_or(usize::MAX), Ordering::Release);
-    s.fallbacks
-        .store(report.fallbacks.len(), Ordering::Release);
+    s.fallbacks.store(report.fallbacks.len(), Ordering::Release);
     s.ready.store(true, Ordering::Release);
     mailbox(slot)
 }
@@ -282,7 +387,7 @@ fn mailbox(slot: usize) -> ! {
 /// returns each slot's count of finished work before it.
 fn post(f: fn(usize)) -> [u64; MAX_CPUS] {
     let mut before = [0u64; MAX_CPUS];
-    for slot in 1..=aps() {
+    for slot in online() {
         before[slot] = SLOTS[slot].done.load(Ordering::Acquire);
         SLOTS[slot].work.store(f as usize, Ordering::Release);
         pvops::irq::send_ipi(SLOTS[slot].apic_id.load(Ordering::Acquire), WAKE_VECTOR);
@@ -293,10 +398,9 @@ fn post(f: fn(usize)) -> [u64; MAX_CPUS] {
 /// Waits (bounded) until every AP finished the work [`post`]ed after
 /// `before`; returns how many did.
 fn finished(before: &[u64; MAX_CPUS], timeout_ms: u64) -> usize {
-    let n = aps();
     let done = |s: usize| SLOTS[s].done.load(Ordering::Acquire) > before[s];
-    wait_until(timeout_ms, || (1..=n).all(done));
-    (1..=n).filter(|&s| done(s)).count()
+    wait_until(timeout_ms, || online().all(done));
+    online().filter(|&s| done(s)).count()
 }
 
 /// Runs `f(cpu index)` on every online AP and, when `here`, on this (the
@@ -337,7 +441,11 @@ fn remote_flush(others: u64, target: FlushTarget) {
         spins += 1;
         if spins > 2_000_000_000 {
             FLUSH_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
-            log::error!("remote flush: {} of {} CPUs acknowledged", FLUSH_ACKS.load(Ordering::SeqCst), want);
+            log::error!(
+                "remote flush: {} of {} CPUs acknowledged",
+                FLUSH_ACKS.load(Ordering::SeqCst),
+                want
+            );
             return;
         }
         core::hint::spin_loop();
@@ -369,7 +477,7 @@ fn set_result(cpu: usize, v: u64) {
 }
 
 fn results() -> impl Iterator<Item = (usize, u64)> {
-    (1..=aps()).map(|slot| {
+    online().map(|slot| {
         let cpu = SLOTS[slot].index.load(Ordering::Acquire) % pvops::percpu::MAX_CPUS;
         (cpu, RESULT[cpu].load(Ordering::Acquire))
     })
@@ -438,7 +546,7 @@ fn timer_eoi(_: &mut FrameAllocator) -> Outcome {
 fn ipi_all(_: &mut FrameAllocator) -> Outcome {
     let n = aps();
     let counts = |out: &mut [u64; MAX_CPUS]| {
-        for slot in 1..=n {
+        for slot in online() {
             let cpu = SLOTS[slot].index.load(Ordering::Acquire);
             out[slot] = interrupts::ipi_count_of(cpu);
         }
@@ -447,18 +555,18 @@ fn ipi_all(_: &mut FrameAllocator) -> Outcome {
     counts(&mut before);
     pvops::irq::send_ipi_mask(apic_mask(false), IPI_VECTOR);
     let reached = |want: u64| {
-        (1..=n).all(|s| {
+        online().all(|s| {
             interrupts::ipi_count_of(SLOTS[s].index.load(Ordering::Acquire)) >= before[s] + want
         })
     };
     let mask_ok = wait_until(3_000, || reached(1));
-    for s in &SLOTS[1..=n] {
+    for s in online().map(|s| &SLOTS[s]) {
         pvops::irq::send_ipi(s.apic_id.load(Ordering::Acquire), IPI_VECTOR);
     }
     let each_ok = wait_until(3_000, || reached(2));
     let mut after = [0u64; MAX_CPUS];
     counts(&mut after);
-    let got: u64 = (1..=n).map(|s| after[s] - before[s]).sum();
+    let got: u64 = online().map(|s| after[s] - before[s]).sum();
     check(
         mask_ok && each_ok,
         text!(
@@ -474,7 +582,7 @@ static WARP_LAST: AtomicU64 = AtomicU64::new(0);
 static WARP_MAX: AtomicU64 = AtomicU64::new(0);
 static WARP_READS: AtomicU64 = AtomicU64::new(0);
 static WARP_GO: AtomicBool = AtomicBool::new(false);
-const WARP_READS_PER_CPU: u64 = 20_000;
+const WARP_READS_PER_CPU: u64 = 5_000;
 
 /// kvm-unit-tests' kvmclock_test warp check: each reading is compared
 /// with the last one any CPU published, taken after it (the load of the
@@ -582,10 +690,8 @@ fn tlb_shootdown(frames: &mut FrameAllocator) -> Outcome {
     )
 }
 
-fn results_of(
-    a: &'static [AtomicU64; pvops::percpu::MAX_CPUS],
-) -> impl Iterator<Item = u64> {
-    (1..=aps()).map(move |slot| {
+fn results_of(a: &'static [AtomicU64; pvops::percpu::MAX_CPUS]) -> impl Iterator<Item = u64> {
+    online().map(move |slot| {
         let cpu = SLOTS[slot].index.load(Ordering::Acquire) % pvops::percpu::MAX_CPUS;
         a[cpu].load(Ordering::Acquire)
     })
@@ -605,7 +711,7 @@ static LOCK: pvops::lock::SpinLock<LockData> = pvops::lock::SpinLock::new(LockDa
     out_of_order: 0,
 });
 static LOCK_GO: AtomicBool = AtomicBool::new(false);
-const LOCK_ROUNDS: u64 = 2_000;
+const LOCK_ROUNDS: u64 = 500;
 
 fn lock_on_this_cpu(cpu: usize) {
     while !LOCK_GO.load(Ordering::Acquire) {

@@ -447,7 +447,7 @@ mod tests {
             &Resolved::default(),
         ));
         let joined = a.join(" ");
-        assert!(joined.starts_with("-accel tcg -cpu max -m 512M -smp 1"));
+        assert!(joined.starts_with("-accel tcg -cpu max -smp 1 -m 512M"));
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=4"));
         assert!(joined.ends_with("-kernel /k/example-kernel"), "{joined}");

@@ -77,6 +77,30 @@ static QEMU_SLOTS: Semaphore = Semaphore::per_cpu();
 /// matrix booted its first kernels while building the next ones).
 static BUILDS_OR_BOOTS: RwLock<()> = RwLock::new(());
 
+/// Guests with several vCPUs keep them all busy (the SMP self-tests spin
+/// on every CPU): beside them, a one-vCPU guest on this 2-core machine saw
+/// every PIT calibration sample disturbed. They boot alone; the others
+/// share this lock (always taken before [`BUILDS_OR_BOOTS`]).
+static SMP_OR_OTHERS: RwLock<()> = RwLock::new(());
+
+/// A boot's claim on the machine: shared, or alone for a guest with
+/// several vCPUs.
+pub enum CpuTurn {
+    /// Beside other one-vCPU boots.
+    Shared(RwLockReadGuard<'static, ()>),
+    /// Alone.
+    Alone(RwLockWriteGuard<'static, ()>),
+}
+
+/// The turn of a guest with `vcpus` vCPUs: alone when more than one.
+pub fn cpu_turn(vcpus: u32) -> CpuTurn {
+    if vcpus > 1 {
+        CpuTurn::Alone(SMP_OR_OTHERS.write().unwrap_or_else(|e| e.into_inner()))
+    } else {
+        CpuTurn::Shared(SMP_OR_OTHERS.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// Held while QEMU runs; shared with other QEMU runs.
 pub fn boot_turn() -> RwLockReadGuard<'static, ()> {
     BUILDS_OR_BOOTS.read().unwrap_or_else(|e| e.into_inner())

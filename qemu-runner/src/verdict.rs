@@ -102,7 +102,7 @@ pub fn judge(
     }
     check(&mut f, "backend", expect.backend, r.backend.as_ref());
     if r.done.is_some() {
-        f.extend(smp_failures(scenario.cpus, r));
+        f.extend(smp_failures(scenario.cpus, expect.no_answer, r));
     }
     check(
         &mut f,
@@ -373,10 +373,16 @@ pub const SMP_TESTS: &[&str] = &[
 ];
 
 /// With `cpus` > 1: every CPU online (`@@ smp online=`), no AP without an
-/// answer, and every [`SMP_TESTS`] test reported and passed. With one
-/// CPU: the guest did not see more.
-pub fn smp_failures(cpus: u32, r: &BootResult) -> Vec<String> {
+/// answer but those of `no_answer` (each reported `no-answer`), and every
+/// [`SMP_TESTS`] test reported and passed. With one CPU: the guest did not
+/// see more.
+pub fn smp_failures(cpus: u32, no_answer: &[u64], r: &BootResult) -> Vec<String> {
     let mut f = Vec::new();
+    for apic in no_answer {
+        if !r.aps.iter().any(|(a, s)| a == apic && s == "no-answer") {
+            f.push(format!("AP with APIC ID {apic} not reported as no-answer"));
+        }
+    }
     let online = r.smp.map(|(_, online)| online);
     if cpus <= 1 {
         if online.is_some_and(|o| o > 1) {
@@ -391,7 +397,12 @@ pub fn smp_failures(cpus: u32, r: &BootResult) -> Vec<String> {
         ),
         Some(_) => {}
     }
-    for (apic, status) in r.aps.iter().filter(|(_, s)| s != "online") {
+    let expected = |a: &u64, s: &str| s == "no-answer" && no_answer.contains(a);
+    for (apic, status) in r
+        .aps
+        .iter()
+        .filter(|(a, s)| s != "online" && !expected(a, s))
+    {
         f.push(format!("AP with APIC ID {apic}: {status}"));
     }
     // A failed one is reported with the other self-tests.
@@ -584,6 +595,33 @@ mod tests {
             stderr: String::new(),
             duration: Duration::from_secs(1),
         }
+    }
+
+    /// An AP that never answered fails a scenario unless the scenario
+    /// expects exactly that APIC ID not to answer; an expected one missing
+    /// fails too.
+    #[test]
+    fn smp_no_answer_is_a_failure_unless_expected() {
+        let tests: String = SMP_TESTS
+            .iter()
+            .map(|t| format!("@@ selftest name={t} result=pass detail=\n"))
+            .collect();
+        let serial = format!(
+            "@@ ap slot=1 apic=1 status=online index=1 backend=native fallbacks=0\n\
+             @@ ap slot=2 apic=7 status=no-answer index=- backend=native fallbacks=0\n\
+             @@ smp cpus=2 online=2 madt=ok\n{tests}"
+        );
+        let r = BootResult::parse(&serial);
+        assert_eq!(smp_failures(2, &[7], &r), Vec::<String>::new());
+        let f = smp_failures(2, &[], &r);
+        assert_eq!(f, vec!["AP with APIC ID 7: no-answer".to_string()]);
+        let f = smp_failures(2, &[7, 9], &r);
+        assert_eq!(
+            f,
+            vec!["AP with APIC ID 9 not reported as no-answer".to_string()]
+        );
+        let ok = BootResult::parse(&serial.replace("status=no-answer", "status=online"));
+        assert_eq!(smp_failures(2, &[], &ok), Vec::<String>::new());
     }
 
     fn judge_text(name: &str, status: Option<i32>, serial: &str) -> Vec<String> {

@@ -88,6 +88,12 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:none:pit=off",
     "microvisor:xen:pit=off",
     "microvisor:hyperv:pit=off",
+    // smp.rs
+    "tcg:smp4",
+    "tcg:smp2:no-answer",
+    "tcg:smp2:hotplug",
+    "kvm:smp4",
+    "kvm:smp4/native",
 ];
 
 /// Scenario families with their own test: the feature matrix

@@ -199,3 +199,30 @@ fn every_nested_scenario_has_a_test() {
             .count()
     );
 }
+
+/// Issue 13: two vCPUs in L2 (and in L1, single-threaded TCG) under KVM's
+/// Xen and Hyper-V emulation: every CPU online, each set up through the
+/// backend's `init_cpu`, and the `smp.*` self-tests pass on each.
+#[test]
+fn nested_smp2_xen_and_hyperv() {
+    let Some(v) = boot(&["nested:xen:smp2", "nested:hyperv:smp2"]) else {
+        return;
+    };
+    for (r, backend) in v.iter().zip(["xen", "hyperv"]) {
+        assert_nested_pass(r);
+        assert_eq!(r.result.backend.as_deref(), Some(backend), "{}", context(r));
+        assert_eq!(
+            r.result.smp.map(|(_, online)| online),
+            Some(2),
+            "{}",
+            context(r)
+        );
+        for t in verdict::SMP_TESTS {
+            assert!(
+                r.result.selftests.get(*t).is_some_and(|s| s.pass),
+                "{t} did not pass: {}",
+                context(r)
+            );
+        }
+    }
+}

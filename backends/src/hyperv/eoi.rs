@@ -2,18 +2,14 @@
 //! else the EOI MSR (TLFS, Virtual Interrupt Control: EOI Assist, Local
 //! APIC MSR Accesses).
 
+//!
+//! The assist page is per VP: each CPU reads and clears only its own
+//! ([`super::percpu::assist_page`]), so an AP never consumes the boot VP's
+//! "No EOI Required" bit (review finding F4).
+
 use super::msr;
-use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use pvops_abi::hyperv::{msr as m, APIC_ASSIST_NO_EOI_REQUIRED, VP_ASSIST_APIC_ASSIST_OFFSET};
-
-/// The boot VP's assist page, null when only the MSR is used.
-static ASSIST: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
-
-/// Publishes the enabled VP assist page.
-pub(crate) fn set_assist_page(virt: *mut u8) {
-    ASSIST.store(virt, Ordering::Release);
-}
 
 /// Atomically zeroes the EOI assist word at `page` and says whether "No EOI
 /// Required" was set. `page` must map the (4 KiB aligned) VP assist page.
@@ -25,10 +21,10 @@ pub(crate) fn take_no_eoi_required(page: *mut u8) -> bool {
     word.swap(0, Ordering::SeqCst) & APIC_ASSIST_NO_EOI_REQUIRED != 0
 }
 
-/// `irq.eoi`: skip the EOI exit when the hypervisor said none is needed,
-/// else write HV_X64_MSR_EOI.
+/// `irq.eoi`: skip the EOI exit when the hypervisor said none is needed
+/// (this CPU's assist page), else write HV_X64_MSR_EOI.
 pub(crate) extern "C" fn eoi() {
-    let page = ASSIST.load(Ordering::Acquire);
+    let page = super::percpu::assist_page();
     if !page.is_null() && take_no_eoi_required(page) {
         return;
     }

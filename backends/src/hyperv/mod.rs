@@ -25,19 +25,31 @@
 //! `irq.send_ipi` and `irq.send_ipi_mask` (HvCallSendSyntheticClusterIpi,
 //! fast), `system.report_crash` (crash MSRs). See `docs/backends/hyperv.md`.
 //!
-//! Per-VP state (VP assist page, synthetic timer 0) is set up for the boot
-//! CPU only: the `Backend` trait has no per-CPU hook yet.
+//! **Per VP** ([`percpu`]): the boot CPU's state in `install`, each
+//! application processor's in [`Backend::init_cpu`]: its VP index from
+//! HV_X64_MSR_VP_INDEX (the processor sets map APIC IDs through it), its
+//! own VP assist page (lazy EOI reads the running CPU's), and its
+//! synthetic timer 0 (per-VP MSRs, programmed by `timer_setup` on that
+//! CPU). A step that fails on one CPU leaves that CPU's entry native
+//! (recorded in its [`crate::Fallbacks`]). The reference TSC page is one
+//! per partition, shared.
+//!
+//! **Lock group** ([`lock`]), with more than one possible CPU and a spin
+//! hint other than "never": `lock.wait` spins, then
+//! HvCallNotifyLongSpinWait.
 
 mod clock;
 mod crash;
 mod eoi;
 mod hypercall;
+mod lock;
 mod msr;
+pub mod percpu;
 mod remote;
 mod timer;
 
-use crate::{Backend, Detection, Environment, Platform, SetupError, SharedPage};
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use crate::{Backend, Cpu, Detection, Environment, Fallbacks, Platform, SetupError, SharedPage};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use pvops::patch::Patch;
 use pvops::slot;
 use pvops::time::{TscFrequency, TscSource};
@@ -174,6 +186,13 @@ pub struct Offer {
     pub cluster_ipi: bool,
     /// Guest crash MSRs (feature EDX bit 10).
     pub crash_msrs: bool,
+    /// Ex hypercalls with sparse VP sets (hint bit 11), for VP indexes of
+    /// 64 or more.
+    pub ex_processor_masks: bool,
+    /// Long spin-wait notification: the hint's retry count, unless it is
+    /// 0xFFFF_FFFF ("never notify") or 0 (an empty leaf 4: no
+    /// recommendation at all, as Xen's Viridian before a guest OS ID).
+    pub spin_notify: Option<u32>,
 }
 
 impl Offer {
@@ -193,12 +212,15 @@ impl Offer {
             remote_flush: l.hints.contains(Hints::HYPERCALL_REMOTE_FLUSH),
             cluster_ipi: l.hints.contains(Hints::SYNTHETIC_CLUSTER_IPI),
             crash_msrs: l.features.contains(Features::GUEST_CRASH_MSRS),
+            ex_processor_masks: l.hints.contains(Hints::EX_PROCESSOR_MASKS),
+            spin_notify: (l.spin_retries != abi::SPIN_RETRIES_NEVER && l.spin_retries != 0)
+                .then_some(l.spin_retries),
         }
     }
 
     /// Whether any entry needs the hypercall page.
     pub fn needs_hypercalls(&self) -> bool {
-        self.remote_flush || self.cluster_ipi
+        self.remote_flush || self.cluster_ipi || self.spin_notify.is_some()
     }
 }
 
@@ -374,10 +396,19 @@ pub(crate) fn setup(
         log::info!("pvops: hyperv: no hypercalls: {}", why);
     }
 
-    // 3. VP index of the boot CPU, and the VP index == APIC ID assumption.
+    // 3. VP index of the boot CPU (never assumed equal to its APIC ID).
+    let cpu = pvops::percpu::current();
     let vp = hw.rdmsr(m::VP_INDEX);
     let apic = hw.apic_id();
-    let identity = vp == u64::from(apic);
+    let vp32 = u32::try_from(vp).unwrap_or(percpu::NO_VP);
+    percpu::set_vp(cpu, apic, vp32);
+    if vp != u64::from(apic) {
+        log::info!(
+            "pvops: hyperv: boot CPU: VP index {} (APIC ID {})",
+            vp,
+            apic
+        );
+    }
 
     // 4. Enlightenments.
     if offer.reference_counter {
@@ -444,6 +475,8 @@ pub(crate) fn setup(
     }
 
     if offer.stimer_direct {
+        percpu::set_stimer_native(cpu, false);
+        STIMER_OWNED.store(true, Ordering::Relaxed);
         patch.set(slot::TIME_TIMER_SETUP, timer::timer_setup);
         patch.set(slot::TIME_TIMER_ARM, timer::timer_arm);
         patch.set(slot::TIME_TIMER_CANCEL, timer::timer_cancel);
@@ -455,32 +488,28 @@ pub(crate) fn setup(
     }
 
     if offer.apic_msrs {
-        match platform.alloc_shared_page() {
-            Some(page) => {
-                if page_msr::is_enabled(hw.enable_page(m::VP_ASSIST_PAGE, &page)) {
-                    eoi::set_assist_page(page.virt.as_ptr());
-                } else {
-                    log::info!("pvops: hyperv: VP assist page not enabled; EOI through the MSR");
-                }
-            }
-            None => {
-                log::info!("pvops: hyperv: no page for the VP assist page; EOI through the MSR")
-            }
+        ASSIST_WANTED.store(true, Ordering::Relaxed);
+        if let Err(why) = assist_page(hw, cpu, platform) {
+            log::info!("pvops: hyperv: {}; EOI through the MSR", why);
         }
         patch.set(slot::IRQ_EOI, eoi::eoi);
     } else {
         native_stays("irq.eoi", "APIC MSRs not recommended or not permitted");
     }
 
-    let remote_ok = match (hypercalls, identity) {
-        (Err(why), _) => Err(why),
-        (Ok(()), false) => Err("boot VP index differs from its APIC ID"),
-        (Ok(()), true) => Ok(()),
-    };
+    let remote_ok = hypercalls;
+    remote::set_ex_allowed(offer.ex_processor_masks);
     if offer.remote_flush {
         let r = remote_ok.and_then(|()| {
-            let probe = hw.flush_probe(1u64 << (vp & 63));
-            check_status(probe.status())
+            if vp < 64 {
+                let probe = hw.flush_probe(1u64 << vp);
+                check_status(probe.status())
+            } else if offer.ex_processor_masks {
+                // No probe in the Ex form: a failing call falls back per call.
+                Ok(())
+            } else {
+                Err("boot VP index of 64 or more and no Ex processor masks")
+            }
         });
         match r {
             Ok(()) => patch.set(slot::MMU_FLUSH_REMOTE, remote::flush_remote),
@@ -497,6 +526,22 @@ pub(crate) fn setup(
                 patch.set(slot::IRQ_SEND_IPI_MASK, remote::send_ipi_mask);
             }
             Err(why) => native_stays("irq.send_ipi*", why),
+        }
+    }
+
+    match (offer.spin_notify, hypercalls) {
+        (_, _) if platform.possible_cpus() < 2 => {
+            native_stays("lock.wait", "one CPU: no lock holder to wait for")
+        }
+        (None, _) => native_stays("lock.wait", "spin hint 0xFFFFFFFF: never notify"),
+        (Some(_), Err(why)) => native_stays("lock.wait", why),
+        (Some(n), Ok(())) => {
+            lock::set_spin_retries(n);
+            patch.set(slot::LOCK_WAIT, lock::wait);
+            log::info!(
+                "pvops: hyperv: lock.wait spins {} times, then HvCallNotifyLongSpinWait",
+                n
+            );
         }
     }
 
@@ -627,6 +672,78 @@ fn hypercall_page(hw: &mut dyn Hw, platform: &mut dyn Platform) -> Result<(), &'
     Ok(())
 }
 
+/// Lazy EOI wanted (the boot CPU's offer): each AP enables its own page.
+static ASSIST_WANTED: AtomicBool = AtomicBool::new(false);
+/// The synthetic timer entries are owned: each AP checks its own MSRs.
+static STIMER_OWNED: AtomicBool = AtomicBool::new(false);
+
+/// Enables CPU `cpu`'s own VP assist page (TLFS: one per VP).
+fn assist_page(
+    hw: &mut dyn Hw,
+    cpu: usize,
+    platform: &mut dyn Platform,
+) -> Result<(), &'static str> {
+    let page = platform
+        .alloc_shared_page()
+        .ok_or("no page for the VP assist page")?;
+    if !page_msr::is_enabled(hw.enable_page(m::VP_ASSIST_PAGE, &page)) {
+        return Err("VP assist page not enabled");
+    }
+    percpu::set_assist_page(cpu, page.virt.as_ptr());
+    Ok(())
+}
+
+/// The set-up of one application processor, on that CPU, against `hw`.
+pub(crate) fn setup_cpu(
+    hw: &mut dyn Hw,
+    cpu: Cpu,
+    fallbacks: &mut Fallbacks,
+    platform: &mut dyn Platform,
+) {
+    // The VP index, on this CPU: the processor sets name this VP by it.
+    if msr_readable(platform, m::VP_INDEX) {
+        let vp = hw.rdmsr(m::VP_INDEX);
+        match u32::try_from(vp) {
+            Ok(vp) if vp < abi::SparseVpSet::MAX_VP => {
+                percpu::set_vp(cpu.index, cpu.apic_id, vp);
+                log::info!(
+                    "pvops: hyperv: cpu {} (APIC ID {}) is VP {}",
+                    cpu.index,
+                    cpu.apic_id,
+                    vp
+                );
+            }
+            _ => fallbacks.push(
+                cpu.index,
+                "mmu.flush_remote, irq.send_ipi*",
+                "VP index out of the processor sets' range: IPIs and flushes naming this CPU are native",
+            ),
+        }
+    } else {
+        fallbacks.push(
+            cpu.index,
+            "mmu.flush_remote, irq.send_ipi*",
+            "HV_X64_MSR_VP_INDEX raises #GP on this CPU: IPIs and flushes naming it are native",
+        );
+    }
+    if ASSIST_WANTED.load(Ordering::Relaxed) {
+        if let Err(why) = assist_page(hw, cpu.index, platform) {
+            fallbacks.push(cpu.index, "irq.eoi (lazy EOI)", why);
+        }
+    }
+    if STIMER_OWNED.load(Ordering::Relaxed) {
+        let ok = msr_readable(platform, m::stimer_config(0));
+        percpu::set_stimer_native(cpu.index, !ok);
+        if !ok {
+            fallbacks.push(
+                cpu.index,
+                "time.timer_*",
+                "HV_X64_MSR_STIMER0_CONFIG raises #GP on this CPU: local APIC timer",
+            );
+        }
+    }
+}
+
 fn tsc_page(hw: &mut dyn Hw, platform: &mut dyn Platform) -> Result<(), &'static str> {
     let page = platform.alloc_shared_page().ok_or("no page")?;
     if !page_msr::is_enabled(hw.enable_page(m::REFERENCE_TSC, &page)) {
@@ -686,6 +803,10 @@ impl Backend for HyperV {
         }
         setup(&mut Real, &leaves, patch, platform);
         Ok(())
+    }
+
+    fn init_cpu(&self, cpu: Cpu, fallbacks: &mut Fallbacks, platform: &mut dyn Platform) {
+        setup_cpu(&mut Real, cpu, fallbacks, platform);
     }
 }
 

@@ -106,6 +106,8 @@ fn offer_decoding() {
             remote_flush: true,
             cluster_ipi: true,
             crash_msrs: true,
+            ex_processor_masks: true,
+            spin_notify: Some(0xFFF),
         }
     );
     // KVM's hv-* defaults here: counter, TSC page, no frequencies, no timer.
@@ -356,12 +358,139 @@ fn hypercall_error_reverts_that_entry() {
     assert!(got.contains(&"time.monotonic_ns"));
 }
 
+/// Review finding F4: the VP index is read, never assumed equal to the
+/// APIC ID; the remote entries are owned and translate through the map.
 #[test]
-fn vp_index_other_than_apic_id_keeps_remote_entries_native() {
+fn vp_index_other_than_apic_id_keeps_remote_entries() {
     let mut hv = FakeHv::new();
     hv.msrs.insert(m::VP_INDEX, 3);
     let (patch, _) = run(&mut hv, 8);
-    assert!(!owned(&patch).contains(&"irq.send_ipi"));
+    let got = owned(&patch);
+    assert!(got.contains(&"irq.send_ipi") && got.contains(&"mmu.flush_remote"));
+}
+
+/// A kernel with `cpus` possible CPUs that lends `pages` pages and whose
+/// `gp` MSRs raise #GP.
+struct Smp {
+    pages: Pages,
+    gp: Vec<u32>,
+    cpus: usize,
+}
+
+impl Platform for Smp {
+    fn alloc_shared_page(&mut self) -> Option<SharedPage> {
+        self.pages.alloc_shared_page()
+    }
+    unsafe fn read_msr_catching_gp(&mut self, index: u32) -> Option<Result<u64, crate::MsrFault>> {
+        Some(if self.gp.contains(&index) {
+            Err(crate::MsrFault)
+        } else {
+            Ok(0)
+        })
+    }
+    fn possible_cpus(&self) -> usize {
+        self.cpus
+    }
+}
+
+fn smp(pages: usize, cpus: usize) -> Smp {
+    Smp {
+        pages: Pages::new(pages),
+        gp: Vec::new(),
+        cpus,
+    }
+}
+
+#[test]
+fn each_ap_reads_its_own_vp_index_and_enables_its_own_assist_page() {
+    let mut hv = FakeHv::new();
+    let (_, _) = run(&mut hv, 8);
+    // An AP whose VP index (70) is neither its APIC ID (12) nor below 64.
+    hv.msrs.insert(m::VP_INDEX, 70);
+    hv.writes.clear();
+    let mut fb = crate::Fallbacks::default();
+    let mut platform = smp(1, 4);
+    let cpu = crate::Cpu {
+        index: 11,
+        apic_id: 12,
+    };
+    setup_cpu(&mut hv, cpu, &mut fb, &mut platform);
+    assert!(fb.is_empty(), "{:?}", fb.iter().collect::<Vec<_>>());
+    assert_eq!(percpu::vp_index(11), Some(70));
+    assert_eq!(percpu::vp_of_apic(12), Some(70));
+    assert!(percpu::has_assist_page(11), "the AP's own assist page");
+    assert_eq!(platform.pages.given.len(), 1);
+    assert!(hv
+        .writes
+        .iter()
+        .any(|&(i, v)| i == m::VP_ASSIST_PAGE
+            && page_msr::address(v) == platform.pages.given[0].phys));
+    // VP 70 needs the Ex form: the fake recommends Ex masks (hint bit 11).
+    assert!(Offer::from_leaves(&hyperv_leaves()).ex_processor_masks);
+}
+
+#[test]
+fn a_failing_step_on_one_ap_falls_back_on_that_ap_only() {
+    let mut hv = FakeHv::new();
+    let (_, _) = run(&mut hv, 8);
+    let mut fb = crate::Fallbacks::default();
+    let mut platform = smp(0, 4);
+    platform.gp = vec![m::VP_INDEX, m::stimer_config(0)];
+    let cpu = crate::Cpu {
+        index: 13,
+        apic_id: 14,
+    };
+    setup_cpu(&mut hv, cpu, &mut fb, &mut platform);
+    let entries: Vec<_> = fb.iter().map(|(e, _)| e).collect();
+    assert_eq!(
+        entries,
+        [
+            "mmu.flush_remote, irq.send_ipi*",
+            "irq.eoi (lazy EOI)",
+            "time.timer_*"
+        ]
+    );
+    assert_eq!(percpu::vp_index(13), None);
+    assert_eq!(percpu::vp_of_apic(14), None, "IPIs naming it go native");
+    assert!(!percpu::has_assist_page(13));
+    // Another AP is unaffected.
+    let mut fb2 = crate::Fallbacks::default();
+    setup_cpu(
+        &mut hv,
+        crate::Cpu {
+            index: 15,
+            apic_id: 16,
+        },
+        &mut fb2,
+        &mut smp(1, 4),
+    );
+    assert!(fb2.is_empty());
+    assert!(percpu::has_assist_page(15));
+}
+
+#[test]
+fn lock_wait_needs_several_cpus_and_a_spin_hint() {
+    let leaves = hyperv_leaves();
+    assert_eq!(leaves.spin_retries, 0xFFF);
+    let mut hv = FakeHv::new();
+    hv.leaves_after_id = Some(leaves);
+    let mut patch = Patch::new("hyperv");
+    setup(&mut hv, &leaves, &mut patch, &mut smp(8, 2));
+    assert!(owned(&patch).contains(&"lock.wait"));
+    assert!(!owned(&patch).contains(&"lock.kick"), "waiters never sleep");
+
+    // One CPU: no lock group.
+    let (patch, _) = run(&mut FakeHv::new(), 8);
+    assert!(!owned(&patch).contains(&"lock.wait"));
+
+    // "Never notify" (KVM's default without hv-spinlocks).
+    let mut never = leaves;
+    never.spin_retries = 0xFFFF_FFFF;
+    let mut hv = FakeHv::new();
+    hv.leaves_after_id = Some(never);
+    let mut patch = Patch::new("hyperv");
+    setup(&mut hv, &never, &mut patch, &mut smp(8, 2));
+    assert!(!owned(&patch).contains(&"lock.wait"));
 }
 
 #[test]

@@ -9,12 +9,19 @@
 //! the timer whatever auto-enable says. A one-shot timer disables itself
 //! when it fires. The interrupt is a fixed APIC interrupt: the handler's
 //! EOI is all the acknowledgement it needs.
+//!
+//! The synthetic timer MSRs are per VP, so each CPU programs its own; a
+//! CPU whose set-up found them unusable uses the local APIC timer
+//! ([`super::percpu::stimer_native`]).
 
 use super::{clock, msr};
 use pvops_abi::hyperv::{msr as m, ns_to_reference, StimerConfig};
 
 /// `time.timer_setup`.
 pub(crate) extern "C" fn timer_setup(vector: u8) {
+    if super::percpu::stimer_native() {
+        return pvops::native::time::timer_setup(vector);
+    }
     msr::write(m::STIMER0_CONFIG, 0);
     msr::write(m::STIMER0_CONFIG, StimerConfig::direct_one_shot(vector).0);
 }
@@ -27,11 +34,17 @@ pub(crate) fn expiry(now: u64, delta_ns: u64) -> u64 {
 
 /// `time.timer_arm`.
 pub(crate) extern "C" fn timer_arm(delta_ns: u64) {
+    if super::percpu::stimer_native() {
+        return pvops::native::time::timer_arm(delta_ns);
+    }
     msr::write(m::STIMER0_COUNT, expiry(clock::reference_time(), delta_ns));
 }
 
 /// `time.timer_cancel`.
 pub(crate) extern "C" fn timer_cancel() {
+    if super::percpu::stimer_native() {
+        return pvops::native::time::timer_cancel();
+    }
     msr::write(m::STIMER0_COUNT, 0);
 }
 

@@ -24,7 +24,7 @@ const TRIES: u32 = 8;
 fn run_clock(state: &State, host: &RefCell<PvclockHost>, reads: usize) -> Vec<u64> {
     // SAFETY: the model's page outlives `state`'s use of it below (the
     // area is unpublished before returning).
-    unsafe { state.cpus[0].clock.set(host.borrow_mut().ptr()) };
+    unsafe { state.clock.set(host.borrow_mut().ptr()) };
     let out = (0..reads)
         .map(|_| {
             host.borrow_mut().step();
@@ -36,7 +36,7 @@ fn run_clock(state: &State, host: &RefCell<PvclockHost>, reads: usize) -> Vec<u6
         })
         .collect();
     // SAFETY: unpublishing is always sound.
-    unsafe { state.cpus[0].clock.set(core::ptr::null_mut()) };
+    unsafe { state.clock.set(core::ptr::null_mut()) };
     out
 }
 
@@ -121,7 +121,7 @@ proptest! {
         let p: *mut StealTime = &mut *area;
         let state = State::new();
         // SAFETY: `area` outlives `state`'s use of it; unpublished below.
-        unsafe { state.cpus[0].steal.set(p) };
+        unsafe { state.steal.set(p) };
         let (values, logs) = capture_logs(|| {
             writes
                 .iter()
@@ -138,11 +138,11 @@ proptest! {
                 .collect::<Vec<_>>()
         });
         // SAFETY: unpublishing is always sound.
-        unsafe { state.cpus[0].steal.set(core::ptr::null_mut()) };
+        unsafe { state.steal.set(core::ptr::null_mut()) };
         for w in values.windows(2) {
             prop_assert!(w[0] <= w[1], "backwards: {} then {}", w[0], w[1]);
         }
-        let frozen = state.cpus[0].steal_frozen.load(Ordering::Relaxed);
+        let frozen = state.steal_frozen.load(Ordering::Relaxed);
         prop_assert_eq!(frozen, !logs.is_empty(), "{:?}", logs);
         prop_assert!(logs.len() <= 1, "{:?}", logs);
     }
@@ -205,10 +205,6 @@ impl Hw for LyingHost {
 
     fn hypercall(&mut self, _nr: u64, _a: [u64; 4]) -> i64 {
         self.rc
-    }
-
-    fn boot_apic_id(&mut self) -> u32 {
-        0
     }
 }
 
@@ -305,7 +301,7 @@ fn a_stable_clock_moved_back_by_the_host_does_not_go_backwards() {
     let state = State::new();
     state.stable.store(true, Ordering::Relaxed);
     // SAFETY: `page` outlives the reads; unpublished below.
-    unsafe { state.cpus[0].clock.set(p) };
+    unsafe { state.clock.set(p) };
     let first = state.clock_ns_with(TRIES, || 1000, || {});
     assert_eq!(first, 5_001_000);
     // SAFETY: the live test page; no reference held across the write.
@@ -315,5 +311,5 @@ fn a_stable_clock_moved_back_by_the_host_does_not_go_backwards() {
     }
     assert_eq!(state.clock_ns_with(TRIES, || 2000, || {}), first);
     // SAFETY: unpublishing is always sound.
-    unsafe { state.cpus[0].clock.set(core::ptr::null_mut()) };
+    unsafe { state.clock.set(core::ptr::null_mut()) };
 }

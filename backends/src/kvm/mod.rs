@@ -46,9 +46,7 @@ mod hypercall;
 mod shared;
 
 use crate::{Backend, Cpu, Detection, Environment, Fallbacks, Platform, SetupError, SharedPage};
-use core::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering,
-};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use pvops::patch::Patch;
 use pvops::percpu::MAX_CPUS;
 use pvops::slot;
@@ -157,7 +155,7 @@ pub struct Offer {
     /// `KVM_HINTS_REALTIME`, no MWAIT, more than one CPU (kvm.c
     /// `pv_tlb_flush_supported`).
     pub pv_tlb_flush: bool,
-    /// More than one CPU (kvm.c: `num_possible_cpus() > 1`).
+    /// More than one CPU: `lock.vcpu_is_preempted` from steal time.
     pub smp: bool,
 }
 
@@ -201,8 +199,6 @@ pub(crate) trait Hw {
     fn write_msr(&mut self, index: u32, value: u64) -> Result<(), &'static str>;
     /// Makes hypercall `nr`.
     fn hypercall(&mut self, nr: u64, a: [u64; 4]) -> i64;
-    /// The boot CPU's APIC ID.
-    fn boot_apic_id(&mut self) -> u32;
 }
 
 /// The real machine.
@@ -236,10 +232,6 @@ impl Hw for Real<'_> {
     fn hypercall(&mut self, nr: u64, a: [u64; 4]) -> i64 {
         hypercall::call(nr, a)
     }
-
-    fn boot_apic_id(&mut self) -> u32 {
-        pvops::percpu::apic_id(0).unwrap_or_else(pvops::native::apic::id)
-    }
 }
 
 /// What the backend set up, for the boot report (`@@ kvm`).
@@ -269,44 +261,50 @@ pub struct Summary {
     pub pv_ipi: bool,
     /// `cpu.io_delay` is a no-op.
     pub io_delay: bool,
-    /// CPUs set up (the boot CPU and every AP through `init_cpu`).
-    pub cpus: u32,
-    /// CPUs reading their own kvmclock area (the others read the boot
-    /// CPU's: see [`Backend::init_cpu`]).
-    pub clock_cpus: u32,
-    /// CPUs with their own steal-time area.
-    pub steal_cpus: u32,
-    /// CPUs with their own PV EOI word (and not given up).
-    pub eoi_cpus: u32,
-    /// `mmu.flush_remote` is KVM's PV TLB flush.
-    pub pv_tlb_flush: bool,
-    /// Remote flushes through it so far.
-    pub tlb_flushes: u64,
-    /// Target CPUs flagged `KVM_VCPU_FLUSH_TLB` instead of interrupted.
-    pub tlb_flagged: u64,
-    /// `lock.wait` / `lock.kick` are KVM's halt and `KVM_HC_KICK_CPU`.
+    /// PV spinlocks (`lock.wait` halts, `lock.kick` is `KVM_HC_KICK_CPU`).
     pub pv_spinlocks: bool,
-    /// `lock.vcpu_is_preempted` reads the steal-time `preempted` flag.
-    pub vcpu_is_preempted: bool,
-    /// Halts in `lock.wait` so far.
-    pub lock_halts: u64,
-    /// `KVM_HC_KICK_CPU` calls so far.
-    pub lock_kicks: u64,
-    /// What the CPUID leaves offer, with the gates for this kernel's CPUs
-    /// (PV IPI, sched yield, spinlocks, TLB flush).
+    /// PV TLB flush owns `mmu.flush_remote`.
+    pub pv_tlb_flush: bool,
+    /// Remote flushes handed to KVM for preempted vCPUs so far.
+    pub tlb_flagged: u64,
+    /// The gates of the decoded-only features.
     pub offer: Offer,
 }
 
-/// One CPU's areas and what its table entries keep between calls. Padded
-/// to a cache line so that CPUs do not share one.
-#[repr(align(64))]
-pub(crate) struct PerCpu {
-    /// The pvclock this CPU reads: its own, or the boot CPU's when its own
-    /// could not be registered ([`PerCpu::own_clock`] false).
+/// The backend's runtime state: the published areas and what the table
+/// entries keep between calls.
+pub(crate) struct State {
     clock: Area<VcpuTimeInfo>,
-    own_clock: AtomicBool,
-    /// The last reading on this CPU (the stable-bit check).
+    stable: AtomicBool,
     last_ns: AtomicU64,
+    tsc_khz: AtomicU64,
+    tsc_from_leaf: AtomicBool,
+    pvclock_khz: AtomicU64,
+    steal: Area<StealTime>,
+    last_steal: AtomicU64,
+    steal_frozen: AtomicBool,
+    eoi_word: Area<u32>,
+    eoi_seen: AtomicBool,
+    eoi_without_flag: AtomicU32,
+    eoi_skipped: AtomicU64,
+    /// Remote flushes handed to KVM through `KVM_VCPU_FLUSH_TLB`.
+    tlb_flagged: AtomicU64,
+    base: AtomicU32,
+    features: AtomicU32,
+    hints: AtomicU32,
+    vmmcall: AtomicBool,
+    flags: AtomicU8,
+    offer_bits: AtomicU8,
+    /// The system-time MSR the boot CPU's kvmclock uses (0: none).
+    clock_msr: AtomicU32,
+    /// APs' own areas, by `pvops::percpu` index (slot 0 unused).
+    aps: [ApAreas; MAX_CPUS],
+}
+
+/// One application processor's own areas (the boot CPU's are the
+/// fields of [`State`] itself), registered in [`Backend::init_cpu`].
+pub(crate) struct ApAreas {
+    clock: Area<VcpuTimeInfo>,
     steal: Area<StealTime>,
     last_steal: AtomicU64,
     steal_frozen: AtomicBool,
@@ -315,12 +313,10 @@ pub(crate) struct PerCpu {
     eoi_without_flag: AtomicU32,
 }
 
-impl PerCpu {
-    const fn new() -> PerCpu {
-        PerCpu {
+impl ApAreas {
+    const fn new() -> ApAreas {
+        ApAreas {
             clock: Area::new(),
-            own_clock: AtomicBool::new(false),
-            last_ns: AtomicU64::new(0),
             steal: Area::new(),
             last_steal: AtomicU64::new(0),
             steal_frozen: AtomicBool::new(false),
@@ -331,200 +327,151 @@ impl PerCpu {
     }
 }
 
-/// The backend's runtime state: every CPU's published areas and what the
-/// table entries keep between calls.
-pub(crate) struct State {
-    cpus: [PerCpu; MAX_CPUS],
-    /// The lent pages of the per-CPU areas, [`shared::CPUS_PER_PAGE`] CPUs
-    /// each (physical address, 0 = none yet; and the mapping).
-    page_phys: [AtomicU64; shared::PAGES],
-    page_virt: [AtomicPtr<u8>; shared::PAGES],
-    stable: AtomicBool,
-    /// The last reading of any CPU (the software guard without the stable
-    /// bit).
-    last_ns: AtomicU64,
-    tsc_khz: AtomicU64,
-    tsc_from_leaf: AtomicBool,
-    pvclock_khz: AtomicU64,
-    eoi_skipped: AtomicU64,
-    tlb_flagged: AtomicU64,
-    tlb_flushes: AtomicU64,
-    lock_halts: AtomicU64,
-    lock_kicks: AtomicU64,
-    base: AtomicU32,
-    features: AtomicU32,
-    hints: AtomicU32,
-    vmmcall: AtomicBool,
-    flags: AtomicU16,
-    offer_bits: AtomicU8,
-    /// CPUs set up ([`setup`] and [`setup_cpu`]).
-    cpus_up: AtomicU32,
+/// One CPU's view of its areas: the boot CPU's fields of [`State`], or an
+/// AP's [`ApAreas`].
+struct CpuAreas<'a> {
+    clock: &'a Area<VcpuTimeInfo>,
+    steal: &'a Area<StealTime>,
+    last_steal: &'a AtomicU64,
+    steal_frozen: &'a AtomicBool,
+    eoi_word: &'a Area<u32>,
+    eoi_seen: &'a AtomicBool,
+    eoi_without_flag: &'a AtomicU32,
 }
 
-const F_IO_DELAY: u16 = 1 << 0;
-const F_PV_IPI: u16 = 1 << 1;
-/// kvmclock owns the clock (from the boot CPU's set-up on).
-const F_CLOCK: u16 = 1 << 2;
-/// ... through the old MSR 0x12.
-const F_CLOCK_OLD: u16 = 1 << 3;
-const F_STEAL: u16 = 1 << 4;
-const F_EOI: u16 = 1 << 5;
-const F_TLB_FLUSH: u16 = 1 << 6;
-const F_SPINLOCKS: u16 = 1 << 7;
-const F_PREEMPTED: u16 = 1 << 8;
+const F_IO_DELAY: u8 = 1 << 0;
+const F_PV_IPI: u8 = 1 << 1;
+const F_PV_SPINLOCKS: u8 = 1 << 2;
+const F_PV_TLB_FLUSH: u8 = 1 << 3;
 const O_SCHED_YIELD: u8 = 1 << 0;
 const O_SPINLOCKS: u8 = 1 << 1;
 const O_TLB_FLUSH: u8 = 1 << 2;
-const O_SMP: u8 = 1 << 3;
 
 impl State {
     pub(crate) const fn new() -> State {
         State {
-            cpus: [const { PerCpu::new() }; MAX_CPUS],
-            page_phys: [const { AtomicU64::new(0) }; shared::PAGES],
-            page_virt: [const { AtomicPtr::new(core::ptr::null_mut()) }; shared::PAGES],
+            clock: Area::new(),
             stable: AtomicBool::new(false),
             last_ns: AtomicU64::new(0),
             tsc_khz: AtomicU64::new(0),
             tsc_from_leaf: AtomicBool::new(false),
             pvclock_khz: AtomicU64::new(0),
+            steal: Area::new(),
+            last_steal: AtomicU64::new(0),
+            steal_frozen: AtomicBool::new(false),
+            eoi_word: Area::new(),
+            eoi_seen: AtomicBool::new(false),
+            eoi_without_flag: AtomicU32::new(0),
             eoi_skipped: AtomicU64::new(0),
             tlb_flagged: AtomicU64::new(0),
-            tlb_flushes: AtomicU64::new(0),
-            lock_halts: AtomicU64::new(0),
-            lock_kicks: AtomicU64::new(0),
             base: AtomicU32::new(0),
             features: AtomicU32::new(0),
             hints: AtomicU32::new(0),
             vmmcall: AtomicBool::new(false),
-            flags: AtomicU16::new(0),
+            flags: AtomicU8::new(0),
             offer_bits: AtomicU8::new(0),
-            cpus_up: AtomicU32::new(0),
+            clock_msr: AtomicU32::new(0),
+            aps: [const { ApAreas::new() }; MAX_CPUS],
         }
     }
 
-    fn has(&self, flag: u16) -> bool {
-        self.flags.load(Ordering::Relaxed) & flag != 0
+    /// The areas of the CPU with index `cpu`.
+    fn cpu(&self, cpu: usize) -> CpuAreas<'_> {
+        match self.aps.get(cpu).filter(|_| cpu != 0) {
+            Some(a) => CpuAreas {
+                clock: &a.clock,
+                steal: &a.steal,
+                last_steal: &a.last_steal,
+                steal_frozen: &a.steal_frozen,
+                eoi_word: &a.eoi_word,
+                eoi_seen: &a.eoi_seen,
+                eoi_without_flag: &a.eoi_without_flag,
+            },
+            None => CpuAreas {
+                clock: &self.clock,
+                steal: &self.steal,
+                last_steal: &self.last_steal,
+                steal_frozen: &self.steal_frozen,
+                eoi_word: &self.eoi_word,
+                eoi_seen: &self.eoi_seen,
+                eoi_without_flag: &self.eoi_without_flag,
+            },
+        }
     }
 
-    /// Whether the boot CPU owns an entry that needs per-CPU areas.
-    fn wants_areas(&self) -> bool {
-        self.has(F_CLOCK) || self.has(F_STEAL) || self.has(F_EOI)
+    /// The running CPU's areas.
+    fn here(&self) -> CpuAreas<'_> {
+        self.cpu(pvops::percpu::current())
     }
 
-    fn cpu(&self, index: usize) -> &PerCpu {
-        &self.cpus[index % MAX_CPUS]
-    }
-
-    /// The lent page of `cpu`'s group, if there is one yet.
-    fn page_of(&self, cpu: usize) -> Option<SharedPage> {
-        let g = (cpu % MAX_CPUS) / shared::CPUS_PER_PAGE;
-        let phys = self.page_phys[g].load(Ordering::Acquire);
-        let virt = core::ptr::NonNull::new(self.page_virt[g].load(Ordering::Acquire))?;
-        (phys != 0).then_some(SharedPage { phys, virt })
-    }
-
-    fn set_page(&self, cpu: usize, p: SharedPage) {
-        let g = (cpu % MAX_CPUS) / shared::CPUS_PER_PAGE;
-        self.page_virt[g].store(p.virt.as_ptr(), Ordering::Release);
-        self.page_phys[g].store(p.phys, Ordering::Release);
-    }
-
-    /// `time.monotonic_ns` on the running CPU.
+    /// `time.monotonic_ns`: pvclock system time, never below an earlier
+    /// reading. With a stable pvclock KVM guarantees it monotonic, so the
+    /// check is a plain load and compare (no locked read-modify-write;
+    /// Linux skips it altogether); a reading below the last one means the
+    /// host lied about the stable bit, which is then dropped for good
+    /// (logged; found by the lying matrix's `pvclock-backwards` and the fuzz
+    /// run `fuzz_kvmclock_lying_host`, docs/fuzzing.md). Without it,
+    /// `fetch_max` makes the clock hold across CPUs too.
     pub(crate) fn clock_ns(&self) -> u64 {
-        self.clock_ns_on(
-            pvops::percpu::current(),
-            HOT_TRIES,
-            crate::tsc::ordered,
-            core::hint::spin_loop,
-        )
+        self.clock_ns_with(HOT_TRIES, crate::tsc::ordered, core::hint::spin_loop)
     }
 
-    /// [`State::clock_ns_on`] on CPU 0 (host tests model the host rewriting
-    /// the page from the TSC reader and the wait).
-    #[cfg(test)]
+    /// [`State::clock_ns`] with the retry budget, TSC reader and wait
+    /// supplied (host tests model the host rewriting the page from them).
     pub(crate) fn clock_ns_with(
         &self,
         tries: u32,
         tsc: impl FnMut() -> u64,
         spin: impl FnMut(),
     ) -> u64 {
-        self.clock_ns_on(0, tries, tsc, spin)
-    }
-
-    /// `time.monotonic_ns` on CPU `cpu`: its pvclock's system time, never
-    /// below an earlier reading.
-    ///
-    /// With a stable pvclock KVM guarantees it monotonic across CPUs (one
-    /// master clock, synchronised TSCs), so the check is per CPU: the last
-    /// reading of this CPU, loaded *before* the TSC is read (so an
-    /// interrupt on this CPU in between cannot look like a step back),
-    /// compared with a plain load and store (no locked read-modify-write,
-    /// no cache line shared between CPUs; Linux skips the check
-    /// altogether). A reading below it means the host lied about the
-    /// stable bit, which is then dropped for good (logged; found by the
-    /// lying matrix's `pvclock-backwards` and the fuzz run
-    /// `fuzz_kvmclock_lying_host`, docs/fuzzing.md): every CPU's last
-    /// reading is folded into the shared last value. Without the stable
-    /// bit, `fetch_max` on that shared value makes the clock hold across
-    /// CPUs (Linux `pvclock_clocksource_read`'s last-value guard).
-    pub(crate) fn clock_ns_on(
-        &self,
-        cpu: usize,
-        tries: u32,
-        tsc: impl FnMut() -> u64,
-        spin: impl FnMut(),
-    ) -> u64 {
-        let c = self.cpu(cpu);
-        let stable = self.stable.load(Ordering::Relaxed);
-        let mine = c.last_ns.load(Ordering::Relaxed);
-        let Some((t, tsc)) = shared::read_clock_with(&c.clock, tries, tsc, spin) else {
-            return mine.max(self.last_ns.load(Ordering::Relaxed));
+        // This CPU's own kvmclock; an AP whose registration failed reads the
+        // boot CPU's (see `init_cpu`).
+        let mine = self.here().clock;
+        let area = if mine.get().is_some() {
+            mine
+        } else {
+            &self.clock
         };
-        let now = t.ns_at(tsc);
-        if stable {
-            if now >= mine {
-                c.last_ns.store(now, Ordering::Relaxed);
-                return now;
-            }
-            // A stable-marked pvclock that went backwards: the host lied
-            // about the stable bit. Kept monotonic in software from now on.
-            if self.stable.swap(false, Ordering::Relaxed) {
-                log::warn!(
-                    "pvops: kvm: kvmclock marked stable went backwards ({} ns after {} ns on CPU {}); kept monotonic in software",
-                    now,
-                    mine,
-                    cpu
-                );
-                for other in &self.cpus {
-                    self.last_ns
-                        .fetch_max(other.last_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+        match shared::read_clock_with(area, tries, tsc, spin) {
+            Some((t, tsc)) => {
+                let now = t.ns_at(tsc);
+                if self.stable.load(Ordering::Relaxed) {
+                    let prev = self.last_ns.load(Ordering::Relaxed);
+                    if now >= prev {
+                        self.last_ns.store(now, Ordering::Relaxed);
+                        return now;
+                    }
+                    // A stable-marked pvclock that went backwards: the host
+                    // lied about the stable bit. Kept monotonic in software
+                    // from now on.
+                    if self.stable.swap(false, Ordering::Relaxed) {
+                        log::warn!(
+                            "pvops: kvm: kvmclock marked stable went backwards ({} ns after {} ns); kept monotonic in software",
+                            now,
+                            prev
+                        );
+                    }
+                    let prev = self.last_ns.fetch_max(now, Ordering::Relaxed);
+                    now.max(prev)
+                } else {
+                    let prev = self.last_ns.fetch_max(now, Ordering::Relaxed);
+                    now.max(prev)
                 }
             }
+            None => self.last_ns.load(Ordering::Relaxed),
         }
-        let now = now.max(mine);
-        let prev = self.last_ns.fetch_max(now, Ordering::Relaxed);
-        let v = now.max(prev);
-        c.last_ns.store(v, Ordering::Relaxed);
-        v
     }
 
-    /// `time.steal_ns` on the running CPU.
+    /// `time.steal_ns`: the steal-time area's `steal`, never going
+    /// backwards. A host that moves it backwards (or whose version sticks
+    /// odd) has it frozen at the last good value, once logged.
     pub(crate) fn steal_ns(&self) -> u64 {
-        self.steal_ns_on(pvops::percpu::current())
-    }
-
-    /// `time.steal_ns` on CPU `cpu`: its steal-time area's `steal`, never
-    /// going backwards; 0 on a CPU whose area could not be registered. A
-    /// host that moves it backwards (or whose version sticks odd) has it
-    /// frozen at the last good value on that CPU, once logged.
-    pub(crate) fn steal_ns_on(&self, cpu: usize) -> u64 {
-        let c = self.cpu(cpu);
+        let c = self.here();
         if c.steal_frozen.load(Ordering::Relaxed) {
             return c.last_steal.load(Ordering::Relaxed);
         }
         let last = c.last_steal.load(Ordering::Relaxed);
-        match shared::read_steal(&c.steal, HOT_TRIES) {
+        match shared::read_steal(c.steal, HOT_TRIES) {
             Ok((_, steal)) if steal >= last => {
                 c.last_steal.store(steal, Ordering::Relaxed);
                 steal
@@ -532,20 +479,19 @@ impl State {
             Ok((_, steal)) => {
                 c.steal_frozen.store(true, Ordering::Relaxed);
                 log::warn!(
-                    "pvops: kvm: steal time went backwards on CPU {} ({} ns after {} ns); time.steal_ns frozen at {} ns there",
-                    cpu,
+                    "pvops: kvm: steal time went backwards ({} ns after {} ns); time.steal_ns frozen at {} ns",
                     steal,
                     last,
                     last
                 );
                 last
             }
+            // An AP without its own area (its registration failed) has none.
             Err(shared::StealError::NotSet) => 0,
             Err(e) => {
                 c.steal_frozen.store(true, Ordering::Relaxed);
                 log::warn!(
-                    "pvops: kvm: steal time unreadable on CPU {} ({:?}); time.steal_ns frozen at {} ns there",
-                    cpu,
+                    "pvops: kvm: steal time unreadable ({:?}); time.steal_ns frozen at {} ns",
                     e,
                     last
                 );
@@ -554,19 +500,13 @@ impl State {
         }
     }
 
-    /// `irq.eoi` on the running CPU.
+    /// `irq.eoi`: when the host set `KVM_PV_EOI_ENABLED`, clear it and skip
+    /// the EOI write (the host does the EOI); else `native_eoi`. A host
+    /// that never sets the flag in [`PV_EOI_PATIENCE`] interrupts is given
+    /// up on (logged once; `disable` turns the MSR off): plain EOIs from
+    /// then on.
     pub(crate) fn eoi(&self, native_eoi: impl FnOnce(), disable: impl FnOnce()) {
-        self.eoi_on(pvops::percpu::current(), native_eoi, disable)
-    }
-
-    /// `irq.eoi` on CPU `cpu`: when the host set `KVM_PV_EOI_ENABLED` in
-    /// this CPU's word, clear it and skip the EOI write (the host does the
-    /// EOI); else `native_eoi` (also on a CPU without a PV EOI word). A host
-    /// that never sets the flag in [`PV_EOI_PATIENCE`] interrupts of a CPU
-    /// is given up on there (logged once; `disable` turns that CPU's MSR
-    /// off): plain EOIs from then on.
-    pub(crate) fn eoi_on(&self, cpu: usize, native_eoi: impl FnOnce(), disable: impl FnOnce()) {
-        let c = self.cpu(cpu);
+        let c = self.here();
         if let Some(word) = c.eoi_word.get() {
             if shared::take_pv_eoi(word) {
                 c.eoi_seen.store(true, Ordering::Relaxed);
@@ -580,52 +520,12 @@ impl State {
                 unsafe { c.eoi_word.set(core::ptr::null_mut()) };
                 disable();
                 log::warn!(
-                    "pvops: kvm: the host never set the PV EOI flag of CPU {} in {} interrupts; PV EOI disabled there, plain EOI writes",
-                    cpu,
+                    "pvops: kvm: the host never set the PV EOI flag in {} interrupts; PV EOI disabled, plain EOI writes",
                     PV_EOI_PATIENCE
                 );
             }
         }
         native_eoi();
-    }
-
-    /// Whether the vCPU of CPU `cpu` is preempted (its steal-time
-    /// `preempted` byte has `KVM_VCPU_PREEMPTED`; false without its area).
-    pub(crate) fn is_preempted(&self, cpu: usize) -> bool {
-        cpu < MAX_CPUS
-            && shared::read_preempted(&self.cpus[cpu].steal)
-                .is_some_and(|p| p & abi::VCPU_PREEMPTED != 0)
-    }
-
-    /// The PV TLB flush's first half (Linux `kvm_flush_tlb_multi`): every
-    /// CPU of `cpus` (a mask of APIC IDs) other than `me` whose vCPU is
-    /// preempted gets `KVM_VCPU_FLUSH_TLB` (KVM flushes its TLB before it
-    /// runs again) and leaves the mask; the rest is returned, for the
-    /// native path (this CPU's flush and the kernel's IPIs).
-    pub(crate) fn flag_preempted(
-        &self,
-        cpus: u64,
-        me: Option<u32>,
-        index_of: impl Fn(u32) -> Option<usize>,
-    ) -> u64 {
-        let mut rest = cpus;
-        let mut m = cpus;
-        while m != 0 {
-            let apic = m.trailing_zeros();
-            m &= m - 1;
-            if Some(apic) == me {
-                continue;
-            }
-            let Some(i) = index_of(apic).filter(|&i| i < MAX_CPUS) else {
-                continue;
-            };
-            if shared::flag_flush_if_preempted(&self.cpus[i].steal) {
-                rest &= !(1u64 << apic);
-                self.tlb_flagged.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.tlb_flushes.fetch_add(1, Ordering::Relaxed);
-        rest
     }
 
     fn tsc_frequency(&self) -> TscFrequency {
@@ -648,9 +548,6 @@ impl State {
         let o = self.offer_bits.load(Ordering::Relaxed);
         let features = Features(self.features.load(Ordering::Relaxed));
         let hints = Hints(self.hints.load(Ordering::Relaxed));
-        let up = (self.cpus_up.load(Ordering::Relaxed) as usize).min(MAX_CPUS);
-        let count =
-            |f: &dyn Fn(&PerCpu) -> bool| self.cpus[..up].iter().filter(|c| f(c)).count() as u32;
         Some(Summary {
             base,
             features,
@@ -660,31 +557,21 @@ impl State {
             } else {
                 HypercallInsn::Vmcall
             },
-            clock: self.cpus[0].clock.get().is_some(),
+            clock: self.clock.get().is_some(),
             stable: self.stable.load(Ordering::Relaxed),
             pvclock_khz: self.pvclock_khz.load(Ordering::Relaxed),
-            steal: self.cpus[0].steal.get().is_some(),
-            pv_eoi: self.cpus[0].eoi_word.get().is_some(),
+            steal: self.steal.get().is_some(),
+            pv_eoi: self.eoi_word.get().is_some(),
             eoi_skipped: self.eoi_skipped.load(Ordering::Relaxed),
             pv_ipi: flags & F_PV_IPI != 0,
             io_delay: flags & F_IO_DELAY != 0,
-            cpus: up as u32,
-            clock_cpus: count(&|c| c.own_clock.load(Ordering::Relaxed)),
-            steal_cpus: count(&|c| c.steal.get().is_some()),
-            eoi_cpus: count(&|c| c.eoi_word.get().is_some()),
-            pv_tlb_flush: flags & F_TLB_FLUSH != 0,
-            tlb_flushes: self.tlb_flushes.load(Ordering::Relaxed),
+            pv_spinlocks: flags & F_PV_SPINLOCKS != 0,
+            pv_tlb_flush: flags & F_PV_TLB_FLUSH != 0,
             tlb_flagged: self.tlb_flagged.load(Ordering::Relaxed),
-            pv_spinlocks: flags & F_SPINLOCKS != 0,
-            vcpu_is_preempted: flags & F_PREEMPTED != 0,
-            lock_halts: self.lock_halts.load(Ordering::Relaxed),
-            lock_kicks: self.lock_kicks.load(Ordering::Relaxed),
             offer: Offer {
                 sched_yield: o & O_SCHED_YIELD != 0,
                 pv_spinlocks: o & O_SPINLOCKS != 0,
                 pv_tlb_flush: o & O_TLB_FLUSH != 0,
-                pv_ipi: o & O_SMP != 0 && features.contains(Features::PV_SEND_IPI),
-                smp: o & O_SMP != 0,
                 ..Offer::from_leaves(
                     &Leaves {
                         base,
@@ -706,34 +593,32 @@ pub fn summary() -> Option<Summary> {
     STATE.summary()
 }
 
-/// The boot CPU's steal-time `preempted` byte (`KVM_VCPU_PREEMPTED`,
-/// `KVM_VCPU_FLUSH_TLB`); `None` without steal time.
+/// The steal-time area's `preempted` byte (`KVM_VCPU_PREEMPTED`, for the
+/// SMP work's `vcpu_is_preempted`); `None` without steal time.
 pub fn preempted() -> Option<u8> {
-    shared::read_preempted(&STATE.cpus[0].steal)
+    shared::read_preempted(&STATE.steal)
 }
 
-/// Whether the vCPU of the CPU with index `cpu` ([`pvops::percpu`]) is
-/// preempted, by its steal-time `preempted` flag (false without its area).
-pub fn cpu_is_preempted(cpu: usize) -> bool {
-    STATE.is_preempted(cpu)
+/// Hypercalls turned off by `kvm.hypercalls=off`.
+static HYPERCALLS_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Makes the backend issue no hypercall at all (`kvm.hypercalls=off` on
+/// the command line, before `init`): PV IPIs, PV spinlock kicks and PV
+/// sched yield then stay native, each with the reason logged.
+pub fn disable_hypercalls() {
+    HYPERCALLS_OFF.store(true, Ordering::Relaxed);
 }
 
-/// `KVM_HC_SCHED_YIELD` to the vCPU with APIC ID `apic_id` (only when
-/// [`Offer::sched_yield`]). Returns KVM's result.
+/// `KVM_HC_SCHED_YIELD` to the vCPU with APIC ID `apic_id` (for the SMP
+/// work; only when [`Offer::sched_yield`]). Returns KVM's result.
 pub fn sched_yield(apic_id: u32) -> i64 {
     hypercall::call(hc::SCHED_YIELD, [u64::from(apic_id), 0, 0, 0])
 }
 
-/// `KVM_HC_KICK_CPU` for the halted vCPU with APIC ID `apic_id` (only when
-/// [`Offer::pv_spinlocks`]; `lock.kick` uses it).
+/// `KVM_HC_KICK_CPU` for the halted vCPU with APIC ID `apic_id` (for the
+/// SMP work's PV spinlocks; only when [`Offer::pv_spinlocks`]).
 pub fn kick_cpu(apic_id: u32) -> i64 {
-    hypercall::call(hc::KICK_CPU, kick_args(apic_id))
-}
-
-/// `KVM_HC_KICK_CPU`'s arguments (hypercalls.rst: a0 flags, "reserved for
-/// future use", 0; a1 the APIC ID of the vCPU to wake).
-pub(crate) const fn kick_args(apic_id: u32) -> [u64; 4] {
-    [0, apic_id as u64, 0, 0]
+    hypercall::call(hc::KICK_CPU, [0, u64::from(apic_id), 0, 0])
 }
 
 fn native_stays(entry: &str, why: &str) {
@@ -755,9 +640,8 @@ pub fn pvclock_problem(t: &VcpuTimeInfo) -> Option<&'static str> {
     }
 }
 
-/// The whole setup of the boot CPU (CPU 0) against `hw`, with `page` the
-/// shared page of the first group of CPUs (if the kernel had one) and
-/// `leaf_khz` the TSC frequency of the timing leaf.
+/// The whole setup against `hw`, with `page` the shared page (if the
+/// kernel had one) and `leaf_khz` the TSC frequency of the timing leaf.
 pub(crate) fn setup(
     hw: &mut dyn Hw,
     leaves: &Leaves,
@@ -785,23 +669,17 @@ pub(crate) fn setup(
     state.base.store(leaves.base, Ordering::Relaxed);
     state.features.store(leaves.features.0, Ordering::Relaxed);
     state.hints.store(leaves.hints.0, Ordering::Relaxed);
-    state.cpus_up.store(1, Ordering::Relaxed);
     let mut offer_bits = 0;
     for (on, bit) in [
         (offer.sched_yield, O_SCHED_YIELD),
         (offer.pv_spinlocks, O_SPINLOCKS),
         (offer.pv_tlb_flush, O_TLB_FLUSH),
-        (offer.smp, O_SMP),
     ] {
         if on {
             offer_bits |= bit;
         }
     }
     state.offer_bits.store(offer_bits, Ordering::Relaxed);
-    if let Some(p) = page {
-        state.set_page(0, p);
-    }
-    let boot = &state.cpus[0];
 
     // 1. io_delay.
     if offer.nop_io_delay {
@@ -818,28 +696,8 @@ pub(crate) fn setup(
             "neither KVM_FEATURE_CLOCKSOURCE2 nor KVM_FEATURE_CLOCKSOURCE",
         ),
         (Some(_), None) => native_stays("time.monotonic_ns", "no page for the kvmclock area"),
-        (Some(which), Some(p)) => match kvmclock(hw, which, &p, 0, boot) {
-            Ok(t) => {
-                let khz = t.tsc_khz();
-                let stable = offer.stable_bit && t.flags & FLAG_TSC_STABLE != 0;
-                state.stable.store(stable, Ordering::Relaxed);
-                state.pvclock_khz.store(khz, Ordering::Relaxed);
-                log::info!(
-                    "pvops: kvm: kvmclock via MSR {:#x}: version {}, TSC {} kHz (mul {:#x}, shift {}), flags {:#x}, {}",
-                    which.system_time(),
-                    t.version,
-                    khz,
-                    t.tsc_to_system_mul,
-                    t.tsc_shift,
-                    t.flags,
-                    if stable {
-                        "stable"
-                    } else if offer.stable_bit {
-                        "not marked stable by the host: kept monotonic in software"
-                    } else {
-                        "no KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: kept monotonic in software"
-                    }
-                );
+        (Some(which), Some(p)) => match kvmclock(hw, which, &p, offer, state) {
+            Ok(khz) => {
                 patch.set(slot::TIME_MONOTONIC_NS, monotonic_ns);
                 let (khz, from_leaf) = match leaf_khz {
                     Some(l) if l != 0 => {
@@ -857,14 +715,12 @@ pub(crate) fn setup(
                 state.tsc_khz.store(khz, Ordering::Relaxed);
                 state.tsc_from_leaf.store(from_leaf, Ordering::Relaxed);
                 patch.set(slot::TIME_TSC_FREQUENCY, tsc_frequency);
-                let old = if which == ClockMsr::Old {
-                    F_CLOCK_OLD
-                } else {
-                    0
-                };
-                state.flags.fetch_or(F_CLOCK | old, Ordering::Relaxed);
             }
-            Err(why) => native_stays("time.monotonic_ns and time.tsc_frequency", why),
+            Err(why) => {
+                // Stop the host from writing an area nobody reads.
+                let _ = hw.write_msr(which.system_time(), 0);
+                native_stays("time.monotonic_ns and time.tsc_frequency", why);
+            }
         },
     }
 
@@ -872,12 +728,12 @@ pub(crate) fn setup(
     match (offer.steal_time, page) {
         (false, _) => native_stays("time.steal_ns", "KVM_FEATURE_STEAL_TIME not offered"),
         (true, None) => native_stays("time.steal_ns", "no page for the steal-time area"),
-        (true, Some(p)) => match steal_time(hw, &p, 0, boot) {
-            Ok(()) => {
-                patch.set(slot::TIME_STEAL_NS, steal_ns);
-                state.flags.fetch_or(F_STEAL, Ordering::Relaxed);
+        (true, Some(p)) => match steal_time(hw, &p, state) {
+            Ok(()) => patch.set(slot::TIME_STEAL_NS, steal_ns),
+            Err(why) => {
+                let _ = hw.write_msr(m::STEAL_TIME, 0);
+                native_stays("time.steal_ns", why);
             }
-            Err(why) => native_stays("time.steal_ns", why),
         },
     }
 
@@ -885,13 +741,18 @@ pub(crate) fn setup(
     match (offer.pv_eoi, page) {
         (false, _) => native_stays("irq.eoi", "KVM_FEATURE_PV_EOI not offered"),
         (true, None) => native_stays("irq.eoi", "no page for the PV EOI word"),
-        (true, Some(p)) => match pv_eoi(hw, &p, 0, boot) {
-            Ok(()) => {
-                patch.set(slot::IRQ_EOI, eoi);
-                state.flags.fetch_or(F_EOI, Ordering::Relaxed);
+        (true, Some(p)) => {
+            let word = shared::at::<u32>(p.virt.as_ptr(), shared::PV_EOI_OFFSET);
+            let gpa = p.phys + shared::PV_EOI_OFFSET as u64;
+            match hw.write_msr(m::PV_EOI_EN, m::pv_eoi(gpa)) {
+                Ok(()) => {
+                    // SAFETY: 4-byte aligned, inside the lent page.
+                    unsafe { state.eoi_word.set(word) };
+                    patch.set(slot::IRQ_EOI, eoi);
+                }
+                Err(why) => native_stays("irq.eoi", why),
             }
-            Err(why) => native_stays("irq.eoi", why),
-        },
+        }
     }
 
     // 5. PV IPI.
@@ -915,56 +776,35 @@ pub(crate) fn setup(
         );
     }
 
-    // 6. PV TLB flush: needs the steal-time areas (kvm.c
-    //    pv_tlb_flush_supported); CPUs without their own area are simply
-    //    interrupted.
-    if !offer.pv_tlb_flush {
-        native_stays(
-            "mmu.flush_remote",
-            "KVM_FEATURE_PV_TLB_FLUSH or KVM_FEATURE_STEAL_TIME not offered, the REALTIME hint, MWAIT, or one CPU (kvm.c pv_tlb_flush_supported)",
-        );
-    } else if !state.has(F_STEAL) {
-        native_stays("mmu.flush_remote", "no steal-time area on the boot CPU");
-    } else {
-        patch.set(slot::MMU_FLUSH_REMOTE, flush_remote);
-        state.flags.fetch_or(F_TLB_FLUSH, Ordering::Relaxed);
-    }
-
-    // 7. The lock group (kvm.c kvm_spinlock_init): wait / kick under
-    //    PV_UNHALT, no REALTIME hint, several CPUs; vcpu_is_preempted from
-    //    steal time (kvm.c kvm_guest_init), here also only with several
-    //    CPUs (with one, no other CPU is ever asked about).
+    // 6. PV spinlocks (kvm.c `kvm_spinlock_init`): wait halts, kick is
+    // KVM_HC_KICK_CPU; vcpu_is_preempted reads the steal-time flag.
     if offer.pv_spinlocks {
-        // A probe kick of this CPU itself: KVM answers 0 (and this CPU's
-        // next halt returns at once, which every wait tolerates); a host
-        // that answers an error would leave a waiter halted with IF=0
-        // for good, so the lock group then stays native.
-        let me = hw.boot_apic_id();
-        let rc = hw.hypercall(hc::KICK_CPU, kick_args(me));
-        if rc >= 0 {
-            patch.set(slot::LOCK_WAIT, lock_wait);
-            patch.set(slot::LOCK_KICK, lock_kick);
-            state.flags.fetch_or(F_SPINLOCKS, Ordering::Relaxed);
-        } else {
-            log::warn!(
-                "pvops: kvm: probe KVM_HC_KICK_CPU answered {}",
-                abi::err::name(rc)
-            );
-            native_stays("lock.wait and lock.kick", "KVM_HC_KICK_CPU failed");
-        }
+        patch.set(slot::LOCK_WAIT, lock_wait);
+        patch.set(slot::LOCK_KICK, lock_kick);
+        state.flags.fetch_or(F_PV_SPINLOCKS, Ordering::Relaxed);
     } else {
         native_stays(
             "lock.wait and lock.kick",
-            "KVM_FEATURE_PV_UNHALT not offered, the REALTIME hint, or one CPU (kvm.c kvm_spinlock_init)",
+            "KVM_FEATURE_PV_UNHALT not offered, KVM_HINTS_REALTIME, or one CPU (kvm.c kvm_spinlock_init)",
         );
     }
-    if state.has(F_STEAL) && offer.smp {
+    let steal_on = state.steal.get().is_some();
+    if steal_on && offer.smp {
         patch.set(slot::LOCK_VCPU_IS_PREEMPTED, vcpu_is_preempted);
-        state.flags.fetch_or(F_PREEMPTED, Ordering::Relaxed);
+    }
+    // 7. PV TLB flush (kvm.c `pv_tlb_flush_supported`, `kvm_flush_tlb_multi`):
+    // needs the steal-time areas, whose `preempted` byte carries the flag.
+    if offer.pv_tlb_flush && steal_on {
+        patch.set(slot::MMU_FLUSH_REMOTE, flush_remote);
+        state.flags.fetch_or(F_PV_TLB_FLUSH, Ordering::Relaxed);
     } else {
-        native_stays("lock.vcpu_is_preempted", "no steal-time area, or one CPU");
+        native_stays(
+            "mmu.flush_remote",
+            "KVM_FEATURE_PV_TLB_FLUSH not offered (or no steal time, KVM_HINTS_REALTIME, MWAIT, one CPU)",
+        );
     }
 
+    // Decoded only.
     log::info!(
         "pvops: kvm: decoded: pv-unhalt {}, pv-tlb-flush {}, pv-sched-yield {}, poll-control {}, async-pf-int {} (PV spinlocks {}, PV TLB flush {}, PV sched yield {} with this kernel's CPUs)",
         leaves.features.contains(Features::PV_UNHALT),
@@ -972,8 +812,8 @@ pub(crate) fn setup(
         leaves.features.contains(Features::PV_SCHED_YIELD),
         leaves.features.contains(Features::POLL_CONTROL),
         leaves.features.contains(Features::ASYNC_PF_INT),
-        if state.has(F_SPINLOCKS) { "used" } else { "not used" },
-        if state.has(F_TLB_FLUSH) { "used" } else { "not used" },
+        if offer.pv_spinlocks { "usable" } else { "not used" },
+        if offer.pv_tlb_flush { "usable" } else { "not used" },
         if offer.sched_yield { "usable" } else { "not used" },
     );
     for entry in patch.replaced() {
@@ -981,172 +821,184 @@ pub(crate) fn setup(
     }
 }
 
-/// Sets up application processor `cpu` (index 1..) on that CPU: its own
-/// kvmclock, steal-time and PV EOI areas, for the features the boot CPU
-/// owns, in its group's page (lent by `alloc` when it is the group's
-/// first). Each failure is recorded in `fallbacks`:
-/// - the clock: the CPU reads the boot CPU's pvclock with its own TSC,
-///   exact with the stable bit (KVM's master clock: every vCPU's pvclock
-///   data are the same and the TSCs synchronised; Linux's vDSO reads CPU
-///   0's pvclock on every CPU only then), else kept monotonic across CPUs
-///   by the software guard (accurate as far as this CPU's TSC matches the
-///   boot CPU's);
-/// - steal time: `time.steal_ns` is 0 on this CPU, and it is never seen
-///   preempted (so it is always interrupted for a flush);
-/// - PV EOI: plain EOI writes on this CPU.
-pub(crate) fn setup_cpu(
-    hw: &mut dyn Hw,
-    cpu: usize,
-    alloc: &mut dyn FnMut() -> Option<SharedPage>,
-    fallbacks: &mut Fallbacks,
-    state: &State,
-) {
-    if cpu == 0 || cpu >= MAX_CPUS {
-        return;
-    }
-    state.cpus_up.fetch_max(cpu as u32 + 1, Ordering::Relaxed);
-    if !state.wants_areas() {
-        return;
-    }
-    let page = match state.page_of(cpu) {
-        Some(p) => Some(p),
-        None => {
-            let p = alloc();
-            if let Some(p) = p {
-                state.set_page(cpu, p);
-            }
-            p
-        }
-    };
-    let c = &state.cpus[cpu];
-    if state.has(F_CLOCK) {
-        let which = if state.has(F_CLOCK_OLD) {
-            ClockMsr::Old
-        } else {
-            ClockMsr::New
-        };
-        let r = match page {
-            None => Err("no page for this CPU's kvmclock area"),
-            Some(p) => kvmclock(hw, which, &p, cpu, c).map(|_| ()),
-        };
-        if let Err(why) = r {
-            // SAFETY: the boot CPU's published area (aligned, lent for good).
-            unsafe {
-                c.clock
-                    .set(state.cpus[0].clock.get().unwrap_or(core::ptr::null_mut()))
-            };
-            fallbacks.push(cpu, "time.monotonic_ns", why);
-            log::warn!(
-                "pvops: kvm: CPU {} reads the boot CPU's kvmclock with its own TSC ({})",
-                cpu,
-                if state.stable.load(Ordering::Relaxed) {
-                    "stable: exact"
-                } else {
-                    "not stable: kept monotonic in software, as accurate as the TSCs agree"
-                }
-            );
-        }
-    }
-    if state.has(F_STEAL) {
-        let r = match page {
-            None => Err("no page for this CPU's steal-time area"),
-            Some(p) => steal_time(hw, &p, cpu, c),
-        };
-        if let Err(why) = r {
-            fallbacks.push(cpu, "time.steal_ns", why);
-        }
-    }
-    if state.has(F_EOI) {
-        let r = match page {
-            None => Err("no page for this CPU's PV EOI word"),
-            Some(p) => pv_eoi(hw, &p, cpu, c),
-        };
-        if let Err(why) = r {
-            fallbacks.push(cpu, "irq.eoi", why);
-        }
-    }
-}
-
-/// Registers CPU `cpu`'s kvmclock area in `page` and checks the first
-/// snapshot; on failure the area is switched off again.
 fn kvmclock(
     hw: &mut dyn Hw,
     which: ClockMsr,
     page: &SharedPage,
-    cpu: usize,
-    c: &PerCpu,
-) -> Result<VcpuTimeInfo, &'static str> {
-    let off = shared::clock_offset(cpu % shared::CPUS_PER_PAGE);
-    let area = shared::at::<VcpuTimeInfo>(page.virt.as_ptr(), off);
-    let gpa = page.phys + off as u64;
+    offer: &Offer,
+    state: &State,
+) -> Result<u64, &'static str> {
+    let area = shared::at::<VcpuTimeInfo>(page.virt.as_ptr(), shared::CLOCK_OFFSET);
+    let gpa = page.phys + shared::CLOCK_OFFSET as u64;
     hw.write_msr(which.system_time(), m::system_time(gpa))?;
-    // SAFETY: 32-byte aligned, inside the page lent for good.
-    unsafe { c.clock.set(area) };
-    let fail = |hw: &mut dyn Hw, why| {
+    state
+        .clock_msr
+        .store(which.system_time(), Ordering::Relaxed);
+    // SAFETY: 8-byte aligned, inside the page lent for good.
+    unsafe { state.clock.set(area) };
+    let unpublish = || {
         // SAFETY: unpublishing (null) is always sound.
-        unsafe { c.clock.set(core::ptr::null_mut()) };
-        // Stop the host from writing an area nobody reads.
-        let _ = hw.write_msr(which.system_time(), 0);
-        Err(why)
+        unsafe { state.clock.set(core::ptr::null_mut()) }
     };
-    let Some((t, _)) = shared::read_clock(&c.clock, SETUP_TRIES) else {
-        return fail(hw, "kvmclock version stuck odd");
+    let Some((t, _)) = shared::read_clock(&state.clock, SETUP_TRIES) else {
+        unpublish();
+        return Err("kvmclock version stuck odd");
     };
     if let Some(why) = pvclock_problem(&t) {
-        return fail(hw, why);
+        unpublish();
+        return Err(why);
     }
-    c.own_clock.store(true, Ordering::Relaxed);
-    Ok(t)
+    let khz = t.tsc_khz();
+    let stable = offer.stable_bit && t.flags & FLAG_TSC_STABLE != 0;
+    state.stable.store(stable, Ordering::Relaxed);
+    state.pvclock_khz.store(khz, Ordering::Relaxed);
+    log::info!(
+        "pvops: kvm: kvmclock via MSR {:#x}: version {}, TSC {} kHz (mul {:#x}, shift {}), flags {:#x}, {}",
+        which.system_time(),
+        t.version,
+        khz,
+        t.tsc_to_system_mul,
+        t.tsc_shift,
+        t.flags,
+        if stable {
+            "stable"
+        } else if offer.stable_bit {
+            "not marked stable by the host: kept monotonic in software"
+        } else {
+            "no KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: kept monotonic in software"
+        }
+    );
+    Ok(khz)
 }
 
-/// Registers CPU `cpu`'s steal-time area; on failure it is switched off.
-fn steal_time(
+fn steal_time(hw: &mut dyn Hw, page: &SharedPage, state: &State) -> Result<(), &'static str> {
+    register_steal(hw, page, &state.steal, &state.last_steal)
+}
+
+/// Registers the steal-time area of `page` with `MSR_KVM_STEAL_TIME` on
+/// the running CPU and waits (bounded) for the host's first record; on
+/// success `area` is published and `last` holds the first value.
+fn register_steal(
     hw: &mut dyn Hw,
     page: &SharedPage,
-    cpu: usize,
-    c: &PerCpu,
+    area: &Area<StealTime>,
+    last: &AtomicU64,
 ) -> Result<(), &'static str> {
-    let off = shared::steal_offset(cpu % shared::CPUS_PER_PAGE);
-    let area = shared::at::<StealTime>(page.virt.as_ptr(), off);
-    let gpa = page.phys + off as u64;
+    let p = shared::at::<StealTime>(page.virt.as_ptr(), shared::STEAL_OFFSET);
+    let gpa = page.phys + shared::STEAL_OFFSET as u64;
     hw.write_msr(m::STEAL_TIME, m::steal_time(gpa))?;
     // SAFETY: 64-byte aligned, inside the page lent for good.
-    unsafe { c.steal.set(area) };
-    let fail = |hw: &mut dyn Hw, why| {
+    unsafe { area.set(p) };
+    let unpublish = || {
         // SAFETY: unpublishing (null) is always sound.
-        unsafe { c.steal.set(core::ptr::null_mut()) };
-        let _ = hw.write_msr(m::STEAL_TIME, 0);
-        Err(why)
+        unsafe { area.set(core::ptr::null_mut()) }
     };
     // KVM records steal time on the vCPU's next entry after the WRMSR;
     // under a nested KVM the first record was seen a few dozen reads
     // later. Wait for it a bounded number of TSC cycles.
     let t0 = crate::tsc::ordered();
-    let mut first = shared::read_steal(&c.steal, SETUP_TRIES);
+    let mut first = shared::read_steal(area, SETUP_TRIES);
     while matches!(first, Ok((0, _))) && crate::tsc::ordered().wrapping_sub(t0) < STEAL_WAIT_CYCLES
     {
         core::hint::spin_loop();
-        first = shared::read_steal(&c.steal, SETUP_TRIES);
+        first = shared::read_steal(area, SETUP_TRIES);
     }
     match first {
-        Ok((0, _)) => fail(hw, "steal-time area never written by the host (version 0)"),
+        Ok((0, _)) => {
+            unpublish();
+            Err("steal-time area never written by the host (version 0)")
+        }
         Ok((_, steal)) => {
-            c.last_steal.store(steal, Ordering::Relaxed);
+            last.store(steal, Ordering::Relaxed);
             Ok(())
         }
-        Err(_) => fail(hw, "steal-time version stuck odd"),
+        Err(_) => {
+            unpublish();
+            Err("steal-time version stuck odd")
+        }
     }
 }
 
-/// Registers CPU `cpu`'s PV EOI word.
-fn pv_eoi(hw: &mut dyn Hw, page: &SharedPage, cpu: usize, c: &PerCpu) -> Result<(), &'static str> {
-    let off = shared::eoi_offset(cpu % shared::CPUS_PER_PAGE);
-    let word = shared::at::<u32>(page.virt.as_ptr(), off);
-    let gpa = page.phys + off as u64;
-    hw.write_msr(m::PV_EOI_EN, m::pv_eoi(gpa))?;
-    // SAFETY: 4-byte aligned, inside the lent page.
-    unsafe { c.eoi_word.set(word) };
-    Ok(())
+/// Registers an AP's kvmclock area (of `page`) through `msr` and checks
+/// that it settles as the boot CPU's did; publishes it in `area`.
+fn register_clock(
+    hw: &mut dyn Hw,
+    msr: u32,
+    page: &SharedPage,
+    area: &Area<VcpuTimeInfo>,
+) -> Result<(), &'static str> {
+    let p = shared::at::<VcpuTimeInfo>(page.virt.as_ptr(), shared::CLOCK_OFFSET);
+    let gpa = page.phys + shared::CLOCK_OFFSET as u64;
+    hw.write_msr(msr, m::system_time(gpa))?;
+    // SAFETY: 8-byte aligned, inside the page lent for good.
+    unsafe { area.set(p) };
+    let problem = match shared::read_clock(area, SETUP_TRIES) {
+        None => Some("kvmclock version stuck odd"),
+        Some((t, _)) => pvclock_problem(&t),
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => {
+            // SAFETY: unpublishing (null) is always sound.
+            unsafe { area.set(core::ptr::null_mut()) };
+            Err(why)
+        }
+    }
+}
+
+/// [`Backend::init_cpu`] on `hw`: the AP's own kvmclock, steal-time area
+/// and PV EOI word, for each one the boot CPU uses; what fails on this CPU
+/// is recorded in `fallbacks` (its clock then reads the boot CPU's
+/// kvmclock, kept monotonic; its steal time is 0; its EOIs are writes).
+pub(crate) fn setup_cpu(
+    hw: &mut dyn Hw,
+    cpu: Cpu,
+    page: Option<SharedPage>,
+    fallbacks: &mut Fallbacks,
+    state: &State,
+) {
+    let Some(ap) = state.aps.get(cpu.index).filter(|_| cpu.index != 0) else {
+        return;
+    };
+    let clock_msr = state.clock_msr.load(Ordering::Relaxed);
+    let wants = (
+        state.clock.get().is_some() && clock_msr != 0,
+        state.steal.get().is_some(),
+        state.eoi_word.get().is_some(),
+    );
+    let Some(page) = page else {
+        for (on, entry) in [
+            (wants.0, "time.monotonic_ns"),
+            (wants.1, "time.steal_ns"),
+            (wants.2, "irq.eoi"),
+        ] {
+            if on {
+                fallbacks.push(cpu.index, entry, "no page for this CPU's KVM areas");
+            }
+        }
+        return;
+    };
+    if wants.0 {
+        if let Err(why) = register_clock(hw, clock_msr, &page, &ap.clock) {
+            let _ = hw.write_msr(clock_msr, 0);
+            fallbacks.push(cpu.index, "time.monotonic_ns", why);
+        }
+    }
+    if wants.1 {
+        if let Err(why) = register_steal(hw, &page, &ap.steal, &ap.last_steal) {
+            let _ = hw.write_msr(m::STEAL_TIME, 0);
+            fallbacks.push(cpu.index, "time.steal_ns", why);
+        }
+    }
+    if wants.2 {
+        let word = shared::at::<u32>(page.virt.as_ptr(), shared::PV_EOI_OFFSET);
+        let gpa = page.phys + shared::PV_EOI_OFFSET as u64;
+        match hw.write_msr(m::PV_EOI_EN, m::pv_eoi(gpa)) {
+            // SAFETY: 4-byte aligned, inside the lent page.
+            Ok(()) => unsafe { ap.eoi_word.set(word) },
+            Err(why) => fallbacks.push(cpu.index, "irq.eoi", why),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1176,8 +1028,7 @@ extern "C" fn eoi() {
     STATE.eoi(
         || pvops::native::irq::eoi(),
         || {
-            // SAFETY: the MSR was accepted at setup on this CPU; 0
-            // disables its PV EOI.
+            // SAFETY: the MSR was accepted at setup; 0 disables PV EOI.
             unsafe { pvops::native::cpu::write_msr(m::PV_EOI_EN, 0) }
         },
     );
@@ -1199,58 +1050,76 @@ extern "C" fn send_ipi_mask(cpus: u64, vector: u8) {
     }
 }
 
-/// `mmu.flush_remote`: KVM's PV TLB flush. Preempted targets are flagged
-/// `KVM_VCPU_FLUSH_TLB` (KVM flushes them before they run again); the
-/// rest, this CPU included, take the native path (a local flush and the
-/// kernel's remote-flush hook, i.e. IPIs).
-extern "C" fn flush_remote(cpus: u64, target: pvops::mmu::FlushTarget) {
-    let me = pvops::percpu::apic_id(pvops::percpu::current());
-    let rest = STATE.flag_preempted(cpus, me, pvops::percpu::index_of_apic);
-    pvops::native::mmu::flush_remote(rest, target);
-}
-
-/// `lock.wait` (Linux `kvm_wait`): with interrupts disabled, re-check the
-/// word; if it still holds `expected`, HLT. KVM wakes a vCPU halted with
-/// IF=0 on `KVM_HC_KICK_CPU` (its `pv_unhalted`, KVM_FEATURE_PV_UNHALT);
-/// with IF=1 on entry the halt is STI;HLT, so an interrupt (or a kick)
-/// arriving after the check is not lost, and IF is 1 again on return.
-extern "C" fn lock_wait(word: &AtomicU32, expected: u32) {
-    const IF: u64 = 1 << 9;
-    let enabled = pvops::native::irq::save_flags() & IF != 0;
-    if enabled {
-        pvops::native::irq::disable();
-    }
+/// `lock.wait` (kvm.c `kvm_wait`): with interrupts off, re-check the word
+/// and halt; KVM wakes a halted vCPU on `KVM_HC_KICK_CPU` even with
+/// interrupts off (`pv_unhalted`), and a kick sent before the HLT makes it
+/// return at once. With interrupts on, STI;HLT lets any interrupt end it.
+extern "C" fn lock_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    let flags = pvops::native::irq::save_flags();
+    pvops::native::irq::disable();
     if word.load(Ordering::SeqCst) == expected {
-        STATE.lock_halts.fetch_add(1, Ordering::Relaxed);
-        if enabled {
+        if flags & pvops::irq::FLAGS_IF != 0 {
             pvops::native::irq::safe_halt();
         } else {
             pvops::native::cpu::halt();
         }
-    } else if enabled {
-        pvops::native::irq::enable();
     }
+    pvops::native::irq::restore_flags(flags);
 }
 
-/// `lock.kick`: `KVM_HC_KICK_CPU` (flags 0, the APIC ID of CPU `cpu`).
+/// `lock.kick`: `KVM_HC_KICK_CPU` (hypercalls.rst: a0 flags 0, a1 the
+/// target's APIC ID).
 extern "C" fn lock_kick(cpu: u32) {
-    let Some(apic) = pvops::percpu::apic_id(cpu as usize) else {
-        return;
-    };
-    STATE.lock_kicks.fetch_add(1, Ordering::Relaxed);
-    let rc = kick_cpu(apic);
-    if rc < 0 {
-        log::error!(
-            "pvops: kvm: KVM_HC_KICK_CPU to APIC ID {} failed ({})",
-            apic,
-            abi::err::name(rc)
-        );
+    if let Some(apic) = pvops::percpu::apic_id(cpu as usize) {
+        let rc = kick_cpu(apic);
+        if rc < 0 {
+            log::warn!(
+                "pvops: kvm: KVM_HC_KICK_CPU({}) answered {}",
+                apic,
+                abi::err::name(rc)
+            );
+        }
     }
 }
 
-/// `lock.vcpu_is_preempted`: the steal-time `preempted` flag of CPU `cpu`.
+/// `lock.vcpu_is_preempted`: the target CPU's steal-time `preempted` flag
+/// (kvm.c `__kvm_vcpu_is_preempted`).
 extern "C" fn vcpu_is_preempted(cpu: u32) -> bool {
-    STATE.is_preempted(cpu as usize)
+    let c = STATE.cpu(cpu as usize);
+    shared::read_preempted(c.steal).is_some_and(|p| p & abi::VCPU_PREEMPTED != 0)
+}
+
+/// `mmu.flush_remote` with KVM's PV TLB flush (kvm.c `kvm_flush_tlb_multi`):
+/// a target whose vCPU is preempted gets `KVM_VCPU_FLUSH_TLB` set in its
+/// steal-time area (KVM flushes its TLB before it runs again) instead of
+/// an IPI that would have to wait for it; the others get the native path.
+extern "C" fn flush_remote(cpus: u64, target: pvops::mmu::FlushTarget) {
+    let me = pvops::percpu::apic_id(pvops::percpu::current());
+    let mut rest = cpus;
+    let mut flagged = 0u32;
+    let mut bits = cpus;
+    while bits != 0 {
+        let apic = bits.trailing_zeros();
+        bits &= bits - 1;
+        if Some(apic) == me {
+            continue;
+        }
+        let Some(idx) = pvops::percpu::index_of_apic(apic) else {
+            continue;
+        };
+        if let Some(p) = STATE.cpu(idx).steal.get() {
+            if shared::flag_flush_if_preempted(p) {
+                rest &= !(1u64 << apic);
+                flagged += 1;
+            }
+        }
+    }
+    if flagged != 0 {
+        STATE
+            .tlb_flagged
+            .fetch_add(u64::from(flagged), Ordering::Relaxed);
+    }
+    pvops::native::mmu::flush_remote(rest, target);
 }
 
 impl Backend for Kvm {
@@ -1258,8 +1127,23 @@ impl Backend for Kvm {
         "kvm"
     }
 
+    fn init_cpu(&self, cpu: Cpu, fallbacks: &mut Fallbacks, platform: &mut dyn Platform) {
+        if STATE.base.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let needs_page = STATE.clock.get().is_some()
+            || STATE.steal.get().is_some()
+            || STATE.eoi_word.get().is_some();
+        let page = if needs_page {
+            platform.alloc_shared_page()
+        } else {
+            None
+        };
+        setup_cpu(&mut Real { platform }, cpu, page, fallbacks, &STATE);
+    }
+
     fn description(&self) -> &'static str {
-        "KVM: per-CPU kvmclock clock and TSC frequency, PV EOI, steal time; PV IPIs, PV TLB flush and PV spinlocks by hypercall with several CPUs; no-op io_delay"
+        "KVM: kvmclock clock and TSC frequency, PV EOI, steal time, PV IPIs by hypercall, no-op io_delay"
     }
 
     fn detect(&self, env: &Environment<'_>) -> Option<Detection> {
@@ -1281,19 +1165,28 @@ impl Backend for Kvm {
             detail: "no KVM signature",
         })?;
         let leaves = read_leaves(env.cpuid, base);
-        let cpus = platform.possible_cpus().clamp(1, MAX_CPUS) as u32;
         let mwait = env.cpuid.cpuid(1, 0).ecx & (1 << 3) != 0;
-        let offer = Offer::from_leaves(&leaves, cpus, mwait);
+        let cpus = platform.possible_cpus().clamp(1, MAX_CPUS) as u32;
+        let mut offer = Offer::from_leaves(&leaves, cpus, mwait);
+        if HYPERCALLS_OFF.load(Ordering::Relaxed)
+            && (offer.pv_ipi || offer.pv_spinlocks || offer.sched_yield)
+        {
+            log::info!(
+                "pvops: kvm: hypercalls off (kvm.hypercalls=off): PV IPIs, PV spinlock kicks and PV sched yield stay native"
+            );
+            offer.pv_ipi = false;
+            offer.pv_spinlocks = false;
+            offer.sched_yield = false;
+        }
         let insn = HypercallInsn::for_vendor(&env.probe.vendor_string);
         hypercall::set_insn(insn);
         STATE
             .vmmcall
             .store(insn == HypercallInsn::Vmmcall, Ordering::Relaxed);
         log::info!(
-            "pvops: kvm: hypercalls by {} (CPU vendor \"{}\"); {} possible CPU(s)",
+            "pvops: kvm: hypercalls by {} (CPU vendor \"{}\")",
             insn.name(),
-            core::str::from_utf8(&env.probe.vendor_string).unwrap_or("?"),
-            cpus
+            core::str::from_utf8(&env.probe.vendor_string).unwrap_or("?")
         );
         let needs_page = offer.clock.is_some() || offer.steal_time || offer.pv_eoi;
         let page = if needs_page {
@@ -1322,23 +1215,6 @@ impl Backend for Kvm {
             &STATE,
         );
         Ok(())
-    }
-
-    fn init_cpu(&self, cpu: Cpu, fallbacks: &mut Fallbacks, platform: &mut dyn Platform) {
-        // The page of a new group comes from the same platform the MSR
-        // writes go through; the two uses do not overlap.
-        let mut page: Option<Option<SharedPage>> = None;
-        if STATE.wants_areas() && STATE.page_of(cpu.index).is_none() {
-            page = Some(platform.alloc_shared_page());
-        }
-        let mut alloc = || page.take().flatten();
-        setup_cpu(
-            &mut Real { platform },
-            cpu.index,
-            &mut alloc,
-            fallbacks,
-            &STATE,
-        );
     }
 }
 

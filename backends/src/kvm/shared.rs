@@ -1,53 +1,23 @@
-//! The pages pvops shares with KVM and the runtime reads of them: each
-//! CPU's kvmclock area, steal-time area and PV EOI word, each at a fixed
-//! offset of a lent 4 KiB page that 32 CPUs share.
+//! The page pvops shares with KVM and the runtime reads of it: the
+//! kvmclock area, the steal-time area and the PV EOI word, each at a
+//! fixed offset of one lent 4 KiB page.
 //!
 //! KVM writes these areas while the vCPU is not running (or, for the
 //! pvclock and steal time, with the version protocol), so every read is
 //! volatile or atomic. The backend's unsafe code outside the hypercall
 //! leaf is here.
 
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
-use pvops_abi::kvm::{StealTime, PV_EOI_ENABLED, VCPU_FLUSH_TLB, VCPU_PREEMPTED};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use pvops_abi::kvm::{StealTime, PV_EOI_ENABLED};
 use pvops_abi::pvclock::VcpuTimeInfo;
 
-/// CPUs whose areas share one lent 4 KiB page: each CPU has a 64-byte
-/// steal-time area, a 32-byte pvclock area and a 4-byte PV EOI word
-/// (msr.rst's sizes and alignments), 100 bytes, so 32 CPUs fill 3200 bytes
-/// of a page and [`pvops::percpu::MAX_CPUS`] CPUs need two pages. The boot
-/// CPU lends the first page at install; the first AP of the second group
-/// of 32 asks for the second in its `init_cpu`.
-pub(crate) const CPUS_PER_PAGE: usize = 32;
-/// Pages the per-CPU areas of [`pvops::percpu::MAX_CPUS`] CPUs take.
-pub(crate) const PAGES: usize = pvops::percpu::MAX_CPUS.div_ceil(CPUS_PER_PAGE);
-
-/// Offset of the `kvm_steal_time` of slot `slot` (`cpu % CPUS_PER_PAGE`)
-/// in its page (msr.rst: 64-byte aligned; 64 bytes).
-pub(crate) const fn steal_offset(slot: usize) -> usize {
-    64 * slot
-}
-/// Offset of the kvmclock `pvclock_vcpu_time_info` of slot `slot` (msr.rst:
-/// 4-byte aligned; 32 bytes; here 32-byte aligned, so never across a cache
-/// line).
-pub(crate) const fn clock_offset(slot: usize) -> usize {
-    64 * CPUS_PER_PAGE + 32 * slot
-}
-/// Offset of the PV EOI word of slot `slot` (msr.rst: 4-byte aligned, 4
-/// bytes, zeroed).
-pub(crate) const fn eoi_offset(slot: usize) -> usize {
-    96 * CPUS_PER_PAGE + 4 * slot
-}
-const _: () = assert!(eoi_offset(CPUS_PER_PAGE) <= 4096);
-
-/// The boot CPU's kvmclock area offset (slot 0).
-#[cfg(test)]
-pub(crate) const CLOCK_OFFSET: usize = clock_offset(0);
-/// The boot CPU's steal-time area offset (slot 0).
-#[cfg(test)]
-pub(crate) const STEAL_OFFSET: usize = steal_offset(0);
-/// The boot CPU's PV EOI word offset (slot 0).
-#[cfg(test)]
-pub(crate) const PV_EOI_OFFSET: usize = eoi_offset(0);
+/// Offset of the kvmclock `pvclock_vcpu_time_info` (msr.rst: 4-byte
+/// aligned; 32 bytes).
+pub(crate) const CLOCK_OFFSET: usize = 0;
+/// Offset of `kvm_steal_time` (msr.rst: 64-byte aligned; 64 bytes).
+pub(crate) const STEAL_OFFSET: usize = 64;
+/// Offset of the PV EOI word (msr.rst: 4-byte aligned, 4 bytes, zeroed).
+pub(crate) const PV_EOI_OFFSET: usize = 128;
 
 /// One area of the shared page, published once its MSR is accepted.
 pub(crate) struct Area<T>(AtomicPtr<T>);
@@ -135,40 +105,12 @@ pub(crate) fn read_steal(area: &Area<StealTime>, tries: u32) -> Result<(u32, u64
     Err(StealError::StuckOdd)
 }
 
-/// The `preempted` byte of the steal-time area (`KVM_VCPU_PREEMPTED`,
-/// `KVM_VCPU_FLUSH_TLB`; `lock.vcpu_is_preempted`); `None` when not
-/// published.
+/// The `preempted` byte of the steal-time area (`KVM_VCPU_PREEMPTED`), kept
+/// for the SMP work (`vcpu_is_preempted`); `None` when not published.
 pub(crate) fn read_preempted(area: &Area<StealTime>) -> Option<u8> {
     let st = area.get()?;
-    // SAFETY: as in `flag_flush_if_preempted`.
-    let p = unsafe { AtomicU8::from_ptr(core::ptr::addr_of_mut!((*st).preempted)) };
-    Some(p.load(Ordering::Acquire))
-}
-
-/// PV TLB flush (msr.rst, `MSR_KVM_STEAL_TIME`, `preempted`; Linux
-/// `kvm_flush_tlb_multi`): when the vCPU owning `area` is preempted, sets
-/// `KVM_VCPU_FLUSH_TLB` next to `KVM_VCPU_PREEMPTED` with a
-/// compare-and-exchange (KVM clears the byte with an exchange when it runs
-/// the vCPU again, and flushes its TLB if the flag was set) and says so; a
-/// running vCPU, or one that resumed meanwhile, is left alone (`false`:
-/// interrupt it).
-pub(crate) fn flag_flush_if_preempted(area: &Area<StealTime>) -> bool {
-    let Some(st) = area.get() else {
-        return false;
-    };
-    // SAFETY: a published area is 64-byte aligned and lives for good; the
-    // byte is only ever accessed atomically by this guest (KVM's own
-    // accesses are atomic too: it exchanges the byte).
-    let p = unsafe { AtomicU8::from_ptr(core::ptr::addr_of_mut!((*st).preempted)) };
-    let state = p.load(Ordering::Acquire);
-    state & VCPU_PREEMPTED != 0
-        && p.compare_exchange(
-            state,
-            state | VCPU_FLUSH_TLB,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        )
-        .is_ok()
+    // SAFETY: as in `read_steal`.
+    Some(unsafe { core::ptr::addr_of!((*st).preempted).read_volatile() })
 }
 
 /// Atomically clears the PV EOI word at `word` and says whether
@@ -181,4 +123,25 @@ pub(crate) fn take_pv_eoi(word: *mut u32) -> bool {
     // is one instruction, so no update is lost.
     let w = unsafe { AtomicU32::from_ptr(word) };
     w.swap(0, Ordering::AcqRel) & PV_EOI_ENABLED != 0
+}
+
+/// Sets `KVM_VCPU_FLUSH_TLB` in the steal-time area at `st` if its vCPU is
+/// preempted, atomically (a compare-exchange of the `preempted` byte, as
+/// Linux's `kvm_flush_tlb_multi`), and says whether it did: KVM then
+/// flushes that vCPU's TLB before it next runs (msr.rst, `MSR_KVM_STEAL_TIME`).
+pub(crate) fn flag_flush_if_preempted(st: *mut StealTime) -> bool {
+    // SAFETY: a published, 64-byte aligned steal-time area (or a test
+    // buffer) that lives for good; KVM writes the byte concurrently, hence
+    // an atomic view.
+    let b =
+        unsafe { core::sync::atomic::AtomicU8::from_ptr(core::ptr::addr_of_mut!((*st).preempted)) };
+    let now = b.load(Ordering::Acquire);
+    now & pvops_abi::kvm::VCPU_PREEMPTED != 0
+        && b.compare_exchange(
+            now,
+            now | pvops_abi::kvm::VCPU_FLUSH_TLB,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
 }

@@ -150,8 +150,6 @@ enum Clock {
 /// lent page as KVM would, answers hypercalls.
 struct Host {
     page: SharedPage,
-    /// More lent pages the host may write into (a second group of CPUs).
-    more: Vec<SharedPage>,
     clock: Clock,
     steal_written: bool,
     refuse: Vec<u32>,
@@ -164,7 +162,6 @@ impl Host {
     fn new(page: SharedPage) -> Host {
         Host {
             page,
-            more: Vec::new(),
             clock: Clock::Good,
             steal_written: true,
             refuse: Vec::new(),
@@ -175,15 +172,15 @@ impl Host {
     }
 
     fn write_at(&self, gpa: u64, bytes: &[u8]) {
-        let page = core::iter::once(&self.page)
-            .chain(&self.more)
-            .find(|p| (p.phys..p.phys + 4096).contains(&gpa))
-            .expect("a GPA of a lent page");
-        let off = (gpa - page.phys) as usize;
+        let off = (gpa - self.page.phys) as usize;
         assert!(off + bytes.len() <= 4096);
         // SAFETY: inside the leaked test page.
         unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), page.virt.as_ptr().add(off), bytes.len())
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.page.virt.as_ptr().add(off),
+                bytes.len(),
+            )
         };
     }
 }
@@ -248,10 +245,6 @@ impl Hw for Host {
         self.calls.push((nr, a));
         self.hypercall_rc
     }
-
-    fn boot_apic_id(&mut self) -> u32 {
-        0
-    }
 }
 
 /// The offer for a two-CPU kernel (so that PV IPIs are in).
@@ -295,16 +288,6 @@ fn logged(logs: &[String], text: &str) -> bool {
     logs.iter().any(|l| l.contains(text))
 }
 
-/// What a one-CPU kernel's backend owns.
-const ONE_CPU_OWNED: [&str; 5] = [
-    "cpu.io_delay",
-    "irq.eoi",
-    "time.tsc_frequency",
-    "time.monotonic_ns",
-    "time.steal_ns",
-];
-
-/// What a kernel of several CPUs' backend owns on QEMU's features.
 const ALL_OWNED: [&str; 10] = [
     "cpu.io_delay",
     "irq.eoi",
@@ -312,10 +295,10 @@ const ALL_OWNED: [&str; 10] = [
     "time.tsc_frequency",
     "time.monotonic_ns",
     "time.steal_ns",
-    "mmu.flush_remote",
     "lock.wait",
     "lock.kick",
     "lock.vcpu_is_preempted",
+    "mmu.flush_remote",
 ];
 
 fn sorted(mut v: Vec<&'static str>) -> Vec<&'static str> {
@@ -331,18 +314,12 @@ fn everything_offered_is_owned() {
     assert_eq!(
         host.writes,
         vec![
-            (m::SYSTEM_TIME_NEW, (gpa + 2048) | 1),
-            (m::STEAL_TIME, gpa | 1),
-            (m::PV_EOI_EN, (gpa + 3072) | 1),
+            (m::SYSTEM_TIME_NEW, gpa | 1),
+            (m::STEAL_TIME, (gpa + 64) | 1),
+            (m::PV_EOI_EN, (gpa + 128) | 1),
         ]
     );
-    assert_eq!(
-        host.calls,
-        vec![
-            (hc::SEND_IPI, [0, 0, 0, 0xff]),
-            (hc::KICK_CPU, [0, 0, 0, 0])
-        ]
-    );
+    assert_eq!(host.calls, vec![(hc::SEND_IPI, [0, 0, 0, 0xff])]);
     assert!(state.stable.load(Ordering::Relaxed));
     assert!(state.tsc_frequency().khz.abs_diff(2_500_000) <= 1);
     assert_eq!(state.tsc_frequency().source, TscSource::Pvclock);
@@ -372,7 +349,7 @@ fn bad_input_kvmclock_never_valid() {
         ));
         // The area is switched off again.
         assert_eq!(host.writes[1], (m::SYSTEM_TIME_NEW, 0));
-        assert!(state.cpus[0].clock.get().is_none());
+        assert!(state.clock.get().is_none());
     }
 }
 
@@ -393,7 +370,7 @@ fn unstable_pvclock_is_kept_monotonic() {
 fn stable_pvclock_going_backwards_loses_the_stable_bit() {
     let (_, state, _, _) = run(|h| h.clock = Clock::Good);
     assert!(state.stable.load(Ordering::Relaxed));
-    state.cpus[0].last_ns.store(u64::MAX - 1, Ordering::Relaxed);
+    state.last_ns.store(u64::MAX - 1, Ordering::Relaxed);
     let ((), logs) = capture_logs(|| assert_eq!(state.clock_ns(), u64::MAX - 1));
     assert!(!state.stable.load(Ordering::Relaxed));
     assert!(logged(&logs, "went backwards"), "{logs:?}");
@@ -405,7 +382,7 @@ fn bad_input_steal_time_never_written() {
     assert!(!owned.contains(&"time.steal_ns"));
     assert!(logged(&logs, "steal-time area never written"), "{logs:?}");
     assert!(host.writes.contains(&(m::STEAL_TIME, 0)));
-    assert!(state.cpus[0].steal.get().is_none());
+    assert!(state.steal.get().is_none());
 }
 
 #[test]
@@ -418,7 +395,7 @@ fn bad_input_steal_time_going_backwards() {
         version: 4,
         ..Default::default()
     };
-    host.write_at(host.page.phys + shared::STEAL_OFFSET as u64, st.as_bytes());
+    host.write_at(host.page.phys + 64, st.as_bytes());
     let (v, logs) = capture_logs(|| state.steal_ns());
     assert_eq!(v, 1000, "never backwards");
     assert!(logged(&logs, "steal time went backwards"), "{logs:?}");
@@ -428,7 +405,7 @@ fn bad_input_steal_time_going_backwards() {
         version: 6,
         ..Default::default()
     };
-    host.write_at(host.page.phys + shared::STEAL_OFFSET as u64, st.as_bytes());
+    host.write_at(host.page.phys + 64, st.as_bytes());
     assert_eq!(state.steal_ns(), 1000);
 }
 
@@ -461,11 +438,8 @@ fn bad_input_pv_eoi_word_never_written() {
     });
     assert_eq!(native, PV_EOI_PATIENCE + 10, "every EOI written");
     assert_eq!(disabled, 1);
-    assert!(
-        logged(&logs, "never set the PV EOI flag of CPU 0"),
-        "{logs:?}"
-    );
-    assert!(state.cpus[0].eoi_word.get().is_none());
+    assert!(logged(&logs, "never set the PV EOI flag"), "{logs:?}");
+    assert!(state.eoi_word.get().is_none());
 }
 
 #[test]
@@ -530,8 +504,21 @@ fn one_cpu_makes_no_hypercall() {
         state,
     );
     assert!(host.calls.is_empty());
-    let owned: Vec<&str> = patch.replaced().map(|e| e.name()).collect();
-    assert_eq!(sorted(owned), sorted(ONE_CPU_OWNED.to_vec()));
+    // Nothing that needs another CPU: no PV IPI, PV spinlocks, preempted
+    // query or PV TLB flush (kvm.c gates them all on num_possible_cpus()).
+    for smp_only in [
+        "irq.send_ipi_mask",
+        "lock.wait",
+        "lock.kick",
+        "lock.vcpu_is_preempted",
+        "mmu.flush_remote",
+    ] {
+        assert!(
+            !patch.replaced().any(|e| e.name() == smp_only),
+            "{smp_only}"
+        );
+    }
+    assert_eq!(patch.replaced().count(), ALL_OWNED.len() - 5);
 }
 
 #[test]
@@ -561,272 +548,81 @@ fn timing_leaf_wins_for_the_frequency() {
     );
 }
 
-// ---------------------------------------------------------------------------
-// Several CPUs (issue 13)
-// ---------------------------------------------------------------------------
-
-/// Sets up AP `cpu` against its own fake KVM (`tweak`ed), lending `more`
-/// pages when asked; returns the fallbacks, the log and the host.
-fn run_ap(
-    state: &'static State,
-    boot: &Host,
-    cpu: usize,
-    more: &mut Pages,
-    tweak: impl FnOnce(&mut Host),
-) -> (Fallbacks, Vec<String>, Host) {
-    let mut host = Host::new(boot.page);
-    tweak(&mut host);
-    // A page for a new group, lent when asked (the host knows every lent
-    // page, as KVM knows guest memory).
-    let mut page = if state.page_of(cpu).is_none() {
-        more.alloc_shared_page()
-    } else {
-        None
-    };
-    host.more.extend(more.given.iter().copied());
+#[test]
+fn each_ap_registers_its_own_areas_and_falls_back_alone() {
+    let (_, state, _, _) = run(|_| {});
+    let mut pages = Pages::new(2);
+    // AP 1: its own kvmclock, steal-time area and PV EOI word, in its page.
+    let p1 = pages.alloc_shared_page().unwrap();
+    let mut h1 = Host::new(p1);
     let mut fb = Fallbacks::default();
-    let ((), logs) =
-        capture_logs(|| setup_cpu(&mut host, cpu, &mut || page.take(), &mut fb, state));
-    (fb, logs, host)
-}
-
-fn set_preempted(state: &State, cpu: usize, v: u8) {
-    let st = state.cpus[cpu].steal.get().expect("a steal-time area");
-    // SAFETY: the leaked test page's steal-time area of `cpu`.
-    unsafe { AtomicU8::from_ptr(core::ptr::addr_of_mut!((*st).preempted)) }
-        .store(v, Ordering::SeqCst);
-}
-
-fn preempted_of(state: &State, cpu: usize) -> u8 {
-    shared::read_preempted(&state.cpus[cpu].steal).unwrap()
-}
-
-#[test]
-fn every_ap_registers_its_own_areas() {
-    let (_, state, _, boot) = run(|_| {});
-    let mut more = Pages::new(0);
-    for cpu in 1..4 {
-        let (fb, _, host) = run_ap(state, &boot, cpu, &mut more, |_| {});
-        assert!(
-            fb.is_empty(),
-            "cpu {cpu}: {:?}",
-            fb.iter().collect::<Vec<_>>()
-        );
-        let gpa = boot.page.phys;
-        let c = cpu as u64;
-        assert_eq!(
-            host.writes,
-            vec![
-                (m::SYSTEM_TIME_NEW, (gpa + 2048 + 32 * c) | 1),
-                (m::STEAL_TIME, (gpa + 64 * c) | 1),
-                (m::PV_EOI_EN, (gpa + 3072 + 4 * c) | 1),
-            ],
-            "cpu {cpu}: its own areas in the boot CPU's page"
-        );
-        assert!(state.cpus[cpu].own_clock.load(Ordering::Relaxed));
-        assert_ne!(state.cpus[cpu].clock.get(), state.cpus[0].clock.get());
-        assert!(state.clock_ns_on(cpu, HOT_TRIES, || 5_000, || {}) > 0);
-        assert_eq!(state.steal_ns_on(cpu), 1000);
-    }
-    let s = state.summary().unwrap();
-    assert_eq!(
-        (s.cpus, s.clock_cpus, s.steal_cpus, s.eoi_cpus),
-        (4, 4, 4, 4)
+    setup_cpu(
+        &mut h1,
+        crate::Cpu {
+            index: 1,
+            apic_id: 1,
+        },
+        Some(p1),
+        &mut fb,
+        state,
     );
-    assert!(s.pv_tlb_flush && s.pv_spinlocks && s.vcpu_is_preempted && s.offer.smp);
-    // One CPU's PV EOI flag is its own: CPU 2's does not skip CPU 1's EOI.
-    let w2 = state.cpus[2].eoi_word.get().unwrap();
-    // SAFETY: the leaked test page's PV EOI word of CPU 2.
-    unsafe { w2.write_volatile(abi::PV_EOI_ENABLED) };
-    let mut native = 0;
-    state.eoi_on(1, || native += 1, || {});
-    assert_eq!(native, 1, "CPU 1 had no flag: EOI written");
-    state.eoi_on(2, || native += 1, || panic!("not disabled"));
-    assert_eq!(native, 1, "CPU 2's flag: skipped");
-}
-
-#[test]
-fn an_ap_whose_setup_fails_falls_back_on_that_cpu_only() {
-    let (_, state, _, boot) = run(|_| {});
-    let mut more = Pages::new(0);
-    let (fb, logs, host) = run_ap(state, &boot, 1, &mut more, |h| {
-        h.clock = Clock::Never;
-        h.refuse = vec![m::STEAL_TIME, m::PV_EOI_EN];
-    });
-    let entries: Vec<_> = fb.iter().collect();
-    assert_eq!(
-        entries,
-        vec![
-            (
-                "time.monotonic_ns",
-                "kvmclock area never written by the host (version 0)"
-            ),
-            ("time.steal_ns", "WRMSR raised #GP"),
-            ("irq.eoi", "WRMSR raised #GP"),
-        ]
-    );
-    assert!(
-        logged(&logs, "cpu 1: irq.eoi runs native on this CPU"),
-        "{logs:?}"
-    );
-    assert!(
-        logged(
-            &logs,
-            "reads the boot CPU's kvmclock with its own TSC (stable: exact)"
-        ),
-        "{logs:?}"
-    );
-    // The refused clock area is switched off again.
-    assert_eq!(host.writes.last(), Some(&(m::SYSTEM_TIME_NEW, 0)));
-    // CPU 1 reads the boot CPU's pvclock, has no steal time and is never
-    // seen preempted, and writes its EOIs; CPU 0 keeps everything.
-    assert!(!state.cpus[1].own_clock.load(Ordering::Relaxed));
-    assert_eq!(state.cpus[1].clock.get(), state.cpus[0].clock.get());
-    let t = state.clock_ns_on(1, HOT_TRIES, || 2_500_000, || {});
-    assert_eq!(t, state.clock_ns_on(0, HOT_TRIES, || 2_500_000, || {}));
-    assert_eq!(state.steal_ns_on(1), 0);
-    assert!(!state.is_preempted(1));
-    let mut native = 0;
-    state.eoi_on(1, || native += 1, || panic!("no PV EOI on CPU 1"));
-    assert_eq!(native, 1);
-    assert_eq!(state.steal_ns_on(0), 1000);
-    let s = state.summary().unwrap();
-    assert_eq!(
-        (s.cpus, s.clock_cpus, s.steal_cpus, s.eoi_cpus),
-        (2, 1, 1, 1)
-    );
-}
-
-#[test]
-fn the_second_group_of_32_cpus_gets_its_own_page() {
-    let (_, state, _, boot) = run(|_| {});
-    // Fake GPAs start at 0x10_0000 per `Pages`: skip the boot page's.
-    let mut more = Pages::new(2);
-    more.alloc_shared_page();
-    more.given.clear();
-    let (fb, _, host) = run_ap(state, &boot, 33, &mut more, |_| {});
     assert!(fb.is_empty(), "{:?}", fb.iter().collect::<Vec<_>>());
-    let second = more.given[0].phys;
-    assert_ne!(second, boot.page.phys);
-    assert_eq!(
-        host.writes,
-        vec![
-            (m::SYSTEM_TIME_NEW, (second + 2048 + 32) | 1),
-            (m::STEAL_TIME, (second + 64) | 1),
-            (m::PV_EOI_EN, (second + 3072 + 4) | 1),
-        ]
+    let ap = &state.aps[1];
+    assert!(ap.clock.get().is_some() && ap.steal.get().is_some() && ap.eoi_word.get().is_some());
+    assert_ne!(ap.clock.get(), state.clock.get());
+    let msrs: Vec<u32> = h1.writes.iter().map(|w| w.0).collect();
+    assert_eq!(msrs, [m::SYSTEM_TIME_NEW, m::STEAL_TIME, m::PV_EOI_EN]);
+    assert!(h1.writes.iter().all(|&(_, v)| v & !0xfff == p1.phys));
+    // AP 2: the host refuses PV EOI there and never writes its steal
+    // area: those two run native on AP 2 only, with the reasons.
+    let p2 = pages.alloc_shared_page().unwrap();
+    let mut h2 = Host::new(p2);
+    h2.refuse = vec![m::PV_EOI_EN];
+    h2.steal_written = false;
+    let mut fb2 = Fallbacks::default();
+    setup_cpu(
+        &mut h2,
+        crate::Cpu {
+            index: 2,
+            apic_id: 2,
+        },
+        Some(p2),
+        &mut fb2,
+        state,
     );
-    // CPU 40 shares it; no page for a third group is asked for.
-    let (fb, _, host) = run_ap(state, &boot, 40, &mut more, |_| {});
-    assert!(fb.is_empty());
-    assert_eq!(host.writes[1], (m::STEAL_TIME, (second + 64 * 8) | 1));
+    let entries: Vec<&str> = fb2.iter().map(|(e, _)| e).collect();
+    assert_eq!(entries, ["time.steal_ns", "irq.eoi"]);
+    assert!(fb2.iter().all(|(_, why)| !why.is_empty()));
+    let ap2 = &state.aps[2];
+    assert!(ap2.clock.get().is_some() && ap2.steal.get().is_none() && ap2.eoi_word.get().is_none());
+    // The boot CPU and AP 1 are untouched.
+    assert!(state.eoi_word.get().is_some() && state.aps[1].eoi_word.get().is_some());
+    // AP 3 without a page: every per-CPU entry falls back.
+    let mut h3 = Host::new(p2);
+    let mut fb3 = Fallbacks::default();
+    setup_cpu(
+        &mut h3,
+        crate::Cpu {
+            index: 3,
+            apic_id: 3,
+        },
+        None,
+        &mut fb3,
+        state,
+    );
+    assert_eq!(fb3.len(), 3);
+    assert!(h3.writes.is_empty());
 }
 
 #[test]
-fn an_ap_without_a_page_falls_back_for_every_area() {
-    let (_, state, _, boot) = run(|_| {});
-    let mut none = Pages::new(0);
-    let (fb, _, host) = run_ap(state, &boot, 32, &mut none, |_| {});
-    assert_eq!(fb.len(), 3);
-    assert!(fb
-        .iter()
-        .all(|(_, why)| why.starts_with("no page for this CPU's")));
-    assert!(
-        host.writes.is_empty(),
-        "no MSR names a page it does not have"
-    );
-    assert_eq!(state.cpus[32].clock.get(), state.cpus[0].clock.get());
-}
-
-#[test]
-fn pv_tlb_flush_flags_preempted_cpus_and_interrupts_the_rest() {
-    let (_, state, _, boot) = run(|_| {});
-    let mut more = Pages::new(0);
-    for cpu in 1..4 {
-        run_ap(state, &boot, cpu, &mut more, |_| {});
-    }
-    set_preempted(state, 0, abi::VCPU_PREEMPTED); // the sender itself
-    set_preempted(state, 1, abi::VCPU_PREEMPTED);
-    set_preempted(state, 2, 0); // running
-    set_preempted(state, 3, abi::VCPU_PREEMPTED);
-    // APIC IDs are twice the index here; APIC ID 10 is unknown.
-    let index_of = |apic: u32| (apic % 2 == 0 && apic < 8).then_some(apic as usize / 2);
-    let mask = 0b100_0101_0101; // APIC IDs 0, 2, 4, 6, 10
-    let rest = state.flag_preempted(mask, Some(0), index_of);
-    assert_eq!(
-        rest, 0b100_0001_0001,
-        "self, the running CPU 2 and the unknown ID stay"
-    );
-    assert_eq!(
-        preempted_of(state, 1),
-        abi::VCPU_PREEMPTED | abi::VCPU_FLUSH_TLB
-    );
-    assert_eq!(
-        preempted_of(state, 3),
-        abi::VCPU_PREEMPTED | abi::VCPU_FLUSH_TLB
-    );
-    assert_eq!(preempted_of(state, 2), 0, "a running vCPU is not flagged");
-    assert_eq!(
-        preempted_of(state, 0),
-        abi::VCPU_PREEMPTED,
-        "the sender flushes itself"
-    );
-    // The host ran CPU 1 again (cleared the byte): interrupted next time.
-    set_preempted(state, 1, 0);
-    assert_eq!(state.flag_preempted(0b100, Some(0), index_of), 0b100);
-    let s = state.summary().unwrap();
-    assert_eq!((s.tlb_flushes, s.tlb_flagged), (2, 2));
-}
-
-#[test]
-fn vcpu_is_preempted_reads_the_target_cpus_flag() {
-    let (_, state, _, boot) = run(|_| {});
-    let mut more = Pages::new(0);
-    run_ap(state, &boot, 1, &mut more, |_| {});
-    assert!(!state.is_preempted(1));
-    set_preempted(state, 1, abi::VCPU_PREEMPTED);
-    assert!(state.is_preempted(1) && !state.is_preempted(0));
-    assert!(!state.is_preempted(2), "no area: never preempted");
-    assert!(!state.is_preempted(MAX_CPUS + 3));
-}
-
-#[test]
-fn the_lock_group_kicks_by_apic_id_and_is_gated() {
-    assert_eq!(kick_args(7), [0, 7, 0, 0]);
-    let (owned, _, _, host) = run(|_| {});
-    assert!(owned.contains(&"lock.wait") && owned.contains(&"lock.kick"));
-    assert!(
-        host.calls.contains(&(hc::KICK_CPU, kick_args(0))),
-        "the probe kick"
-    );
-    // A host whose KICK_CPU fails: a halted waiter would never wake.
-    let (owned, _, logs, _) = run(|h| h.hypercall_rc = -abi::err::ENOSYS);
-    assert!(!owned.contains(&"lock.wait") && !owned.contains(&"lock.kick"));
-    assert!(
-        owned.contains(&"lock.vcpu_is_preempted"),
-        "steal time still works"
-    );
-    assert!(logged(
-        &logs,
-        "lock.wait and lock.kick stays native: KVM_HC_KICK_CPU failed"
-    ));
-    // REALTIME hint: neither PV spinlocks nor PV TLB flush.
-    let l = Leaves {
-        hints: Hints::REALTIME,
-        ..leaves()
+fn pv_tlb_flush_flags_only_preempted_vcpus() {
+    let mut st = StealTime {
+        preempted: abi::VCPU_PREEMPTED,
+        ..Default::default()
     };
-    let o = Offer::from_leaves(&l, 4, false);
-    assert!(!o.pv_spinlocks && !o.pv_tlb_flush && o.pv_ipi);
-}
-
-#[test]
-fn without_steal_time_no_pv_tlb_flush_nor_preempted_flag() {
-    let (owned, _, logs, _) = run(|h| h.refuse = vec![m::STEAL_TIME]);
-    assert!(!owned.contains(&"mmu.flush_remote"));
-    assert!(!owned.contains(&"lock.vcpu_is_preempted"));
-    assert!(owned.contains(&"lock.wait"));
-    assert!(
-        logged(&logs, "mmu.flush_remote stays native: no steal-time area"),
-        "{logs:?}"
-    );
+    assert!(shared::flag_flush_if_preempted(&mut st));
+    assert_eq!(st.preempted, abi::VCPU_PREEMPTED | abi::VCPU_FLUSH_TLB);
+    let mut running = StealTime::default();
+    assert!(!shared::flag_flush_if_preempted(&mut running));
+    assert_eq!(running.preempted, 0);
 }

@@ -15,6 +15,12 @@
 //! `time.steal_ns` when STEALCLOCK enables an area. Everything else stays
 //! native.
 //!
+//! **Per vCPU**: STEALCLOCK registers the *calling* vCPU's area (Linux
+//! `vmware_cpu_online` sends it on each CPU), so the boot CPU's area is set
+//! up in `install` and each AP's in [`Backend::init_cpu`], in its own page;
+//! `time.steal_ns` reads the running CPU's ([`pvops::percpu::current`]).
+//! An AP whose set-up fails reads 0 (native), recorded in its fallbacks.
+//!
 //! **Failure**: when neither the timing leaf nor GETHZ gives a TSC
 //! frequency, [`Backend::install`] returns an error and the kernel falls back
 //! to native (which calibrates). A failed steal-clock setup only leaves
@@ -26,10 +32,11 @@ pub mod detect;
 pub use detect::{BackdoorInfo, TimePlan, VmwareCpuid};
 pub use pvops_abi::vmware::Channel;
 
-use crate::{Backend, Detection, Environment, Platform, SetupError};
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use pvops::native::{apic, cpu as ncpu, irq as nirq, time as ntime};
+use crate::{Backend, Cpu, Detection, Environment, Fallbacks, Platform, SetupError};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use pvops::native::{cpu as ncpu, irq as nirq, time as ntime};
 use pvops::patch::Patch;
+use pvops::percpu::MAX_CPUS;
 use pvops::slot;
 use pvops::time::{TscFrequency, TscSource};
 use pvops_abi::vmware::{Registers, Request, StealTime, CPUID_INFO_LEAF};
@@ -84,6 +91,52 @@ impl Backend for Vmware {
         };
         install_with(cpu, patch, platform, &mut call)
     }
+
+    fn init_cpu(&self, cpu: Cpu, fallbacks: &mut Fallbacks, platform: &mut dyn Platform) {
+        let Some(channel) = channel() else {
+            return;
+        };
+        let mut call = |req: &Request| {
+            // SAFETY: as in `install`: CPL 0, the channel chosen there, and
+            // only STEALCLOCK with the disable address or a page lent for
+            // good.
+            unsafe { backdoor::call(channel, req) }
+        };
+        init_cpu_with(cpu, fallbacks, platform, &mut call);
+    }
+}
+
+/// [`Backend::init_cpu`] with the backdoor call injected: this vCPU's own
+/// steal-clock area, if the boot CPU has one.
+pub(crate) fn init_cpu_with(
+    cpu: Cpu,
+    fallbacks: &mut Fallbacks,
+    platform: &mut dyn Platform,
+    call: &mut dyn FnMut(&Request) -> Registers,
+) {
+    if !STEAL_OWNED.load(Ordering::Relaxed) || cpu.index >= MAX_CPUS {
+        return;
+    }
+    let mut page = None;
+    let steal = detect::setup_steal_clock(call, || {
+        let p = platform.alloc_shared_page()?;
+        page = Some(p);
+        Some(p.phys)
+    });
+    match (steal, page) {
+        (Ok(phys), Some(p)) => {
+            set_area(cpu.index, p.virt.as_ptr().cast::<StealTime>());
+            log::info!("vmware: cpu {}: steal clock at {:#x}", cpu.index, phys);
+        }
+        (Err(why), _) => fallbacks.push(cpu.index, "time.steal_ns", why.reason()),
+        (Ok(_), None) => fallbacks.push(cpu.index, "time.steal_ns", "enabled without a page"),
+    }
+}
+
+fn set_area(cpu: usize, area: *mut StealTime) {
+    LAST_STEAL[cpu].store(0, Ordering::Relaxed);
+    STEAL_FROZEN[cpu].store(0, Ordering::Relaxed);
+    STEAL_AREA[cpu].store(area, Ordering::Release);
 }
 
 /// [`Backend::install`] with the backdoor call injected (host tests pass a
@@ -156,10 +209,11 @@ pub(crate) fn install_with(
     });
     match (steal, page) {
         (Ok(phys), Some(p)) => {
-            BOOT_APIC_ID.store(apic::id(), Ordering::Relaxed);
-            LAST_STEAL.store(0, Ordering::Relaxed);
-            STEAL_FROZEN.store(0, Ordering::Relaxed);
-            STEAL_AREA.store(p.virt.as_ptr().cast::<StealTime>(), Ordering::Release);
+            set_area(
+                pvops::percpu::current() % MAX_CPUS,
+                p.virt.as_ptr().cast::<StealTime>(),
+            );
+            STEAL_OWNED.store(true, Ordering::Relaxed);
             patch.set(slot::TIME_STEAL_NS, steal_ns);
             log::info!("vmware: steal clock at {:#x}", phys);
         }
@@ -218,10 +272,13 @@ static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 static FROM_LEAF: AtomicU8 = AtomicU8::new(0);
 static APIC_KHZ: AtomicU64 = AtomicU64::new(0);
 static ORIGIN: AtomicU64 = AtomicU64::new(0);
-static STEAL_AREA: AtomicPtr<StealTime> = AtomicPtr::new(core::ptr::null_mut());
-static BOOT_APIC_ID: AtomicU32 = AtomicU32::new(0);
-static LAST_STEAL: AtomicU64 = AtomicU64::new(0);
-static STEAL_FROZEN: AtomicU8 = AtomicU8::new(0);
+/// Each CPU's steal-clock area (null: none, `time.steal_ns` reads 0).
+static STEAL_AREA: [AtomicPtr<StealTime>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static LAST_STEAL: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static STEAL_FROZEN: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
+/// The boot CPU's steal clock works: APs set up theirs.
+static STEAL_OWNED: AtomicBool = AtomicBool::new(false);
 
 /// `time.tsc_frequency`: the hypervisor's value and its source.
 extern "C" fn tsc_frequency() -> TscFrequency {
@@ -250,11 +307,12 @@ extern "C" fn monotonic_ns() -> u64 {
 /// `cpu.io_delay`: nothing to wait for.
 extern "C" fn io_delay() {}
 
-/// `time.steal_ns`: the boot CPU's steal clock (virtual-TSC ticks) in ns.
-/// Other CPUs have no registered area yet and read 0.
+/// `time.steal_ns`: the running CPU's steal clock (virtual-TSC ticks) in
+/// ns; 0 on a CPU without an area.
 extern "C" fn steal_ns() -> u64 {
-    let area = STEAL_AREA.load(Ordering::Acquire);
-    if area.is_null() || apic::id() != BOOT_APIC_ID.load(Ordering::Relaxed) {
+    let cpu = pvops::percpu::current() % MAX_CPUS;
+    let area = STEAL_AREA[cpu].load(Ordering::Acquire);
+    if area.is_null() {
         return 0;
     }
     // SAFETY: `area` is the start of a shared page the kernel lent for the
@@ -262,7 +320,7 @@ extern "C" fn steal_ns() -> u64 {
     // aligned (so 8-byte aligned for `clock`), and written only by the
     // hypervisor, which updates the 64-bit counter as one aligned store.
     let ticks = unsafe { core::ptr::read_volatile(&raw const (*area).clock) };
-    ntime::tsc_to_ns(steal_monotonic(ticks, &LAST_STEAL, &STEAL_FROZEN))
+    ntime::tsc_to_ns(steal_monotonic(ticks, &LAST_STEAL[cpu], &STEAL_FROZEN[cpu]))
 }
 
 /// The steal clock never goes backwards: a reading below the last one

@@ -511,3 +511,52 @@ fn failed_steal_clock_steps_leave_steal_native() {
         assert_eq!(patch.owner(slot::TIME_TSC_FREQUENCY.entry()), "vmware");
     }
 }
+
+/// STEALCLOCK registers the calling vCPU's area: each AP sends it with its
+/// own page; a refusal on one AP is that AP's fallback only.
+#[test]
+fn each_ap_registers_its_own_steal_area() {
+    let _g = GLOBALS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fake = Fake::new(Some(HZ_3GHZ), Steal::Works);
+    let (r, patch, boot_pages) = install(Dump::VMWARE, &mut fake, 1);
+    assert!(r.is_ok());
+    assert!(patch.replaced().any(|e| e.name() == "time.steal_ns"));
+    let mut pages = Pages::new(1);
+    let mut fb = crate::Fallbacks::default();
+    fake.calls.clear();
+    let cpu = crate::Cpu {
+        index: 21,
+        apic_id: 21,
+    };
+    super::init_cpu_with(cpu, &mut fb, &mut pages, &mut |req| fake.answer(req));
+    assert!(fb.is_empty());
+    assert_eq!(
+        fake.commands(),
+        [abi::cmd::STEALCLOCK, abi::cmd::STEALCLOCK]
+    );
+    let last = fake.calls.last().unwrap();
+    let addr = (u64::from(last.esi) << 32) | u64::from(last.edi);
+    assert_eq!(addr, pages.given[0].phys);
+    let area = super::STEAL_AREA[21].load(Ordering::Acquire);
+    assert_eq!(area.cast::<u8>(), pages.given[0].virt.as_ptr());
+    assert_ne!(
+        area.cast::<u8>(),
+        boot_pages.given[0].virt.as_ptr(),
+        "its own area, not the boot CPU's"
+    );
+
+    let mut refusing = Fake::new(Some(HZ_3GHZ), Steal::Refuses);
+    let mut fb = crate::Fallbacks::default();
+    let cpu = crate::Cpu {
+        index: 22,
+        apic_id: 22,
+    };
+    super::init_cpu_with(cpu, &mut fb, &mut Pages::new(1), &mut |req| {
+        refusing.answer(req)
+    });
+    assert_eq!(
+        fb.iter().map(|(e, _)| e).collect::<Vec<_>>(),
+        ["time.steal_ns"]
+    );
+    assert!(super::STEAL_AREA[22].load(Ordering::Acquire).is_null());
+}

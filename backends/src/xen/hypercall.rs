@@ -301,3 +301,71 @@ pub fn sched_shutdown(reason: u32) -> Result<(), i64> {
     // SAFETY: `arg` is a live `sched_shutdown` for the whole call.
     result(unsafe { raw(nr::SCHED_OP, u64::from(abi::SCHEDOP_SHUTDOWN), p, 0, 0, 0) }).map(drop)
 }
+
+/// `event_channel_op(EVTCHNOP_bind_ipi)`: a new IPI port notifying `vcpu`.
+pub fn evtchn_bind_ipi(vcpu: u32) -> Result<u32, i64> {
+    let mut arg = abi::EvtchnBindIpi { vcpu, port: 0 };
+    let p = core::ptr::addr_of_mut!(arg) as u64;
+    // SAFETY: `arg` is a live `evtchn_bind_ipi`; Xen writes `port`.
+    result(unsafe {
+        raw(
+            nr::EVENT_CHANNEL_OP,
+            u64::from(abi::EVTCHNOP_BIND_IPI),
+            p,
+            0,
+            0,
+            0,
+        )
+    })?;
+    Ok(arg.port)
+}
+
+/// `sched_op(SCHEDOP_poll)` on the one port `port`: returns when it is
+/// pending (masked or not), when an event is delivered to this vCPU, or
+/// at absolute system time `timeout` (0 = none).
+pub fn sched_poll(port: u32, timeout: u64) -> Result<(), i64> {
+    let ports = [port];
+    let mut arg = poll_arg(&ports, timeout);
+    let p = core::ptr::addr_of_mut!(arg) as u64;
+    // SAFETY: `arg` and the one-port array it points to are live for the
+    // call; Xen only reads them.
+    result(unsafe { raw(nr::SCHED_OP, u64::from(abi::SCHEDOP_POLL), p, 0, 0, 0) }).map(drop)
+}
+
+/// `vcpu_op(VCPUOP_register_vcpu_info)`: `vcpu`'s `vcpu_info` at byte
+/// `offset` of guest frame `gfn`.
+///
+/// # Safety
+///
+/// The 64 bytes at `offset` of frame `gfn` must be memory the kernel lent
+/// for good and uses for nothing else (Xen writes it from now on).
+pub unsafe fn vcpu_register_vcpu_info(vcpu: u32, gfn: u64, offset: u32) -> Result<(), i64> {
+    let mut arg = abi::VcpuRegisterVcpuInfo {
+        mfn: gfn,
+        offset,
+        rsvd: 0,
+    };
+    let p = core::ptr::addr_of_mut!(arg) as u64;
+    // SAFETY: `arg` is live for the call; the frame is the caller's contract.
+    result(unsafe {
+        raw(
+            nr::VCPU_OP,
+            u64::from(abi::VCPUOP_REGISTER_VCPU_INFO),
+            u64::from(vcpu),
+            p,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// The `sched_poll` argument for `ports`.
+pub(super) fn poll_arg(ports: &[u32], timeout: u64) -> abi::SchedPoll {
+    abi::SchedPoll {
+        ports: ports.as_ptr() as u64,
+        nr_ports: ports.len() as u32,
+        pad: 0,
+        timeout,
+    }
+}

@@ -30,8 +30,34 @@
 //!    `irq.eoi`.
 //! 5. runstate area registered: `time.steal_ns` is owned.
 //!
-//! A failing step 3–5 leaves its entries native and logs why.
-
+//! 6. with more than one possible CPU: the lock group (see "Locks").
+//!
+//! A failing step 3–6 leaves its entries native and logs why.
+//!
+//! **Per vCPU** (the boot CPU in `install`, each AP in
+//! [`Backend::init_cpu`], on that CPU): its vCPU id (CPUID base+4 EBX
+//! when `XEN_HVM_CPUID_VCPU_ID_PRESENT`, else APIC ID / 2, Xen's HVM
+//! numbering, [`abi::hvm_vcpu_from_apic_id`]); its `vcpu_info`:
+//! shared_info's slot below vCPU 32, `VCPUOP_register_vcpu_info` with a
+//! page of its own from 32 on (chosen: vCPUs that have a legacy slot keep
+//! it, the boot CPU included, so a single-vCPU guest needs nothing more
+//! than before; Linux registers everywhere when it can); its own
+//! `VIRQ_TIMER` port and single-shot timer naming *its* vCPU id (Xen
+//! refuses another vCPU's, review finding F4); its upcall vector
+//! (`HVMOP_set_evtchn_upcall_vector` with its id, in `timer_setup` on that
+//! CPU); its runstate area. A step failing on one AP leaves that AP's
+//! entries native (recorded in its [`crate::Fallbacks`]).
+//!
+//! **Locks** (more than one possible CPU): every CPU binds an IPI event
+//! channel (`EVTCHNOP_bind_ipi`) kept masked. `lock.wait` clears its
+//! pending bit, re-checks the word, then `SCHEDOP_poll` on it: a kick
+//! between the check and the poll leaves the port pending, so the poll
+//! returns at once. The poll carries a 1 ms guard timeout (chosen; Xen
+//! itself needs none) so that a wake-up an emulation loses, or a waiter
+//! polling with interrupts disabled, cannot hang the CPU. `lock.kick` is `EVTCHNOP_send` on
+//! the target's port; `lock.vcpu_is_preempted` is the target's runstate
+//! being `RUNSTATE_runnable`. Cross-CPU IPIs and flushes stay native
+//! (through the local APIC).
 mod hypercall;
 mod shared;
 
@@ -42,9 +68,10 @@ pub use hypercall::{
     vcpu_stop_singleshot_timer, xen_get_features, xen_version,
 };
 
-use crate::{Backend, Detection, Environment, Platform, SetupError};
+use crate::{Backend, Cpu, Detection, Environment, Fallbacks, Platform, SetupError};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use pvops::patch::Patch;
+use pvops::percpu::MAX_CPUS;
 use pvops::slot;
 use pvops::system::ShutdownReason;
 use pvops::time::{TscFrequency, TscSource};
@@ -78,26 +105,66 @@ const PVCLOCK_TRIES_HOT: u32 = 1 << 20;
 const FILL: u8 = 0xcc;
 const NO_PORT: u32 = u32::MAX;
 
-static TIMER_PORT: AtomicU32 = AtomicU32::new(NO_PORT);
-/// The callback parameter could not be set in `timer_setup`: the timer
-/// entries forward to native.
-static TIMER_NATIVE: AtomicBool = AtomicBool::new(false);
+/// Each CPU's `VIRQ_TIMER` port.
+static TIMER_PORT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(NO_PORT) }; MAX_CPUS];
+/// The CPU's timer entries forward to native (its set-up failed, or the
+/// callback parameter could not be set in `timer_setup`).
+static TIMER_NATIVE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// The vector `time.timer_setup` was given (for a late switch to the
 /// native timer).
 static TIMER_VECTOR: AtomicU8 = AtomicU8::new(0);
-/// How upcalls are delivered ([`Delivery`] as u8), chosen at install and
-/// possibly downgraded by `timer_setup`.
-static DELIVERY: AtomicU8 = AtomicU8::new(Delivery::None as u8);
-/// The next `irq.eoi` belongs to a callback-via upcall, which has no LAPIC
-/// in-service bit: skip it.
-static SKIP_EOI: AtomicBool = AtomicBool::new(false);
-/// This vCPU's id for per-vCPU hypercalls (base+4 EBX, else 0).
-static VCPU_ID: AtomicU32 = AtomicU32::new(0);
+/// How upcalls are delivered ([`Delivery`] as u8) on each CPU: the boot
+/// CPU's choice at install, possibly downgraded by that CPU's
+/// `timer_setup`.
+static DELIVERY: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(Delivery::None as u8) }; MAX_CPUS];
+/// The delivery chosen at install, for the APs.
+static DELIVERY_CHOICE: AtomicU8 = AtomicU8::new(Delivery::None as u8);
+/// The next `irq.eoi` on the CPU belongs to a callback-via upcall, which
+/// has no LAPIC in-service bit: skip it.
+static SKIP_EOI: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+const NO_VCPU: u32 = u32::MAX;
+/// Each CPU's vCPU id for per-vCPU hypercalls.
+static VCPU_ID: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(NO_VCPU) }; MAX_CPUS];
+/// Each CPU's masked IPI port for the lock group.
+static LOCK_PORT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(NO_PORT) }; MAX_CPUS];
+/// The CPUID base of the Xen leaves (for the APs' base+4).
+static BASE: AtomicU32 = AtomicU32::new(0);
+/// Which per-vCPU steps the boot CPU completed, for the APs to repeat.
+static SHARED_OK: AtomicBool = AtomicBool::new(false);
+static TIMER_OWNED: AtomicBool = AtomicBool::new(false);
+static RUNSTATE_OWNED: AtomicBool = AtomicBool::new(false);
+static LOCK_OWNED: AtomicBool = AtomicBool::new(false);
+
+fn here() -> usize {
+    pvops::percpu::current() % MAX_CPUS
+}
+
+/// The running CPU's vCPU id (0 before its set-up).
+fn vcpu_id() -> u32 {
+    match VCPU_ID[here()].load(Ordering::Relaxed) {
+        NO_VCPU => 0,
+        v => v,
+    }
+}
+
+/// The vCPU id of CPU `cpu`, once set up.
+pub fn vcpu_of(cpu: usize) -> Option<u32> {
+    let v = VCPU_ID.get(cpu)?.load(Ordering::Relaxed);
+    (v != NO_VCPU).then_some(v)
+}
+
+/// A vCPU's id from its base+4 leaf (read on that CPU) and APIC ID.
+pub fn vcpu_id_from(hvm: Option<&abi::HvmLeaf>, apic_id: u32) -> u32 {
+    match hvm {
+        Some(h) if h.flags & abi::HVM_VCPU_ID_PRESENT != 0 => h.vcpu_id,
+        _ => abi::hvm_vcpu_from_apic_id(apic_id),
+    }
+}
 static LAST_NS: AtomicU64 = AtomicU64::new(0);
 /// The pvclock was seen going backwards (logged once).
 static CLOCK_WENT_BACK: AtomicBool = AtomicBool::new(false);
 /// The last steal time returned (`time.steal_ns` never goes backwards).
-static LAST_STEAL: AtomicU64 = AtomicU64::new(0);
+static LAST_STEAL: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// Attempts of the runstate read before the last value is kept.
 const RUNSTATE_TRIES: u32 = 1 << 16;
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
@@ -150,9 +217,13 @@ impl Delivery {
     }
 }
 
-/// The delivery in use.
+/// The delivery in use on the running CPU.
 pub fn delivery() -> Delivery {
-    Delivery::from_u8(DELIVERY.load(Ordering::Relaxed))
+    Delivery::from_u8(DELIVERY[here()].load(Ordering::Relaxed))
+}
+
+fn set_delivery(d: Delivery) {
+    DELIVERY[here()].store(d as u8, Ordering::Relaxed);
 }
 /// Finds the Xen interface in a probe: the first "XenVMMXenVMM" base with
 /// at least [`abi::MIN_LEAVES`] leaves, when CPUID.1:ECX.HV is set.
@@ -265,9 +336,11 @@ impl Backend for Xen {
                 );
             }
         }
-        if let Some(h) = leaves.hvm {
-            VCPU_ID.store(h.vcpu(), Ordering::Relaxed);
-        }
+        let cpu = here();
+        let vcpu = vcpu_id_from(leaves.hvm.as_ref(), pvops::native::apic::id());
+        VCPU_ID[cpu].store(vcpu, Ordering::Relaxed);
+        BASE.store(base, Ordering::Relaxed);
+        log::info!("xen: boot CPU is vCPU {}", vcpu);
 
         // 1. Hypercall page.
         setup_hypercall_page(&leaves.hypercall, platform)?;
@@ -306,7 +379,7 @@ impl Backend for Xen {
         // 3. shared_info and pvclock.
         let safe_pvclock = features.is_none_or(|f| f & (1 << abi::XENFEAT_HVM_SAFE_PVCLOCK) != 0);
         let shared = if safe_pvclock {
-            setup_shared_info(platform, leaf_khz)
+            setup_shared_info(platform, leaf_khz, cpu, vcpu)
         } else {
             Err(SetupError {
                 step: "pvclock",
@@ -323,16 +396,19 @@ impl Backend for Xen {
             }
             return Ok(());
         }
+        SHARED_OK.store(true, Ordering::Relaxed);
         patch.set(slot::TIME_MONOTONIC_NS, monotonic_ns);
         patch.set(slot::TIME_TSC_FREQUENCY, tsc_frequency);
         patch.set(slot::IRQ_SAFE_HALT, safe_halt);
 
         // 4. Timer event channel and upcall delivery.
         let how = Delivery::choose(leaves.hvm.as_ref(), features);
-        match setup_timer_channel(how) {
+        match setup_timer_channel(how, vcpu) {
             Ok(port) => {
-                TIMER_PORT.store(port, Ordering::Relaxed);
-                DELIVERY.store(how as u8, Ordering::Relaxed);
+                TIMER_PORT[cpu].store(port, Ordering::Relaxed);
+                set_delivery(how);
+                DELIVERY_CHOICE.store(how as u8, Ordering::Relaxed);
+                TIMER_OWNED.store(true, Ordering::Relaxed);
                 patch.set(slot::TIME_TIMER_SETUP, timer_setup);
                 patch.set(slot::TIME_TIMER_ARM, timer_arm);
                 patch.set(slot::TIME_TIMER_CANCEL, timer_cancel);
@@ -348,12 +424,141 @@ impl Backend for Xen {
         }
 
         // 5. Runstate area.
-        match setup_runstate(platform) {
-            Ok(()) => patch.set(slot::TIME_STEAL_NS, steal_ns),
+        match setup_runstate(platform, cpu, vcpu) {
+            Ok(()) => {
+                RUNSTATE_OWNED.store(true, Ordering::Relaxed);
+                patch.set(slot::TIME_STEAL_NS, steal_ns);
+            }
             Err(e) => log::warn!("xen: {}; steal time stays native (0)", e),
+        }
+
+        // 6. The lock group, when other CPUs may contend.
+        if platform.possible_cpus() < 2 {
+            log::info!("xen: one CPU: the lock group stays native");
+        } else {
+            match setup_lock_port(cpu, vcpu) {
+                Ok(port) => {
+                    LOCK_OWNED.store(true, Ordering::Relaxed);
+                    patch.set(slot::LOCK_WAIT, lock_wait);
+                    patch.set(slot::LOCK_KICK, lock_kick);
+                    if RUNSTATE_OWNED.load(Ordering::Relaxed) {
+                        patch.set(slot::LOCK_VCPU_IS_PREEMPTED, lock_vcpu_is_preempted);
+                    }
+                    log::info!(
+                        "xen: lock group: SCHEDOP_poll on masked IPI port {} (boot CPU)",
+                        port
+                    );
+                }
+                Err(e) => log::warn!("xen: {}; the lock group stays native", e),
+            }
         }
         Ok(())
     }
+
+    fn init_cpu(&self, cpu: Cpu, fallbacks: &mut Fallbacks, platform: &mut dyn Platform) {
+        init_ap(cpu, fallbacks, platform);
+    }
+}
+
+/// One application processor's set-up, on that CPU (see the module docs).
+fn init_ap(cpu: Cpu, fallbacks: &mut Fallbacks, platform: &mut dyn Platform) {
+    let i = cpu.index;
+    if i >= MAX_CPUS || !hypercall::ready() {
+        return;
+    }
+    let base = BASE.load(Ordering::Relaxed);
+    let max = pvops::cpu::cpuid(base, 0).eax;
+    let hvm = (max >= base + abi::LEAF_HVM).then(|| {
+        let t = pvops::cpu::cpuid(base + abi::LEAF_HVM, 0);
+        abi::HvmLeaf::from_regs(t.eax, t.ebx, t.ecx)
+    });
+    let vcpu = vcpu_id_from(hvm.as_ref(), cpu.apic_id);
+    VCPU_ID[i].store(vcpu, Ordering::Relaxed);
+    log::info!("xen: cpu {} (APIC ID {}) is vCPU {}", i, cpu.apic_id, vcpu);
+    if !SHARED_OK.load(Ordering::Relaxed) {
+        return;
+    }
+    // Without a vcpu_info this CPU has no upcalls: timer and idle native;
+    // its clock reads the boot vCPU's pvclock.
+    let have_info = match setup_vcpu_info(platform, i, vcpu) {
+        Ok(()) => true,
+        Err(e) => {
+            fallbacks.push(i, "time.timer_*, irq.safe_halt", e.detail);
+            false
+        }
+    };
+    if TIMER_OWNED.load(Ordering::Relaxed) {
+        let how = Delivery::from_u8(DELIVERY_CHOICE.load(Ordering::Relaxed));
+        let port = if have_info {
+            setup_timer_channel(how, vcpu).map_err(|e| e.detail)
+        } else {
+            Err("no vcpu_info")
+        };
+        match port {
+            Ok(port) => {
+                TIMER_PORT[i].store(port, Ordering::Relaxed);
+                DELIVERY[i].store(how as u8, Ordering::Relaxed);
+                TIMER_NATIVE[i].store(false, Ordering::Relaxed);
+            }
+            Err(why) => {
+                TIMER_NATIVE[i].store(true, Ordering::Relaxed);
+                if have_info {
+                    fallbacks.push(i, "time.timer_*", why);
+                }
+            }
+        }
+    }
+    if RUNSTATE_OWNED.load(Ordering::Relaxed) {
+        if let Err(e) = setup_runstate(platform, i, vcpu) {
+            fallbacks.push(i, "time.steal_ns", e.detail);
+        }
+    }
+    if LOCK_OWNED.load(Ordering::Relaxed) {
+        if let Err(e) = setup_lock_port(i, vcpu) {
+            fallbacks.push(i, "lock.wait, lock.kick", e.detail);
+        }
+    }
+}
+
+/// CPU `cpu`'s `vcpu_info`: shared_info's slot below vCPU 32, else a page
+/// registered with `VCPUOP_register_vcpu_info`.
+fn setup_vcpu_info(platform: &mut dyn Platform, cpu: usize, vcpu: u32) -> Result<(), SetupError> {
+    let err = |detail| SetupError {
+        step: "vcpu_info",
+        detail,
+    };
+    if let Some(slot) = shared::legacy_slot(vcpu) {
+        // SAFETY: the slot lies in the live shared_info page Xen keeps
+        // for good (`set_shared_info`).
+        unsafe { shared::set_vcpu_info(cpu, slot) };
+        return Ok(());
+    }
+    let page = platform
+        .alloc_shared_page()
+        .ok_or(err("vCPU id 32 or more and no page for its vcpu_info"))?;
+    // SAFETY: the page is lent for good and used only for this vcpu_info.
+    unsafe { hypercall::vcpu_register_vcpu_info(vcpu, page.phys >> 12, 0) }
+        .map_err(|rc| err(errno_detail(rc, "VCPUOP_register_vcpu_info failed")))?;
+    // SAFETY: Xen now keeps this vCPU's vcpu_info at the start of the page.
+    unsafe { shared::set_vcpu_info(cpu, page.virt.as_ptr().cast::<abi::VcpuInfo>()) };
+    Ok(())
+}
+
+/// CPU `cpu`'s masked IPI port (vCPU `vcpu`).
+fn setup_lock_port(cpu: usize, vcpu: u32) -> Result<u32, SetupError> {
+    let port = hypercall::evtchn_bind_ipi(vcpu).map_err(|rc| SetupError {
+        step: "lock",
+        detail: errno_detail(rc, "EVTCHNOP_bind_ipi failed"),
+    })?;
+    if port >= abi::EVTCHN_2L_NR_CHANNELS {
+        return Err(SetupError {
+            step: "lock",
+            detail: "IPI port outside the 2-level ABI",
+        });
+    }
+    shared::mask_port(port);
+    LOCK_PORT[cpu].store(port, Ordering::Release);
+    Ok(port)
 }
 
 fn errno_detail(rc: i64, fallback: &'static str) -> &'static str {
@@ -409,7 +614,12 @@ fn setup_hypercall_page(
     Ok(())
 }
 
-fn setup_shared_info(platform: &mut dyn Platform, leaf_khz: Option<u32>) -> Result<(), SetupError> {
+fn setup_shared_info(
+    platform: &mut dyn Platform,
+    leaf_khz: Option<u32>,
+    cpu: usize,
+    vcpu: u32,
+) -> Result<(), SetupError> {
     let err = |detail| SetupError {
         step: "shared_info",
         detail,
@@ -422,6 +632,7 @@ fn setup_shared_info(platform: &mut dyn Platform, leaf_khz: Option<u32>) -> Resu
     // SAFETY: Xen now backs this guest frame with shared_info; the page is
     // the platform's mapping of it, lent for good.
     unsafe { shared::set_shared_info(page.virt.as_ptr()) };
+    setup_vcpu_info(platform, cpu, vcpu)?;
     shared::mask_all();
     let (t, _) = shared::read_time(PVCLOCK_TRIES).map_err(|_| SetupError {
         step: "pvclock",
@@ -470,7 +681,7 @@ fn setup_shared_info(platform: &mut dyn Platform, leaf_khz: Option<u32>) -> Resu
     Ok(())
 }
 
-fn setup_timer_channel(how: Delivery) -> Result<u32, SetupError> {
+fn setup_timer_channel(how: Delivery, vcpu: u32) -> Result<u32, SetupError> {
     let step = "event channel";
     if how == Delivery::None {
         return Err(SetupError {
@@ -478,7 +689,7 @@ fn setup_timer_channel(how: Delivery) -> Result<u32, SetupError> {
             detail: "neither an upcall vector nor XENFEAT_hvm_callback_vector",
         });
     }
-    let port = hypercall::evtchn_bind_virq(abi::VIRQ_TIMER, 0).map_err(|rc| SetupError {
+    let port = hypercall::evtchn_bind_virq(abi::VIRQ_TIMER, vcpu).map_err(|rc| SetupError {
         step,
         detail: errno_detail(rc, "EVTCHNOP_bind_virq(VIRQ_TIMER) failed"),
     })?;
@@ -495,7 +706,7 @@ fn setup_timer_channel(how: Delivery) -> Result<u32, SetupError> {
     Ok(port)
 }
 
-fn setup_runstate(platform: &mut dyn Platform) -> Result<(), SetupError> {
+fn setup_runstate(platform: &mut dyn Platform, cpu: usize, vcpu: u32) -> Result<(), SetupError> {
     let err = |detail| SetupError {
         step: "runstate",
         detail,
@@ -505,14 +716,14 @@ fn setup_runstate(platform: &mut dyn Platform) -> Result<(), SetupError> {
         .ok_or(err("the platform has no page to give"))?;
     let area = page.virt.as_ptr().cast::<abi::VcpuRunstateInfo>();
     // SAFETY: a zeroed, page-aligned page lent for good, used only for this.
-    unsafe { hypercall::vcpu_register_runstate_memory_area(0, area as u64) }.map_err(|rc| {
+    unsafe { hypercall::vcpu_register_runstate_memory_area(vcpu, area as u64) }.map_err(|rc| {
         err(errno_detail(
             rc,
             "VCPUOP_register_runstate_memory_area failed",
         ))
     })?;
     // SAFETY: registered just now; aligned and live for good.
-    unsafe { shared::set_runstate(area) };
+    unsafe { shared::set_runstate(cpu, area) };
     Ok(())
 }
 
@@ -588,10 +799,16 @@ extern "C" fn tsc_frequency() -> TscFrequency {
 /// callback-via vector, else the native timer.
 extern "C" fn timer_setup(vector: u8) {
     TIMER_VECTOR.store(vector, Ordering::Relaxed);
+    let cpu = here();
+    if TIMER_PORT[cpu].load(Ordering::Relaxed) == NO_PORT {
+        // This CPU's set-up failed (or never ran): its local APIC timer.
+        TIMER_NATIVE[cpu].store(true, Ordering::Relaxed);
+        return pvops::native::time::timer_setup(vector);
+    }
     if delivery() == Delivery::UpcallVector {
-        match hypercall::hvm_set_evtchn_upcall_vector(VCPU_ID.load(Ordering::Relaxed), vector) {
+        match hypercall::hvm_set_evtchn_upcall_vector(vcpu_id(), vector) {
             Ok(()) => {
-                TIMER_NATIVE.store(false, Ordering::Relaxed);
+                TIMER_NATIVE[cpu].store(false, Ordering::Relaxed);
                 return;
             }
             Err(rc) => {
@@ -599,7 +816,7 @@ extern "C" fn timer_setup(vector: u8) {
                     "xen: HVMOP_set_evtchn_upcall_vector failed ({}); trying the callback via",
                     abi::errno::name(rc)
                 );
-                DELIVERY.store(Delivery::CallbackVia as u8, Ordering::Relaxed);
+                set_delivery(Delivery::CallbackVia);
             }
         }
     }
@@ -607,14 +824,14 @@ extern "C" fn timer_setup(vector: u8) {
         abi::HVM_PARAM_CALLBACK_IRQ,
         abi::callback_via_vector(vector),
     ) {
-        Ok(()) => TIMER_NATIVE.store(false, Ordering::Relaxed),
+        Ok(()) => TIMER_NATIVE[cpu].store(false, Ordering::Relaxed),
         Err(rc) => {
             log::error!(
                 "xen: HVMOP_set_param(CALLBACK_IRQ) failed ({}); using the native timer",
                 abi::errno::name(rc)
             );
-            DELIVERY.store(Delivery::None as u8, Ordering::Relaxed);
-            TIMER_NATIVE.store(true, Ordering::Relaxed);
+            set_delivery(Delivery::None);
+            TIMER_NATIVE[cpu].store(true, Ordering::Relaxed);
             pvops::native::time::timer_setup(vector);
         }
     }
@@ -622,7 +839,8 @@ extern "C" fn timer_setup(vector: u8) {
 
 /// `time.timer_arm`: `VCPUOP_set_singleshot_timer` at pvclock now + delta.
 extern "C" fn timer_arm(delta_ns: u64) {
-    if TIMER_NATIVE.load(Ordering::Relaxed) {
+    let cpu = here();
+    if TIMER_NATIVE[cpu].load(Ordering::Relaxed) {
         return pvops::native::time::timer_arm(delta_ns);
     }
     let now = match shared::read_time(PVCLOCK_TRIES_HOT) {
@@ -630,7 +848,9 @@ extern "C" fn timer_arm(delta_ns: u64) {
         Err(_) => LAST_NS.load(Ordering::Relaxed),
     };
     // No VCPU_SSHOTTMR_future: a deadline already passed fires at once.
-    if let Err(rc) = hypercall::vcpu_set_singleshot_timer(0, now.saturating_add(delta_ns.max(1)), 0)
+    // Xen accepts the single-shot timer ops only for the calling vCPU.
+    if let Err(rc) =
+        hypercall::vcpu_set_singleshot_timer(vcpu_id(), now.saturating_add(delta_ns.max(1)), 0)
     {
         // A timer that worked and now fails would never fire again: the
         // native timer takes over for good, on the vector already routed.
@@ -638,8 +858,8 @@ extern "C" fn timer_arm(delta_ns: u64) {
             "xen: VCPUOP_set_singleshot_timer failed ({}); the native timer takes over",
             abi::errno::name(rc)
         );
-        TIMER_NATIVE.store(true, Ordering::Relaxed);
-        DELIVERY.store(Delivery::None as u8, Ordering::Relaxed);
+        TIMER_NATIVE[cpu].store(true, Ordering::Relaxed);
+        set_delivery(Delivery::None);
         pvops::native::time::timer_setup(TIMER_VECTOR.load(Ordering::Relaxed));
         pvops::native::time::timer_arm(delta_ns);
     }
@@ -647,10 +867,10 @@ extern "C" fn timer_arm(delta_ns: u64) {
 
 /// `time.timer_cancel`: `VCPUOP_stop_singleshot_timer`.
 extern "C" fn timer_cancel() {
-    if TIMER_NATIVE.load(Ordering::Relaxed) {
+    if TIMER_NATIVE[here()].load(Ordering::Relaxed) {
         return pvops::native::time::timer_cancel();
     }
-    let _ = hypercall::vcpu_stop_singleshot_timer(0);
+    let _ = hypercall::vcpu_stop_singleshot_timer(vcpu_id());
 }
 
 /// `time.timer_ack`: clear the upcall flag and the timer port's pending bit
@@ -659,15 +879,16 @@ extern "C" fn timer_cancel() {
 /// in-service bit, so the EOI the kernel sends after this is swallowed by
 /// [`eoi`]; an upcall-vector upcall came through the vLAPIC and keeps it.
 extern "C" fn timer_ack() {
-    if TIMER_NATIVE.load(Ordering::Relaxed) {
+    let cpu = here();
+    if TIMER_NATIVE[cpu].load(Ordering::Relaxed) {
         return pvops::native::time::timer_ack();
     }
-    let port = TIMER_PORT.load(Ordering::Relaxed);
+    let port = TIMER_PORT[cpu].load(Ordering::Relaxed);
     if port != NO_PORT {
         shared::ack_port(port);
     }
     if delivery() == Delivery::CallbackVia {
-        SKIP_EOI.store(true, Ordering::Relaxed);
+        SKIP_EOI[cpu].store(true, Ordering::Relaxed);
     }
 }
 
@@ -675,14 +896,83 @@ extern "C" fn timer_ack() {
 /// upcall ([`timer_ack`]), which has nothing in service to retire — an EOI
 /// there would retire whatever other vector is in service (review F3).
 extern "C" fn eoi() {
-    if !SKIP_EOI.swap(false, Ordering::Relaxed) {
+    if !SKIP_EOI[here()].swap(false, Ordering::Relaxed) {
         pvops::native::irq::eoi();
     }
 }
 
 /// `time.steal_ns`: runnable + offline time from the runstate area.
 extern "C" fn steal_ns() -> u64 {
-    next_steal(&LAST_STEAL, shared::steal_ns(RUNSTATE_TRIES))
+    next_steal(&LAST_STEAL[here()], shared::steal_ns(RUNSTATE_TRIES))
+}
+
+/// `lock.wait`: clear this CPU's IPI port, re-check the word, then
+/// `SCHEDOP_poll` on the port. A kick after the re-check leaves the port
+/// pending and the poll returns at once; an interrupt for this vCPU also
+/// ends the poll (Xen's `vcpu_kick` unblocks it), so it returns with
+/// interrupts enabled or not. A CPU without a port spins (native).
+extern "C" fn lock_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    let port = LOCK_PORT[here()].load(Ordering::Acquire);
+    if port == NO_PORT {
+        return pvops::native::lock::wait(word, expected);
+    }
+    wait_step(word, expected, port, shared::clear_pending, |p| {
+        hypercall::sched_poll(p, poll_deadline())
+    });
+}
+
+/// How long one poll may sleep at most: a guard, not the wake-up path.
+/// Xen wakes a poller when its port becomes pending, masked or not
+/// (`evtchn_check_pollers`), so the kick alone suffices there; an
+/// emulation that missed a masked-port wake-up (or a vCPU polling with
+/// interrupts disabled, which no interrupt ends) then costs 1 ms rather
+/// than a hang.
+const POLL_GUARD_NS: u64 = 1_000_000;
+
+/// The absolute system time [`lock_wait`] polls until (0 = no timeout,
+/// when the pvclock cannot be read).
+fn poll_deadline() -> u64 {
+    match shared::read_time(PVCLOCK_TRIES_HOT) {
+        Ok((t, tsc)) => t.ns_at(tsc).saturating_add(POLL_GUARD_NS),
+        Err(_) => 0,
+    }
+}
+
+/// The order of [`lock_wait`]: clear `port`'s pending bit, re-check
+/// `word`, poll `port` only if it still holds `expected`.
+fn wait_step(
+    word: &core::sync::atomic::AtomicU32,
+    expected: u32,
+    port: u32,
+    clear: impl FnOnce(u32),
+    poll: impl FnOnce(u32) -> Result<(), i64>,
+) {
+    clear(port);
+    if word.load(Ordering::Acquire) != expected {
+        return;
+    }
+    if poll(port).is_err() {
+        core::hint::spin_loop();
+    }
+}
+
+/// The port [`lock_kick`] sends on to wake CPU `cpu`.
+fn kick_port(cpu: u32) -> Option<u32> {
+    let port = LOCK_PORT.get(cpu as usize)?.load(Ordering::Acquire);
+    (port != NO_PORT).then_some(port)
+}
+
+/// `lock.kick`: `EVTCHNOP_send` on the target CPU's IPI port.
+extern "C" fn lock_kick(cpu: u32) {
+    if let Some(port) = kick_port(cpu) {
+        let _ = hypercall::evtchn_send(port);
+    }
+}
+
+/// `lock.vcpu_is_preempted`: the target's runstate is `RUNSTATE_runnable`
+/// (it wants to run but Xen runs something else).
+extern "C" fn lock_vcpu_is_preempted(cpu: u32) -> bool {
+    shared::runstate_state(cpu as usize) == Some(abi::RUNSTATE_RUNNABLE as i32)
 }
 
 /// The steal time for a runstate `reading`, never below `last`, which it

@@ -1,17 +1,52 @@
-//! Accessors for the memory Xen writes: shared_info (vCPU 0's `vcpu_info`,
-//! its pvclock, the event-channel words) and the runstate area.
+//! Accessors for the memory Xen writes: shared_info (the event-channel
+//! words), each vCPU's `vcpu_info` (its pvclock, upcall flag and selector:
+//! shared_info's slot for vCPU ids below 32, else the area registered with
+//! `VCPUOP_register_vcpu_info`) and each vCPU's runstate area. The running
+//! CPU's are found by [`pvops::percpu::current`] (no exit).
 //!
 //! Xen updates these concurrently with the guest, so every read is volatile
 //! or atomic; the pvclock and runstate reads follow their seqlock protocols
 //! with fences. The unsafe code of the backend outside the hypercall leaf
 //! is here.
 
-use core::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{fence, AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use pvops::percpu::MAX_CPUS;
 use pvops_abi::pvclock::VcpuTimeInfo;
 use pvops_abi::xen::{self as abi, VcpuInfo, VcpuRunstateInfo};
 
 static SHARED_INFO: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
-static RUNSTATE: AtomicPtr<VcpuRunstateInfo> = AtomicPtr::new(core::ptr::null_mut());
+static RUNSTATE: [AtomicPtr<VcpuRunstateInfo>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static VCPU_INFO: [AtomicPtr<VcpuInfo>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+
+/// Records CPU `cpu`'s `vcpu_info`.
+///
+/// # Safety
+///
+/// `vi` must point to that vCPU's live `vcpu_info` (in shared_info or a
+/// registered area), valid for the rest of the kernel's life.
+pub(super) unsafe fn set_vcpu_info(cpu: usize, vi: *mut VcpuInfo) {
+    if let Some(s) = VCPU_INFO.get(cpu) {
+        s.store(vi, Ordering::Release);
+    }
+}
+
+/// shared_info's `vcpu_info` slot of vCPU `vcpu` (below 32), once mapped.
+pub(super) fn legacy_slot(vcpu: u32) -> Option<*mut VcpuInfo> {
+    let v = vcpu as usize;
+    (v < abi::XEN_LEGACY_MAX_VCPUS)
+        .then(|| shared().map(|p| p.wrapping_add(abi::vcpu_info_offset(v)).cast::<VcpuInfo>()))
+        .flatten()
+}
+
+/// Whether CPU `cpu` has a `vcpu_info`.
+#[cfg(test)]
+pub(super) fn has_vcpu_info(cpu: usize) -> bool {
+    VCPU_INFO
+        .get(cpu)
+        .is_some_and(|s| !s.load(Ordering::Acquire).is_null())
+}
 
 /// Records where shared_info is mapped.
 ///
@@ -30,8 +65,23 @@ pub(super) unsafe fn set_shared_info(page: *mut u8) {
 ///
 /// `area` must be a registered, 8-byte aligned runstate area valid for the
 /// rest of the kernel's life.
-pub(super) unsafe fn set_runstate(area: *mut VcpuRunstateInfo) {
-    RUNSTATE.store(area, Ordering::Release);
+pub(super) unsafe fn set_runstate(cpu: usize, area: *mut VcpuRunstateInfo) {
+    if let Some(s) = RUNSTATE.get(cpu) {
+        s.store(area, Ordering::Release);
+    }
+}
+
+/// CPU `cpu`'s current `RUNSTATE_*`, if it registered an area.
+pub(super) fn runstate_state(cpu: usize) -> Option<i32> {
+    let r = RUNSTATE.get(cpu)?.load(Ordering::Acquire);
+    if r.is_null() {
+        return None;
+    }
+    // SAFETY: `set_runstate`'s contract: a live, aligned area Xen writes;
+    // `state` is a naturally aligned 32-bit field Xen stores whole.
+    Some(
+        unsafe { AtomicI32::from_ptr(core::ptr::addr_of_mut!((*r).state)) }.load(Ordering::Acquire),
+    )
 }
 
 fn shared() -> Option<*mut u8> {
@@ -39,9 +89,19 @@ fn shared() -> Option<*mut u8> {
     (!p.is_null()).then_some(p)
 }
 
-fn vcpu0() -> Option<*mut VcpuInfo> {
-    // vcpu_info[0] is at offset 0; the page is 4 KiB aligned.
-    shared().map(|p| p.wrapping_add(abi::vcpu_info_offset(0)).cast::<VcpuInfo>())
+/// The running CPU's `vcpu_info`; a CPU without one (its set-up failed)
+/// reads the boot CPU's pvclock (system time is one timeline) but has no
+/// upcalls of its own.
+fn vcpu_here() -> Option<*mut VcpuInfo> {
+    let p = VCPU_INFO[pvops::percpu::current() % MAX_CPUS].load(Ordering::Acquire);
+    (!p.is_null()).then_some(p)
+}
+
+fn vcpu_clock() -> Option<*mut VcpuInfo> {
+    vcpu_here().or_else(|| {
+        let p = VCPU_INFO[0].load(Ordering::Acquire);
+        (!p.is_null()).then_some(p)
+    })
 }
 
 /// Why a pvclock read failed.
@@ -53,12 +113,12 @@ pub(super) enum ClockError {
     StuckOdd,
 }
 
-/// A consistent copy of vCPU 0's pvclock and the TSC read with it, by the
+/// A consistent copy of the running vCPU's pvclock and the TSC read with it, by the
 /// version-retry protocol (xen.h `vcpu_time_info` comment; Linux
 /// `pvclock_clocksource_read`): retry while the version is odd or changed.
 /// Gives up after `tries` attempts.
 pub(super) fn read_time(tries: u32) -> Result<(VcpuTimeInfo, u64), ClockError> {
-    let vi = vcpu0().ok_or(ClockError::NotMapped)?;
+    let vi = vcpu_clock().ok_or(ClockError::NotMapped)?;
     // `time` is at offset 32 of vcpu_info (checked in pvops-abi).
     let t = vi
         .cast::<u8>()
@@ -69,9 +129,9 @@ pub(super) fn read_time(tries: u32) -> Result<(VcpuTimeInfo, u64), ClockError> {
     unsafe { crate::pvclock::read(t, tries) }.ok_or(ClockError::StuckOdd)
 }
 
-/// Whether vCPU 0 has an event upcall pending.
+/// Whether the running vCPU has an event upcall pending.
 pub(super) fn upcall_pending() -> bool {
-    match vcpu0() {
+    match vcpu_here() {
         // SAFETY: the byte is inside the live shared_info page; atomics on
         // shared memory Xen also writes are how Linux treats it.
         Some(vi) => unsafe {
@@ -91,7 +151,7 @@ pub(super) fn upcall_pending() -> bool {
 /// pending notifies it again (Xen `evtchn_2l_unmask`). Review finding F1:
 /// the toolstack's xenstore and console ports share word 0 with the timer.
 pub(super) fn mask_all() {
-    if let (Some(page), Some(vi)) = (shared(), vcpu0()) {
+    if let (Some(page), Some(vi)) = (shared(), vcpu_here()) {
         // SAFETY: shared() and vcpu0() point into the live shared_info page
         // (`set_shared_info`'s contract).
         unsafe { mask_all_in(page, vi) }
@@ -123,11 +183,12 @@ pub(super) unsafe fn mask_all_in(page: *mut u8, vi: *mut VcpuInfo) {
     }
 }
 
-/// Acknowledges an upcall on vCPU 0 and consumes `port`'s pending bit.
+/// Acknowledges an upcall on the running vCPU and consumes `port`'s
+/// pending bit.
 /// Returns whether the port was pending (and unmasked). See
 /// [`ack_port_in`].
 pub(super) fn ack_port(port: u32) -> bool {
-    match (shared(), vcpu0()) {
+    match (shared(), vcpu_here()) {
         // SAFETY: as in `mask_all`.
         (Some(page), Some(vi)) => unsafe { ack_port_in(page, vi, port) },
         _ => false,
@@ -182,7 +243,7 @@ pub(super) unsafe fn ack_port_in(page: *mut u8, vi: *mut VcpuInfo, port: u32) ->
 /// `xen_get_runstate_snapshot_cpu_delta`). `None` when not registered, or
 /// when no consistent copy was had in `tries` attempts.
 pub(super) fn steal_ns(tries: u32) -> Option<u64> {
-    let r = RUNSTATE.load(Ordering::Acquire);
+    let r = RUNSTATE[pvops::percpu::current() % MAX_CPUS].load(Ordering::Acquire);
     if r.is_null() {
         return None;
     }
@@ -219,4 +280,37 @@ pub(super) unsafe fn steal_ns_at(
         core::hint::spin_loop();
     }
     None
+}
+
+/// Sets `port`'s mask bit (an IPI port for the lock group stays masked:
+/// it only wakes `SCHEDOP_poll`, never raises an upcall).
+pub(super) fn mask_port(port: u32) {
+    port_word(port, |_, mask, bit| {
+        mask.fetch_or(1 << bit, Ordering::SeqCst);
+    });
+}
+
+/// Clears `port`'s pending bit.
+pub(super) fn clear_pending(port: u32) {
+    port_word(port, |pending, _, bit| {
+        pending.fetch_and(!(1 << bit), Ordering::SeqCst);
+    });
+}
+
+fn port_word(port: u32, f: impl FnOnce(&AtomicU64, &AtomicU64, u32)) {
+    let (word, bit) = abi::port_word_bit(port);
+    let Some(page) = shared() else { return };
+    if word >= abi::EVTCHN_2L_WORDS {
+        return;
+    }
+    // SAFETY: the pending and mask words lie inside the live shared_info
+    // page at the ABI offsets (checked in pvops-abi), naturally aligned;
+    // Xen updates them with locked instructions.
+    let (pending, mask) = unsafe {
+        (
+            AtomicU64::from_ptr(page.add(abi::evtchn_pending_offset(word)).cast::<u64>()),
+            AtomicU64::from_ptr(page.add(abi::evtchn_mask_offset(word)).cast::<u64>()),
+        )
+    };
+    f(pending, mask, bit);
 }

@@ -152,97 +152,71 @@ fn hypercalls_without_a_page_are_enosys() {
     assert!(!hypercall::ready());
     assert_eq!(xen_version(), Err(-abi::errno::ENOSYS));
     assert_eq!(sched_block(), Err(-abi::errno::ENOSYS));
-}
-
-/// A shared_info page for the event-channel tests, 8-byte aligned.
-fn page() -> Box<[u64; 512]> {
-    Box::new([0u64; 512])
-}
-
-/// Xen's `evtchn_2l_set_pending` (xen/common/event_2l.c) on `page`:
-/// pending bit; if unmasked and the selector bit goes 0->1,
-/// `vcpu_mark_events_pending` (upcall flag 0->1 raises the upcall).
-/// Returns whether an upcall was raised.
-fn xen_set_pending(page: &mut [u64; 512], port: u32) -> bool {
-    let (word, bit) = abi::port_word_bit(port);
-    let pend = abi::evtchn_pending_offset(word) / 8;
-    let mask = abi::evtchn_mask_offset(word) / 8;
-    let sel = core::mem::offset_of!(abi::VcpuInfo, evtchn_pending_sel) / 8;
-    if page[pend] & (1 << bit) != 0 {
-        return false;
-    }
-    page[pend] |= 1 << bit;
-    if page[mask] & (1 << bit) != 0 || page[sel] & (1 << word) != 0 {
-        return false;
-    }
-    page[sel] |= 1 << word;
-    let up = core::mem::offset_of!(abi::VcpuInfo, evtchn_upcall_pending);
-    let bytes = page.as_mut_ptr().cast::<u8>();
-    // SAFETY: offset 0 of the test page.
-    unsafe {
-        if *bytes.add(up) != 0 {
-            return false;
-        }
-        *bytes.add(up) = 1;
-    }
-    true
-}
-
-/// Review finding F1: the toolstack's console (2) and xenstore (1) ports,
-/// in word 0 with the timer port, fire; every later timer event must still
-/// raise an upcall. With the old acknowledgement (selector bit of word 0
-/// put back while a foreign unmasked port was pending, upcall flag left
-/// clear) timer events 2.. raised none.
-#[test]
-fn foreign_ports_in_the_timer_word_never_silence_the_timer() {
-    const XENSTORE: u32 = 1;
-    const CONSOLE: u32 = 2;
-    const TIMER: u32 = 3;
-    let mut p = page();
-    let base = p.as_mut_ptr().cast::<u8>();
-    let vi = base.cast::<abi::VcpuInfo>();
-    // An event before the guest mapped anything: shared_info is zeroed, so
-    // the console port is unmasked.
-    assert!(xen_set_pending(&mut p, CONSOLE));
-    // SAFETY: a live, aligned 4 KiB buffer laid out as shared_info.
-    unsafe { shared::mask_all_in(base, vi) };
-    for w in 0..abi::EVTCHN_2L_WORDS {
-        assert_eq!(p[abi::evtchn_mask_offset(w) / 8], !0);
-    }
-    // Nothing live: no selector bit, no upcall flag left behind.
-    assert_eq!(
-        p[core::mem::offset_of!(abi::VcpuInfo, evtchn_pending_sel) / 8],
-        0
-    );
-    // The timer port is unmasked (EVTCHNOP_unmask).
-    p[abi::evtchn_mask_offset(0) / 8] &= !(1 << TIMER);
-    for round in 0..6 {
-        assert!(
-            xen_set_pending(&mut p, TIMER),
-            "timer event {round} raised no upcall"
-        );
-        // Foreign traffic while the timer upcall is pending: masked.
-        assert!(!xen_set_pending(&mut p, XENSTORE));
-        // SAFETY: as above.
-        assert!(unsafe { shared::ack_port_in(base, vi, TIMER) });
-        assert!(!xen_set_pending(&mut p, CONSOLE));
-    }
+    assert_eq!(hypercall::evtchn_bind_ipi(1), Err(-abi::errno::ENOSYS));
+    assert_eq!(hypercall::sched_poll(5, 0), Err(-abi::errno::ENOSYS));
 }
 
 #[test]
-fn delivery_prefers_the_upcall_vector() {
-    let with = abi::HvmLeaf::from_regs(abi::HVM_UPCALL_VECTOR, 0, 0);
-    let without = abi::HvmLeaf::from_regs(abi::HVM_X2APIC_VIRT, 0, 0);
-    let cb = 1 << abi::XENFEAT_HVM_CALLBACK_VECTOR;
+fn vcpu_ids_from_the_leaf_else_half_the_apic_id() {
+    let with = abi::HvmLeaf::from_regs(abi::HVM_VCPU_ID_PRESENT, 3, 0);
+    assert_eq!(vcpu_id_from(Some(&with), 10), 3);
+    let without = abi::HvmLeaf::from_regs(0, 3, 0);
     assert_eq!(
-        Delivery::choose(Some(&with), Some(0)),
-        Delivery::UpcallVector
+        vcpu_id_from(Some(&without), 10),
+        5,
+        "Xen HVM: APIC ID = 2 * vCPU"
+    );
+    assert_eq!(vcpu_id_from(None, 0), 0);
+}
+
+#[test]
+fn poll_names_one_port_without_timeout_and_waits_only_if_unchanged() {
+    use core::sync::atomic::AtomicU32;
+    let ports = [17u32];
+    let a = hypercall::poll_arg(&ports, 0);
+    assert_eq!((a.nr_ports, a.timeout), (1, 0));
+    assert_eq!(a.ports, ports.as_ptr() as u64);
+
+    let word = AtomicU32::new(4);
+    let log = std::cell::RefCell::new(Vec::new());
+    super::wait_step(
+        &word,
+        4,
+        17,
+        |p| log.borrow_mut().push(("clear", p)),
+        |p| {
+            log.borrow_mut().push(("poll", p));
+            Ok(())
+        },
     );
     assert_eq!(
-        Delivery::choose(Some(&without), Some(cb)),
-        Delivery::CallbackVia
+        *log.borrow(),
+        [("clear", 17), ("poll", 17)],
+        "clear, re-check, poll"
     );
-    // XENVER_get_features failed: Xen's HVM default.
-    assert_eq!(Delivery::choose(None, None), Delivery::CallbackVia);
-    assert_eq!(Delivery::choose(Some(&without), Some(0)), Delivery::None);
+    log.borrow_mut().clear();
+    super::wait_step(
+        &word,
+        3,
+        17,
+        |p| log.borrow_mut().push(("clear", p)),
+        |_| panic!("the word changed: no poll"),
+    );
+    assert_eq!(*log.borrow(), [("clear", 17)]);
+
+    // A kick sends on the target CPU's own port; a CPU without one gets
+    // nothing (it spins).
+    super::LOCK_PORT[40].store(23, Ordering::Release);
+    assert_eq!(super::kick_port(40), Some(23));
+    assert_eq!(super::kick_port(41), None);
+    assert_eq!(super::kick_port(1000), None);
+}
+
+#[test]
+fn vcpus_from_32_have_no_shared_info_slot() {
+    // vCPU 32 and up must register a vcpu_info (VCPUOP_register_vcpu_info).
+    assert!(shared::legacy_slot(32).is_none());
+    assert!(shared::legacy_slot(u32::MAX).is_none());
+    assert_eq!(abi::vcpu_info_offset(31), 31 * 64);
+    assert!(!shared::has_vcpu_info(50), "no AP set up on the host");
 }

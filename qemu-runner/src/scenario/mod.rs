@@ -308,6 +308,10 @@ pub struct Expect {
     /// (`[LEVEL] message`, the boot kit's logger) of the serial console.
     /// The lying-hypervisor matrix states each fallback's reason here.
     pub logged: &'static [&'static str],
+    /// APIC IDs the guest must report as `@@ ap ... status=no-answer` (an
+    /// AP that never answers INIT-SIPI-SIPI, e.g. `smp-ghost-apic=`); any
+    /// other AP must come online.
+    pub no_answer: &'static [u64],
 }
 
 impl Expect {
@@ -331,6 +335,7 @@ impl Expect {
         counts: &[],
         fewer_than_native: &[],
         logged: &[],
+        no_answer: &[],
     };
 }
 

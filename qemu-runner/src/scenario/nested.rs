@@ -94,6 +94,9 @@ pub struct NestedSpec {
     /// Which expectations of this scenario flip when another issue lands
     /// (shown in the report); empty = none.
     pub flips: &'static str,
+    /// vCPUs of L2 and of L1 (L1 with more than one runs single-threaded
+    /// TCG); the scenario's `cpus` must match.
+    pub cpus: u32,
 }
 
 impl NestedSpec {
@@ -106,6 +109,7 @@ impl NestedSpec {
             l2_timeout_secs: 150,
             known_failures: &[],
             flips: "",
+            cpus: 1,
         }
     }
 
@@ -141,6 +145,40 @@ const NESTED_KVM_NATIVE: NestedSpec = NestedSpec::new(NestedMode::Kvm, "");
 const NESTED_HYPERV_NATIVE: NestedSpec = NestedSpec::new(NestedMode::Hyperv, HV_ALL);
 const NESTED_XEN_NATIVE: NestedSpec = NestedSpec::new(NestedMode::Xen, "");
 const NESTED_XEN_HYPERV_NATIVE: NestedSpec = NestedSpec::new(NestedMode::XenHyperv, HV_ALL);
+
+/// Two vCPUs in L2 and L1 (issue 13): the guest brings up its AP under a
+/// real hypervisor's per-vCPU interfaces.
+const NESTED_XEN_SMP2: NestedSpec = NestedSpec {
+    cpus: 2,
+    l2_timeout_secs: 300,
+    ..NestedSpec::new(NestedMode::Xen, "")
+};
+const NESTED_HYPERV_SMP2: NestedSpec = NestedSpec {
+    cpus: 2,
+    l2_timeout_secs: 300,
+    ..NestedSpec::new(NestedMode::Hyperv, HV_ALL)
+};
+
+/// The xen backend with two CPUs: as with one, and the lock group where
+/// the emulation binds IPI event channels.
+const XEN_SMP_OWNS: Owners = Owners {
+    optional: &[
+        "lock.wait",
+        "lock.kick",
+        "lock.vcpu_is_preempted",
+        "time.steal_ns",
+    ],
+    ..XEN_OWNS
+};
+
+/// The hyperv backend (forced: KVM's own leaves would outrank it) with two
+/// CPUs: VP index per CPU, remote flush and IPIs by hypercall with the
+/// VP-index map, lazy EOI per VP, and the long-spin-wait notification
+/// (`hv-spinlocks=0x1fff`).
+const HYPERV_SMP_OWNS: Owners = Owners {
+    optional: &["lock.wait"],
+    ..HYPERV_OWNS
+};
 
 const NESTED_HYPERV_NO_STIMER: NestedSpec = NestedSpec::new(NestedMode::Hyperv, HV_NO_STIMER);
 const NESTED_HYPERV_NO_FREQUENCIES: NestedSpec =
@@ -260,6 +298,24 @@ pub const SCENARIOS: &[Scenario] = &[
         ..NESTED
     },
     Scenario {
+        name: "nested:hyperv:smp2",
+        description: "2 vCPUs under KVM's Hyper-V emulation (L1 single-threaded TCG, 2 vCPUs), hyperv backend forced: per-VP set-up, hypercall IPIs and flushes",
+        boot: Boot::Nested(&NESTED_HYPERV_SMP2),
+        guest_cmdline: "pvops=hyperv",
+        cpus: 2,
+        timeout_secs: 900,
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            backend: Some("hyperv"),
+            owners: Some(HYPERV_SMP_OWNS),
+            tsc_source: Some("hyperv-msr"),
+            interfaces: HYPERV_IF,
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..NESTED
+    },
+    Scenario {
         name: "nested:hyperv:no-stimer",
         description: "KVM's Hyper-V without synthetic timers (hv-stimer, hv-stimer-direct)",
         boot: Boot::Nested(&NESTED_HYPERV_NO_STIMER),
@@ -305,6 +361,20 @@ pub const SCENARIOS: &[Scenario] = &[
         boot: Boot::Nested(&NESTED_XEN),
         expect: XEN_TODAY,
         native_pair: Some("nested:xen/native"),
+        ..NESTED
+    },
+    Scenario {
+        name: "nested:xen:smp2",
+        description: "2 vCPUs under QEMU/KVM's Xen emulation (L1 single-threaded TCG, 2 vCPUs): per-vCPU timer, vcpu_info, runstate, PV lock",
+        boot: Boot::Nested(&NESTED_XEN_SMP2),
+        cpus: 2,
+        timeout_secs: 900,
+        expect: Expect {
+            owners: Some(XEN_SMP_OWNS),
+            selftests: crate::verdict::SMP_TESTS,
+            fewer_than_native: &[],
+            ..XEN_TODAY
+        },
         ..NESTED
     },
     Scenario {

@@ -11,10 +11,17 @@ use super::*;
 /// vCPUs of the SMP scenarios.
 pub const SMP_CPUS: u32 = 4;
 
-/// The kvm backend with more than one CPU: what it owns with one, plus
-/// PV IPIs (kvm.c `pv_ipi_supported`: `KVM_FEATURE_PV_SEND_IPI` and more
-/// than one CPU) and, where KVM offers PV unhalt / PV TLB flush (hardware
-/// KVM does; this host's may not), the lock group and the remote flush.
+/// The APIC ID `tcg:smp2:no-answer` starts that is not in its MADT
+/// (`smp-ghost-apic=`).
+pub const GHOST_APIC: u64 = 7;
+
+/// The kvm backend with more than one CPU: what it owns with one (each
+/// CPU with its own kvmclock, steal-time area and PV EOI word), and, as
+/// KVM offers them, PV IPIs (kvm.c `pv_ipi_supported`), PV spinlocks
+/// (`kvm_spinlock_init`), the steal-time preempted flag and PV TLB flush
+/// (`pv_tlb_flush_supported`). On a host whose KVM is `kvm_pvm` the
+/// runner turns hypercalls off ([`crate::PVM_SWITCH`]), so PV IPIs and
+/// the lock's wait/kick stay native there.
 pub const KVM_SMP_OWNS: Owners = Owners {
     backend: &[
         "cpu.io_delay",
@@ -22,9 +29,9 @@ pub const KVM_SMP_OWNS: Owners = Owners {
         "time.tsc_frequency",
         "time.steal_ns",
         "irq.eoi",
-        "irq.send_ipi_mask",
     ],
     optional: &[
+        "irq.send_ipi_mask",
         "lock.wait",
         "lock.kick",
         "lock.vcpu_is_preempted",
@@ -38,6 +45,37 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "tcg:smp4",
         description: "QEMU software emulation with 4 vCPUs: every AP started and tested through pvops",
         cpus: SMP_CPUS,
+        timeout_secs: 240,
+        expect: Expect {
+            hypervisor: Some("qemu-tcg"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "tcg:smp2:no-answer",
+        description: "bad input: 2 vCPUs, and the guest also starts APIC ID 7 (not in the MADT), which never answers; reported, and the boot goes on",
+        cpus: 2,
+        timeout_secs: 240,
+        guest_cmdline: "smp-ghost-apic=7",
+        expect: Expect {
+            hypervisor: Some("qemu-tcg"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: crate::verdict::SMP_TESTS,
+            no_answer: &[GHOST_APIC],
+            ..Expect::PASS
+        },
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "tcg:smp2:hotplug",
+        description: "2 vCPUs present of 4 possible (-smp 2,maxcpus=4): the MADT lists the 2 absent ones disabled; the guest starts only the present one",
+        cpus: 2,
+        qemu_args: &["-smp", "2,maxcpus=4"],
         timeout_secs: 240,
         expect: Expect {
             hypervisor: Some("qemu-tcg"),

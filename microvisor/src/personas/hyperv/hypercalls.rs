@@ -182,6 +182,13 @@ fn dispatch(i: Input, mem: &GuestRam, apic: &mut VApic, stats: &mut Stats) -> Hy
             }
             HypercallResult::new(Status::SUCCESS, 0)
         }
+        // HvCallNotifyLongSpinWait (TLFS: simple, fast, input the spin
+        // count): a hint that this VP spins on a lock; with one VP there is
+        // nobody else to run, so it just succeeds (KVM: `kvm_vcpu_on_spin`).
+        call::NOTIFY_LONG_SPIN_WAIT => match simple(c, true) {
+            Ok(()) => HypercallResult::new(Status::SUCCESS, 0),
+            Err(s) => fail(s),
+        },
         _ => fail(Status::INVALID_HYPERCALL_CODE),
     }
 }
@@ -318,6 +325,19 @@ mod tests {
         assert_eq!(
             go(list.with_rep_count(600), 0x2000, 0, &mem, &mut apic),
             Status::INVALID_ALIGNMENT
+        );
+    }
+
+    #[test]
+    fn long_spin_wait_notification() {
+        let mut ram = Ram::new();
+        let mem = ram.mem();
+        let mut apic = VApic::new(1_000_000);
+        let c = Control::new(call::NOTIFY_LONG_SPIN_WAIT).fast();
+        assert_eq!(go(c, 0x1FFF, 0, &mem, &mut apic), Status::SUCCESS);
+        assert_eq!(
+            go(c.with_rep_count(1), 0x1FFF, 0, &mem, &mut apic),
+            Status::INVALID_HYPERCALL_INPUT
         );
     }
 

@@ -332,6 +332,25 @@ impl Xen {
                 self.update_runstate(cx);
                 OK
             }
+            // SCHEDOP_poll (sched.h): with one vCPU no other vCPU can send
+            // to the polled port while this one sleeps, and the guest
+            // re-checks its condition after every poll, so returning at
+            // once is a correct (early) wake-up; the arguments are checked
+            // as Xen's `do_poll` does (-EFAULT, -EINVAL).
+            Ok(abi::SCHEDOP_POLL) => {
+                let p: abi::SchedPoll = read(self, cx, arg)?;
+                if p.nr_ports > 128 {
+                    return Err(-errno::EINVAL);
+                }
+                for i in 0..u64::from(p.nr_ports) {
+                    let port: u32 = read(self, cx, p.ports.wrapping_add(4 * i))?;
+                    if port as usize >= NR_PORTS {
+                        return Err(-errno::EINVAL);
+                    }
+                }
+                self.update_runstate(cx);
+                OK
+            }
             Ok(abi::SCHEDOP_SHUTDOWN) => {
                 let s: abi::SchedShutdown = read(self, cx, arg)?;
                 self.update_runstate(cx);
