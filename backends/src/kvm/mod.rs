@@ -432,11 +432,16 @@ impl State {
         } else {
             &self.clock
         };
+        // The last value is loaded *before* the TSC is read: a value another
+        // CPU (or an interrupt here) published after this read's TSC would
+        // otherwise look like a step back on an honest host with several
+        // CPUs, and drop the stable bit for nothing.
+        let before = self.last_ns.load(Ordering::Acquire);
         match shared::read_clock_with(area, tries, tsc, spin) {
             Some((t, tsc)) => {
                 let now = t.ns_at(tsc);
                 if self.stable.load(Ordering::Relaxed) {
-                    let prev = self.last_ns.load(Ordering::Relaxed);
+                    let prev = before;
                     if now >= prev {
                         self.last_ns.store(now, Ordering::Relaxed);
                         return now;

@@ -82,9 +82,10 @@ pub fn set_remote_flush_hook(hook: RemoteFlushHook) {
 }
 
 /// Flushes locally if this CPU is in `cpus`, and asks the kernel's hook to
-/// flush the others.
+/// flush the others. This CPU's APIC ID comes from [`crate::percpu`] once
+/// it is registered (no exit), else from the local APIC.
 pub extern "C" fn flush_remote(cpus: u64, target: FlushTarget) {
-    let me = super::apic::id();
+    let me = crate::percpu::apic_id(crate::percpu::current()).unwrap_or_else(super::apic::id);
     let self_bit = if me < 64 { 1u64 << me } else { 0 };
     if cpus & self_bit != 0 {
         match target {
