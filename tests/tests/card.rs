@@ -176,8 +176,16 @@ fn kvm_card_covers_every_entry() {
                 context(&n)
             );
             if c.row("cpu.io_delay").unwrap().owner == "kvm" {
+                // The no-op saves the port exit of every call; what is left
+                // is the background of the window (host interrupts, more of
+                // them on a loaded host: 0.15 per call was seen in a
+                // clean-clone cargo test), so a fraction of native's.
                 let kvm = exits(&c, "cpu.io_delay");
-                assert!(kvm < 0.1, "kvm io_delay exits/call {kvm}\n{}", context(&r));
+                assert!(
+                    kvm < native / 3.0,
+                    "kvm io_delay exits/call {kvm}, native {native}\n{}",
+                    context(&r)
+                );
             }
             // Host-dependent (a software KVM may not count CPUID as an
             // exit): shown, not asserted.
