@@ -34,7 +34,7 @@
 //! (recorded in its [`crate::Fallbacks`]). The reference TSC page is one
 //! per partition, shared.
 //!
-//! **Lock group** ([`lock`]), with more than one possible CPU and a spin
+//! **Lock group** (`lock.rs`), with more than one possible CPU and a spin
 //! hint other than "never": `lock.wait` spins, then
 //! HvCallNotifyLongSpinWait.
 
