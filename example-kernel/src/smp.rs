@@ -115,10 +115,7 @@ const MSR_GS_BASE: u32 = 0xC000_0101;
 /// (`pvops::percpu::set_index_hook`), read from GS as Linux keeps its
 /// per-CPU data. Call on the boot CPU after its GDT, before pvops' init.
 pub fn use_gs_index_if_needed() {
-    let leaf7 = pvops::cpu::cpuid(0, 0).eax >= 7;
-    let rdpid = leaf7 && pvops::cpu::cpuid(7, 0).ecx & (1 << 22) != 0;
-    let ext = pvops::cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0001;
-    let rdtscp = ext && pvops::cpu::cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+    let (rdpid, rdtscp) = pvops::percpu::tsc_aux_readers();
     if rdpid || rdtscp {
         return;
     }

@@ -250,16 +250,25 @@ fn choose_source(write_tsc_aux: &mut dyn FnMut(u64) -> bool) -> IndexSource {
         return IndexSource::Hook;
     }
     const PROBE: u64 = 0x5A;
-    let leaf7 = crate::cpu::cpuid(0, 0).eax >= 7;
-    let rdpid = leaf7 && crate::cpu::cpuid(7, 0).ecx & (1 << 22) != 0;
-    let ext = crate::cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0001;
-    let rdtscp = ext && crate::cpu::cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+    let (rdpid, rdtscp) = tsc_aux_readers();
     for (offered, src) in [(rdpid, IndexSource::Rdpid), (rdtscp, IndexSource::Rdtscp)] {
         if offered && write_tsc_aux(PROBE) && read_aux(src) == PROBE {
             return src;
         }
     }
     IndexSource::ApicId
+}
+
+/// Whether CPUID offers (RDPID, RDTSCP), the instructions that read
+/// `IA32_TSC_AUX` (CPUID.(EAX=7,ECX=0):ECX bit 22; CPUID.8000_0001h:EDX
+/// bit 27). A kernel that sees neither gives pvops its own CPU number
+/// ([`set_index_hook`]), or every lookup costs an exit.
+pub fn tsc_aux_readers() -> (bool, bool) {
+    let leaf7 = crate::cpu::cpuid(0, 0).eax >= 7;
+    let rdpid = leaf7 && crate::cpu::cpuid(7, 0).ecx & (1 << 22) != 0;
+    let ext = crate::cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0001;
+    let rdtscp = ext && crate::cpu::cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+    (rdpid, rdtscp)
 }
 
 /// The instructions that read `IA32_TSC_AUX`.

@@ -39,6 +39,17 @@ pub const KVM_SMP_OWNS: Owners = Owners {
     ],
 };
 
+/// The KVM machine of `kvm:smp4` and its native pair: `-cpu host` (see
+/// `kvm`), 4 vCPUs.
+const KVM_SMP4: Scenario = Scenario {
+    accel: Accel::Kvm,
+    cpu: Some("host,-arch-capabilities"),
+    requires: &[Requirement::Kvm],
+    cpus: SMP_CPUS,
+    timeout_secs: 240,
+    ..Scenario::BASE
+};
+
 /// This area's scenarios, in report order.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -89,11 +100,6 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "kvm:smp4",
         description: "KVM with 4 vCPUs on this host (overcommitted): per-CPU kvmclock, steal time and PV EOI, PV IPIs, PV spinlocks where offered",
-        accel: Accel::Kvm,
-        cpu: Some("host,-arch-capabilities"),
-        requires: &[Requirement::Kvm],
-        cpus: SMP_CPUS,
-        timeout_secs: 240,
         expect: Expect {
             hypervisor: Some("kvm"),
             backend: Some("kvm"),
@@ -104,16 +110,11 @@ pub const SCENARIOS: &[Scenario] = &[
             ..Expect::PASS
         },
         native_pair: Some("kvm:smp4/native"),
-        ..Scenario::BASE
+        ..KVM_SMP4
     },
     Scenario {
         name: "kvm:smp4/native",
         description: "KVM with 4 vCPUs, guest forced to pvops=native (pair of kvm:smp4)",
-        accel: Accel::Kvm,
-        cpu: Some("host,-arch-capabilities"),
-        requires: &[Requirement::Kvm],
-        cpus: SMP_CPUS,
-        timeout_secs: 240,
         guest_cmdline: "pvops=native",
         expect: Expect {
             hypervisor: Some("kvm"),
@@ -123,6 +124,6 @@ pub const SCENARIOS: &[Scenario] = &[
             selftests: crate::verdict::SMP_TESTS,
             ..Expect::PASS
         },
-        ..Scenario::BASE
+        ..KVM_SMP4
     },
 ];
