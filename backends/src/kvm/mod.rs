@@ -33,9 +33,9 @@
 //! 5. PV IPI: a probe `KVM_HC_SEND_IPI` with an empty bitmap must succeed.
 //!    Then `irq.send_ipi_mask`.
 //!
-//! PV unhalt (`KVM_HC_KICK_CPU`), PV TLB flush and PV sched yield are
-//! decoded and reported with the gates Linux applies (they need more than
-//! one vCPU; the SMP work sets them up per CPU).
+//! 6. PV spinlocks (`KVM_HC_KICK_CPU`), `lock.vcpu_is_preempted` and
+//!    7. PV TLB flush, with the gates Linux applies (more than one CPU);
+//!    PV sched yield is decoded. Each AP's own areas: [`Backend::init_cpu`].
 //!
 //! An MSR write KVM refuses is caught through
 //! [`Platform::write_msr_catching_gp`] when the kernel can (the example
@@ -599,7 +599,7 @@ pub fn summary() -> Option<Summary> {
 }
 
 /// The steal-time area's `preempted` byte (`KVM_VCPU_PREEMPTED`, for the
-/// SMP work's `vcpu_is_preempted`); `None` without steal time.
+/// `lock.vcpu_is_preempted`); `None` without steal time.
 pub fn preempted() -> Option<u8> {
     shared::read_preempted(&STATE.steal)
 }
@@ -621,7 +621,7 @@ pub fn sched_yield(apic_id: u32) -> i64 {
 }
 
 /// `KVM_HC_KICK_CPU` for the halted vCPU with APIC ID `apic_id` (for the
-/// SMP work's PV spinlocks; only when [`Offer::pv_spinlocks`]).
+/// PV spinlocks, `lock.kick`; only when [`Offer::pv_spinlocks`]).
 pub fn kick_cpu(apic_id: u32) -> i64 {
     hypercall::call(hc::KICK_CPU, [0, u64::from(apic_id), 0, 0])
 }
