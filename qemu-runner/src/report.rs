@@ -69,6 +69,7 @@ pub fn to_json(r: &ScenarioReport) -> Value {
         "native_pair": r.scenario.native_pair,
         "tsc_hz_configured": r.resolved.tsc_hz,
         "bench": bench_json(&res.bench),
+        "smp_bench": crate::smp_bench::to_json(res),
         "dispatch": crate::dispatch::json(res),
     })
 }
