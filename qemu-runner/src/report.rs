@@ -231,7 +231,8 @@ pub fn compare_json(backend: &ScenarioReport, native: &ScenarioReport) -> Value 
     })
 }
 
-fn fmt_ratio(r: Option<f64>) -> String {
+/// A ratio as `1.23x`, or `-`.
+pub(crate) fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
 }
 

@@ -13,7 +13,7 @@
 use serde_json::{json, Value};
 
 use crate::parse::{parse_u64, BootResult, Record};
-use crate::report::{pair_of, ratio};
+use crate::report::{fmt_ratio, pair_of, ratio};
 use crate::ScenarioReport;
 
 /// One `smpbench` record.
@@ -35,7 +35,7 @@ pub struct SmpBench {
     pub mark: u64,
     /// Operations that finished.
     pub completed: u64,
-    /// Lock workloads: waiter cycles, `lock.wait` calls, kicks.
+    /// Lock workloads: the waiters' cycles between asking and getting.
     pub waited: Option<u64>,
     /// `lock.wait` calls (lock workloads).
     pub waits: Option<u64>,
@@ -121,7 +121,7 @@ pub struct Combined {
     pub cycles: u64,
     /// Exits of all of them net of the base; `None` when one has none.
     pub exits: Option<f64>,
-    /// Waiter cycles, `lock.wait` calls, kicks, flagged targets (summed).
+    /// The waiters' cycles (lock workloads), summed.
     pub waited: Option<u64>,
     /// `lock.wait` calls.
     pub waits: u64,
@@ -204,10 +204,6 @@ pub fn failures(r: &BootResult, asked: bool) -> Vec<String> {
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
 }
 
 /// The SMP bench of every run that has one, beside its native pair's when
