@@ -873,6 +873,9 @@ extern "C" fn timer_cancel() {
     let _ = hypercall::vcpu_stop_singleshot_timer(vcpu_id());
 }
 
+/// Upcalls on the timer vector that found the timer port not pending.
+static SPURIOUS_UPCALLS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
 /// `time.timer_ack`: clear the upcall flag and the timer port's pending bit
 /// (with the callback via, Xen re-injects the vector while
 /// `evtchn_upcall_pending` is set). A callback-via upcall has no LAPIC
@@ -884,8 +887,14 @@ extern "C" fn timer_ack() {
         return pvops::native::time::timer_ack();
     }
     let port = TIMER_PORT[cpu].load(Ordering::Relaxed);
-    if port != NO_PORT {
-        shared::ack_port(port);
+    // An upcall with the timer port not pending is no timer expiry (the
+    // vector carries every event channel); said, a few times per boot, so
+    // an extra timer interrupt a kernel sees can be told apart.
+    if port != NO_PORT
+        && !shared::ack_port(port)
+        && SPURIOUS_UPCALLS.fetch_add(1, Ordering::Relaxed) < 4
+    {
+        log::warn!("xen: timer upcall on CPU {cpu} without its port {port} pending");
     }
     if delivery() == Delivery::CallbackVia {
         SKIP_EOI[cpu].store(true, Ordering::Relaxed);
