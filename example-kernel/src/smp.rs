@@ -517,12 +517,15 @@ pub fn run_tests(frames: &mut FrameAllocator, tally: &mut Tally) {
         println!("SMP self-tests: not run (one CPU online)");
         return;
     }
-    let tests: [(&str, SmpTest); 5] = [
+    let tests: [(&str, SmpTest); 6] = [
         ("smp.timer-eoi", timer_eoi),
         ("smp.ipi-all", ipi_all),
         ("smp.clock-warp", clock_warp),
         ("smp.tlb-shootdown", tlb_shootdown),
         ("smp.spinlock", spinlock),
+        // Last: a kick that does not arrive leaves its AP halted for good
+        // under KVM (interrupts off), which no later test could use.
+        ("smp.lock-kick", lock_kick),
     ];
     for (name, t) in tests {
         tally.report(name, &t(frames));
@@ -790,6 +793,83 @@ fn spinlock(_: &mut FrameAllocator) -> Outcome {
             s.waits - stats0.waits,
             s.kicks - stats0.kicks,
             owner_of("lock.wait"),
+        ),
+    )
+}
+
+// ---- lock wait / kick ------------------------------------------------------
+
+/// The word the kicked AP waits on (0: keep waiting).
+static KICK_WORD: AtomicU32 = AtomicU32::new(0);
+/// The AP is about to wait (interrupts already off).
+static KICK_READY: AtomicBool = AtomicBool::new(false);
+/// TSC when the AP saw the word change; 0 until then.
+static KICK_SEEN_TSC: AtomicU64 = AtomicU64::new(0);
+/// `lock.wait` calls the AP made.
+static KICK_WAITS: AtomicU64 = AtomicU64::new(0);
+/// How long the boot CPU lets the AP sleep before it kicks (ms).
+const KICK_AFTER_MS: u64 = 5;
+/// How long the AP waits at most where `lock.wait` returns by itself.
+const KICK_AP_LIMIT_MS: u64 = 5_000;
+
+/// The AP's half: with interrupts off, so that under KVM only the kick can
+/// end its HLT (`KVM_HC_KICK_CPU` wakes a halted vCPU whatever its IF),
+/// `lock.wait` until the word changes.
+fn kick_waiter(_cpu: usize) {
+    let flags = pvops::irq::save_flags();
+    pvops::irq::disable();
+    let khz = pvops::time::tsc_frequency().khz.max(1);
+    let limit = pvops::cpu::read_tsc() + KICK_AP_LIMIT_MS * khz;
+    let mut waits = 0u64;
+    KICK_READY.store(true, Ordering::SeqCst);
+    while KICK_WORD.load(Ordering::SeqCst) == 0 && pvops::cpu::read_tsc() < limit {
+        pvops::lock::wait(&KICK_WORD, 0);
+        waits += 1;
+    }
+    let seen = KICK_WORD.load(Ordering::SeqCst) != 0;
+    KICK_SEEN_TSC.store(if seen { pvops::cpu::read_tsc() } else { 0 }, Ordering::SeqCst);
+    KICK_WAITS.store(waits, Ordering::SeqCst);
+    pvops::irq::restore_flags(flags);
+}
+
+/// One AP waits in `lock.wait` with interrupts off; the boot CPU lets it
+/// sleep [`KICK_AFTER_MS`] ms, changes the word and kicks it with
+/// `lock.kick`. Passes when the AP saw the change; says how long after the
+/// kick and in how many waits (1-2 where the wait really sleeps: KVM's
+/// HLT; about one per millisecond with Xen's guarded poll; many PAUSEs
+/// natively).
+fn lock_kick(_: &mut FrameAllocator) -> Outcome {
+    let Some(slot) = online().next() else {
+        return unsupported(text!("no AP online"));
+    };
+    let khz = pvops::time::tsc_frequency().khz;
+    if khz == 0 {
+        return unsupported(text!("no TSC frequency: no delays to time"));
+    }
+    let target = index_of(slot);
+    KICK_WORD.store(0, Ordering::SeqCst);
+    KICK_READY.store(false, Ordering::SeqCst);
+    KICK_SEEN_TSC.store(0, Ordering::SeqCst);
+    let before = post_to(core::iter::once(slot), kick_waiter);
+    let ready = wait_until(3_000, || KICK_READY.load(Ordering::SeqCst));
+    let end = pvops::cpu::read_tsc() + KICK_AFTER_MS * khz;
+    while pvops::cpu::read_tsc() < end {
+        core::hint::spin_loop();
+    }
+    let kicked_at = pvops::cpu::read_tsc();
+    KICK_WORD.store(1, Ordering::SeqCst);
+    pvops::lock::kick(target);
+    let done = finished_of(core::iter::once(slot), &before, 2 * KICK_AP_LIMIT_MS) == 1;
+    let seen = KICK_SEEN_TSC.load(Ordering::SeqCst);
+    let waits = KICK_WAITS.load(Ordering::SeqCst);
+    let after_us = seen.saturating_sub(kicked_at) * 1_000 / khz;
+    check(
+        ready && done && seen != 0,
+        text!(
+            "CPU {target} in lock.wait ({}) with interrupts off for {KICK_AFTER_MS} ms, then lock.kick ({}): ready {ready}, finished {done}, saw the change {} us after the kick in {waits} wait(s)",
+            owner_of("lock.wait"),
+            owner_of("lock.kick"),
+            if seen != 0 { after_us } else { 0 },
         ),
     )
 }

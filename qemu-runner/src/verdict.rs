@@ -375,6 +375,7 @@ pub const SMP_TESTS: &[&str] = &[
     "smp.clock-warp",
     "smp.tlb-shootdown",
     "smp.spinlock",
+    "smp.lock-kick",
 ];
 
 /// With `cpus` > 1: every CPU online (`@@ smp online=`), no AP without an

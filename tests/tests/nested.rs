@@ -268,6 +268,22 @@ fn nested_smp2() {
                     "{}",
                     context(r)
                 );
+                // The AP halted with interrupts off: only KVM_HC_KICK_CPU
+                // can have ended that HLT, in one or two waits (a kick
+                // racing the first HLT makes it return at once).
+                let kick = detail("smp.lock-kick");
+                assert!(
+                    kick.contains("lock.wait (kvm)") && kick.contains("lock.kick (kvm)"),
+                    "{kick}\n{}",
+                    context(r)
+                );
+                let waits: u64 = kick
+                    .rsplit(" in ")
+                    .next()
+                    .and_then(|t| t.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(u64::MAX);
+                assert!((1..=2).contains(&waits), "{kick}\n{}", context(r));
             }
             "hyperv" => {
                 // The MSR, or (when L1's KVM misreports it with the TSC page

@@ -54,7 +54,10 @@
 //! between the check and the poll leaves the port pending, so the poll
 //! returns at once. The poll carries a 1 ms guard timeout (chosen; Xen
 //! itself needs none) so that a wake-up an emulation loses, or a waiter
-//! polling with interrupts disabled, cannot hang the CPU. `lock.kick` is `EVTCHNOP_send` on
+//! polling with interrupts disabled, cannot hang the CPU; Xen reads that
+//! timeout as an absolute system time, KVM's Xen emulation as a duration,
+//! and one probe poll at set-up tells which ([`poll_timeout_is_relative`]).
+//! `lock.kick` is `EVTCHNOP_send` on
 //! the target's port; `lock.vcpu_is_preempted` is the target's runstate
 //! being `RUNSTATE_runnable`. Cross-CPU IPIs and flushes stay native
 //! (through the local APIC).
@@ -444,9 +447,16 @@ impl Backend for Xen {
                     if RUNSTATE_OWNED.load(Ordering::Relaxed) {
                         patch.set(slot::LOCK_VCPU_IS_PREEMPTED, lock_vcpu_is_preempted);
                     }
+                    let relative = poll_timeout_is_relative(port);
+                    POLL_RELATIVE.store(relative, Ordering::Relaxed);
                     log::info!(
-                        "xen: lock group: SCHEDOP_poll on masked IPI port {} (boot CPU)",
-                        port
+                        "xen: lock group: SCHEDOP_poll on masked IPI port {} (boot CPU); its timeout is {}",
+                        port,
+                        if relative {
+                            "relative (KVM's Xen emulation: jiffies + timeout)"
+                        } else {
+                            "absolute system time (Xen's do_poll)"
+                        }
                     );
                 }
                 Err(e) => log::warn!("xen: {}; the lock group stays native", e),
@@ -938,13 +948,53 @@ extern "C" fn lock_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
 /// than a hang.
 const POLL_GUARD_NS: u64 = 1_000_000;
 
-/// The absolute system time [`lock_wait`] polls until (0 = no timeout,
-/// when the pvclock cannot be read).
+/// Whether `SCHEDOP_poll`'s timeout is read as a duration
+/// ([`poll_timeout_is_relative`]).
+static POLL_RELATIVE: AtomicBool = AtomicBool::new(false);
+
+/// The `timeout` [`lock_wait`] polls with: the absolute system time
+/// [`POLL_GUARD_NS`] from now, as Xen's `do_poll` reads it (`set_timer`
+/// takes an absolute `s_time_t`; sched.h), or the guard itself where the
+/// hypervisor reads it as a duration (0 = no timeout, when the pvclock
+/// cannot be read).
 fn poll_deadline() -> u64 {
+    if POLL_RELATIVE.load(Ordering::Relaxed) {
+        return POLL_GUARD_NS;
+    }
     match shared::read_time(PVCLOCK_TRIES_HOT) {
         Ok((t, tsc)) => t.ns_at(tsc).saturating_add(POLL_GUARD_NS),
         Err(_) => 0,
     }
+}
+
+/// The probe's timeout: 10 ms read as a duration; as an absolute system
+/// time it lies long before any kernel's initialisation.
+const POLL_PROBE_NS: u64 = 10_000_000;
+
+/// Whether the hypervisor reads `SCHEDOP_poll`'s timeout as a duration.
+/// Xen reads an absolute system time; KVM's Xen emulation (Linux
+/// arch/x86/kvm/xen.c `kvm_xen_schedop_poll`) arms `jiffies +
+/// nsecs_to_jiffies(timeout)`, so the absolute deadline Xen wants would
+/// make its guard last as long as the guest has been up (seen on the
+/// nested peer: a 1 ms guard that never fired). One poll on the masked,
+/// cleared `port` with [`POLL_PROBE_NS`] tells them apart: Xen returns
+/// at once (the deadline has passed), the emulation sleeps at least a
+/// jiffy (>= 1 ms at HZ <= 1000). Twice, because any event ends a poll
+/// early. Costs under 1 ms on Xen, one or two jiffies per poll on KVM.
+fn poll_timeout_is_relative(port: u32) -> bool {
+    (0..2).any(|_| {
+        shared::clear_pending(port);
+        let Ok((t0, tsc0)) = shared::read_time(PVCLOCK_TRIES_HOT) else {
+            return false;
+        };
+        if hypercall::sched_poll(port, POLL_PROBE_NS).is_err() {
+            return false;
+        }
+        let Ok((t1, tsc1)) = shared::read_time(PVCLOCK_TRIES_HOT) else {
+            return false;
+        };
+        t1.ns_at(tsc1).saturating_sub(t0.ns_at(tsc0)) >= POLL_PROBE_NS / 10
+    })
 }
 
 /// The order of [`lock_wait`]: clear `port`'s pending bit, re-check
