@@ -10,6 +10,7 @@
 //! COUNTERS_RESET just before the workload, COUNTERS_COPY just after (its
 //! own VMMCALL exit is taken out). Elsewhere they are `-`.
 
+use crate::counted::Count;
 use crate::hypercall::Microvisor;
 use crate::interrupts::{self, IPI_VECTOR};
 use bootkit::println;
@@ -147,18 +148,6 @@ fn print(w: &Workload, cycles: u64, completed: Option<u32>, snap: Option<ExitSna
     // event.
     let n = fields.len() - usize::from(completed.is_none());
     bootkit::record::emit("bench", &fields[..n]);
-}
-
-/// A count, or `-` when there is none (no microvisor).
-pub(crate) struct Count(pub(crate) Option<u64>);
-
-impl core::fmt::Display for Count {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(v) => write!(f, "{v}"),
-            None => f.write_str("-"),
-        }
-    }
 }
 
 /// `clock`: `time.monotonic_ns`.

@@ -189,7 +189,7 @@ fn emit(op: &str, f: Figures) {
     let owner = entry.map_or("?", pvops::owner);
     let mechanism = entry.map_or("?", |e| pvops::dispatch::mechanism(e).name());
     let per = |c: u64| c as f64 / f64::from(f.iterations);
-    let raw = crate::bench::Count(f.raw);
+    let raw = crate::counted::Count(f.raw);
     match f.raw {
         Some(r) => println!(
             "  {op:<20} {owner:<8} {mechanism:<8} raw {:>8.1}  patched {:>8.1}  indirect {:>8.1} cycles/call",

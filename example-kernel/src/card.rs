@@ -24,7 +24,7 @@
 //! the empty loop (`card.base`): what remains is the entry's.
 //!
 //! Every measured loop (the base too) lies between two writes to
-//! [`MARK_PORT`]: in a nested run the runner cuts L1 KVM's trace of exits
+//! [`crate::counted::MARK_PORT`]: in a nested run the runner cuts L1 KVM's trace of exits
 //! at them.
 //!
 //! Interrupts are off while the card runs (restored after), so timer ticks
@@ -32,11 +32,11 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::counted::{self, Count, Stretch};
 use crate::hypercall::Microvisor;
 use crate::interrupts::IPI_VECTOR;
 use bootkit::record::emit;
 use pvops::Entry;
-use pvops_abi::microvisor::{code, ExitSnapshot};
 
 /// Iterations per entry unless `card=<n>` says otherwise.
 pub const DEFAULT_ITERATIONS: u32 = 1_000;
@@ -128,16 +128,6 @@ fn repeat<R>(n: u32, f: impl Fn() -> R) {
     }
 }
 
-/// The holds printed so far (the runner numbers them the same way).
-static HOLDS: AtomicU32 = AtomicU32::new(0);
-
-/// Prints `@@ hold` and waits for the runner; returns its number.
-fn hold() -> u32 {
-    let k = HOLDS.fetch_add(1, Ordering::Relaxed);
-    crate::hold::hold();
-    k
-}
-
 /// Runs the card: `@@ card.base`, one `@@ card` per entry, `@@ card.end`.
 /// `held`: `hold` is on the command line (the runner reads KVM's counters
 /// at each `@@ hold`).
@@ -212,75 +202,9 @@ pub fn run(iterations: u32, apic_id: u32, held: bool) {
     bootkit::record!("card.end", entries = records);
 }
 
-/// One measurement.
-struct Measured {
-    cycles: u64,
-    exits: Option<u64>,
-    hold: Option<u32>,
-}
-
-/// Port written just before and just after every measured loop (L1 KVM's
-/// trace in a nested run is cut there); under the microvisor it is an
-/// empty bus.
-use pvops_abi::report::CARD_MARK_PORT as MARK_PORT;
-
-fn mark(value: u8) {
-    // SAFETY: no device decodes the port: the write has no effect beyond
-    // the exit it causes.
-    unsafe { bootkit::cpu::outb(MARK_PORT, value) };
-}
-
-/// Times `f(n)` with the TSC, between the microvisor's counter reset and
-/// copy when it is there, between two holds when the runner counts, and
-/// always between two writes to [`MARK_PORT`].
-fn measure(mv: Option<&Microvisor>, held: bool, n: u32, f: fn(u32)) -> Measured {
-    let k = (held && mv.is_none()).then(hold);
-    mark(1);
-    if let Some(mv) = mv {
-        mv.call(code::COUNTERS_RESET, [0; 3]);
-    }
-    let t0 = pvops::cpu::read_tsc();
-    f(n);
-    let cycles = pvops::cpu::read_tsc().wrapping_sub(t0);
-    let exits = mv.and_then(exits_since_reset);
-    mark(2);
-    if k.is_some() {
-        hold();
-    }
-    Measured {
-        cycles,
-        exits,
-        hold: k,
-    }
-}
-
-/// The microvisor's exits since its counters were reset, less the copy's
-/// own VMMCALL.
-fn exits_since_reset(mv: &Microvisor) -> Option<u64> {
-    let mut snap = ExitSnapshot::default();
-    // Identity mapped: the stack variable's address is its GPA.
-    let gpa = &raw mut snap as u64;
-    let len = core::mem::size_of::<ExitSnapshot>() as u64;
-    if mv.call(code::COUNTERS_COPY, [gpa, len, 0]) < 0 {
-        return None;
-    }
-    // SAFETY: `snap` is a live, aligned local the microvisor just filled
-    // (its address went to the asm block, which may write memory); read
-    // volatile so the read is not folded into the default.
-    let s = unsafe { core::ptr::read_volatile(&raw const snap) };
-    Some(s.total.saturating_sub(1))
-}
-
-/// A count, or `-`.
-struct Count(Option<u64>);
-
-impl core::fmt::Display for Count {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(v) => write!(f, "{v}"),
-            None => f.write_str("-"),
-        }
-    }
+/// Times `f(n)` as a counted stretch ([`crate::counted`]).
+fn measure(mv: Option<&Microvisor>, held: bool, n: u32, f: fn(u32)) -> Stretch {
+    counted::measure(mv, held, || f(n)).0
 }
 
 /// This CPU's APIC ID, for the IPI entries.

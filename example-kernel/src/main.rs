@@ -12,7 +12,9 @@
 //! (micro-benchmarks after the self-tests, see [`bench`]), `hold` (wait
 //! after the last record until the runner has read the hypervisor's
 //! counters, see [`hold`]), `card` / `card=<iterations>` (the report card:
-//! every table entry's owner, mechanism and cost per call, see [`card`]).
+//! every table entry's owner, mechanism and cost per call, see [`card`]),
+//! `smpbench` / `smpbench=cross` (the SMP bench, also run by `bench`: see
+//! [`smp::bench`]), `smp-ghost-apic=<id>` (see [`smp`]).
 #![no_std]
 #![no_main]
 
@@ -20,6 +22,7 @@ mod arch;
 mod bench;
 mod bench_dispatch;
 mod card;
+mod counted;
 mod cpuid_dump;
 mod dispatch;
 mod faults;
@@ -150,6 +153,9 @@ fn kmain(start_info_paddr: u64) -> ! {
     smp::run_tests(ctx.frames, &mut tally);
     if bench::requested(cmdline) {
         bench::run(apic_id, ctx.timer_works);
+    }
+    if let Some(set) = smp::bench::requested(cmdline) {
+        smp::bench::run(set, hold::requested(cmdline));
     }
     if let Some(iterations) = card::requested(cmdline) {
         card::run(iterations, apic_id, hold::requested(cmdline));

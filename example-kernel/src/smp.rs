@@ -25,6 +25,8 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use pvops::mmu::FlushTarget;
 
+pub mod bench;
+
 /// CPUs the example kernel runs at most (bootkit's per-CPU GDTs).
 pub const MAX_CPUS: usize = bootkit::gdt::MAX_CPUS;
 const STACK_SIZE: usize = 64 * 1024;
@@ -383,11 +385,17 @@ fn mailbox(slot: usize) -> ! {
 /// Posts `f(cpu index)` to every online AP's mailbox and wakes it;
 /// returns each slot's count of finished work before it.
 fn post(f: fn(usize)) -> [u64; MAX_CPUS] {
+    post_to(online(), f)
+}
+
+/// Posts `f(cpu index)` to the mailboxes of `slots` (online APs) and
+/// wakes them; returns each slot's count of finished work before it.
+fn post_to(slots: impl Iterator<Item = usize>, f: fn(usize)) -> [u64; MAX_CPUS] {
     let mut before = [0u64; MAX_CPUS];
-    for slot in online() {
+    for slot in slots {
         before[slot] = SLOTS[slot].done.load(Ordering::Acquire);
         SLOTS[slot].work.store(f as usize, Ordering::Release);
-        pvops::irq::send_ipi(SLOTS[slot].apic_id.load(Ordering::Acquire), WAKE_VECTOR);
+        pvops::irq::send_ipi(apic_of(slot), WAKE_VECTOR);
     }
     before
 }
@@ -395,9 +403,28 @@ fn post(f: fn(usize)) -> [u64; MAX_CPUS] {
 /// Waits (bounded) until every AP finished the work [`post`]ed after
 /// `before`; returns how many did.
 fn finished(before: &[u64; MAX_CPUS], timeout_ms: u64) -> usize {
+    finished_of(online(), before, timeout_ms)
+}
+
+/// [`finished`] for the APs of `slots`.
+fn finished_of(
+    slots: impl Iterator<Item = usize> + Clone,
+    before: &[u64; MAX_CPUS],
+    timeout_ms: u64,
+) -> usize {
     let done = |s: usize| SLOTS[s].done.load(Ordering::Acquire) > before[s];
-    wait_until(timeout_ms, || online().all(done));
-    online().filter(|&s| done(s)).count()
+    wait_until(timeout_ms, || slots.clone().all(done));
+    slots.filter(|&s| done(s)).count()
+}
+
+/// The APIC ID of the CPU in `slot`.
+fn apic_of(slot: usize) -> u32 {
+    SLOTS[slot].apic_id.load(Ordering::Acquire)
+}
+
+/// The pvops CPU index of the CPU in `slot`.
+fn index_of(slot: usize) -> usize {
+    SLOTS[slot].index.load(Ordering::Acquire)
 }
 
 /// Runs `f(cpu index)` on every online AP and, when `here`, on this (the

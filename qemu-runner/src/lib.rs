@@ -27,6 +27,7 @@ pub mod qmp;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod smp_bench;
 pub mod toolchain;
 pub mod verdict;
 

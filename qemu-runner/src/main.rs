@@ -269,6 +269,7 @@ fn run_and_report(
     } else {
         print!("{}", report::table(&reports));
         print!("{}", report::compare_table(&reports));
+        print!("{}", qemu_runner::smp_bench::table(&reports));
         if opts.extra_guest_cmdline == "bench" {
             print!("{}", report::bench_table(&reports));
             print!("{}", qemu_runner::dispatch::bench_table(&reports));

@@ -458,6 +458,10 @@ pub struct BootResult {
     pub card_base: Option<crate::card::Measure>,
     /// `card.end entries=`.
     pub card_end: Option<u64>,
+    /// `smpbench` records (the SMP bench), in order.
+    pub smp_bench: Vec<crate::smp_bench::SmpBench>,
+    /// `smpbench.end records=`.
+    pub smp_bench_end: Option<u64>,
     /// KVM's total exits at each `@@ hold`, in order (`None`: that reading
     /// failed); set by the runner, not from the serial console.
     pub hold_exits: Vec<Option<u64>>,
@@ -657,6 +661,14 @@ impl BootResult {
             },
             "card.base" => match crate::card::base_from_record(rec) {
                 Some(b) => self.card_base = Some(b),
+                None => return false,
+            },
+            "smpbench" => match crate::smp_bench::SmpBench::from_record(rec) {
+                Some(b) => self.smp_bench.push(b),
+                None => return false,
+            },
+            "smpbench.end" => match n("records") {
+                Some(e) => self.smp_bench_end = Some(e),
                 None => return false,
             },
             "card.end" => match n("entries") {

@@ -69,6 +69,7 @@ pub fn to_json(r: &ScenarioReport) -> Value {
         "native_pair": r.scenario.native_pair,
         "tsc_hz_configured": r.resolved.tsc_hz,
         "bench": bench_json(&res.bench),
+        "smp_bench": crate::smp_bench::to_json(res),
         "dispatch": crate::dispatch::json(res),
     })
 }
@@ -230,7 +231,8 @@ pub fn compare_json(backend: &ScenarioReport, native: &ScenarioReport) -> Value 
     })
 }
 
-fn fmt_ratio(r: Option<f64>) -> String {
+/// A ratio as `1.23x`, or `-`.
+pub(crate) fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"))
 }
 

@@ -103,6 +103,11 @@ pub fn judge(
     check(&mut f, "backend", expect.backend, r.backend.as_ref());
     if r.done.is_some() {
         f.extend(smp_failures(scenario.cpus, expect.no_answer, r));
+        let asked = scenario
+            .guest_cmdline
+            .split_ascii_whitespace()
+            .any(|w| w.starts_with("smpbench"));
+        f.extend(crate::smp_bench::failures(r, asked));
     }
     check(
         &mut f,

@@ -76,6 +76,7 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:hyperv:break=hidden-stimer",
     "microvisor:hyperv:break=hypercall-second-fails",
     "microvisor:hyperv:break=msrs-gp",
+    "microvisor:hyperv:break=miscalibrated-frequency",
     "microvisor:xen:break=signature-only",
     "microvisor:xen:break=absurd-frequency",
     "microvisor:xen:break=timer-second-fails",

@@ -152,7 +152,13 @@ fn hyperv_tsc_page_valid_later_is_kept() {
     let r = run("microvisor:hyperv:tsc-page-late");
     assert_persona_guest(&r, "hyperv", "hyperv", &HYPERV_OWNS, "hyperv-msr");
     assert_eq!(field(&record(&r, "mv.hyperv"), "tsc_page", &r), "true");
-    assert_count(&r, Metric::MsrReads(HV_TIME_REF_COUNT), Count::Zero);
+    // Only the frequency MSR's cross-check at set-up, before the page is
+    // valid; no clock read after.
+    assert_count(
+        &r,
+        Metric::MsrReads(HV_TIME_REF_COUNT),
+        Count::AtMost(2 * u64::from(pvops_backends::hyperv::CROSS_CHECK_TRIES)),
+    );
 }
 
 /// Neither frequency MSRs nor a valid TSC page at set-up: the TSC against

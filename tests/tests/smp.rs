@@ -152,6 +152,40 @@ fn absent_cpus_of_the_madt_are_not_started() {
     assert_smp_tests_pass(&r, 2);
 }
 
+/// The SMP bench's cross-CPU workloads (`smpbench=cross` in the KVM
+/// pair): shootdown and IPI fan-out for N = 2 and 4, every operation
+/// finished, and each with exits per operation from KVM's own counters
+/// (holds around each stretch): at least one exit per target (the IPI or
+/// the target's EOI), since this host's KVM virtualises neither.
+fn assert_cross_cpu_bench(r: &ScenarioReport) {
+    use qemu_runner::smp_bench::exits_per_op;
+    let res = &r.result;
+    assert!(res.smp_bench_end.is_some(), "{}", context(r));
+    for (name, n) in [
+        ("shootdown", 2),
+        ("ipi-fanout", 2),
+        ("shootdown", 4),
+        ("ipi-fanout", 4),
+    ] {
+        let b = res
+            .smp_bench
+            .iter()
+            .find(|b| b.name == name && b.cpus == n)
+            .unwrap_or_else(|| panic!("no smpbench {name} N={n}\n{}", context(r)));
+        assert_eq!(b.completed, b.ops, "{b:?}\n{}", context(r));
+        let (e, counter) = exits_per_op(res, b)
+            .unwrap_or_else(|| panic!("{name} N={n}: no exits\n{}", context(r)));
+        assert_eq!(counter, "kvm", "{b:?}");
+        assert!(
+            e >= (n - 1) as f64,
+            "{name} N={n}: {e} exits/op\n{}",
+            context(r)
+        );
+    }
+    // Not asked: the lock workloads need `smpbench` or `bench`.
+    assert!(!res.smp_bench.iter().any(|b| b.name.starts_with("lock")));
+}
+
 /// KVM with 4 vCPUs and the kvm backend: each AP has its own kvmclock,
 /// steal-time area and PV EOI word (no per-CPU fallback), the clock stays
 /// kvmclock's, and the remote flush and lock entries are the backend's
@@ -172,6 +206,7 @@ fn kvm_smp4_sets_up_every_cpu_through_the_kvm_backend() {
     assert_eq!(field(&k, "steal"), "true", "{}", context(&r));
     let warp = &r.result.selftests["smp.clock-warp"].detail;
     assert!(warp.contains("time.monotonic_ns (kvm)"), "{warp}");
+    assert_cross_cpu_bench(&r);
 }
 
 /// KVM with 4 vCPUs on this 2-core host (overcommitted), guest native:
@@ -184,6 +219,7 @@ fn kvm_smp4_native_brings_every_cpu_online() {
     assert_verdict_pass(&r);
     assert_all_online(&r, 4, "native", &[]);
     assert_smp_tests_pass(&r, 4);
+    assert_cross_cpu_bench(&r);
 }
 
 /// One CPU (`-smp 1`): the MADT lists only the boot CPU, no AP is started

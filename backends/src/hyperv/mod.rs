@@ -123,6 +123,148 @@ pub fn tsc_hz_from_counter(ref0: u64, tsc0: u64, ref1: u64, tsc1: u64) -> Option
     u64::try_from(u128::from(dtsc) * 10_000_000 / u128::from(dref)).ok()
 }
 
+/// One (reference time, TSC) sample: a reading of HV_X64_MSR_TIME_REF_COUNT
+/// (100 ns units) and the TSC at that moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefSample {
+    /// Partition reference time, 100 ns units.
+    pub reference: u64,
+    /// TSC at the reading (the midpoint of the reads bracketing it).
+    pub tsc: u64,
+}
+
+/// What the cross-check of HV_X64_MSR_TSC_FREQUENCY against the reference
+/// counter decided ([`check_msr_frequency`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrCheck {
+    /// The MSR is within [`CROSS_CHECK_TOLERANCE_PPM`] of the measurement:
+    /// the MSR's value is used.
+    Agrees {
+        /// The measured frequency, Hz.
+        measured_hz: u64,
+    },
+    /// The MSR is off by more than the tolerance: the measured frequency
+    /// (the TSC against a hypervisor clock that is there) is used.
+    Disagrees {
+        /// The measured frequency, Hz.
+        measured_hz: u64,
+    },
+    /// The measurement itself is unusable (the reference time did not
+    /// advance [`CROSS_CHECK_MIN_UNITS`], or at an implausible rate): no
+    /// frequency is believed, `time.tsc_frequency` stays native.
+    Unmeasurable,
+}
+
+/// The reference time the cross-check spins for: 10 ms (100 000 units of
+/// 100 ns). Each end point's error is at most half the TSC bracket of one
+/// MSR exit: about 1 us on the microvisor, 45-75 us under nested KVM
+/// (`/work/shared/reference/nested-real-peers.md`, "Exit counts"); the
+/// brackets' common part cancels between the two ends, so over 10 ms the
+/// measurement stays well inside the example kernel's 0.5 % clock-vs-TSC
+/// tolerance, while the boot pays 10 ms once, and only when no valid TSC
+/// page vouches for the MSR.
+pub const CROSS_CHECK_UNITS: u64 = 100_000;
+/// The least reference time a measurement must span to be judged: 5 ms.
+/// A shorter first window (the MSR claimed a TSC more than twice too slow,
+/// so the spin ended early) is extended with the measured rate, at most
+/// [`CROSS_CHECK_EXTENSIONS`] times.
+pub const CROSS_CHECK_MIN_UNITS: u64 = CROSS_CHECK_UNITS / 2;
+/// Extensions of a window shorter than [`CROSS_CHECK_MIN_UNITS`].
+pub const CROSS_CHECK_EXTENSIONS: u32 = 2;
+/// MSR reads per end point of the cross-check (the narrowest bracket wins).
+pub const CROSS_CHECK_TRIES: u32 = 3;
+/// How far the MSR may be from the measurement, in parts per million: 2 %.
+/// About three times the worst-case measurement error under nested KVM (two
+/// half-brackets of 75 us over 10 ms: 0.75 %), so a right MSR is never
+/// replaced by a noisier measurement; far below the 3.5-fold error KVM
+/// showed when its host's TSC calibration went wrong (749 226 kHz for
+/// 2 596 139, with the TSC page invalid).
+pub const CROSS_CHECK_TOLERANCE_PPM: u64 = 20_000;
+
+/// The cross-check's decision from the MSR's value (`msr_hz`) and two
+/// samples around a spin: [`MsrCheck::Unmeasurable`] when the reference
+/// time advanced less than [`CROSS_CHECK_MIN_UNITS`] or the TSC did not
+/// advance, or the measured rate is not plausible; else whether `msr_hz`
+/// lies within [`CROSS_CHECK_TOLERANCE_PPM`] of the measured rate.
+pub fn check_msr_frequency(msr_hz: u64, s0: RefSample, s1: RefSample) -> MsrCheck {
+    if s1.reference.saturating_sub(s0.reference) < CROSS_CHECK_MIN_UNITS {
+        return MsrCheck::Unmeasurable;
+    }
+    let Some(measured_hz) = tsc_hz_from_counter(s0.reference, s0.tsc, s1.reference, s1.tsc)
+        .filter(|hz| crate::tsc::plausible_khz(hz / 1000))
+    else {
+        return MsrCheck::Unmeasurable;
+    };
+    let off = u128::from(msr_hz.abs_diff(measured_hz)) * 1_000_000;
+    if off <= u128::from(measured_hz) * u128::from(CROSS_CHECK_TOLERANCE_PPM) {
+        MsrCheck::Agrees { measured_hz }
+    } else {
+        MsrCheck::Disagrees { measured_hz }
+    }
+}
+
+/// TSC ticks that `units` of reference time last at `hz`.
+fn ticks_for(hz: u64, units: u64) -> u64 {
+    u64::try_from(u128::from(hz) * u128::from(units) / 10_000_000).unwrap_or(u64::MAX)
+}
+
+/// Measures the TSC against the reference counter to check `msr_hz`: a
+/// sample, a spin on the TSC alone (no exits) for what the MSR claims is
+/// [`CROSS_CHECK_UNITS`], a sample; a window shorter than
+/// [`CROSS_CHECK_MIN_UNITS`] is extended with the rate measured so far.
+/// Costs `2 * CROSS_CHECK_TRIES` counter reads, `CROSS_CHECK_TRIES` more
+/// per extension. A claim too high by a factor k stretches the spin k-fold
+/// (bounded by the plausible range).
+fn cross_check(hw: &mut dyn Hw, msr_hz: u64) -> (MsrCheck, RefSample, RefSample) {
+    let s0 = sample(hw, CROSS_CHECK_TRIES);
+    hw.spin_tsc(ticks_for(msr_hz, CROSS_CHECK_UNITS));
+    let mut s1 = sample(hw, CROSS_CHECK_TRIES);
+    for _ in 0..CROSS_CHECK_EXTENSIONS {
+        let done = s1.reference.saturating_sub(s0.reference);
+        if done >= CROSS_CHECK_MIN_UNITS || done == 0 {
+            break;
+        }
+        let Some(rate) = tsc_hz_from_counter(s0.reference, s0.tsc, s1.reference, s1.tsc)
+            .filter(|hz| crate::tsc::plausible_khz(hz / 1000))
+        else {
+            break;
+        };
+        hw.spin_tsc(ticks_for(rate, CROSS_CHECK_UNITS - done));
+        s1 = sample(hw, CROSS_CHECK_TRIES);
+    }
+    (check_msr_frequency(msr_hz, s0, s1), s0, s1)
+}
+
+/// One (reference counter, TSC) sample: of `tries` counter reads, each
+/// between two ordered TSC reads, the one with the narrowest TSC bracket,
+/// paired with the bracket's midpoint (a read delayed by the vCPU being
+/// preempted around the MSR exit does not skew the result).
+fn sample(hw: &mut dyn Hw, tries: u32) -> RefSample {
+    let mut best = (
+        RefSample {
+            reference: 0,
+            tsc: 0,
+        },
+        u64::MAX,
+    );
+    for _ in 0..tries {
+        let a = hw.tsc();
+        let r = hw.rdmsr(m::TIME_REF_COUNT);
+        let b = hw.tsc();
+        let width = b.wrapping_sub(a);
+        if width < best.1 {
+            best = (
+                RefSample {
+                    reference: r,
+                    tsc: a / 2 + b / 2,
+                },
+                width,
+            );
+        }
+    }
+    best.0
+}
+
 /// Reference-counter units (100 ns) the calibration spans: 10 ms.
 const CALIBRATION_UNITS: u64 = 100_000;
 /// Reads of the counter before the calibration gives up.
@@ -240,6 +382,8 @@ pub(crate) trait Hw {
     fn leaves(&mut self) -> Leaves;
     /// An ordered TSC read.
     fn tsc(&mut self) -> u64;
+    /// Spins until the TSC has advanced `ticks` (no exits).
+    fn spin_tsc(&mut self, ticks: u64);
 }
 
 /// The real machine.
@@ -273,6 +417,12 @@ impl Hw for Real {
     fn tsc(&mut self) -> u64 {
         crate::tsc::ordered()
     }
+    fn spin_tsc(&mut self, ticks: u64) {
+        let start = crate::tsc::ordered();
+        while crate::tsc::ordered().wrapping_sub(start) < ticks {
+            core::hint::spin_loop();
+        }
+    }
 }
 
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
@@ -301,33 +451,74 @@ fn set_tsc_khz(khz: u64, source: TscSource, patch: &mut Patch) {
 }
 
 /// The TSC frequency from the reference counter: 10 ms of reference time
-/// against the TSC. Each sample reads the counter between two ordered TSC
-/// reads and pairs it with their midpoint; of [`SAMPLE_TRIES`] tries the
-/// one with the narrowest TSC window is kept, so a sample whose counter
-/// read was delayed (the vCPU preempted around the MSR exit) does not skew
-/// the result.
+/// against the TSC, with [`SAMPLE_TRIES`] reads per end point (see
+/// [`sample`]). Polls the counter (one exit per read) until it has
+/// advanced: the path without a frequency MSR.
 fn calibrate(hw: &mut dyn Hw) -> Option<u64> {
-    let sample = |hw: &mut dyn Hw| {
-        let mut best = (0, 0, u64::MAX);
-        for _ in 0..SAMPLE_TRIES {
-            let a = hw.tsc();
-            let r = hw.rdmsr(m::TIME_REF_COUNT);
-            let b = hw.tsc();
-            let width = b.wrapping_sub(a);
-            if width < best.2 {
-                best = (r, a / 2 + b / 2, width);
-            }
-        }
-        (best.0, best.1)
-    };
-    let (r0, t0) = sample(hw);
+    let s0 = sample(hw, SAMPLE_TRIES);
     for _ in 0..CALIBRATION_READS {
-        if hw.rdmsr(m::TIME_REF_COUNT).wrapping_sub(r0) >= CALIBRATION_UNITS {
-            let (r1, t1) = sample(hw);
-            return tsc_hz_from_counter(r0, t0, r1, t1);
+        if hw.rdmsr(m::TIME_REF_COUNT).wrapping_sub(s0.reference) >= CALIBRATION_UNITS {
+            let s1 = sample(hw, SAMPLE_TRIES);
+            return tsc_hz_from_counter(s0.reference, s0.tsc, s1.reference, s1.tsc);
         }
     }
     None
+}
+
+/// Uses HV_X64_MSR_TSC_FREQUENCY's plausible `khz`, cross-checked against
+/// the reference counter unless a valid reference TSC page is there (KVM
+/// validates its page only while its host clock runs on a stable TSC, the
+/// state in which its `tsc_khz` is trustworthy; the page's own scale then
+/// vouches for the same frequency). Returns the kHz set, or `None` when the
+/// measurement was unusable and `time.tsc_frequency` stays native.
+///
+/// Observed on `nested:hyperv:smp2`: L1 KVM's MSR said 749 226 kHz for a
+/// TSC of about 2 596 139 kHz, its TSC page invalid, while the reference
+/// counter (from KVM's kvmclock nanoseconds) was right.
+fn msr_frequency(hw: &mut dyn Hw, offer: &Offer, khz: u64, patch: &mut Patch) -> Option<u64> {
+    if !offer.reference_counter || clock::tsc_page_scale().is_some() {
+        set_tsc_khz(khz, TscSource::HypervMsr, patch);
+        return Some(khz);
+    }
+    let (check, s0, s1) = cross_check(hw, khz.saturating_mul(1000));
+    let units = s1.reference.saturating_sub(s0.reference);
+    let ticks = s1.tsc.wrapping_sub(s0.tsc);
+    match check {
+        MsrCheck::Agrees { measured_hz } => {
+            log::info!(
+                "pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY ({} kHz) agrees with the reference counter (no valid TSC page): {} kHz measured over {} units",
+                khz,
+                measured_hz / 1000,
+                units
+            );
+            set_tsc_khz(khz, TscSource::HypervMsr, patch);
+            Some(khz)
+        }
+        MsrCheck::Disagrees { measured_hz } => {
+            let measured = (measured_hz + 500) / 1000;
+            log::warn!(
+                "pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY disagrees with the reference counter (no valid TSC page): it says {} kHz, the TSC ran at {} kHz over {} units; the measured frequency is used",
+                khz,
+                measured,
+                units
+            );
+            set_tsc_khz(measured, TscSource::HypervReferenceCounter, patch);
+            Some(measured)
+        }
+        MsrCheck::Unmeasurable => {
+            log::warn!(
+                "pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY ({} kHz) could not be checked: the reference counter advanced {} units over {} TSC ticks",
+                khz,
+                units,
+                ticks
+            );
+            native_stays(
+                "time.tsc_frequency",
+                "the frequency MSR is unconfirmed and the reference counter measurement implausible",
+            );
+            None
+        }
+    }
 }
 
 /// Samples per calibration end point.
@@ -424,12 +615,16 @@ pub(crate) fn setup(
     }
 
     let mut tsc = 0;
+    // The MSR's value failed its cross-check and nothing else is believed.
+    let mut msr_refused = false;
     if offer.frequencies {
         let khz = hw.rdmsr(m::TSC_FREQUENCY) / 1000;
         let apic_khz = hw.rdmsr(m::APIC_FREQUENCY) / 1000;
         if crate::tsc::plausible_khz(khz) {
-            tsc = khz;
-            set_tsc_khz(tsc, TscSource::HypervMsr, patch);
+            match msr_frequency(hw, &offer, khz, patch) {
+                Some(used) => tsc = used,
+                None => msr_refused = true,
+            }
         } else if khz == 0 {
             log::info!("pvops: hyperv: HV_X64_MSR_TSC_FREQUENCY reads 0");
         } else {
@@ -447,7 +642,7 @@ pub(crate) fn setup(
     } else {
         log::info!("pvops: hyperv: no frequency MSRs");
     }
-    if tsc == 0 && offer.reference_counter {
+    if tsc == 0 && !msr_refused && offer.reference_counter {
         // Without the MSR: the TSC page's scale, else the reference counter
         // against the TSC — both the hypervisor's own references, better
         // than a PIT calibration under virtualisation.
@@ -467,7 +662,7 @@ pub(crate) fn setup(
                 ),
             },
         }
-    } else if tsc == 0 {
+    } else if tsc == 0 && !msr_refused {
         native_stays(
             "time.tsc_frequency",
             "no frequency MSRs and no reference counter",

@@ -164,10 +164,16 @@ struct FakeHv {
     /// Xen's Viridian gate: `leaves_after_id` only once an ID with bits
     /// 47:40 >= 4 was written.
     viridian_gate: bool,
-    /// The reference counter (advances 10 us per read) and the TSC (a 2.5
-    /// GHz TSC: 250 ticks per 100 ns unit).
-    ref_count: u64,
+    /// The TSC and its true rate (2.5 GHz unless a test says otherwise):
+    /// the reference counter is derived from them, 100 ns units from
+    /// `ref_base`; each counter read (an exit) costs 10 us of TSC.
+    ref_base: u64,
     tsc: u64,
+    true_hz: u64,
+    /// TIME_REF_COUNT reads so far (the exits the frequency costs).
+    ref_reads: u32,
+    /// The reference counter stuck at `ref_base`.
+    ref_frozen: bool,
 }
 
 impl FakeHv {
@@ -190,8 +196,11 @@ impl FakeHv {
             writes: Vec::new(),
             leaves_after_id: None,
             viridian_gate: false,
-            ref_count: 1_000,
+            ref_base: 1_000,
             tsc: 77,
+            true_hz: 2_500_000_000,
+            ref_reads: 0,
+            ref_frozen: false,
         }
     }
 }
@@ -199,9 +208,13 @@ impl FakeHv {
 impl Hw for FakeHv {
     fn rdmsr(&mut self, index: u32) -> u64 {
         if index == m::TIME_REF_COUNT {
-            self.ref_count += 100;
-            self.tsc += 25_000;
-            return self.ref_count;
+            self.ref_reads += 1;
+            self.tsc += self.true_hz / 100_000;
+            if self.ref_frozen {
+                return self.ref_base;
+            }
+            let units = u128::from(self.tsc) * 10_000_000 / u128::from(self.true_hz);
+            return self.ref_base + units as u64;
         }
         self.msrs.get(&index).copied().unwrap_or(0)
     }
@@ -259,6 +272,9 @@ impl Hw for FakeHv {
     fn tsc(&mut self) -> u64 {
         self.tsc += 1;
         self.tsc
+    }
+    fn spin_tsc(&mut self, ticks: u64) {
+        self.tsc += ticks;
     }
 }
 
@@ -740,4 +756,156 @@ fn invariant_tsc_is_exposed_where_permitted() {
         .writes
         .iter()
         .all(|(i, _)| *i != m::TSC_INVARIANT_CONTROL));
+}
+
+// ---- HV_X64_MSR_TSC_FREQUENCY cross-check ----
+
+fn at(reference: u64, tsc: u64) -> RefSample {
+    RefSample { reference, tsc }
+}
+
+/// KVM on `nested:hyperv:smp2` (L1 Linux's TSC miscalibrated): the MSR said
+/// 749 226 kHz while the TSC ran at 2 596 139 kHz against the reference
+/// counter.
+const KVM_MSR_HZ: u64 = 749_226_000;
+const KVM_TRUE_HZ: u64 = 2_596_139_000;
+
+#[test]
+fn cross_check_decisions() {
+    // 10 ms at 2.5 GHz, the MSR exact: agrees.
+    let (s0, s1) = (at(1_000, 0), at(101_000, 25_000_000));
+    assert_eq!(
+        check_msr_frequency(2_500_000_000, s0, s1),
+        MsrCheck::Agrees {
+            measured_hz: 2_500_000_000
+        }
+    );
+    // Within 2 %: agrees; beyond it: the measurement wins.
+    assert!(matches!(
+        check_msr_frequency(2_549_000_000, s0, s1),
+        MsrCheck::Agrees { .. }
+    ));
+    assert!(matches!(
+        check_msr_frequency(2_451_000_000, s0, s1),
+        MsrCheck::Agrees { .. }
+    ));
+    assert_eq!(
+        check_msr_frequency(2_551_000_000, s0, s1),
+        MsrCheck::Disagrees {
+            measured_hz: 2_500_000_000
+        }
+    );
+    // KVM's miscalibrated MSR, 10 ms measured at the true rate.
+    let s1 = at(101_000, KVM_TRUE_HZ / 100);
+    assert_eq!(
+        check_msr_frequency(KVM_MSR_HZ, s0, s1),
+        MsrCheck::Disagrees {
+            measured_hz: KVM_TRUE_HZ
+        }
+    );
+    // The reference counter frozen, or going back: unmeasurable.
+    assert_eq!(
+        check_msr_frequency(KVM_MSR_HZ, s0, at(1_000, 25_000_000)),
+        MsrCheck::Unmeasurable
+    );
+    assert_eq!(
+        check_msr_frequency(KVM_MSR_HZ, s0, at(0, 25_000_000)),
+        MsrCheck::Unmeasurable
+    );
+    // Less than 5 ms of reference time: too short to judge.
+    assert_eq!(
+        check_msr_frequency(2_500_000_000, s0, at(50_999, 12_500_000)),
+        MsrCheck::Unmeasurable
+    );
+    // A measured rate outside the plausible range (1 MHz; 200 GHz).
+    assert_eq!(
+        check_msr_frequency(2_500_000_000, s0, at(101_000, 10_000)),
+        MsrCheck::Unmeasurable
+    );
+    assert_eq!(
+        check_msr_frequency(2_500_000_000, s0, at(101_000, 2_000_000_000)),
+        MsrCheck::Unmeasurable
+    );
+    // The TSC going back: unmeasurable, never a wrapped huge rate.
+    assert_eq!(
+        check_msr_frequency(2_500_000_000, at(1_000, 50), at(101_000, 10)),
+        MsrCheck::Unmeasurable
+    );
+}
+
+/// Setup against KVM's behaviour: MSR 3.5 times too low, TSC page invalid,
+/// reference counter right. The frequency set is the measured one, from
+/// the reference counter, within 0.1 %; nine counter reads (two end
+/// points, one extension of the window the low claim cut short).
+#[test]
+fn a_miscalibrated_msr_without_a_valid_page_is_measured() {
+    let mut hv = FakeHv::new();
+    hv.true_hz = KVM_TRUE_HZ;
+    hv.tsc_sequence = 0;
+    let (check, s0, s1) = cross_check(&mut hv, KVM_MSR_HZ);
+    let MsrCheck::Disagrees { measured_hz } = check else {
+        panic!("{check:?}");
+    };
+    assert!(
+        measured_hz.abs_diff(KVM_TRUE_HZ) * 1000 < KVM_TRUE_HZ,
+        "{measured_hz}"
+    );
+    assert!(s1.reference - s0.reference >= CROSS_CHECK_MIN_UNITS);
+    assert_eq!(hv.ref_reads, 3 * CROSS_CHECK_TRIES);
+
+    // Through the whole setup: the measured value is what the entry gives.
+    let mut hv = FakeHv::new();
+    hv.true_hz = KVM_TRUE_HZ;
+    hv.tsc_sequence = 0;
+    hv.msrs.insert(m::TSC_FREQUENCY, KVM_MSR_HZ);
+    let mut patch = Patch::new("hyperv");
+    let l = hyperv_leaves();
+    hv.leaves_after_id = Some(l);
+    let offer = Offer::from_leaves(&l);
+    let mut platform = Pages::new(8);
+    assert_eq!(tsc_page(&mut hv, &mut platform), Ok(()));
+    let khz = msr_frequency(&mut hv, &offer, KVM_MSR_HZ / 1000, &mut patch).unwrap();
+    assert!(
+        khz.abs_diff(KVM_TRUE_HZ / 1000) * 1000 < KVM_TRUE_HZ / 1000,
+        "{khz}"
+    );
+    assert!(owned(&patch).contains(&"time.tsc_frequency"));
+}
+
+/// A right MSR without a valid page: agrees after one window, six counter
+/// reads, the MSR's value kept.
+#[test]
+fn a_right_msr_without_a_valid_page_is_kept() {
+    let mut hv = FakeHv::new();
+    hv.tsc_sequence = 0;
+    let (check, _, _) = cross_check(&mut hv, 2_500_000_000);
+    assert!(matches!(check, MsrCheck::Agrees { .. }), "{check:?}");
+    assert_eq!(hv.ref_reads, 2 * CROSS_CHECK_TRIES);
+    let mut hv = FakeHv::new();
+    hv.tsc_sequence = 0;
+    let mut platform = Pages::new(8);
+    assert_eq!(tsc_page(&mut hv, &mut platform), Ok(()));
+    let offer = Offer::from_leaves(&hyperv_leaves());
+    let mut patch = Patch::new("hyperv");
+    assert_eq!(
+        msr_frequency(&mut hv, &offer, 2_500_000, &mut patch),
+        Some(2_500_000)
+    );
+}
+
+/// A frozen reference counter: the MSR cannot be confirmed and no
+/// frequency is believed (the entry stays native), without polling the
+/// counter for the calibration's 10 ms.
+#[test]
+fn an_unconfirmed_msr_leaves_the_frequency_native() {
+    let mut hv = FakeHv::new();
+    hv.tsc_sequence = 0;
+    hv.ref_frozen = true;
+    let mut platform = Pages::new(8);
+    assert_eq!(tsc_page(&mut hv, &mut platform), Ok(()));
+    let offer = Offer::from_leaves(&hyperv_leaves());
+    let mut patch = Patch::new("hyperv");
+    assert_eq!(msr_frequency(&mut hv, &offer, 2_500_000, &mut patch), None);
+    assert!(!owned(&patch).contains(&"time.tsc_frequency"));
+    assert_eq!(hv.ref_reads, 2 * CROSS_CHECK_TRIES);
 }

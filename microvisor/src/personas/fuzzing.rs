@@ -403,6 +403,7 @@ mod tests {
         "hidden-stimer",
         "hypercall-second-fails",
         "msrs-gp",
+        "miscalibrated-frequency",
         "no-features",
         "no-privileges",
         "pvclock-backwards",

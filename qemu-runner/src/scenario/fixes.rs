@@ -84,8 +84,22 @@ pub const SCENARIOS: &[Scenario] = &[
         description: "persona hyperv whose TSC page reads sequence 0 when enabled and is valid later (KVM): the page is kept, every clock read after it uses the page (review F7)",
         boot: mv("hyperv", "break=tsc-page-late"),
         expect: Expect {
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Hypercalls, Count::NonZero),
+                // The frequency MSR's cross-check at set-up (the page is
+                // not valid yet) and nothing after: every clock read uses
+                // the page once it is valid.
+                (
+                    Metric::MsrReads(HV_TIME_REF_COUNT),
+                    Count::AtMost(2 * pvops_backends::hyperv::CROSS_CHECK_TRIES as u64),
+                ),
+            ],
             fewer_than_native: &[],
-            logged: &["hyperv: TSC page sequence 0 at set-up; reads use the MSR until it is valid"],
+            logged: &[
+                "hyperv: TSC page sequence 0 at set-up; reads use the MSR until it is valid",
+                "agrees with the reference counter (no valid TSC page)",
+            ],
             ..HYPERV
         },
         ..Scenario::BASE

@@ -343,6 +343,25 @@ pub const SCENARIOS: &[Scenario] = &[
             ..HYPERV
         }
     ),
+    lying!(
+        "hyperv":"miscalibrated-frequency",
+        "HV_X64_MSR_TSC_FREQUENCY about 3.5 times too low, the TSC page never valid, the reference counter right (L1 KVM on nested:hyperv:smp2): the MSR is cross-checked against the reference counter and the measured frequency used",
+        Expect {
+            tsc_source: Some("hyperv-reference-counter"),
+            selftests: TIME_TESTS_NEEDING_A_FREQUENCY,
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Hypercalls, Count::NonZero),
+                (Metric::MsrReads(HV_TIME_REF_COUNT), Count::NonZero),
+            ],
+            fewer_than_native: &[],
+            logged: &[
+                "hyperv: HV_X64_MSR_TSC_FREQUENCY disagrees with the reference counter (no valid TSC page)",
+                "the measured frequency is used",
+            ],
+            ..HYPERV
+        }
+    ),
     // ---- Xen -------------------------------------------------------------
     lying!(
         "xen":"signature-only",

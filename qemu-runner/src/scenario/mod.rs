@@ -106,6 +106,8 @@ pub enum Count {
     NonZero,
     /// Must be at least this.
     AtLeast(u64),
+    /// Must be at most this.
+    AtMost(u64),
 }
 
 impl Count {
@@ -115,15 +117,17 @@ impl Count {
             Count::Zero => n == 0,
             Count::NonZero => n > 0,
             Count::AtLeast(m) => n >= m,
+            Count::AtMost(m) => n <= m,
         }
     }
 
-    /// For messages: `0`, `> 0`, `>= m`.
+    /// For messages: `0`, `> 0`, `>= m`, `<= m`.
     pub fn describe(self) -> String {
         match self {
             Count::Zero => "0".to_string(),
             Count::NonZero => "> 0".to_string(),
             Count::AtLeast(m) => format!(">= {m}"),
+            Count::AtMost(m) => format!("<= {m}"),
         }
     }
 }
@@ -1065,7 +1069,13 @@ const CORE: &[Scenario] = &[
                 (Metric::MsrReads(HV_TIME_REF_COUNT), Count::NonZero),
             ],
             fewer_than_native: &[],
-            logged: &["hyperv: TSC page sequence 0 at set-up; reads use the MSR until it is valid"],
+            logged: &[
+                "hyperv: TSC page sequence 0 at set-up; reads use the MSR until it is valid",
+                // No valid page vouches for the frequency MSR: it is
+                // cross-checked against the reference counter, and right.
+                "hyperv: HV_X64_MSR_TSC_FREQUENCY (",
+                "agrees with the reference counter (no valid TSC page)",
+            ],
             ..HYPERV
         },
         ..Scenario::BASE
@@ -1253,6 +1263,7 @@ mod tests {
         assert_eq!(Metric::Hypercalls.of(e), 6);
         assert_eq!(Metric::Hypercall(0x1808).of(e), 5);
         assert!(Count::AtLeast(6).holds(6) && !Count::AtLeast(7).holds(6));
+        assert!(Count::AtMost(6).holds(6) && !Count::AtMost(5).holds(6));
         assert!(Count::Zero.holds(0) && !Count::NonZero.holds(0));
     }
 

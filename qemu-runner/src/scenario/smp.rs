@@ -110,12 +110,13 @@ pub const SCENARIOS: &[Scenario] = &[
             ..Expect::PASS
         },
         native_pair: Some("kvm:smp4/native"),
+        guest_cmdline: "smpbench=cross",
         ..KVM_SMP4
     },
     Scenario {
         name: "kvm:smp4/native",
         description: "KVM with 4 vCPUs, guest forced to pvops=native (pair of kvm:smp4)",
-        guest_cmdline: "pvops=native",
+        guest_cmdline: "pvops=native smpbench=cross",
         expect: Expect {
             hypervisor: Some("kvm"),
             backend: Some("native"),

@@ -35,7 +35,10 @@
 //! the guest must not touch them) and `hypercall-second-fails` (the first
 //! hypercall succeeds, every later one returns HV_STATUS_ACCESS_DENIED) and
 //! `msrs-gp` (privileges and features as usual, but the frequency MSRs
-//! and HV_X64_MSR_CRASH_CTL raise #GP).
+//! and HV_X64_MSR_CRASH_CTL raise #GP) and `miscalibrated-frequency`
+//! (what L1 KVM did on `nested:hyperv:smp2`: HV_X64_MSR_TSC_FREQUENCY
+//! about 3.5 times too low, the TSC page left at sequence 0, the reference
+//! counter right).
 
 mod cpuid;
 mod crash;
@@ -72,7 +75,21 @@ pub enum Break {
     /// `msrs-gp`: the frequency MSRs and CRASH_CTL raise #GP although
     /// CPUID offers them.
     MsrsGp,
+    /// `miscalibrated-frequency`: what KVM did on `nested:hyperv:smp2`
+    /// when its host (L1 Linux) had miscalibrated its TSC and left the TSC
+    /// clocksource: HV_X64_MSR_TSC_FREQUENCY reads the true frequency times
+    /// [`MISCALIBRATED_NUM`]` / `[`MISCALIBRATED_DEN`] (about 3.5 times
+    /// too low), the reference TSC page keeps sequence 0 (KVM validates it
+    /// only on a TSC-based master clock), the reference counter is right.
+    MiscalibratedFrequency,
 }
+
+/// `break=miscalibrated-frequency`'s ratio: the MSR reads the true TSC
+/// frequency times `MISCALIBRATED_NUM / MISCALIBRATED_DEN`, the figures L1
+/// KVM gave (749 226 kHz for a TSC of 2 596 139 kHz).
+pub const MISCALIBRATED_NUM: u64 = 749_226;
+/// See [`MISCALIBRATED_NUM`].
+pub const MISCALIBRATED_DEN: u64 = 2_596_139;
 
 /// What `break=absurd-frequency` makes HV_X64_MSR_TSC_FREQUENCY read: 1 kHz.
 pub const ABSURD_TSC_HZ: u64 = 1000;
@@ -87,6 +104,7 @@ pub const BREAK_STEPS: &[&str] = &[
     "hidden-stimer",
     "hypercall-second-fails",
     "msrs-gp",
+    "miscalibrated-frequency",
 ];
 /// Behaviour words `break=` also takes.
 pub const KNOBS: &[&str] = &["no-frequencies", "tsc-page-late"];
@@ -111,6 +129,7 @@ impl Break {
             "hidden-stimer" => Some(Break::HiddenStimer),
             "hypercall-second-fails" => Some(Break::HypercallSecondFails),
             "msrs-gp" => Some(Break::MsrsGp),
+            "miscalibrated-frequency" => Some(Break::MiscalibratedFrequency),
             _ => None,
         }
     }
@@ -404,6 +423,13 @@ mod tests {
             Err(SelectError::UnknownBreak)
         ));
         assert_eq!(HyperV::new(true, None).unwrap().name(), "kvm+hyperv");
+    }
+
+    #[test]
+    fn miscalibrated_frequency_reads_kvms_ratio() {
+        let mut p = HyperV::new(false, Some("miscalibrated-frequency")).unwrap();
+        p.set_clock(2_596_139, 1_000_000);
+        assert_eq!(p.miscalibrated_tsc_hz(), 749_226_000);
     }
 
     #[test]

@@ -53,6 +53,9 @@ impl HyperV {
             }
             m::CRASH_CTL if self.broken == Some(Break::MsrsGp) => return Err(Gp),
             m::TSC_FREQUENCY if self.broken == Some(Break::AbsurdFrequency) => super::ABSURD_TSC_HZ,
+            m::TSC_FREQUENCY if self.broken == Some(Break::MiscalibratedFrequency) => {
+                self.miscalibrated_tsc_hz()
+            }
             m::TSC_FREQUENCY => self.clock.tsc_hz(),
             m::APIC_FREQUENCY => self.apic_hz,
             m::ICR => cx.apic.rdmsr(X2APIC_ICR, cx.now)?,
@@ -173,7 +176,10 @@ impl HyperV {
             if !cx.mem.contains(gpa, PAGE_SIZE as u64) {
                 return Err(Gp);
             }
-            let sequence = if self.broken == Some(Break::TscPage) {
+            let sequence = if matches!(
+                self.broken,
+                Some(Break::TscPage | Break::MiscalibratedFrequency)
+            ) {
                 TSC_SEQUENCE_INVALID
             } else if self.knobs.tsc_page_late {
                 // Valid 1 s of TSC later (see `poll`) or at the first
@@ -189,6 +195,13 @@ impl HyperV {
         }
         self.tsc_page_msr = value;
         Ok(())
+    }
+
+    /// HV_X64_MSR_TSC_FREQUENCY under `break=miscalibrated-frequency`.
+    pub(super) fn miscalibrated_tsc_hz(&self) -> u64 {
+        let hz = u128::from(self.clock.tsc_hz()) * u128::from(super::MISCALIBRATED_NUM)
+            / u128::from(super::MISCALIBRATED_DEN);
+        u64::try_from(hz).unwrap_or(u64::MAX)
     }
 
     /// Writes a valid header into the enabled TSC page (`tsc-page-late`),
