@@ -338,7 +338,7 @@ mod tests {
         set_checksum(&mut t, 2);
         assert!(checksum_ok(&t));
         assert_eq!(t[2], 0u8.wrapping_sub(6)); // 1 + 2 + 250 + 9 = 262 = 6 mod 256
-        // Whatever the byte held before, the result is the same.
+                                               // Whatever the byte held before, the result is the same.
         let before = t[2];
         t[2] = 0x77;
         set_checksum(&mut t, 2);

@@ -125,8 +125,14 @@ mod tests {
 
     #[test]
     fn absent_destinations_are_reported() {
-        assert_eq!(ipi(7 << 32 | 6 << 8 | 0x08, 0, 2), (Kind::Startup(8), 0, Some(7)));
-        assert_eq!(ipi(4 << 32 | 5 << 8 | 1 << 14, 0, 4), (Kind::Init, 0, Some(4)));
+        assert_eq!(
+            ipi(7 << 32 | 6 << 8 | 0x08, 0, 2),
+            (Kind::Startup(8), 0, Some(7))
+        );
+        assert_eq!(
+            ipi(4 << 32 | 5 << 8 | 1 << 14, 0, 4),
+            (Kind::Init, 0, Some(4))
+        );
         assert_eq!(ipi(1 << 32 | 0x40, 0, 1), (Kind::Fixed(0x40), 0, Some(1)));
     }
 
@@ -135,7 +141,10 @@ mod tests {
         assert_eq!(ipi(1 << 32 | 5 << 8 | 1 << 14, 0, 2).0, Kind::Init);
         // INIT de-assert: level 0, trigger level.
         assert_eq!(ipi(1 << 32 | 5 << 8 | 1 << 15, 0, 2).0, Kind::InitDeassert);
-        assert_eq!(ipi(1 << 32 | 6 << 8 | 1 << 14 | 0x9A, 0, 2).0, Kind::Startup(0x9A));
+        assert_eq!(
+            ipi(1 << 32 | 6 << 8 | 1 << 14 | 0x9A, 0, 2).0,
+            Kind::Startup(0x9A)
+        );
         assert_eq!(ipi(1 << 32 | 4 << 8, 0, 2).0, Kind::Nmi);
         for mode in [2u64, 3, 7] {
             assert_eq!(ipi(1 << 32 | mode << 8, 0, 2).0, Kind::Other);

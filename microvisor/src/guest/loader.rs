@@ -250,8 +250,8 @@ mod tests {
         let (xsdt, _) = pvops_abi::acpi::parse_rsdp(&backing[0x3400..0x4000]).unwrap();
         let madt_at = {
             let x = &backing[xsdt as usize..0x4000];
-            let x = pvops_abi::acpi::check_table(x, pvops_abi::acpi::XSDT_SIGNATURE, "XSDT")
-                .unwrap();
+            let x =
+                pvops_abi::acpi::check_table(x, pvops_abi::acpi::XSDT_SIGNATURE, "XSDT").unwrap();
             pvops_abi::acpi::sdt_entries(x, 8).next().unwrap() as usize
         };
         let m = pvops_abi::acpi::check_table(

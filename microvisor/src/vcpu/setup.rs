@@ -5,15 +5,15 @@
 //! Start-up IPI gives an AP.
 
 use super::{HostSave, Parked, Vcpu};
-use crate::config::MAX_VCPUS;
-use crate::sched::Sched;
 use crate::clock::Clock;
+use crate::config::MAX_VCPUS;
 use crate::counters::Accounting;
 use crate::guest::{loader, mem::GuestRam};
 use crate::hw::cpu::EFER_SVME;
 use crate::integrity::{Kind, Protected};
 use crate::once::{phys, TakeOnce};
 use crate::personas::Active;
+use crate::sched::Sched;
 use crate::svm::npt::Npt;
 use crate::svm::perm::{Iopm, Msrpm};
 use crate::svm::vmcb::{attr, int_ctl, misc1, misc2, Segment, Vmcb};
