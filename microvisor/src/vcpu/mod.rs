@@ -73,6 +73,9 @@ pub struct Parked {
     vapic: VApic,
     pending_event: Option<u64>,
     watchdog: Watchdog,
+    /// Its TSC_AUX (RDTSCP/RDPID read it without an exit, and no VMCB
+    /// holds it: the microvisor swaps the host MSR at a switch).
+    tsc_aux: u64,
 }
 
 /// One vCPU's parts, wherever they are (current or parked).
@@ -174,6 +177,8 @@ pub struct Vcpu {
     ipis: IpiLog,
     /// The vCPU the run's fault happened on, with more than one vCPU.
     fault_vcpu: Option<usize>,
+    /// The host CPU has TSC_AUX (RDTSCP or RDPID), swapped per vCPU.
+    has_tsc_aux: bool,
 }
 
 /// The VMCB control fields that confine the guest (what it may run without
@@ -594,6 +599,16 @@ impl Vcpu {
         core::mem::swap(&mut self.vapic, &mut p.vapic);
         core::mem::swap(&mut self.pending_event, &mut p.pending_event);
         core::mem::swap(&mut self.watchdog, &mut p.watchdog);
+        if self.has_tsc_aux {
+            // SAFETY: TSC_AUX exists (CPUID says RDTSCP or RDPID, checked
+            // at setup); the microvisor itself never reads it, so the
+            // guest's value is all it holds.
+            unsafe {
+                let outgoing = cpu::rdmsr(cpu::MSR_TSC_AUX);
+                cpu::wrmsr(cpu::MSR_TSC_AUX, p.tsc_aux);
+                p.tsc_aux = outgoing;
+            }
+        }
         self.parked[self.id] = Some(p);
         self.sched.switch_to(next, now);
         self.id = next;

@@ -262,6 +262,7 @@ pub fn build(
             vapic: VApic::with_id(clock.tsc_khz, i as u32),
             pending_event: None,
             watchdog,
+            tsc_aux: 0,
         });
     }
     let slice = clock.tsc_khz.saturating_mul(opt.slice_us) / 1000;
@@ -288,6 +289,7 @@ pub fn build(
         slice_us: opt.slice_us,
         ipis: super::IpiLog::default(),
         fault_vcpu: None,
+        has_tsc_aux: n > 1 && crate::hw::cpu::has_tsc_aux(),
     };
     vcpu.intercepts = vcpu.intercepts();
     Ok(vcpu)
