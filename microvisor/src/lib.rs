@@ -79,11 +79,11 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     let cfg = config::parse(info.cmdline())
         .map_err(|e| setup_error(format_args!("command line: {}: {:?}", e.what, e.token)))?;
     mvlog!("pvops microvisor; command line {:?}", info.cmdline());
-    // Personas keep one vCPU's state (clock pages, timers, assist pages):
-    // until they keep it per vCPU, only those without any take several.
-    if cfg.vcpus > 1 && !matches!(cfg.persona, "none" | "bare") {
+    // Personas that keep per-vCPU state (clock pages, timers, assist
+    // pages) take several vCPUs once they keep it per vCPU: so far kvm.
+    if cfg.vcpus > 1 && !matches!(cfg.persona, "none" | "bare" | "kvm") {
         return Err(setup_error(format_args!(
-            "vcpus={} needs persona none or bare (persona {:?} has one vCPU's state only)",
+            "vcpus={} needs persona none, bare or kvm (persona {:?} has one vCPU's state only)",
             cfg.vcpus, cfg.persona
         )));
     }
@@ -156,6 +156,9 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     mvlog!("guest command line {:?}", cfg.guest_cmdline);
 
     persona.get().set_clock(clock.tsc_khz, vapic::BUS_KHZ);
+    if cfg.vcpus > 1 {
+        persona.get().set_vcpus(cfg.vcpus);
+    }
     let persona_name = persona.get().name();
     for page in persona.get().shared_pages() {
         mvlog!(

@@ -164,6 +164,12 @@ impl Sched {
         self.slice_start = now;
     }
 
+    /// Ends the current slice at `now` (a yield): the next [`Sched::pick`]
+    /// runs another runnable vCPU if there is one.
+    pub fn end_slice(&mut self, now: u64) {
+        self.slice_start = now.saturating_sub(self.slice);
+    }
+
     /// vCPU `i`'s stolen time up to `now` in ticks: runnable while another
     /// vCPU ran.
     pub fn stolen(&self, i: usize, now: u64) -> u64 {

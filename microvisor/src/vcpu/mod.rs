@@ -26,7 +26,7 @@ use crate::integrity::{Check, Protected};
 use crate::ipi;
 use crate::once::phys;
 use crate::outcome::{End, FaultKind};
-use crate::personas::{Active, GuestCx};
+use crate::personas::{Active, GuestCx, Requests};
 use crate::sched::{Sched, State};
 use crate::svm::vmcb::{event, exit, int_ctl, misc1, Vmcb};
 use crate::svm::vmrun::{vmrun, GuestRegs};
@@ -179,6 +179,11 @@ pub struct Vcpu {
     fault_vcpu: Option<usize>,
     /// The host CPU has TSC_AUX (RDTSCP or RDPID), swapped per vCPU.
     has_tsc_aux: bool,
+    /// What persona handlers asked of other vCPUs, until carried out.
+    requests: Requests,
+    /// vCPUs kicked while not halted: their next HLT returns at once
+    /// (KVM's `pv_unhalted`; bit `i` = vCPU `i`).
+    kicked: u32,
 }
 
 /// The VMCB control fields that confine the guest (what it may run without
@@ -373,13 +378,20 @@ impl Vcpu {
     /// (or asks for an interrupt window) and arms the host timer.
     fn prepare_entry(&mut self) -> Option<End> {
         let mut now = self.clock.now();
+        self.apply_requests(now);
         self.poll_all(now);
         self.poll_persona();
         if self.vcpus() > 1 {
+            let before = self.id;
             if let Some(end) = self.schedule(now) {
                 return Some(end);
             }
             now = self.clock.now();
+            if self.id != before {
+                // The persona settles the incoming vCPU's state (lazy EOI,
+                // steal time) before it runs.
+                self.poll_persona();
+            }
         }
         if self.watchdog.expired(now) {
             return Some(self.watchdog_fault(now));
@@ -507,8 +519,16 @@ impl Vcpu {
         if self.pending_event.is_some() {
             return Flow::Continue;
         }
+        // Kicked before it halted: the HLT returns at once.
+        if self.kicked & (1 << self.id) != 0 {
+            self.kicked &= !(1 << self.id);
+            return Flow::Continue;
+        }
         if self.vmcb.state.rflags & RFLAGS_IF == 0 {
-            if self.id == 0 {
+            // Under a persona that kicks halted vCPUs (a PV spinlock's
+            // `cli; hlt` wait), any vCPU may wait like this; otherwise only
+            // INIT revives an AP, and nothing the boot vCPU.
+            if self.id == 0 && !self.persona.get_ref().kicks_halted() {
                 return Flow::End(End::fault(
                     FaultKind::Watchdog,
                     format_args!(
@@ -591,6 +611,13 @@ impl Vcpu {
         if next == self.id || next >= self.vcpus() {
             return;
         }
+        if self.parked[next].is_none() {
+            return;
+        }
+        let preempted = self.sched.state(self.id) == State::Runnable;
+        let (persona, mut cx) = self.persona_cx();
+        persona.get().descheduled(&mut cx, preempted);
+        self.apply_requests(now);
         let Some(mut p) = self.parked[next].take() else {
             return;
         };
@@ -682,6 +709,7 @@ impl Vcpu {
             *p.pending_event = None;
         }
         self.ipis.init += 1;
+        self.kicked &= !(1 << i);
         self.sched.set_state(i, State::WaitForSipi, now);
     }
 
@@ -751,11 +779,60 @@ impl Vcpu {
     fn poll_persona(&mut self) {
         let (persona, mut cx) = self.persona_cx();
         persona.get().poll(&mut cx);
+        if self.requests.any() {
+            let now = self.clock.now();
+            self.apply_requests(now);
+        }
+    }
+
+    /// Carries out what persona handlers asked of other vCPUs: fixed IPIs
+    /// (waking halted targets), kicks (waking halted or stopped targets, or
+    /// making their next HLT return at once), a yield that ends the
+    /// current slice, a TLB flush of the current vCPU.
+    fn apply_requests(&mut self, now: u64) {
+        if !self.requests.any() {
+            return;
+        }
+        let n = self.vcpus();
+        let all: u32 = if n >= 32 { u32::MAX } else { (1 << n) - 1 };
+        let (ipis, len) = self.requests.take_ipis();
+        for &(targets, vector) in &ipis[..len] {
+            for i in (0..n).filter(|&i| targets & all & (1 << i) != 0) {
+                self.ipis.fixed += 1;
+                if let Some(p) = self.parts(i) {
+                    p.vapic.raise(vector);
+                }
+                if self.sched.state(i) == State::Halted {
+                    self.wake(i, now);
+                }
+            }
+        }
+        let kicks = core::mem::take(&mut self.requests.kicks) & all;
+        for i in (0..n).filter(|&i| kicks & (1 << i) != 0) {
+            match self.sched.state(i) {
+                State::Halted | State::Stopped => self.wake(i, now),
+                State::Runnable => self.kicked |= 1 << i,
+                State::WaitForSipi => {}
+            }
+        }
+        if core::mem::take(&mut self.requests.yield_now) {
+            self.sched.end_slice(now);
+        }
+        if core::mem::take(&mut self.requests.flush_tlb) {
+            // Flush this guest's (ASID's) TLB entries (APM vol. 2, 15.16.1).
+            self.vmcb.control.tlb_control = 1;
+        }
     }
 
     /// A persona handler context.
     fn persona_cx(&mut self) -> (&mut Active, GuestCx<'_>) {
         let now = self.clock.now();
+        let vcpus = self.vcpus();
+        let steal_ns = if vcpus > 1 {
+            self.stolen_ns(self.id)
+        } else {
+            0
+        };
         (
             &mut self.persona,
             GuestCx {
@@ -765,6 +842,10 @@ impl Vcpu {
                 now,
                 tsc_khz: self.clock.tsc_khz,
                 apic: &mut self.vapic,
+                vcpu: self.id,
+                vcpus,
+                steal_ns,
+                requests: &mut self.requests,
             },
         )
     }

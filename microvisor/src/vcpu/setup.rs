@@ -290,6 +290,8 @@ pub fn build(
         ipis: super::IpiLog::default(),
         fault_vcpu: None,
         has_tsc_aux: n > 1 && crate::hw::cpu::has_tsc_aux(),
+        requests: Default::default(),
+        kicked: 0,
     };
     vcpu.intercepts = vcpu.intercepts();
     Ok(vcpu)

@@ -59,7 +59,7 @@ fn kvmclock_is_published_with_the_version_protocol() {
     assert_eq!(t.flags, pvclock::FLAG_TSC_STABLE);
     assert!(t.tsc_khz().abs_diff(KHZ) <= 1);
     assert_eq!(t.tsc_timestamp, g.now);
-    assert_eq!(k.rdmsr(m::SYSTEM_TIME_NEW), Ok(PAGE | 1));
+    assert_eq!(k.rdmsr(0, m::SYSTEM_TIME_NEW), Ok(PAGE | 1));
     // Broken: stuck odd; no stable bit.
     let mut g = Guest::new();
     let mut k = iface(Some(Break::PvclockOdd));
@@ -100,7 +100,7 @@ fn pv_eoi_msr_and_its_break() {
     assert_eq!(k.wrmsr(&mut g.cx(), m::PV_EOI_EN, PAGE | 3), Err(Gp));
     k.wrmsr(&mut g.cx(), m::PV_EOI_EN, m::pv_eoi(PAGE + 128))
         .unwrap();
-    assert_eq!(k.rdmsr(m::PV_EOI_EN), Ok(PAGE + 128 + 1));
+    assert_eq!(k.rdmsr(0, m::PV_EOI_EN), Ok(PAGE + 128 + 1));
     let mut k = iface(Some(Break::PvEoiRefused));
     assert_eq!(
         k.wrmsr(&mut g.cx(), m::PV_EOI_EN, m::pv_eoi(PAGE + 128)),
@@ -109,7 +109,7 @@ fn pv_eoi_msr_and_its_break() {
     assert_eq!(k.stats.refused, 1);
     // MSRs not offered.
     assert_eq!(k.wrmsr(&mut g.cx(), m::POLL_CONTROL, 0), Err(Gp));
-    assert_eq!(k.rdmsr(m::ASYNC_PF_EN), Err(Gp));
+    assert_eq!(k.rdmsr(0, m::ASYNC_PF_EN), Err(Gp));
 }
 
 #[test]
