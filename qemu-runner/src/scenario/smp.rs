@@ -7,6 +7,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use pvops_abi::exit::ExitCode;
 
 /// vCPUs of the SMP scenarios.
 pub const SMP_CPUS: u32 = 4;
@@ -183,6 +184,56 @@ pub const SCENARIOS: &[Scenario] = &[
             selftests: crate::verdict::SMP_TESTS,
             ..Expect::PASS
         },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:none:smp2:no-answer",
+        description: "bad input: microvisor with 2 vCPUs, and the guest also starts APIC ID 7, which does not exist: the SIPI is logged (mv.ipi result=absent), the guest reports no-answer and goes on",
+        boot: mv("none", "vcpus=2"),
+        cpus: 2,
+        guest_cmdline: "smp-ghost-apic=7",
+        expect: Expect {
+            hypervisor: Some("none"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: crate::verdict::SMP_TESTS,
+            no_answer: &[GHOST_APIC],
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:smp2:fault-ap-triple",
+        description: "hostile guest: with 2 vCPUs the AP triple-faults in real mode right after its SIPI; the microvisor ends the run with a report naming vCPU 1",
+        boot: mv("none", "vcpus=2"),
+        guest: Guest::MicrovisorTestGuest,
+        guest_cmdline: "smpfault=ap-triple",
+        expect: stopped(ExitCode::GuestTripleFault, "triple-fault"),
+        cpus: 1,
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:smp2:fault-ap-spin",
+        description: "hostile guest: with 2 vCPUs the AP spins with interrupts off (cli; jmp $) while the boot vCPU idles on its timer: slices keep both running, and the watchdog names vCPU 1",
+        boot: mv("none", "vcpus=2 watchdog_ms=3000"),
+        guest: Guest::MicrovisorTestGuest,
+        guest_cmdline: "smpfault=ap-spin",
+        expect: stopped(ExitCode::GuestWatchdog, "watchdog"),
+        cpus: 1,
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:smp2:sipi-absent",
+        description: "bad input: with 2 vCPUs the guest sends INIT and SIPI to APIC ID 7, which does not exist (logged, not fatal), then starts vCPU 1, which runs",
+        boot: mv("none", "vcpus=2"),
+        guest: Guest::MicrovisorTestGuest,
+        guest_cmdline: "smpfault=sipi-absent",
+        expect: Expect {
+            hypervisor: None,
+            selftests: &["sipi-absent"],
+            ..Expect::PASS
+        },
+        cpus: 1,
         ..MV_SMP4
     },
 ];
