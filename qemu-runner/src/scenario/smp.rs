@@ -155,6 +155,21 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:none:smp8",
+        description: "microvisor persona none with 8 vCPUs (its most) on one CPU: every AP started and tested, native, and the SMP bench's N = 8 figures",
+        boot: mv("none", "vcpus=8"),
+        cpus: 8,
+        guest_cmdline: "smpbench=cross",
+        expect: Expect {
+            hypervisor: Some("none"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:kvm:smp4",
         description: "microvisor persona kvm with 4 vCPUs on one CPU: per-vCPU kvmclock, steal time and PV EOI; PV IPIs, PV TLB flush and PV spinlocks where the persona offers them",
         boot: mv("kvm", "vcpus=4"),
