@@ -218,6 +218,14 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:none:smp4:fault-hang",
+        description: "hostile guest: 4 vCPUs online, then the boot vCPU spins with interrupts off (fault=hang) while the APs idle: the watchdog names vCPU 0",
+        boot: mv("none", "vcpus=4 watchdog_ms=3000"),
+        guest_cmdline: "fault=hang",
+        expect: stopped(ExitCode::GuestWatchdog, "watchdog"),
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:smp2:fault-ap-triple",
         description: "hostile guest: with 2 vCPUs the AP triple-faults in real mode right after its SIPI; the microvisor ends the run with a report naming vCPU 1",
         boot: mv("none", "vcpus=2"),
