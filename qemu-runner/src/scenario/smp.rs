@@ -59,8 +59,6 @@ const MV_SMP4: Scenario = Scenario {
     cpus: SMP_CPUS,
     qemu_args: &["-smp", "1"],
     timeout_secs: 300,
-    // Not yet reliable enough for every `cargo run` (issue 14 in progress).
-    in_default_set: false,
     ..Scenario::BASE
 };
 
@@ -160,6 +158,9 @@ pub const SCENARIOS: &[Scenario] = &[
         boot: mv("none", "vcpus=8"),
         cpus: 8,
         guest_cmdline: "smpbench=cross",
+        // The slowest of these (8 vCPUs, the bench at N = 8), booted once
+        // so far: by hand until it has a record.
+        in_default_set: false,
         expect: Expect {
             hypervisor: Some("none"),
             backend: Some("native"),
@@ -182,13 +183,18 @@ pub const SCENARIOS: &[Scenario] = &[
             selftests: crate::verdict::SMP_TESTS,
             ..Expect::PASS
         },
-        native_pair: Some("microvisor:kvm:smp4/native"),
+        // Its pvops=native run is microvisor:kvm:smp4/native. Not linked as
+        // `native_pair` yet: tests/tests/personas.rs counts exactly 4
+        // microvisor pairs and wants a pair's command line to be
+        // `pvops=native` alone (this one also runs the bench); with the link
+        // `cargo run -- microvisor:kvm:smp4` prints the paired comparison
+        // and the bench ratios.
         guest_cmdline: "smpbench=cross",
         ..MV_SMP4
     },
     Scenario {
         name: "microvisor:kvm:smp4/native",
-        description: "microvisor persona kvm with 4 vCPUs, guest forced to pvops=native (pair of microvisor:kvm:smp4)",
+        description: "microvisor persona kvm with 4 vCPUs, guest forced to pvops=native (native run of microvisor:kvm:smp4)",
         boot: mv("kvm", "vcpus=4"),
         guest_cmdline: "pvops=native smpbench=cross",
         expect: Expect {
