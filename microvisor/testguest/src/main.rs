@@ -399,6 +399,7 @@ fn smp_fault(kind: &str) -> ! {
                 ran,
                 format_args!("vCPU 1 ran after a SIPI to absent APIC ID 7: {ran} ({ticks} ticks)"),
             );
+            vcpu_counters(&mut t);
             let pass = t.passed == t.total;
             record!(
                 "done",
@@ -409,4 +410,38 @@ fn smp_fault(kind: &str) -> ! {
             bootkit::exit::exit(if pass { ExitCode::Pass } else { ExitCode::Fail })
         }
     }
+}
+
+/// The per-vCPU hidden hypercalls after vCPU 1 ran `cli; hlt`: the count,
+/// vCPU 1's own exits (its HLT among them, and none of the boot vCPU's
+/// VMMCALLs), its stolen time, and indices past the last vCPU refused.
+fn vcpu_counters(t: &mut Tally) {
+    let _ = cpuid(CPUID_LEAF, CPUID_KEY);
+    let n = mv(code::VCPUS, [0; 3]);
+    let buf = core::ptr::addr_of!(SNAPSHOT) as u64;
+    let copied = mv(code::VCPU_COUNTERS_COPY, [1, buf, 128]);
+    // SAFETY: the microvisor wrote into SNAPSHOT during the VMMCALL above;
+    // nothing else touches it.
+    let bytes = unsafe { &(*core::ptr::addr_of!(SNAPSHOT)).0 };
+    let s = ExitSnapshot::read_from_prefix(bytes)
+        .map(|(s, _)| s)
+        .unwrap_or_default();
+    let stolen = mv(code::VCPU_STOLEN_NS, [1, 0, 0]);
+    let bad_copy = mv(code::VCPU_COUNTERS_COPY, [2, buf, 128]);
+    let bad_stolen = mv(code::VCPU_STOLEN_NS, [2, 0, 0]);
+    t.check(
+        "vcpu-counters",
+        n == 2
+            && copied == 80
+            && s.hlt == 1
+            && s.vmmcall == 0
+            && s.total >= 1
+            && stolen >= 0
+            && bad_copy == ERR_INVALID
+            && bad_stolen == ERR_INVALID,
+        format_args!(
+            "vcpus {n}; vCPU 1: copied {copied}, total {}, hlt {}, vmmcall {}, stolen {stolen} ns; index 2: {bad_copy}, {bad_stolen}",
+            s.total, s.hlt, s.vmmcall
+        ),
+    );
 }

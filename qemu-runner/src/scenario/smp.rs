@@ -259,7 +259,7 @@ pub const SCENARIOS: &[Scenario] = &[
         guest_cmdline: "smpfault=sipi-absent",
         expect: Expect {
             hypervisor: None,
-            selftests: &["sipi-absent"],
+            selftests: &["sipi-absent", "vcpu-counters"],
             ..Expect::PASS
         },
         cpus: 1,
