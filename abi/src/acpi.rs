@@ -147,6 +147,22 @@ pub fn checksum_ok(bytes: &[u8]) -> bool {
     bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b)) == 0
 }
 
+/// The checksum byte for `bytes`: the value that, stored in a byte of
+/// `bytes` that currently reads 0, makes all of them sum to 0 modulo 256
+/// (the rule of every ACPI checksum, ACPI 6.5 5.2.5.3 and 5.2.6).
+pub fn checksum_byte(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b)))
+}
+
+/// Sets `bytes[at]` so that `bytes` sums to 0 modulo 256 (whatever
+/// `bytes[at]` held before). Does nothing when `at` is out of range.
+pub fn set_checksum(bytes: &mut [u8], at: usize) {
+    if at < bytes.len() {
+        bytes[at] = 0;
+        bytes[at] = checksum_byte(bytes);
+    }
+}
+
 /// Why the ACPI tables could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AcpiError {
@@ -312,9 +328,26 @@ mod tests {
     use std::{vec, vec::Vec};
 
     fn fix_checksum(t: &mut [u8], at: usize) {
-        t[at] = 0;
-        let s = t.iter().fold(0u8, |a, &b| a.wrapping_add(b));
-        t[at] = 0u8.wrapping_sub(s);
+        set_checksum(t, at);
+    }
+
+    #[test]
+    fn checksum_helpers() {
+        let mut t = [1u8, 2, 0, 250, 9];
+        assert!(!checksum_ok(&t));
+        set_checksum(&mut t, 2);
+        assert!(checksum_ok(&t));
+        assert_eq!(t[2], 0u8.wrapping_sub(6)); // 1 + 2 + 250 + 9 = 262 = 6 mod 256
+                                               // Whatever the byte held before, the result is the same.
+        let before = t[2];
+        t[2] = 0x77;
+        set_checksum(&mut t, 2);
+        assert_eq!(t[2], before);
+        assert_eq!(checksum_byte(&[]), 0);
+        assert_eq!(checksum_byte(&[0x80, 0x80]), 0);
+        assert_eq!(checksum_byte(&[1]), 0xFF);
+        set_checksum(&mut t, 99); // out of range: no panic
+        assert!(checksum_ok(&t));
     }
 
     fn madt(entries: &[&[u8]]) -> Vec<u8> {

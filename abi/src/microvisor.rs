@@ -35,6 +35,30 @@ pub mod code {
     /// [`super::ERR_INVALID`] when the buffer is not entirely inside guest RAM
     /// or is too small.
     pub const COUNTERS_COPY: u32 = 4;
+    /// Copies one vCPU's [`super::ExitSnapshot`] (the exits that vCPU took
+    /// since the last [`COUNTERS_RESET`], which clears every vCPU's window
+    /// as well as the total): RBX = vCPU index (0 = the boot CPU, the
+    /// index is also its APIC ID), RCX = guest-physical address, RDX =
+    /// buffer length in bytes. Returns the bytes written, or
+    /// [`super::ERR_INVALID`] for an index at or past the number of vCPUs,
+    /// or a buffer not entirely inside guest RAM or too small.
+    ///
+    /// [`COUNTERS_RESET`], [`COUNTER_READ`], [`EXITS_TOTAL`] and
+    /// [`COUNTERS_COPY`] count over all vCPUs together. The code is far
+    /// from the first four so that guests probing "the next codes" (5, 6)
+    /// keep seeing [`super::ERR_UNKNOWN`].
+    pub const VCPU_COUNTERS_COPY: u32 = 0x10;
+    /// Time one vCPU was runnable but not running (its steal time: the
+    /// microvisor ran another vCPU on the one physical CPU), in
+    /// nanoseconds since the start of the run: RBX = vCPU index. Returns
+    /// the time, or [`super::ERR_INVALID`] for an index at or past the
+    /// number of vCPUs. Not reset by [`COUNTERS_RESET`].
+    pub const VCPU_STOLEN_NS: u32 = 0x11;
+    /// Number of vCPUs of the guest (the microvisor's `vcpus=`). Returns
+    /// the count.
+    pub const VCPUS: u32 = 0x12;
+    /// The highest code, as the keyed CPUID leaf's EAX reports it.
+    pub const HIGHEST: u32 = VCPUS;
 }
 
 /// Exit counts by class, as copied by [`code::COUNTERS_COPY`].

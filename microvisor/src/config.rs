@@ -1,10 +1,24 @@
 //! The microvisor's command line (`-append`):
-//! `persona=<name> [break=<step>] [watchdog_ms=N] [guest_ram_mib=N] [pit=on|off] [corrupt=<region>] -- <guest command line>`.
+//! `persona=<name> [break=<step>] [watchdog_ms=N] [guest_ram_mib=N] [pit=on|off] [vcpus=N] [slice_us=N] [corrupt=<region>] -- <guest command line>`.
 
 /// Default watchdog limit: no progress for this long ends the run.
 pub const DEFAULT_WATCHDOG_MS: u64 = 10_000;
 /// Default guest RAM.
 pub const DEFAULT_GUEST_RAM_MIB: u64 = 128;
+/// Most vCPUs of one guest (`vcpus=`).
+pub const MAX_VCPUS: usize = 8;
+/// Default scheduler time slice in microseconds (`slice_us=`): 1 ms, the
+/// tick of a HZ=1000 kernel and the virtual APIC's shortest periodic
+/// timer ([`crate::vapic::MIN_PERIOD_US`]). A world switch costs about
+/// 20 us under TCG, so preempting every 1 ms spends a few percent on
+/// switching, while a vCPU spinning on a lock held by a preempted one
+/// (or waiting for a TLB-flush acknowledgement) waits at most
+/// `(vcpus - 1)` ms for it to run.
+pub const DEFAULT_SLICE_US: u64 = 1000;
+/// Accepted `slice_us=` range: below 100 us the microvisor's own timer
+/// interrupts (QEMU fires them late by more than that under load) would
+/// make the slice meaningless; above 100 ms an IPI waits visibly long.
+pub const SLICE_US_RANGE: core::ops::RangeInclusive<u64> = 100..=100_000;
 
 /// Parsed options.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +37,12 @@ pub struct Config<'a> {
     /// without one (QEMU's microVM, Xen PVH): those ports read all ones and
     /// ignore writes. The microvisor's own calibration still uses the PIT.
     pub pit: bool,
+    /// vCPUs of the guest (`vcpus=N`, 1..=[`MAX_VCPUS`], default 1), all
+    /// run on the one physical CPU by the round-robin scheduler.
+    pub vcpus: usize,
+    /// The scheduler's time slice in microseconds (`slice_us=N`, in
+    /// [`SLICE_US_RANGE`], default [`DEFAULT_SLICE_US`]).
+    pub slice_us: u64,
     /// Debug switch `corrupt=<region>`: the microvisor itself changes one
     /// word of that protected region (`npt`, `guard-above`) after taking
     /// its integrity baseline, so the end-of-run check must report it
@@ -50,6 +70,8 @@ pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
         watchdog_ms: DEFAULT_WATCHDOG_MS,
         guest_ram_mib: DEFAULT_GUEST_RAM_MIB,
         pit: true,
+        vcpus: 1,
+        slice_us: DEFAULT_SLICE_US,
         corrupt: None,
         guest_cmdline: guest,
     };
@@ -77,6 +99,26 @@ pub fn parse(cmdline: &str) -> Result<Config<'_>, Error<'_>> {
                         })
                     }
                 }
+            }
+            "vcpus" => {
+                let n = number()?;
+                if !(1..=MAX_VCPUS as u64).contains(&n) {
+                    return Err(Error {
+                        what: "vcpus must be 1..=8",
+                        token,
+                    });
+                }
+                cfg.vcpus = n as usize;
+            }
+            "slice_us" => {
+                let n = number()?;
+                if !SLICE_US_RANGE.contains(&n) {
+                    return Err(Error {
+                        what: "slice_us must be 100..=100000",
+                        token,
+                    });
+                }
+                cfg.slice_us = n;
             }
             "guest_ram_mib" => {
                 let n = number()?;
@@ -143,6 +185,22 @@ mod tests {
         assert!(parse("pit=on").unwrap().pit);
         assert_eq!(parse("corrupt=npt --").unwrap().corrupt, Some("npt"));
         assert_eq!(parse("").unwrap().corrupt, None);
+        assert_eq!(parse("").unwrap().vcpus, 1);
+        assert_eq!(parse("").unwrap().slice_us, DEFAULT_SLICE_US);
+        let c = parse("vcpus=4 slice_us=2000 -- x").unwrap();
+        assert_eq!((c.vcpus, c.slice_us, c.guest_cmdline), (4, 2000, "x"));
+        assert_eq!(parse("vcpus=8").unwrap().vcpus, 8);
+    }
+
+    #[test]
+    fn vcpus_and_slice_errors() {
+        for bad in ["vcpus=0", "vcpus=9", "vcpus=", "vcpus=two", "vcpus=-1"] {
+            assert_eq!(parse(bad).unwrap_err().token, bad);
+        }
+        for bad in ["slice_us=99", "slice_us=100001", "slice_us=x"] {
+            assert_eq!(parse(bad).unwrap_err().token, bad);
+        }
+        assert_eq!(parse("vcpus=9").unwrap_err().what, "vcpus must be 1..=8");
     }
 
     #[test]

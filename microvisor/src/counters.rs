@@ -4,8 +4,10 @@
 //! Two sets are kept: the lifetime set printed at the end of the run, and a
 //! window the guest can reset and read through the microvisor hypercall
 //! (`pvops_abi::microvisor`). Every exit is counted in both, when the exit
-//! is taken and before it is handled.
+//! is taken and before it is handled. Both exist in total (over all
+//! vCPUs) and per vCPU (the one [`Accounting::current`] names).
 
+use crate::config::MAX_VCPUS;
 use crate::svm::vmcb::exit;
 use pvops_abi::microvisor::{class, ExitSnapshot};
 
@@ -147,13 +149,27 @@ impl Counters {
     }
 }
 
-/// Lifetime counters plus the guest-resettable window.
-#[derive(Debug)]
-pub struct Accounting {
-    /// Since the start of the run (printed at the end).
+/// One vCPU's share of the counters.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuCounters {
+    /// Since the start of the run.
     pub lifetime: Counters,
     /// Since the guest's last reset.
     pub window: Counters,
+}
+
+/// Lifetime counters plus the guest-resettable window, in total and per
+/// vCPU.
+#[derive(Debug)]
+pub struct Accounting {
+    /// Since the start of the run (printed at the end), all vCPUs.
+    pub lifetime: Counters,
+    /// Since the guest's last reset, all vCPUs.
+    pub window: Counters,
+    /// The vCPU whose exits are being counted (the one running).
+    pub current: usize,
+    /// Per vCPU.
+    pub vcpus: [VcpuCounters; MAX_VCPUS],
 }
 
 impl Default for Accounting {
@@ -168,12 +184,21 @@ impl Accounting {
         Accounting {
             lifetime: Counters::new(),
             window: Counters::new(),
+            current: 0,
+            vcpus: [VcpuCounters {
+                lifetime: Counters::new(),
+                window: Counters::new(),
+            }; MAX_VCPUS],
         }
     }
 
     fn each(&mut self, f: impl Fn(&mut Counters)) {
         f(&mut self.lifetime);
         f(&mut self.window);
+        if let Some(v) = self.vcpus.get_mut(self.current) {
+            f(&mut v.lifetime);
+            f(&mut v.window);
+        }
     }
 
     /// Counts one exit by SVM exit code.
@@ -199,9 +224,12 @@ impl Accounting {
         self.each(|c| c.hypercalls.bump(code, false));
     }
 
-    /// Clears the guest's window.
+    /// Clears the guest's window, the total's and every vCPU's.
     pub fn reset_window(&mut self) {
         self.window = Counters::new();
+        for v in &mut self.vcpus {
+            v.window = Counters::new();
+        }
     }
 }
 
@@ -233,6 +261,35 @@ mod tests {
         assert_eq!(a.window.total, 0);
         assert_eq!(a.window.read(class::MSR, 0x1B), Some(0));
         assert_eq!(a.lifetime.total, 5, "lifetime survives resets");
+    }
+
+    #[test]
+    fn per_vcpu_and_total() {
+        let mut a = Accounting::new();
+        a.exit(exit::CPUID);
+        a.current = 2;
+        a.exit(exit::HLT);
+        a.exit(exit::MSR);
+        a.msr(0x830, true);
+        a.current = 0;
+        a.exit(exit::IOIO);
+        assert_eq!(a.lifetime.total, 4);
+        assert_eq!(a.vcpus[0].lifetime.total, 2);
+        assert_eq!(a.vcpus[2].lifetime.total, 2);
+        assert_eq!(a.vcpus[1].lifetime.total, 0);
+        let s2 = a.vcpus[2].window.snapshot();
+        assert_eq!((s2.total, s2.hlt, s2.msr, s2.cpuid), (2, 1, 1, 0));
+        assert_eq!(a.vcpus[2].window.read(class::MSR, 0x830), Some(1));
+        let sum: u64 = a.vcpus.iter().map(|v| v.lifetime.total).sum();
+        assert_eq!(sum, a.lifetime.total, "the vCPUs add up to the total");
+        a.reset_window();
+        assert_eq!(a.window.total, 0);
+        assert!(a.vcpus.iter().all(|v| v.window.total == 0));
+        assert_eq!(a.vcpus[2].lifetime.total, 2, "lifetime survives resets");
+        // An index past the table counts in the total only (never panics).
+        a.current = MAX_VCPUS;
+        a.exit(exit::CPUID);
+        assert_eq!(a.lifetime.total, 5);
     }
 
     #[test]

@@ -19,10 +19,12 @@ pub mod fmtbuf;
 pub mod guest;
 pub mod hw;
 pub mod integrity;
+pub mod ipi;
 pub mod once;
 pub mod outcome;
 pub mod personas;
 pub mod report;
+pub mod sched;
 pub mod svm;
 pub mod vapic;
 pub mod vcpu;
@@ -51,11 +53,12 @@ pub fn start(start_info_paddr: u64) -> ! {
                 Some(&vcpu.accounting().lifetime),
                 Some(vcpu.persona()),
                 vcpu.serial_mid_line(),
+                Some(&vcpu),
             );
             report::exit(&end)
         }
         Err(end) => {
-            report::finish(&end, None, None, false);
+            report::finish(&end, None, None, false, None);
             report::exit(&end)
         }
     }
@@ -76,6 +79,14 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     let cfg = config::parse(info.cmdline())
         .map_err(|e| setup_error(format_args!("command line: {}: {:?}", e.what, e.token)))?;
     mvlog!("pvops microvisor; command line {:?}", info.cmdline());
+    // Personas that keep per-vCPU state (clock pages, timers, assist
+    // pages) take several vCPUs once they keep it per vCPU: so far kvm.
+    if cfg.vcpus > 1 && !matches!(cfg.persona, "none" | "bare" | "kvm") {
+        return Err(setup_error(format_args!(
+            "vcpus={} needs persona none, bare or kvm (persona {:?} has one vCPU's state only)",
+            cfg.vcpus, cfg.persona
+        )));
+    }
     let mut persona = personas::select(cfg.persona, cfg.break_step).map_err(|e| match e {
         personas::SelectError::UnknownPersona => setup_error(format_args!(
             "unknown persona {:?} (known: {:?})",
@@ -130,7 +141,7 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
         .map_err(|_| setup_error(format_args!("guest RAM")))?;
     let loaded =
         guest::loader::load_elf(&mem, image).map_err(|e| setup_error(format_args!("{e}")))?;
-    guest::loader::write_boot_info(&mem, cfg.guest_cmdline)
+    guest::loader::write_boot_info(&mem, cfg.guest_cmdline, cfg.vcpus)
         .map_err(|e| setup_error(format_args!("{e}")))?;
     mvlog!(
         "guest: {} bytes of ELF, loaded at {:#x}..{:#x}, PVH entry {:#x}; RAM {} MiB at host {:#x}; watchdog {} ms",
@@ -145,6 +156,9 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     mvlog!("guest command line {:?}", cfg.guest_cmdline);
 
     persona.get().set_clock(clock.tsc_khz, vapic::BUS_KHZ);
+    if cfg.vcpus > 1 {
+        persona.get().set_vcpus(cfg.vcpus);
+    }
     let persona_name = persona.get().name();
     for page in persona.get().shared_pages() {
         mvlog!(
@@ -157,13 +171,27 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     if !cfg.pit {
         mvlog!("pit=off: the guest's PIT ports and port 0x61 read all ones");
     }
-    let mut vcpu = vcpu::setup::build(mem, loaded.entry, persona, clock, cfg.watchdog_ms, cfg.pit)
+    if cfg.vcpus > 1 {
+        mvlog!(
+            "{} vCPUs on one CPU, round robin, {} us slices; ACPI MADT at {:#x}",
+            cfg.vcpus,
+            cfg.slice_us,
+            guest::loader::ACPI_GPA
+        );
+    }
+    let opt = vcpu::setup::Options {
+        watchdog_ms: cfg.watchdog_ms,
+        pit: cfg.pit,
+        vcpus: cfg.vcpus,
+        slice_us: cfg.slice_us,
+    };
+    let mut vcpu = vcpu::setup::build(mem, loaded.entry, persona, clock, opt)
         .map_err(|e| setup_error(format_args!("{e}")))?;
     protect_guards(&info, &mut vcpu, hpa, size);
     if let Some(region) = cfg.corrupt {
         corrupt(&vcpu, region)?;
     }
-    report::start(persona_name, cfg.guest_ram_mib);
+    report::start(persona_name, cfg.guest_ram_mib, cfg.vcpus);
     Ok(vcpu)
 }
 

@@ -26,18 +26,29 @@ pub fn log(args: core::fmt::Arguments<'_>) {
     let _ = args;
 }
 
-/// `@@ mv.start`.
-pub fn start(persona: &str, guest_ram_mib: u64) {
-    record!("mv.start", persona = persona, guest_ram_mib = guest_ram_mib);
+/// `@@ mv.start` (with `vcpus=` when there is more than one).
+pub fn start(persona: &str, guest_ram_mib: u64, vcpus: usize) {
+    if vcpus > 1 {
+        record!(
+            "mv.start",
+            persona = persona,
+            guest_ram_mib = guest_ram_mib,
+            vcpus = vcpus
+        );
+    } else {
+        record!("mv.start", persona = persona, guest_ram_mib = guest_ram_mib);
+    }
 }
 
-/// The final report: the fault (if any), every counter, `mv.end`.
+/// The final report: the fault (if any, naming the vCPU when there are
+/// several), every counter, the vCPUs and IPIs (`vcpus`), `mv.end`.
 /// `mid_line`: the guest's output did not end with a newline.
 pub fn finish(
     end: &End,
     counters: Option<&Counters>,
     persona: Option<&dyn crate::personas::Persona>,
     mid_line: bool,
+    vcpus: Option<&crate::vcpu::Vcpu>,
 ) {
     if mid_line {
         bootkit::println!();
@@ -46,16 +57,27 @@ pub fn finish(
         End::GuestExit { value, .. } => ("guest-exit", *value),
         End::Fault { kind, detail } => {
             crate::mvlog!("fault: {}: {}", kind.name(), detail);
-            bootkit::println!(
-                "@@ mv.fault kind={} detail={}",
-                kind.name(),
-                Encoded(detail.as_str())
-            );
+            match vcpus.and_then(|v| v.fault_vcpu()) {
+                Some(i) => bootkit::println!(
+                    "@@ mv.fault kind={} vcpu={} detail={}",
+                    kind.name(),
+                    i,
+                    Encoded(detail.as_str())
+                ),
+                None => bootkit::println!(
+                    "@@ mv.fault kind={} detail={}",
+                    kind.name(),
+                    Encoded(detail.as_str())
+                ),
+            }
             (kind.exit_code().name(), kind.exit_code() as u32)
         }
     };
     if let Some(c) = counters {
         print_counters(c);
+    }
+    if let Some(v) = vcpus {
+        print_vcpus(v);
     }
     if let Some(p) = persona {
         p.report();
@@ -97,6 +119,60 @@ fn print_counters(c: &Counters) {
         crate::mvlog!("{dropped} counts did not fit the per-key tables");
     }
     record!("mv.total", count = c.total);
+}
+
+/// `@@ mv.ipi` per kind of dropped IPI; with more than one vCPU,
+/// `@@ mv.sched` and one `@@ mv.vcpu` per vCPU (its exits by class, its
+/// state at the end and its stolen time).
+fn print_vcpus(v: &crate::vcpu::Vcpu) {
+    let log = v.ipis();
+    for &(kind, dest, result, count) in log.entries() {
+        record!(
+            "mv.ipi",
+            kind = kind,
+            dest = dest,
+            result = result,
+            count = count
+        );
+    }
+    if log.overflow != 0 {
+        crate::mvlog!("{} dropped IPIs did not fit the table", log.overflow);
+    }
+    let n = v.vcpus();
+    if n <= 1 {
+        return;
+    }
+    let s = v.sched();
+    record!(
+        "mv.sched",
+        vcpus = n,
+        slice_us = v.slice_us(),
+        switches = s.switches,
+        preemptions = s.preemptions,
+        ipis_fixed = log.fixed,
+        inits = log.init,
+        startups = log.startup
+    );
+    for i in 0..n {
+        let c = &v.accounting().vcpus[i].lifetime;
+        let e = c.snapshot();
+        record!(
+            "mv.vcpu",
+            index = i,
+            state = s.state(i).name(),
+            total = e.total,
+            cpuid = e.cpuid,
+            msr = e.msr,
+            io = e.io,
+            hlt = e.hlt,
+            vmmcall = e.vmmcall,
+            intr = e.intr,
+            vintr = e.vintr,
+            npf = e.npf,
+            other = e.other,
+            stolen_ns = v.stolen_ns(i)
+        );
+    }
 }
 
 /// The end-of-run integrity check ([`crate::integrity`]): prints

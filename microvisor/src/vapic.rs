@@ -1,5 +1,7 @@
-//! The guest's virtual local APIC, offered in x2APIC mode only (MSRs
-//! 0x800..0x8FF), so no access needs an instruction decoder.
+//! The guest's virtual local APICs (one per vCPU), offered in x2APIC mode
+//! only (MSRs 0x800..0x8FF), so no access needs an instruction decoder.
+//! An ICR write is only decoded here as far as the sender's own state
+//! goes (the ESR); the vCPU code delivers it ([`crate::ipi`]).
 //!
 //! Semantics follow the Intel SDM vol. 3A, chapter 11 ("Advanced
 //! Programmable Interrupt Controller"): 11.12 (x2APIC MSR map, table
@@ -95,9 +97,13 @@ impl Bits {
     }
 }
 
-/// The virtual local APIC of the guest's one vCPU.
+/// The virtual local APIC of one vCPU.
 #[derive(Debug)]
 pub struct VApic {
+    /// x2APIC ID (the vCPU's index).
+    id: u32,
+    /// The ICR value the guest wrote last, until the vCPU code delivers it.
+    outbox: Option<u64>,
     apic_base: u64,
     tpr: u32,
     svr: u32,
@@ -124,10 +130,20 @@ pub struct VApic {
 }
 
 impl VApic {
-    /// Power-on state (SDM 11.4.7.1): xAPIC enabled, BSP, all LVTs masked.
+    /// Power-on state (SDM 11.4.7.1) of the boot CPU (APIC ID 0): xAPIC
+    /// enabled, BSP, all LVTs masked.
     pub fn new(tsc_khz: u64) -> Self {
+        Self::with_id(tsc_khz, 0)
+    }
+
+    /// Power-on state of the APIC with x2APIC ID `id`; ID 0 is the boot
+    /// CPU (IA32_APIC_BASE.BSP set), every other an AP.
+    pub fn with_id(tsc_khz: u64, id: u32) -> Self {
+        let bsp = if id == 0 { BASE_BSP } else { 0 };
         VApic {
-            apic_base: BASE_ADDR | BASE_EN | BASE_BSP,
+            id,
+            outbox: None,
+            apic_base: BASE_ADDR | BASE_EN | bsp,
             tpr: 0,
             svr: 0xFF,
             esr: 0,
@@ -312,12 +328,12 @@ impl VApic {
             return Err(Gp);
         }
         Ok(match msr {
-            reg::ID => 0,
+            reg::ID => self.id as u64,
             reg::VERSION => VERSION as u64,
             reg::TPR => self.tpr as u64,
             reg::PPR => self.ppr() as u64,
-            // Logical ID of x2APIC ID 0: cluster 0, bit 0 (SDM 11.12.10.2).
-            reg::LDR => 1,
+            // Derived from the x2APIC ID (SDM 11.12.10.2).
+            reg::LDR => crate::ipi::logical_id(self.id) as u64,
             reg::SVR => self.svr as u64,
             r @ reg::ISR0..=0x817 => self.isr.0[(r - reg::ISR0) as usize] as u64,
             reg::TMR0..=0x81F => 0,
@@ -432,25 +448,27 @@ impl VApic {
         }
     }
 
+    /// An ICR write: a fixed IPI with an illegal vector (below 16) sets
+    /// the sender's "send illegal vector" error and goes nowhere (SDM
+    /// 11.5.3); anything else waits in the outbox for [`VApic::take_icr`].
     fn write_icr(&mut self, value: u64) {
         let vector = value as u8;
-        let delivery = (value >> 8) & 7;
-        let shorthand = (value >> 18) & 3;
-        let dest = (value >> 32) as u32;
-        let to_self = match shorthand {
-            0 => dest == 0 || dest == u32::MAX,
-            1 | 2 => true,
-            _ => false,
-        };
-        // Only fixed-delivery IPIs to this one vCPU do anything; INIT, SIPI,
-        // NMI and IPIs to absent CPUs are dropped, as on a 1-CPU machine.
-        if delivery == 0 && to_self {
-            if vector < 16 {
-                self.error(ESR_SEND_ILLEGAL);
-            } else {
-                self.irr.set(vector);
-            }
+        let fixed = (value >> 8) & 7 <= 1;
+        if fixed && vector < 16 {
+            self.error(ESR_SEND_ILLEGAL);
+            return;
         }
+        self.outbox = Some(value);
+    }
+
+    /// The ICR value of the last IPI the guest sent, once.
+    pub fn take_icr(&mut self) -> Option<u64> {
+        self.outbox.take()
+    }
+
+    /// The x2APIC ID.
+    pub fn id(&self) -> u32 {
+        self.id
     }
 
     fn write_base(&mut self, value: u64) -> Result<(), Gp> {
@@ -473,8 +491,8 @@ impl VApic {
         }
         if new == 0 {
             *self = VApic {
-                apic_base: value,
-                ..VApic::new(self.tsc_khz)
+                apic_base: value | (self.apic_base & BASE_BSP),
+                ..VApic::with_id(self.tsc_khz, self.id)
             };
         } else {
             self.apic_base = (value & !BASE_BSP) | (self.apic_base & BASE_BSP);
@@ -672,26 +690,73 @@ mod tests {
         assert_eq!(a.rdmsr(reg::ISR0 + 2, 0), Ok(0));
     }
 
+    /// Sends what `icr` asks for from a 1-vCPU machine's only APIC, as the
+    /// vCPU code does.
+    fn send(a: &mut VApic, icr: u64) {
+        a.wrmsr(reg::ICR, icr, 0).unwrap();
+        if let Some(v) = a.take_icr() {
+            let ipi = crate::ipi::decode(v, 0, 1);
+            if let (crate::ipi::Kind::Fixed(vector), 1) = (ipi.kind, ipi.targets) {
+                a.raise(vector);
+            }
+        }
+    }
+
+    #[test]
+    fn ids_of_aps() {
+        let mut a = VApic::with_id(KHZ, 3);
+        assert_eq!(a.rdmsr(MSR_APIC_BASE, 0), Ok(BASE_ADDR | BASE_EN));
+        a.wrmsr(MSR_APIC_BASE, BASE_ADDR | BASE_EN | BASE_EXTD, 0)
+            .unwrap();
+        assert_eq!(a.rdmsr(reg::ID, 0), Ok(3));
+        assert_eq!(a.rdmsr(reg::LDR, 0), Ok(1 << 3));
+        // A disable keeps the ID and the (absent) BSP flag.
+        a.wrmsr(MSR_APIC_BASE, BASE_ADDR, 0).unwrap();
+        a.wrmsr(MSR_APIC_BASE, BASE_ADDR | BASE_EN, 0).unwrap();
+        assert_eq!(a.rdmsr(MSR_APIC_BASE, 0), Ok(BASE_ADDR | BASE_EN));
+        assert_eq!(a.id(), 3);
+        let mut b = x2apic();
+        assert_eq!(b.rdmsr(reg::ID, 0), Ok(0));
+        assert_eq!(b.rdmsr(MSR_APIC_BASE, 0).unwrap() & BASE_BSP, BASE_BSP);
+    }
+
+    #[test]
+    fn icr_goes_to_the_outbox() {
+        let mut a = x2apic();
+        a.wrmsr(reg::ICR, 2 << 32 | 0x41, 0).unwrap();
+        assert_eq!(a.take_icr(), Some(2 << 32 | 0x41));
+        assert_eq!(a.take_icr(), None);
+        assert_eq!(a.pending(), None, "the vCPU code delivers, not the APIC");
+        // An illegal fixed vector never leaves.
+        a.wrmsr(reg::ICR, 2 << 32 | 0x05, 0).unwrap();
+        assert_eq!(a.take_icr(), None);
+        // INIT and SIPI carry "vectors" below 16 legitimately.
+        a.wrmsr(reg::ICR, 2 << 32 | 5 << 8 | 1 << 14, 0).unwrap();
+        assert!(a.take_icr().is_some());
+        a.wrmsr(reg::ICR, 2 << 32 | 6 << 8 | 0x08, 0).unwrap();
+        assert_eq!(a.take_icr(), Some(2 << 32 | 6 << 8 | 0x08));
+    }
+
     #[test]
     fn icr_self_ipis() {
         let mut a = x2apic();
         // Fixed, physical, destination 0 (self).
-        a.wrmsr(reg::ICR, 0x4041, 0).unwrap();
+        send(&mut a, 0x4041);
         assert_eq!(a.pending(), Some(0x41));
         a.accept(0x41);
         a.wrmsr(reg::EOI, 0, 0).unwrap();
         // Shorthand self.
-        a.wrmsr(reg::ICR, 1 << 18 | 0x42, 0).unwrap();
+        send(&mut a, 1 << 18 | 0x42);
         assert_eq!(a.pending(), Some(0x42));
         a.accept(0x42);
         a.wrmsr(reg::EOI, 0, 0).unwrap();
         // All excluding self, another CPU, NMI delivery: nothing.
-        a.wrmsr(reg::ICR, 3 << 18 | 0x43, 0).unwrap();
-        a.wrmsr(reg::ICR, 5u64 << 32 | 0x43, 0).unwrap();
-        a.wrmsr(reg::ICR, 4 << 8 | 0x43, 0).unwrap();
+        send(&mut a, 3 << 18 | 0x43);
+        send(&mut a, 5u64 << 32 | 0x43);
+        send(&mut a, 4 << 8 | 0x43);
         assert_eq!(a.pending(), None);
         // Illegal vector: ESR "send illegal vector" after the ESR write.
-        a.wrmsr(reg::ICR, 0x05, 0).unwrap();
+        send(&mut a, 0x05);
         a.wrmsr(reg::ESR, 0, 0).unwrap();
         assert_eq!(a.rdmsr(reg::ESR, 0), Ok(ESR_SEND_ILLEGAL as u64));
     }

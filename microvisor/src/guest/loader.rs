@@ -16,6 +16,7 @@
 //! | 0x1200 | guest command line (NUL-terminated, up to 3.5 KiB) |
 //! | 0x2000 | GDT for the entry state (null, null, code32 0x10, data 0x18, TSS 0x20) |
 //! | 0x3000 | 104-byte dummy TSS |
+//! | 0x3400 | ACPI RSDP, XSDT, MADT (only with more than one vCPU, [`super::acpi`]) |
 
 use super::mem::GuestRam;
 use elf::{abi, endian::AnyEndian, note::Note, ElfBytes};
@@ -46,6 +47,8 @@ pub const SEL_CODE32: u16 = 0x10;
 pub const SEL_DATA: u16 = 0x18;
 /// TSS selector.
 pub const SEL_TSS: u16 = 0x20;
+/// The ACPI tables (RSDP first), with more than one vCPU.
+pub const ACPI_GPA: u64 = 0x3400;
 /// Legacy VGA/BIOS hole reported as reserved.
 const LOW_HOLE: (u64, u64) = (0x9_F000, 0x10_0000);
 
@@ -156,7 +159,11 @@ impl SegmentOutOfRange {
 
 /// Writes `hvm_start_info`, the memory map, the command line, the entry GDT
 /// and TSS into guest RAM. Returns the number of memory-map entries.
-pub fn write_boot_info(mem: &GuestRam, cmdline: &str) -> Result<u32, LoadError> {
+///
+/// With `vcpus` > 1 it also writes the ACPI tables describing them at
+/// [`ACPI_GPA`] and points `rsdp_paddr` there; with one vCPU there are no
+/// ACPI tables (the guest finds no MADT and runs on one CPU).
+pub fn write_boot_info(mem: &GuestRam, cmdline: &str, vcpus: usize) -> Result<u32, LoadError> {
     if cmdline.len() > CMDLINE_MAX {
         return Err(LoadError::CmdlineTooLong);
     }
@@ -185,12 +192,16 @@ pub fn write_boot_info(mem: &GuestRam, cmdline: &str) -> Result<u32, LoadError> 
         nr_modules: 0,
         modlist_paddr: 0,
         cmdline_paddr: CMDLINE_GPA,
-        rsdp_paddr: 0,
+        rsdp_paddr: if vcpus > 1 { ACPI_GPA } else { 0 },
         memmap_paddr: MEMMAP_GPA,
         memmap_entries: map.len() as u32,
         reserved: 0,
     };
     mem.write(START_INFO_GPA, info.as_bytes()).map_err(oob)?;
+    if vcpus > 1 {
+        let (tables, len) = super::acpi::build(ACPI_GPA, vcpus);
+        mem.write(ACPI_GPA, &tables[..len]).map_err(oob)?;
+    }
     // Flat 32-bit code and data (accessed bits preset), busy 32-bit TSS at
     // TSS_GPA with limit 0x67 (Intel SDM vol. 3A, 3.4.5 and 8.2.2).
     let tss_desc: u64 = 0x67 | (TSS_GPA & 0xFF_FFFF) << 16 | 0x8B << 40;
@@ -209,7 +220,7 @@ mod tests {
         let mut backing = vec![0xAAu8; 2 << 20];
         // SAFETY: the test owns `backing` for the whole test.
         let mem = unsafe { GuestRam::new(backing.as_mut_ptr() as u64, backing.len() as u64) };
-        assert_eq!(write_boot_info(&mem, "fault=triple").unwrap(), 5);
+        assert_eq!(write_boot_info(&mem, "fault=triple", 1).unwrap(), 5);
         let info = StartInfo::read_from_bytes(&backing[0x1000..0x1038]).unwrap();
         assert_eq!(info.magic, START_MAGIC);
         assert_eq!(info.cmdline_paddr, CMDLINE_GPA);
@@ -224,6 +235,34 @@ mod tests {
         let gdt = <[u64; 5]>::read_from_bytes(&backing[0x2000..0x2028]).unwrap();
         assert_eq!(gdt[2], 0x00CF_9B00_0000_FFFF);
         assert_eq!(gdt[4], 0x0000_8B00_3000_0067);
+        assert_eq!(info.rsdp_paddr, 0, "one vCPU: no ACPI tables");
+        assert!(backing[0x3400..0x4000].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn boot_info_with_several_vcpus_has_a_madt() {
+        let mut backing = vec![0u8; 2 << 20];
+        // SAFETY: the test owns `backing` for the whole test.
+        let mem = unsafe { GuestRam::new(backing.as_mut_ptr() as u64, backing.len() as u64) };
+        write_boot_info(&mem, "", 4).unwrap();
+        let info = StartInfo::read_from_bytes(&backing[0x1000..0x1038]).unwrap();
+        assert_eq!(info.rsdp_paddr, ACPI_GPA);
+        let (xsdt, _) = pvops_abi::acpi::parse_rsdp(&backing[0x3400..0x4000]).unwrap();
+        let madt_at = {
+            let x = &backing[xsdt as usize..0x4000];
+            let x =
+                pvops_abi::acpi::check_table(x, pvops_abi::acpi::XSDT_SIGNATURE, "XSDT").unwrap();
+            pvops_abi::acpi::sdt_entries(x, 8).next().unwrap() as usize
+        };
+        let m = pvops_abi::acpi::check_table(
+            &backing[madt_at..0x4000],
+            pvops_abi::acpi::MADT_SIGNATURE,
+            "MADT",
+        )
+        .unwrap();
+        assert_eq!(pvops_abi::acpi::madt_cpus(m).count(), 4);
+        // Inside the reserved boot information range.
+        assert!(madt_at + m.len() <= BOOT_INFO_END as usize);
     }
 
     #[test]
@@ -237,7 +276,7 @@ mod tests {
         ));
         let long = "x".repeat(4000);
         assert!(matches!(
-            write_boot_info(&mem, &long),
+            write_boot_info(&mem, &long, 1),
             Err(LoadError::CmdlineTooLong)
         ));
         assert!(!mem.contains(0x1F_FFFF, 2));

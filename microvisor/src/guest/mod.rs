@@ -1,5 +1,6 @@
 //! The guest: its RAM and how its kernel image is loaded into it.
 
+pub mod acpi;
 pub mod loader;
 pub mod mem;
 pub mod walk;

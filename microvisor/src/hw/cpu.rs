@@ -11,6 +11,19 @@ pub const EFER_SVME: u64 = 1 << 12;
 pub const MSR_VM_CR: u32 = 0xC001_0114;
 /// VM_HSAVE_PA (APM vol. 2, 15.30.4).
 pub const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
+/// TSC_AUX (AMD APM vol. 2, 13.2.4 "RDTSCP"; APM vol. 3 RDTSCP/RDPID).
+pub const MSR_TSC_AUX: u32 = 0xC000_0103;
+
+/// Whether this CPU has TSC_AUX: RDTSCP (CPUID 8000_0001h:EDX[27]) or
+/// RDPID (CPUID 7:ECX[22]) (AMD APM vol. 3, appendix E; Intel SDM vol. 2A,
+/// CPUID).
+pub fn has_tsc_aux() -> bool {
+    let ext = cpuid(0x8000_0000, 0).eax;
+    let rdtscp = ext >= 0x8000_0001 && cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+    let rdpid = cpuid(0, 0).eax >= 7 && cpuid(7, 0).ecx & (1 << 22) != 0;
+    rdtscp || rdpid
+}
+
 /// IA32_APIC_BASE.
 pub const MSR_APIC_BASE: u32 = 0x1B;
 

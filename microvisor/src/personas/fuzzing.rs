@@ -159,6 +159,7 @@ struct Guest {
     regs: GuestRegs,
     apic: VApic,
     now: u64,
+    requests: crate::personas::Requests,
 }
 
 impl Guest {
@@ -176,6 +177,7 @@ impl Guest {
             regs: GuestRegs::default(),
             apic: VApic::new(KHZ),
             now: 1_000_000,
+            requests: Default::default(),
         }
     }
 
@@ -187,6 +189,10 @@ impl Guest {
             now: self.now,
             tsc_khz: KHZ,
             apic: &mut self.apic,
+            vcpu: 0,
+            vcpus: 1,
+            steal_ns: 0,
+            requests: &mut self.requests,
         }
     }
 

@@ -48,8 +48,64 @@ pub struct GuestCx<'a> {
     /// TSC frequency in kHz.
     pub tsc_khz: u64,
     /// The guest's virtual local APIC (raise an interrupt with
-    /// [`VApic::raise`]).
+    /// [`VApic::raise`]): the current vCPU's.
     pub apic: &'a mut VApic,
+    /// The vCPU the exit came from (its index, which is its APIC ID).
+    pub vcpu: usize,
+    /// How many vCPUs the guest has.
+    pub vcpus: usize,
+    /// This vCPU's stolen time so far in ns: runnable while another vCPU
+    /// ran ([`crate::sched`]).
+    pub steal_ns: u64,
+    /// What the handler asks of the other vCPUs (IPIs, kicks, a yield):
+    /// the vCPU code carries it out before the next guest entry.
+    pub requests: &'a mut Requests,
+}
+
+/// Work a persona handler asks the vCPU code to do on other vCPUs (it only
+/// holds the current vCPU's state). Vectors go into the targets' virtual
+/// APICs as fixed IPIs would; a kick makes a halted target runnable even
+/// with interrupts off (KVM's `pv_unhalted`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Requests {
+    ipis: [(u32, u8); 8],
+    len: usize,
+    /// IPIs that did not fit (counted, dropped).
+    pub overflow: u64,
+    /// vCPUs to kick (bit `i` = vCPU `i`).
+    pub kicks: u32,
+    /// End the current vCPU's slice now (a directed yield).
+    pub yield_now: bool,
+    /// Flush the current vCPU's TLB before it next runs.
+    pub flush_tlb: bool,
+}
+
+impl Requests {
+    /// Queues fixed vector `vector` to the vCPUs of `targets` (bit `i` =
+    /// vCPU `i`).
+    pub fn ipi(&mut self, targets: u32, vector: u8) {
+        if targets == 0 {
+            return;
+        }
+        if self.len < self.ipis.len() {
+            self.ipis[self.len] = (targets, vector);
+            self.len += 1;
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    /// Takes the queued IPIs (targets, vector).
+    pub fn take_ipis(&mut self) -> ([(u32, u8); 8], usize) {
+        let r = (self.ipis, self.len);
+        self.len = 0;
+        r
+    }
+
+    /// Whether anything is queued.
+    pub fn any(&self) -> bool {
+        self.len != 0 || self.kicks != 0 || self.yield_now || self.flush_tlb
+    }
 }
 
 impl GuestCx<'_> {
@@ -163,12 +219,28 @@ pub trait Persona {
     /// virtual APIC timer's input rate, both in kHz.
     fn set_clock(&mut self, _tsc_khz: u64, _apic_bus_khz: u64) {}
 
+    /// Called once at setup with more than one vCPU (never with one, so a
+    /// one-vCPU guest sees exactly what it saw before vCPUs were several).
+    fn set_vcpus(&mut self, _vcpus: usize) {}
+
+    /// Whether a halted vCPU can be woken without an interrupt (KVM's
+    /// `KVM_HC_KICK_CPU`): then a HLT with interrupts off is a wait, not
+    /// the end, when another vCPU could kick it.
+    fn kicks_halted(&self) -> bool {
+        false
+    }
+
+    /// vCPU `cx.vcpu` leaves the physical CPU; `preempted`: it was still
+    /// runnable (its slice ended), not halted.
+    fn descheduled(&mut self, _cx: &mut GuestCx<'_>, _preempted: bool) {}
+
     /// Host TSC at which [`Persona::poll`] has work (a persona timer), if any.
     fn next_deadline(&self) -> Option<u64> {
         None
     }
 
-    /// Called before every guest entry and while the guest halts: fire due
+    /// Called before every guest entry (of the vCPU about to run, after any
+    /// switch) and while the guest halts: fire due
     /// persona timers, raise interrupts with `cx.apic.raise(vector)`,
     /// complete lazy EOIs, refresh shared pages.
     fn poll(&mut self, _cx: &mut GuestCx<'_>) {}

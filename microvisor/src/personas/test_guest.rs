@@ -23,6 +23,12 @@ pub struct Guest {
     pub regs: GuestRegs,
     pub apic: VApic,
     pub now: u64,
+    /// The vCPU the handler runs for, of `vcpus`.
+    pub vcpu: usize,
+    pub vcpus: usize,
+    pub steal_ns: u64,
+    /// What the handlers asked of other vCPUs.
+    pub requests: crate::personas::Requests,
 }
 
 impl Guest {
@@ -40,6 +46,10 @@ impl Guest {
             regs: GuestRegs::default(),
             apic: VApic::new(KHZ),
             now: 1_000_000,
+            vcpu: 0,
+            vcpus: 1,
+            steal_ns: 0,
+            requests: Default::default(),
         }
     }
 
@@ -52,6 +62,10 @@ impl Guest {
             now: self.now,
             tsc_khz: KHZ,
             apic: &mut self.apic,
+            vcpu: self.vcpu,
+            vcpus: self.vcpus,
+            steal_ns: self.steal_ns,
+            requests: &mut self.requests,
         }
     }
 

@@ -383,6 +383,14 @@ pub mod attr {
     pub const DATA: u16 = 0xC93;
     /// Busy 32-bit TSS: type 0xB, P.
     pub const TSS_BUSY: u16 = 0x8B;
+    /// Real-mode code segment after INIT (Intel SDM vol. 3A, table 10-1,
+    /// "Present, R/W, Accessed" plus execute): type 0xB, S, P; 16-bit.
+    pub const CODE16: u16 = 0x9B;
+    /// Real-mode data segment after INIT: type 3 (read/write, accessed),
+    /// S, P; 16-bit.
+    pub const DATA16: u16 = 0x93;
+    /// LDTR after INIT: type 2 (LDT), P.
+    pub const LDT: u16 = 0x82;
 }
 
 impl Vmcb {

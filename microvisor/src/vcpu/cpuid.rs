@@ -43,7 +43,7 @@ fn guest_cpuid(v: &mut Vcpu, leaf: u32, subleaf: u32) -> [u32; 4] {
     if leaf == CPUID_LEAF && subleaf == CPUID_KEY {
         v.mv_open = true;
         let [b, c, d] = signature(SIGNATURE);
-        return [code::COUNTERS_COPY, b, c, d];
+        return [code::HIGHEST, b, c, d];
     }
     if (HV_LEAF_BASE..=HV_LEAF_LAST).contains(&leaf) {
         return v.persona.get().cpuid(leaf, subleaf);
@@ -52,13 +52,17 @@ fn guest_cpuid(v: &mut Vcpu, leaf: u32, subleaf: u32) -> [u32; 4] {
     let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
     match leaf {
         1 => {
-            b &= 0x00FF_FFFF;
+            // Initial APIC ID in EBX[31:24] (the vCPU's index).
+            b = (b & 0x00FF_FFFF) | (v.id as u32) << 24;
             c |= ECX1_X2APIC | ECX1_TSC_DEADLINE;
             c &= !(ECX1_MONITOR | ECX1_HYPERVISOR);
             if v.persona.get().hypervisor_bit() {
                 c |= ECX1_HYPERVISOR;
             }
         }
+        // x2APIC ID in EDX of the topology leaves (Intel SDM vol. 2A,
+        // CPUID leaves 0BH and 1FH).
+        0xB | 0x1F => d = v.id as u32,
         0x8000_0001 => c &= !ECX81_SVM,
         0x8000_000A => (a, b, c, d) = (0, 0, 0, 0),
         _ => {}

@@ -35,7 +35,7 @@ pub fn handle(v: &mut Vcpu) -> Flow {
 }
 
 fn microvisor_call(v: &mut Vcpu, c: u32) -> i64 {
-    let (arg1, arg2) = (v.regs.rbx, v.regs.rcx);
+    let (arg1, arg2, arg3) = (v.regs.rbx, v.regs.rcx, v.regs.rdx);
     match c {
         code::COUNTERS_RESET => {
             v.acct.reset_window();
@@ -49,15 +49,35 @@ fn microvisor_call(v: &mut Vcpu, c: u32) -> i64 {
         code::EXITS_TOTAL => v.acct.window.total as i64,
         code::COUNTERS_COPY => {
             let snap = v.acct.window.snapshot();
-            let len = core::mem::size_of::<ExitSnapshot>() as u64;
-            if arg2 < len || !v.mem.contains(arg1, arg2) {
+            copy_snapshot(v, &snap, arg1, arg2)
+        }
+        code::VCPU_COUNTERS_COPY => {
+            if arg1 >= v.vcpus() as u64 {
                 return ERR_INVALID;
             }
-            match v.mem.write(arg1, snap.as_bytes()) {
-                Ok(()) => len as i64,
-                Err(_) => ERR_INVALID,
-            }
+            let snap = v.acct.vcpus[arg1 as usize].window.snapshot();
+            copy_snapshot(v, &snap, arg2, arg3)
         }
+        code::VCPU_STOLEN_NS => {
+            if arg1 >= v.vcpus() as u64 {
+                return ERR_INVALID;
+            }
+            v.stolen_ns(arg1 as usize).min(i64::MAX as u64) as i64
+        }
+        code::VCPUS => v.vcpus() as i64,
         _ => ERR_UNKNOWN,
+    }
+}
+
+/// Writes `snap` to guest-physical `gpa` if the `len`-byte buffer there
+/// holds it and lies inside guest RAM.
+fn copy_snapshot(v: &Vcpu, snap: &ExitSnapshot, gpa: u64, len: u64) -> i64 {
+    let size = core::mem::size_of::<ExitSnapshot>() as u64;
+    if len < size || !v.mem.contains(gpa, len) {
+        return ERR_INVALID;
+    }
+    match v.mem.write(gpa, snap.as_bytes()) {
+        Ok(()) => size as i64,
+        Err(_) => ERR_INVALID,
     }
 }

@@ -94,7 +94,11 @@ fn wrmsr(v: &mut Vcpu, msr: u32, value: u64) -> Result<(), Gp> {
         }
         m if is_apic(m) => {
             let now = v.clock.now();
-            v.vapic.wrmsr(m, value, now)
+            v.vapic.wrmsr(m, value, now)?;
+            if let Some(icr) = v.vapic.take_icr() {
+                v.send_ipi(icr);
+            }
+            Ok(())
         }
         m => {
             let (p, mut cx) = v.persona_cx();

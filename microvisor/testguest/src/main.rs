@@ -12,6 +12,12 @@
 //!   (success, short buffer, buffer straddling the end of RAM), unknown code;
 //! - the virtual x2APIC periodic timer: 5 ticks taken with HLT, one HLT
 //!   exit per tick.
+//!
+//! With `smpfault=<kind>` on its command line (and the microvisor's
+//! `vcpus=2`) it runs only a multi-vCPU fault case instead, see
+//! [`smp_fault`]: `ap-triple` (the AP triple-faults in real mode),
+//! `ap-spin` (the AP spins with interrupts off), `sipi-absent` (INIT and
+//! SIPI to APIC ID 7, which does not exist, then a real AP starts).
 #![no_std]
 #![no_main]
 
@@ -132,6 +138,13 @@ fn main(start_info_paddr: u64) -> ! {
     idt::set_handler(6, Some(on_ud));
     idt::set_handler(13, Some(on_gp));
     idt::set_handler(TIMER_VECTOR, Some(on_timer));
+    if let Some(kind) = si
+        .cmdline()
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("smpfault="))
+    {
+        smp_fault(kind);
+    }
     let ram_end = si.ram().map(|r| r.end).max().unwrap_or(0);
     let hv = cpuid(1, 0)[2] & (1 << 31) != 0;
     println!("mv-testguest: hypervisor bit {hv}, RAM ends at {ram_end:#x}");
@@ -309,4 +322,126 @@ fn main(start_info_paddr: u64) -> ! {
         verdict = if pass { "pass" } else { "fail" }
     );
     bootkit::exit::exit(if pass { ExitCode::Pass } else { ExitCode::Fail })
+}
+
+/// Where the APs start (SIPI vector 8, Intel SDM vol. 3A 9.4.4: an AP
+/// begins in real mode at `vector << 12`); free RAM below the image.
+const TRAMPOLINE: u64 = 0x8000;
+/// The byte the `sipi-absent` AP sets once it runs.
+const AP_FLAG: u64 = TRAMPOLINE + 0x20;
+
+/// Real-mode code for the AP. `ap-triple`: `lidt [0x8010]` (a 6-byte
+/// descriptor of limit 0 there), `ud2`: #UD, then #GP and #DF find no
+/// gate in a zero-limit IVT, a shutdown (SDM vol. 3A 6.15 "Interrupt 8").
+/// `ap-spin`: `cli; jmp $`. Otherwise: `mov byte [0x8020], 1; cli; hlt;
+/// jmp back to the hlt`.
+fn ap_code(kind: &str) -> &'static [u8] {
+    match kind {
+        "ap-triple" => &[0x0F, 0x01, 0x1E, 0x10, 0x80, 0x0F, 0x0B, 0xEB, 0xFE],
+        "ap-spin" => &[0xFA, 0xEB, 0xFE],
+        _ => &[0xC6, 0x06, 0x20, 0x80, 0x01, 0xFA, 0xF4, 0xEB, 0xFD],
+    }
+}
+
+/// x2APIC ICR (MSR 0x830, SDM vol. 3A 11.12.9): INIT, level assert
+/// (delivery mode 101b, bit 14), then a Start-up IPI (110b) with vector 8,
+/// to x2APIC ID `dest`.
+fn init_sipi(dest: u32) {
+    let d = u64::from(dest) << 32;
+    wrmsr(0x830, d | 0x4500);
+    wrmsr(0x830, d | 0x4600 | (TRAMPOLINE >> 12));
+}
+
+/// Runs fault case `kind` on a guest with two vCPUs: starts vCPU 1 in
+/// real mode on [`ap_code`] and waits on a 1 ms periodic timer with
+/// `sti; hlt`, so the boot vCPU always makes progress. `ap-triple` and
+/// `ap-spin` never end on their own: the microvisor must end the run
+/// (triple fault, watchdog) naming vCPU 1. `sipi-absent` first starts
+/// APIC ID 7, which does not exist, then vCPU 1, and passes when vCPU 1
+/// ran.
+fn smp_fault(kind: &str) -> ! {
+    println!("mv-testguest: smpfault={kind}");
+    let code = ap_code(kind);
+    // SAFETY: 0x8000..0x9000 is free RAM of this guest (below its image,
+    // above the boot information), identity mapped; no AP runs yet.
+    unsafe {
+        let page = TRAMPOLINE as *mut u8;
+        core::ptr::write_bytes(page, 0, 0x40);
+        core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len());
+    }
+    // x2APIC on, software enabled, 1 ms periodic timer (1 GHz nominal bus
+    // clock, divide by 1).
+    wrmsr(0x1B, 0xFEE0_0000 | 1 << 11 | 1 << 10 | 1 << 8);
+    wrmsr(0x80F, 0x1FF);
+    wrmsr(0x83E, 0xB);
+    wrmsr(0x832, 1 << 17 | TIMER_VECTOR as u64);
+    wrmsr(0x838, 1_000_000);
+    if kind == "sipi-absent" {
+        init_sipi(7);
+    }
+    init_sipi(1);
+    let mut t = Tally {
+        passed: 0,
+        total: 0,
+    };
+    loop {
+        // SAFETY: STI;HLT waits for the timer (the only interrupt).
+        unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        let ticks = TICKS.load(Ordering::SeqCst);
+        if kind != "sipi-absent" {
+            continue;
+        }
+        // SAFETY: the AP writes this byte once; a volatile read of RAM.
+        let ran = unsafe { core::ptr::read_volatile(AP_FLAG as *const u8) } == 1;
+        if ran || ticks >= 2000 {
+            t.check(
+                "sipi-absent",
+                ran,
+                format_args!("vCPU 1 ran after a SIPI to absent APIC ID 7: {ran} ({ticks} ticks)"),
+            );
+            vcpu_counters(&mut t);
+            let pass = t.passed == t.total;
+            record!(
+                "done",
+                passed = t.passed,
+                total = t.total,
+                verdict = if pass { "pass" } else { "fail" }
+            );
+            bootkit::exit::exit(if pass { ExitCode::Pass } else { ExitCode::Fail })
+        }
+    }
+}
+
+/// The per-vCPU hidden hypercalls after vCPU 1 ran `cli; hlt`: the count,
+/// vCPU 1's own exits (its HLT among them, and none of the boot vCPU's
+/// VMMCALLs), its stolen time, and indices past the last vCPU refused.
+fn vcpu_counters(t: &mut Tally) {
+    let _ = cpuid(CPUID_LEAF, CPUID_KEY);
+    let n = mv(code::VCPUS, [0; 3]);
+    let buf = core::ptr::addr_of!(SNAPSHOT) as u64;
+    let copied = mv(code::VCPU_COUNTERS_COPY, [1, buf, 128]);
+    // SAFETY: the microvisor wrote into SNAPSHOT during the VMMCALL above;
+    // nothing else touches it.
+    let bytes = unsafe { &(*core::ptr::addr_of!(SNAPSHOT)).0 };
+    let s = ExitSnapshot::read_from_prefix(bytes)
+        .map(|(s, _)| s)
+        .unwrap_or_default();
+    let stolen = mv(code::VCPU_STOLEN_NS, [1, 0, 0]);
+    let bad_copy = mv(code::VCPU_COUNTERS_COPY, [2, buf, 128]);
+    let bad_stolen = mv(code::VCPU_STOLEN_NS, [2, 0, 0]);
+    t.check(
+        "vcpu-counters",
+        n == 2
+            && copied == 80
+            && s.hlt == 1
+            && s.vmmcall == 0
+            && s.total >= 1
+            && stolen >= 0
+            && bad_copy == ERR_INVALID
+            && bad_stolen == ERR_INVALID,
+        format_args!(
+            "vcpus {n}; vCPU 1: copied {copied}, total {}, hlt {}, vmmcall {}, stolen {stolen} ns; index 2: {bad_copy}, {bad_stolen}",
+            s.total, s.hlt, s.vmmcall
+        ),
+    );
 }

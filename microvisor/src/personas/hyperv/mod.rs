@@ -255,7 +255,7 @@ impl Persona for HyperV {
     fn rdmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
         if let Some(k) = self.kvm_iface.as_mut() {
             if KvmInterface::owns_msr(msr) {
-                return Some(k.rdmsr(msr));
+                return Some(k.rdmsr(cx.vcpu, msr));
             }
         }
         m::is_synthetic(msr).then(|| self.read(cx, msr))

@@ -17,10 +17,22 @@
 //!   guest cleared it the microvisor does the EOI before the next entry.
 //!   Every other KVM MSR (0x4b56_4d00..=0x4b56_4dff, 0x11, 0x12 when not
 //!   offered) raises #GP, as KVM does for an MSR hidden in CPUID.
+//! - Per vCPU (issue 14): the system-time, steal-time and PV EOI MSRs and
+//!   what they point at are each vCPU's own, as in KVM (`kvm_vcpu_arch`);
+//!   the pvclock epoch and scale are the guest's (one TSC for all). With
+//!   several vCPUs the steal-time record carries the scheduler's stolen
+//!   time and the `preempted` byte (`KVM_VCPU_PREEMPTED` set when a vCPU
+//!   loses the CPU at the end of its slice, cleared when it runs again,
+//!   KVM's `kvm_steal_time_set_preempted` / `record_steal_time`), and
+//!   `KVM_FEATURE_PV_TLB_FLUSH` is offered: a `KVM_VCPU_FLUSH_TLB` found in
+//!   that byte at the vCPU's next entry flushes its TLB.
 //! - Hypercalls (VMMCALL; RAX = number, RBX/RCX/RDX/RSI = a0..a3):
-//!   `KVM_HC_SEND_IPI` (raises the vector on vCPU 0 when APIC ID 0 is in
-//!   the bitmap; returns the count), `KVM_HC_SCHED_YIELD` and
-//!   `KVM_HC_KICK_CPU` (counted, return 0); anything else `-KVM_ENOSYS`.
+//!   `KVM_HC_SEND_IPI` (a0:a1 a 128-bit bitmap of APIC IDs from a2, a3
+//!   the ICR: a fixed vector goes to every vCPU named; returns how many),
+//!   `KVM_HC_SCHED_YIELD` (a0 an APIC ID: ends the caller's slice),
+//!   `KVM_HC_KICK_CPU` (a1 an APIC ID: wakes that vCPU from HLT even with
+//!   interrupts off, or makes its next HLT return at once; returns 0);
+//!   anything else `-KVM_ENOSYS`.
 //!   Counted by number under `mv.hypercall`.
 //!
 //! `break=<step>`: `pvclock-odd` (the version stays odd), `stable-bit` (no
@@ -45,6 +57,9 @@ use pvops_abi::kvm::{self as abi, hc, msr as m, Features, StealTime, WallClock};
 use pvops_abi::pvclock::{self, VcpuTimeInfo};
 use zerocopy::IntoBytes;
 
+/// Offset of `preempted` in `struct kvm_steal_time` (msr.rst).
+const PREEMPTED_OFFSET: u64 = core::mem::offset_of!(StealTime, preempted) as u64;
+
 /// The features offered: both kvmclock MSR pairs, no-op io_delay, steal
 /// time, PV EOI, PV unhalt, PV IPIs, PV sched yield and the stable bit.
 pub const FEATURES: Features = Features::CLOCKSOURCE
@@ -57,9 +72,17 @@ pub const FEATURES: Features = Features::CLOCKSOURCE
     .union(Features::PV_SCHED_YIELD)
     .union(Features::CLOCKSOURCE_STABLE_BIT);
 
-/// Steal-time refresh period in ms of TSC (a new version; the persona
-/// never deschedules its one vCPU, so `steal` stays 0).
+/// Steal-time refresh period in ms of TSC (a new version; with one vCPU
+/// the persona never deschedules it, so `steal` stays 0; with several it
+/// is also refreshed whenever the scheduler's figure changed).
 const STEAL_REFRESH_MS: u64 = 100;
+
+/// Most vCPUs whose state the interface keeps.
+const MAX_VCPUS: usize = crate::config::MAX_VCPUS;
+
+/// ICR delivery mode field (Intel SDM vol. 3A, 11.6.1: bits 10:8; 000 =
+/// fixed).
+const ICR_DELIVERY_MODE: u64 = 7 << 8;
 
 /// The `break=` steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +181,48 @@ pub struct Stats {
     pub enosys: u64,
     /// MSR writes refused with #GP.
     pub refused: u64,
+    /// `KVM_HC_SEND_IPI` with a delivery mode other than fixed (ignored).
+    pub ipis_unsupported: u64,
+    /// Times a vCPU's `preempted` byte was set at a preemption.
+    pub preempted_marks: u64,
+    /// TLB flushes done for a `KVM_VCPU_FLUSH_TLB` (PV TLB flush).
+    pub tlb_flushes: u64,
+}
+
+/// One vCPU's registrations (KVM keeps these in `kvm_vcpu_arch`).
+#[derive(Clone, Copy, Debug)]
+struct PerVcpu {
+    /// Its pvclock (scale as the interface's; version of its last
+    /// publication).
+    time: VcpuTimeInfo,
+    system_time_msr: u64,
+    system_time_index: u32,
+    steal_msr: u64,
+    steal_version: u32,
+    steal_at: u64,
+    /// The steal time last written.
+    steal_written: u64,
+    /// What `break=steal-backwards` shows as steal time now.
+    backwards: u64,
+    pv_eoi_msr: u64,
+    lazy: LazyEoi,
+}
+
+impl Default for PerVcpu {
+    fn default() -> PerVcpu {
+        PerVcpu {
+            time: VcpuTimeInfo::default(),
+            system_time_msr: 0,
+            system_time_index: m::SYSTEM_TIME_NEW,
+            steal_msr: 0,
+            steal_version: 0,
+            steal_at: 0,
+            steal_written: 0,
+            backwards: BACKWARDS_START,
+            pv_eoi_msr: 0,
+            lazy: LazyEoi::default(),
+        }
+    }
 }
 
 /// KVM's interface at `base`.
@@ -166,20 +231,12 @@ pub struct KvmInterface {
     base: u32,
     broken: Option<Break>,
     tsc_khz: u64,
-    /// The published pvclock (scale and timebase; version of the last
-    /// publication).
-    time: VcpuTimeInfo,
-    /// TSC at system time 0 (the first registration).
+    /// The guest's vCPUs ([`Persona::set_vcpus`]; 1 until told).
+    vcpus: usize,
+    /// TSC at system time 0 (the first registration on any vCPU).
     epoch: Option<u64>,
-    system_time_msr: u64,
-    system_time_index: u32,
-    steal_msr: u64,
-    steal_version: u32,
-    steal_at: u64,
-    /// What `break=steal-backwards` shows as steal time now.
-    backwards: u64,
-    pv_eoi_msr: u64,
-    lazy: LazyEoi,
+    /// Each vCPU's registrations.
+    per: [PerVcpu; MAX_VCPUS],
     /// The counters.
     pub stats: Stats,
 }
@@ -191,16 +248,9 @@ impl KvmInterface {
             base,
             broken,
             tsc_khz: 0,
-            time: VcpuTimeInfo::default(),
+            vcpus: 1,
             epoch: None,
-            system_time_msr: 0,
-            system_time_index: m::SYSTEM_TIME_NEW,
-            steal_msr: 0,
-            steal_version: 0,
-            steal_at: 0,
-            backwards: BACKWARDS_START,
-            pv_eoi_msr: 0,
-            lazy: LazyEoi::default(),
+            per: [PerVcpu::default(); MAX_VCPUS],
             stats: Stats::default(),
         }
     }
@@ -230,13 +280,29 @@ impl KvmInterface {
         }
     }
 
-    /// The features CPUID shows ([`FEATURES`], less what a `break=` hides).
+    /// The features CPUID shows ([`FEATURES`], plus PV TLB flush with
+    /// several vCPUs, less what a `break=` hides).
     pub fn features(&self) -> Features {
+        let offered = if self.vcpus > 1 {
+            FEATURES.union(Features::PV_TLB_FLUSH)
+        } else {
+            FEATURES
+        };
         match self.broken {
             Some(Break::NoFeatures) => Features(0),
-            Some(Break::HiddenSteal) => Features(FEATURES.0 & !Features::STEAL_TIME.0),
-            _ => FEATURES,
+            Some(Break::HiddenSteal) => Features(offered.0 & !Features::STEAL_TIME.0),
+            _ => offered,
         }
+    }
+
+    /// The guest has `n` vCPUs (more than one).
+    pub fn set_vcpus(&mut self, n: usize) {
+        self.vcpus = n.clamp(1, MAX_VCPUS);
+    }
+
+    /// The registrations of the vCPU a handler runs for.
+    fn at(&mut self, cx: &GuestCx<'_>) -> &mut PerVcpu {
+        &mut self.per[cx.vcpu.min(MAX_VCPUS - 1)]
     }
 
     /// Whether `index` is an MSR of this interface.
@@ -253,21 +319,24 @@ impl KvmInterface {
             tsc_khz
         };
         if let Some((mul, shift)) = pvclock::time_scale(scale_khz) {
-            self.time.tsc_to_system_mul = mul;
-            self.time.tsc_shift = shift;
+            for v in &mut self.per {
+                v.time.tsc_to_system_mul = mul;
+                v.time.tsc_shift = shift;
+            }
         }
     }
 
-    /// RDMSR.
-    pub fn rdmsr(&mut self, index: u32) -> Result<u64, Gp> {
+    /// RDMSR on vCPU `vcpu`.
+    pub fn rdmsr(&mut self, vcpu: usize, index: u32) -> Result<u64, Gp> {
+        let v = &self.per[vcpu.min(MAX_VCPUS - 1)];
         match index {
-            m::SYSTEM_TIME_NEW | m::SYSTEM_TIME => Ok(if index == self.system_time_index {
-                self.system_time_msr
+            m::SYSTEM_TIME_NEW | m::SYSTEM_TIME => Ok(if index == v.system_time_index {
+                v.system_time_msr
             } else {
                 0
             }),
-            m::STEAL_TIME => Ok(self.steal_msr),
-            m::PV_EOI_EN => Ok(self.pv_eoi_msr),
+            m::STEAL_TIME => Ok(v.steal_msr),
+            m::PV_EOI_EN => Ok(v.pv_eoi_msr),
             m::WALL_CLOCK_NEW | m::WALL_CLOCK => Ok(0),
             _ => Err(Gp),
         }
@@ -286,8 +355,9 @@ impl KvmInterface {
         match index {
             m::SYSTEM_TIME_NEW | m::SYSTEM_TIME if self.broken == Some(Break::ClockGp) => Err(Gp),
             m::SYSTEM_TIME_NEW | m::SYSTEM_TIME => {
-                self.system_time_index = index;
-                self.system_time_msr = value;
+                let v = self.at(cx);
+                v.system_time_index = index;
+                v.system_time_msr = value;
                 if value & m::ENABLED != 0 {
                     self.epoch.get_or_insert(cx.now);
                     self.publish(cx);
@@ -307,9 +377,10 @@ impl KvmInterface {
                 if value & m::STEAL_RESERVED != 0 {
                     return Err(Gp);
                 }
-                self.steal_msr = value;
+                let v = self.at(cx);
+                v.steal_msr = value;
                 if value & m::ENABLED != 0 {
-                    self.steal_version = 0;
+                    v.steal_version = 0;
                     self.update_steal(cx);
                 }
                 Ok(())
@@ -320,8 +391,9 @@ impl KvmInterface {
                 }
                 let gpa = value & !3;
                 let page = (value & m::ENABLED != 0 && cx.mem.contains(gpa, 4)).then_some(gpa);
-                self.pv_eoi_msr = value;
-                self.lazy.set_page(cx, page);
+                let v = self.at(cx);
+                v.pv_eoi_msr = value;
+                v.lazy.set_page(cx, page);
                 Ok(())
             }
             _ => Err(Gp),
@@ -331,83 +403,141 @@ impl KvmInterface {
     /// Writes the pvclock at the registered GPA (odd version, fields, even
     /// version; the version stays odd under `break=pvclock-odd`).
     fn publish(&mut self, cx: &mut GuestCx<'_>) {
-        if self.system_time_msr & m::ENABLED == 0 || self.time.tsc_to_system_mul == 0 {
+        let broken = self.broken;
+        let lag = broken == Some(Break::PvclockBackwards)
+            && self.stats.publishes % BACKWARDS_EVERY == BACKWARDS_EVERY - 1;
+        let epoch = self.epoch.unwrap_or(cx.now);
+        let v = self.at(cx);
+        if v.system_time_msr & m::ENABLED == 0 || v.time.tsc_to_system_mul == 0 {
             return;
         }
-        let gpa = self.system_time_msr & !3 & !m::ENABLED;
-        let epoch = self.epoch.unwrap_or(cx.now);
-        self.time.tsc_timestamp = cx.now;
-        self.time.system_time = pvclock::scale_delta(
+        let gpa = v.system_time_msr & !3 & !m::ENABLED;
+        v.time.tsc_timestamp = cx.now;
+        v.time.system_time = pvclock::scale_delta(
             cx.now.wrapping_sub(epoch),
-            self.time.tsc_to_system_mul,
-            self.time.tsc_shift,
+            v.time.tsc_to_system_mul,
+            v.time.tsc_shift,
         );
-        if self.broken == Some(Break::PvclockBackwards)
-            && self.stats.publishes % BACKWARDS_EVERY == BACKWARDS_EVERY - 1
-        {
-            self.time.system_time = self.time.system_time.saturating_sub(BACKWARDS_LAG_NS);
+        if lag {
+            v.time.system_time = v.time.system_time.saturating_sub(BACKWARDS_LAG_NS);
         }
-        // One vCPU: trivially synchronised, unless broken on purpose.
-        self.time.flags = if self.broken == Some(Break::StableBit) {
+        // Every vCPU reads the one host TSC (TSC_OFFSET 0) against the one
+        // epoch: synchronised, unless broken on purpose.
+        v.time.flags = if broken == Some(Break::StableBit) {
             0
         } else {
             pvclock::FLAG_TSC_STABLE
         };
-        let odd = self.time.version | 1;
+        let odd = v.time.version | 1;
         let t = VcpuTimeInfo {
             version: odd,
-            ..self.time
+            ..v.time
         };
         // A GPA whose structure does not fit guest RAM is ignored, as KVM
         // ignores a GPA it cannot map: no version-only write either.
         if cx.mem.write(gpa, t.as_bytes()).is_err() {
             return;
         }
-        self.stats.publishes += 1;
-        if self.broken == Some(Break::PvclockOdd) {
-            self.time.version = odd;
-            return;
+        if broken == Some(Break::PvclockOdd) {
+            v.time.version = odd;
+        } else {
+            v.time.version = odd.wrapping_add(1);
+            let _ = cx.mem.write(gpa, &v.time.version.to_le_bytes());
         }
-        self.time.version = odd.wrapping_add(1);
-        let _ = cx.mem.write(gpa, &self.time.version.to_le_bytes());
+        self.stats.publishes += 1;
     }
 
     /// Writes a steal-time record (version protocol; `steal` 0: the one
     /// vCPU is never descheduled), unless `break=steal-never`.
     fn update_steal(&mut self, cx: &mut GuestCx<'_>) {
-        if self.steal_msr & m::ENABLED == 0 || self.broken == Some(Break::StealNever) {
+        let broken = self.broken;
+        let v = self.at(cx);
+        if v.steal_msr & m::ENABLED == 0 || broken == Some(Break::StealNever) {
             return;
         }
-        let gpa = self.steal_msr & !63;
-        let steal = if self.broken == Some(Break::StealBackwards) {
-            self.backwards = self.backwards.saturating_sub(BACKWARDS_STEP);
-            self.backwards
+        let gpa = v.steal_msr & !63;
+        let steal = if broken == Some(Break::StealBackwards) {
+            v.backwards = v.backwards.saturating_sub(BACKWARDS_STEP);
+            v.backwards
         } else {
-            0
+            cx.steal_ns
         };
+        // The guest owns `preempted` between updates (it sets
+        // KVM_VCPU_FLUSH_TLB there): keep the byte as it is.
+        let mut preempted = [0u8];
+        let _ = cx.mem.read(gpa + PREEMPTED_OFFSET, &mut preempted);
         let st = StealTime {
             steal,
-            version: self.steal_version.wrapping_add(2) & !1,
+            version: v.steal_version.wrapping_add(2) & !1,
+            preempted: preempted[0],
             ..Default::default()
         };
         if cx.mem.write(gpa, st.as_bytes()).is_ok() {
-            self.steal_version = st.version;
-            self.steal_at = cx.now;
+            v.steal_version = st.version;
+            v.steal_at = cx.now;
+            v.steal_written = steal;
             self.stats.steal_updates += 1;
+        }
+    }
+
+    /// The vCPU of `cx` is about to run: clear its `preempted` byte, and
+    /// flush its TLB if a PV TLB flush asked for it (KVM's
+    /// `record_steal_time`: `xchg(&st->preempted, 0)`, then
+    /// `kvm_vcpu_flush_tlb_guest` on `KVM_VCPU_FLUSH_TLB`). No guest code
+    /// runs meanwhile (one physical CPU), so read-then-write is the xchg.
+    fn clear_preempted(&mut self, cx: &mut GuestCx<'_>) {
+        if self.vcpus <= 1 {
+            return;
+        }
+        let v = self.at(cx);
+        if v.steal_msr & m::ENABLED == 0 {
+            return;
+        }
+        let at = (v.steal_msr & !63) + PREEMPTED_OFFSET;
+        let mut b = [0u8];
+        if cx.mem.read(at, &mut b).is_err() || b[0] == 0 {
+            return;
+        }
+        let _ = cx.mem.write(at, &[0]);
+        if b[0] & abi::VCPU_FLUSH_TLB != 0 {
+            cx.requests.flush_tlb = true;
+            self.stats.tlb_flushes += 1;
+        }
+    }
+
+    /// vCPU `cx.vcpu` leaves the CPU: when preempted (not halted), its
+    /// steal-time area says so (`KVM_VCPU_PREEMPTED`), so other vCPUs
+    /// neither spin on it (`vcpu_is_preempted`) nor wait for it to flush.
+    pub fn descheduled(&mut self, cx: &mut GuestCx<'_>, preempted: bool) {
+        let never = self.broken == Some(Break::StealNever);
+        let v = self.at(cx);
+        if !preempted || v.steal_msr & m::ENABLED == 0 || never {
+            return;
+        }
+        let at = (v.steal_msr & !63) + PREEMPTED_OFFSET;
+        let mut b = [0u8];
+        if cx.mem.read(at, &mut b).is_ok()
+            && cx.mem.write(at, &[b[0] | abi::VCPU_PREEMPTED]).is_ok()
+        {
+            self.stats.preempted_marks += 1;
         }
     }
 
     /// Before each entry: settle PV EOI, refresh steal time.
     pub fn poll(&mut self, cx: &mut GuestCx<'_>) {
-        self.lazy.reconcile(cx);
+        self.at(cx).lazy.reconcile(cx);
+        self.clear_preempted(cx);
         if self.broken == Some(Break::PvclockBackwards) {
             self.publish(cx);
         }
         let period = self.tsc_khz.saturating_mul(STEAL_REFRESH_MS);
         let backwards = self.broken == Some(Break::StealBackwards);
-        if self.steal_msr & m::ENABLED != 0
+        let v = self.at(cx);
+        if v.steal_msr & m::ENABLED != 0
             && period != 0
-            && (backwards || cx.now.wrapping_sub(self.steal_at) >= period)
+            && (backwards
+                || cx.now.wrapping_sub(v.steal_at) >= period
+                || cx.steal_ns != v.steal_written)
         {
             self.update_steal(cx);
         }
@@ -415,7 +545,7 @@ impl KvmInterface {
 
     /// The guest takes `vector`.
     pub fn on_inject(&mut self, cx: &mut GuestCx<'_>, vector: u8) {
-        self.lazy.on_inject(cx, vector);
+        self.at(cx).lazy.on_inject(cx, vector);
     }
 
     /// A KVM hypercall: number in RAX, a0..a3 in RBX, RCX, RDX, RSI.
@@ -427,26 +557,21 @@ impl KvmInterface {
             enosys
         } else {
             match nr {
-                hc::SEND_IPI => {
-                    // APIC ID 0 (the one vCPU) is bit `0 - a2` of the
-                    // 128-bit bitmap a0:a1 when a2 <= 0; i.e. bit 0 with
-                    // a2 = 0.
-                    let vector = (a3 & 0xff) as u8;
-                    if a2 == 0 && a0 & 1 != 0 {
-                        cx.apic.raise(vector);
-                        self.stats.ipis += 1;
-                        1
-                    } else {
-                        let _ = a1;
-                        0
-                    }
-                }
+                hc::SEND_IPI => self.send_ipi(cx, [a0, a1], a2, a3),
                 hc::SCHED_YIELD => {
                     self.stats.yields += 1;
+                    // KVM yields to the named vCPU if it can run; here
+                    // the caller's slice ends and round robin goes on.
+                    if a0 < cx.vcpus as u64 && a0 != cx.vcpu as u64 {
+                        cx.requests.yield_now = true;
+                    }
                     0
                 }
                 hc::KICK_CPU => {
                     self.stats.kicks += 1;
+                    if a1 < cx.vcpus as u64 {
+                        cx.requests.kicks |= 1 << a1;
+                    }
                     0
                 }
                 _ => enosys,
@@ -462,28 +587,80 @@ impl KvmInterface {
         }
     }
 
+    /// `KVM_HC_SEND_IPI`: bit `i` of the 128-bit `bitmap` names APIC ID
+    /// `min + i` (KVM's `kvm_pv_send_ipi`); IDs past the last vCPU are
+    /// skipped, as KVM skips IDs missing from its APIC map. Returns how
+    /// many vCPUs it reached.
+    fn send_ipi(&mut self, cx: &mut GuestCx<'_>, bitmap: [u64; 2], min: u64, icr: u64) -> i64 {
+        let mut targets = 0u32;
+        for (word, bits) in bitmap.iter().enumerate() {
+            let mut b = *bits;
+            while b != 0 {
+                let i = u64::from(b.trailing_zeros());
+                b &= b - 1;
+                let id = min.saturating_add(word as u64 * 64 + i);
+                if id < cx.vcpus as u64 {
+                    targets |= 1 << id;
+                }
+            }
+        }
+        if icr & ICR_DELIVERY_MODE != 0 {
+            self.stats.ipis_unsupported += 1;
+            return 0;
+        }
+        cx.requests.ipi(targets, icr as u8);
+        let n = targets.count_ones();
+        self.stats.ipis += u64::from(n);
+        i64::from(n)
+    }
+
     /// The `mv.kvm` record.
     pub fn report(&self) {
         bootkit::record!(
             "mv.kvm",
             base = format_args!("{:#x}", self.base),
             break_step = self.broken.map_or("none", Break::name),
-            clock_msr = format_args!("{:#x}", self.system_time_index),
-            clock = self.system_time_msr & m::ENABLED != 0,
+            clock_msr = format_args!("{:#x}", self.per[0].system_time_index),
+            clock = self.per[0].system_time_msr & m::ENABLED != 0,
             stable = self.broken != Some(Break::StableBit),
             publishes = self.stats.publishes,
-            steal = self.steal_msr & m::ENABLED != 0,
+            steal = self.per[0].steal_msr & m::ENABLED != 0,
             steal_updates = self.stats.steal_updates,
-            pv_eoi = self.lazy.page().is_some(),
-            pv_eoi_offered = self.lazy.offered,
-            pv_eoi_completed = self.lazy.completed,
-            pv_eoi_withdrawn = self.lazy.withdrawn,
+            pv_eoi = self.per[0].lazy.page().is_some(),
+            pv_eoi_offered = self.lazy_sum(|l| l.offered),
+            pv_eoi_completed = self.lazy_sum(|l| l.completed),
+            pv_eoi_withdrawn = self.lazy_sum(|l| l.withdrawn),
             ipis = self.stats.ipis,
             yields = self.stats.yields,
             kicks = self.stats.kicks,
             enosys = self.stats.enosys,
             refused = self.stats.refused,
         );
+        if self.vcpus > 1 {
+            bootkit::record!(
+                "mv.kvm.smp",
+                vcpus = self.vcpus,
+                ipis_unsupported = self.stats.ipis_unsupported,
+                preempted_marks = self.stats.preempted_marks,
+                tlb_flushes = self.stats.tlb_flushes,
+            );
+            for (i, v) in self.per[..self.vcpus].iter().enumerate() {
+                bootkit::record!(
+                    "mv.kvm.vcpu",
+                    index = i,
+                    clock = v.system_time_msr & m::ENABLED != 0,
+                    steal = v.steal_msr & m::ENABLED != 0,
+                    steal_ns = v.steal_written,
+                    pv_eoi = v.lazy.page().is_some(),
+                    pv_eoi_completed = v.lazy.completed,
+                );
+            }
+        }
+    }
+
+    /// A lazy-EOI counter summed over the vCPUs.
+    fn lazy_sum(&self, f: impl Fn(&LazyEoi) -> u64) -> u64 {
+        self.per[..self.vcpus].iter().map(|v| f(&v.lazy)).sum()
     }
 }
 
@@ -517,8 +694,8 @@ impl Persona for Kvm {
         self.iface.cpuid(leaf).unwrap_or([0; 4])
     }
 
-    fn rdmsr(&mut self, _cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
-        KvmInterface::owns_msr(msr).then(|| self.iface.rdmsr(msr))
+    fn rdmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
+        KvmInterface::owns_msr(msr).then(|| self.iface.rdmsr(cx.vcpu, msr))
     }
 
     fn wrmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32, value: u64) -> Option<Result<(), Gp>> {
@@ -531,6 +708,18 @@ impl Persona for Kvm {
 
     fn set_clock(&mut self, tsc_khz: u64, _apic_bus_khz: u64) {
         self.iface.set_clock(tsc_khz);
+    }
+
+    fn set_vcpus(&mut self, vcpus: usize) {
+        self.iface.set_vcpus(vcpus);
+    }
+
+    fn kicks_halted(&self) -> bool {
+        self.iface.features().contains(Features::PV_UNHALT)
+    }
+
+    fn descheduled(&mut self, cx: &mut GuestCx<'_>, preempted: bool) {
+        self.iface.descheduled(cx, preempted);
     }
 
     fn poll(&mut self, cx: &mut GuestCx<'_>) {

@@ -59,7 +59,7 @@ fn kvmclock_is_published_with_the_version_protocol() {
     assert_eq!(t.flags, pvclock::FLAG_TSC_STABLE);
     assert!(t.tsc_khz().abs_diff(KHZ) <= 1);
     assert_eq!(t.tsc_timestamp, g.now);
-    assert_eq!(k.rdmsr(m::SYSTEM_TIME_NEW), Ok(PAGE | 1));
+    assert_eq!(k.rdmsr(0, m::SYSTEM_TIME_NEW), Ok(PAGE | 1));
     // Broken: stuck odd; no stable bit.
     let mut g = Guest::new();
     let mut k = iface(Some(Break::PvclockOdd));
@@ -100,7 +100,7 @@ fn pv_eoi_msr_and_its_break() {
     assert_eq!(k.wrmsr(&mut g.cx(), m::PV_EOI_EN, PAGE | 3), Err(Gp));
     k.wrmsr(&mut g.cx(), m::PV_EOI_EN, m::pv_eoi(PAGE + 128))
         .unwrap();
-    assert_eq!(k.rdmsr(m::PV_EOI_EN), Ok(PAGE + 128 + 1));
+    assert_eq!(k.rdmsr(0, m::PV_EOI_EN), Ok(PAGE + 128 + 1));
     let mut k = iface(Some(Break::PvEoiRefused));
     assert_eq!(
         k.wrmsr(&mut g.cx(), m::PV_EOI_EN, m::pv_eoi(PAGE + 128)),
@@ -109,7 +109,7 @@ fn pv_eoi_msr_and_its_break() {
     assert_eq!(k.stats.refused, 1);
     // MSRs not offered.
     assert_eq!(k.wrmsr(&mut g.cx(), m::POLL_CONTROL, 0), Err(Gp));
-    assert_eq!(k.rdmsr(m::ASYNC_PF_EN), Err(Gp));
+    assert_eq!(k.rdmsr(0, m::ASYNC_PF_EN), Err(Gp));
 }
 
 #[test]
@@ -181,4 +181,85 @@ fn pvclock_backwards_steps_back_every_other_publication() {
         }
     }
     assert_eq!(back, 1);
+}
+
+/// Four vCPUs: `g.vcpu` says which one a handler runs for.
+fn smp_guest() -> (Guest, KvmInterface) {
+    let mut g = Guest::new();
+    g.vcpus = 4;
+    let mut k = iface(None);
+    k.set_vcpus(4);
+    (g, k)
+}
+
+#[test]
+fn every_vcpu_has_its_own_registrations() {
+    let (mut g, mut k) = smp_guest();
+    for v in 0..4u64 {
+        g.vcpu = v as usize;
+        let page = PAGE + v * 0x100;
+        k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(page))
+            .unwrap();
+        k.wrmsr(&mut g.cx(), m::STEAL_TIME, m::steal_time(page + 64))
+            .unwrap();
+        k.wrmsr(&mut g.cx(), m::PV_EOI_EN, m::pv_eoi(page + 128))
+            .unwrap();
+    }
+    for v in 0..4u64 {
+        let page = PAGE + v * 0x100;
+        assert_eq!(k.rdmsr(v as usize, m::SYSTEM_TIME_NEW), Ok(page | 1));
+        assert_eq!(k.rdmsr(v as usize, m::STEAL_TIME), Ok(page + 64 + 1));
+        assert_eq!(k.rdmsr(v as usize, m::PV_EOI_EN), Ok(page + 128 + 1));
+        let t: VcpuTimeInfo = g.get(page);
+        assert_eq!(t.version, 2, "vCPU {v}'s own pvclock, published once");
+        assert_eq!(g.get::<StealTime>(page + 64).version, 2);
+    }
+    // PV TLB flush is offered with several vCPUs only.
+    assert!(Features(k.cpuid(0x4000_0001).unwrap()[0]).contains(Features::PV_TLB_FLUSH));
+    assert!(!Features(iface(None).cpuid(0x4000_0001).unwrap()[0]).contains(Features::PV_TLB_FLUSH));
+}
+
+#[test]
+fn steal_time_preempted_flag_and_pv_tlb_flush() {
+    let (mut g, mut k) = smp_guest();
+    g.vcpu = 2;
+    k.wrmsr(&mut g.cx(), m::STEAL_TIME, m::steal_time(PAGE))
+        .unwrap();
+    // Preempted at the end of a slice: the flag is set.
+    k.descheduled(&mut g.cx(), true);
+    assert_eq!(g.get::<StealTime>(PAGE).preempted, abi::VCPU_PREEMPTED);
+    // Another vCPU asks for a flush through the flag (kvm_flush_tlb_multi).
+    g.put(
+        PAGE + PREEMPTED_OFFSET,
+        &(abi::VCPU_PREEMPTED | abi::VCPU_FLUSH_TLB),
+    );
+    // vCPU 2 runs again, having waited 5 us: steal time, flag cleared,
+    // TLB flushed.
+    g.steal_ns = 5000;
+    k.poll(&mut g.cx());
+    let st: StealTime = g.get(PAGE);
+    assert_eq!((st.steal, st.preempted), (5000, 0));
+    assert!(g.requests.flush_tlb);
+    assert_eq!(k.stats.tlb_flushes, 1);
+    // A halted vCPU is not marked preempted.
+    k.descheduled(&mut g.cx(), false);
+    assert_eq!(g.get::<StealTime>(PAGE).preempted, 0);
+}
+
+#[test]
+fn send_ipi_kick_and_yield_name_other_vcpus() {
+    let (mut g, mut k) = smp_guest();
+    // IDs 0, 1 and 3 from min 0; IDs 2 and 3 from min 2; ID 5 is absent.
+    assert_eq!(g.kvm_call(&mut k, hc::SEND_IPI, [0b1011, 0, 0, 0x40]).0, 3);
+    assert_eq!(g.kvm_call(&mut k, hc::SEND_IPI, [0b1011, 0, 2, 0x41]).0, 2);
+    let (ipis, n) = g.requests.take_ipis();
+    assert_eq!(&ipis[..n], &[(0b1011, 0x40), (0b1100, 0x41)]);
+    // NMI delivery (100b) is not modelled.
+    assert_eq!(g.kvm_call(&mut k, hc::SEND_IPI, [1, 0, 0, 4 << 8]).0, 0);
+    assert_eq!(k.stats.ipis_unsupported, 1);
+    assert_eq!(g.kvm_call(&mut k, hc::KICK_CPU, [0, 2, 0, 0]).0, 0);
+    assert_eq!(g.kvm_call(&mut k, hc::KICK_CPU, [0, 9, 0, 0]).0, 0);
+    assert_eq!(g.requests.kicks, 1 << 2);
+    assert_eq!(g.kvm_call(&mut k, hc::SCHED_YIELD, [3, 0, 0, 0]).0, 0);
+    assert!(g.requests.yield_now);
 }
