@@ -181,14 +181,12 @@ pub const SCENARIOS: &[Scenario] = &[
             tsc_source: Some("pvclock"),
             interfaces: &[(0x4000_0000, "kvm")],
             selftests: crate::verdict::SMP_TESTS,
+            // Every vCPU's kvmclock (no PIT), PV EOI, PV IPIs and kicks.
+            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::NonZero)],
+            fewer_than_native: &[Metric::Eoi, Metric::Pit, Metric::TotalNoConsole],
             ..Expect::PASS
         },
-        // Its pvops=native run is microvisor:kvm:smp4/native. Not linked as
-        // `native_pair` yet: tests/tests/personas.rs counts exactly 4
-        // microvisor pairs and wants a pair's command line to be
-        // `pvops=native` alone (this one also runs the bench); with the link
-        // `cargo run -- microvisor:kvm:smp4` prints the paired comparison
-        // and the bench ratios.
+        native_pair: Some("microvisor:kvm:smp4/native"),
         guest_cmdline: "smpbench=cross",
         ..MV_SMP4
     },
