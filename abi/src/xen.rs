@@ -482,6 +482,8 @@ pub const EVTCHNOP_SEND: u32 = 4;
 pub const EVTCHNOP_UNMASK: u32 = 9;
 /// `EVTCHNOP_bind_ipi`.
 pub const EVTCHNOP_BIND_IPI: u32 = 7;
+/// `EVTCHNOP_bind_vcpu` (event_channel.h): the vCPU a port notifies.
+pub const EVTCHNOP_BIND_VCPU: u32 = 8;
 /// `VIRQ_TIMER` (xen.h): per-vCPU timebase update and/or requested timeout.
 pub const VIRQ_TIMER: u32 = 0;
 /// `NR_VIRQS` (xen.h): VIRQ numbers are below this.
@@ -519,6 +521,20 @@ pub struct EvtchnBindIpi {
 }
 assert_eq_size!(EvtchnBindIpi, [u8; 8]);
 const_assert_eq!(offset_of!(EvtchnBindIpi, port), 4);
+
+/// `struct evtchn_bind_vcpu` (event_channel.h).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct EvtchnBindVcpu {
+    /// In: the port.
+    pub port: u32,
+    /// In: the vCPU to notify from now on.
+    pub vcpu: u32,
+}
+assert_eq_size!(EvtchnBindVcpu, [u8; 8]);
+const_assert_eq!(offset_of!(EvtchnBindVcpu, vcpu), 4);
 
 /// `struct evtchn_send` and `struct evtchn_unmask` (a single port) and
 /// `struct evtchn_close`.
@@ -577,6 +593,9 @@ pub const fn scan_port(pending_word: u64, mask_word: u64, port: u32) -> PortScan
 // vcpu_op (vcpu.h)
 // ---------------------------------------------------------------------------
 
+/// `VCPUOP_get_runstate_info` (vcpu.h; arg: a [`VcpuRunstateInfo`] to
+/// fill).
+pub const VCPUOP_GET_RUNSTATE_INFO: u32 = 4;
 /// `VCPUOP_register_runstate_memory_area` (arg: guest *virtual* address on
 /// x86, vcpu.h note 1).
 pub const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;

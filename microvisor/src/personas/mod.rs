@@ -78,6 +78,11 @@ pub struct Requests {
     pub yield_now: bool,
     /// Flush the current vCPU's TLB before it next runs.
     pub flush_tlb: bool,
+    /// Block the current vCPU after this exit, as a HLT would but whatever
+    /// RFLAGS.IF says (a hypervisor-side wait such as Xen's
+    /// `SCHEDOP_poll`): a kick or a deliverable interrupt ends it (a kick
+    /// that came first makes it return at once).
+    pub block: bool,
 }
 
 impl Requests {
@@ -104,7 +109,7 @@ impl Requests {
 
     /// Whether anything is queued.
     pub fn any(&self) -> bool {
-        self.len != 0 || self.kicks != 0 || self.yield_now || self.flush_tlb
+        self.len != 0 || self.kicks != 0 || self.yield_now || self.flush_tlb || self.block
     }
 }
 

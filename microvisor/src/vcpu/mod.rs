@@ -818,6 +818,13 @@ impl Vcpu {
         if core::mem::take(&mut self.requests.yield_now) {
             self.sched.end_slice(now);
         }
+        if core::mem::take(&mut self.requests.block) {
+            if self.kicked & (1 << self.id) != 0 {
+                self.kicked &= !(1 << self.id);
+            } else if self.vapic.pending().is_none() {
+                self.sched.set_state(self.id, State::Halted, now);
+            }
+        }
         if core::mem::take(&mut self.requests.flush_tlb) {
             // Flush this guest's (ASID's) TLB entries (APM vol. 2, 15.16.1).
             self.vmcb.control.tlb_control = 1;

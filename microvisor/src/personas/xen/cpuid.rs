@@ -39,7 +39,9 @@ pub(super) fn leaf(x: &Xen, leaf: u32, subleaf: u32) -> [u32; 4] {
                     // Xen 4.17+ (`cpuid_hypervisor_leaves`), QEMU 8.2+.
                     abi::HVM_UPCALL_VECTOR
                 },
-            0,
+            // EBX: the vCPU id of the vCPU asking (Xen
+            // `cpuid_hypervisor_leaves`: `v->vcpu_id`).
+            x.current as u32,
             u32::from(DOMID),
             0,
         ],

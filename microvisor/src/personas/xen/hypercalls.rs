@@ -168,12 +168,10 @@ impl Xen {
                 if u.vector < 0x10 {
                     return Err(-errno::EINVAL);
                 }
-                if u.vcpu != 0 {
-                    return Err(-errno::ENOENT);
-                }
-                self.upcall_vector = Some(u.vector);
-                if self.upcall_pending(cx) {
-                    self.raise_callback(cx);
+                let vcpu = self.vcpu_id(cx, u.vcpu)?;
+                self.vcpu(vcpu).upcall_vector = Some(u.vector);
+                if self.upcall_pending(cx, vcpu) {
+                    self.raise_callback(cx, vcpu);
                 }
                 return OK;
             }
@@ -200,8 +198,10 @@ impl Xen {
         self.callback = p.value;
         // An upcall already pending is delivered through the new vector
         // (Xen's callback-via injection looks at `evtchn_upcall_pending`).
-        if self.upcall_pending(cx) {
-            self.raise_callback(cx);
+        for vcpu in 0..self.vcpus {
+            if self.upcall_pending(cx, vcpu) {
+                self.raise_callback(cx, vcpu);
+            }
         }
         OK
     }
@@ -216,27 +216,39 @@ impl Xen {
                 if b.virq >= abi::NR_VIRQS {
                     return Err(-errno::EINVAL);
                 }
-                if b.vcpu != 0 {
-                    return Err(-errno::ENOENT);
-                }
-                if self.port_of(b.virq).is_some() {
+                let vcpu = self.vcpu_id(cx, b.vcpu)?;
+                if self.port_of(b.virq, vcpu).is_some() {
                     return Err(-errno::EEXIST);
                 }
                 if self.brk == Some(Break::Evtchn) {
                     return Err(-errno::ENOSPC);
                 }
                 b.port = self
-                    .alloc_port(Port::Virq(b.virq as u8))
+                    .alloc_port(Port::Virq(b.virq as u8), vcpu)
                     .ok_or(-errno::ENOSPC)?;
                 write(self, cx, arg, &b)
             }
             Ok(abi::EVTCHNOP_BIND_IPI) => {
+                // Xen `evtchn_bind_ipi`: the port notifies `vcpu` (any vCPU
+                // of the domain; none such -ENOENT).
                 let mut b: abi::EvtchnBindIpi = read(self, cx, arg)?;
-                if b.vcpu != 0 {
-                    return Err(-errno::ENOENT);
-                }
-                b.port = self.alloc_port(Port::Ipi).ok_or(-errno::ENOSPC)?;
+                let vcpu = self.vcpu_id(cx, b.vcpu)?;
+                b.port = self.alloc_port(Port::Ipi, vcpu).ok_or(-errno::ENOSPC)?;
                 write(self, cx, arg, &b)
+            }
+            Ok(abi::EVTCHNOP_BIND_VCPU) => {
+                // Xen `evtchn_bind_vcpu`: no such vCPU -ENOENT, invalid
+                // port -EINVAL; unbound and interdomain ports (and global
+                // VIRQs, none here) move, per-vCPU VIRQs and IPIs -EINVAL.
+                let b: abi::EvtchnBindVcpu = read(self, cx, arg)?;
+                let vcpu = self.vcpu_id(cx, b.vcpu)?;
+                match self.ports.get(b.port as usize) {
+                    Some(Port::Toolstack) => {
+                        self.notify[b.port as usize] = vcpu as u8;
+                        OK
+                    }
+                    _ => Err(-errno::EINVAL),
+                }
             }
             Ok(abi::EVTCHNOP_SEND) => {
                 let p: abi::EvtchnPort = read(self, cx, arg)?;
@@ -265,13 +277,27 @@ impl Xen {
         }
     }
 
-    /// `vcpu_op(cmd, vcpu, arg)`: only vCPU 0 exists (Xen `do_vcpu_op`:
-    /// -ENOENT for others).
-    fn vcpu_op(&mut self, cx: &mut GuestCx<'_>, cmd: u64, vcpu: u64, arg: u64) -> Res {
-        if vcpu != 0 {
-            return Err(-errno::ENOENT);
+    /// A vCPU id of this domain, or -ENOENT (Xen `domain_vcpu`).
+    fn vcpu_id(&self, cx: &GuestCx<'_>, id: u32) -> Result<usize, i64> {
+        let n = if self.vcpus > 1 { self.vcpus } else { cx.vcpus.max(1) };
+        match usize::try_from(id) {
+            Ok(v) if v < n && v < super::MAX_VCPUS => Ok(v),
+            _ => Err(-errno::ENOENT),
         }
+    }
+
+    /// `vcpu_op(cmd, vcpu, arg)` (Xen `do_vcpu_op`: -ENOENT for a vCPU
+    /// that does not exist). The singleshot timer ops act on the calling
+    /// vCPU only (`v != current` → -EINVAL, common/domain.c).
+    fn vcpu_op(&mut self, cx: &mut GuestCx<'_>, cmd: u64, vcpu: u64, arg: u64) -> Res {
+        let vcpu = self.vcpu_id(cx, u32::try_from(vcpu).unwrap_or(u32::MAX))?;
+        let own = vcpu == cx.vcpu;
         match u32::try_from(cmd) {
+            Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER | abi::VCPUOP_STOP_SINGLESHOT_TIMER)
+                if !own =>
+            {
+                Err(-errno::EINVAL)
+            }
             Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER)
                 if self.brk == Some(super::Break::TimerSecondFails)
                     && self.stats.timer_set >= 1 =>
@@ -283,12 +309,13 @@ impl Xen {
                 // Current Xen (and QEMU) ignore `flags`, VCPU_SSHOTTMR_future
                 // included (review F11): a deadline already passed fires at
                 // once.
-                self.timer = Some(self.tsc_at(cx.now, t.timeout_abs_ns));
+                let due = self.tsc_at(cx.now, t.timeout_abs_ns);
+                self.vcpu(vcpu).timer = Some(due);
                 self.stats.timer_set += 1;
                 OK
             }
             Ok(abi::VCPUOP_STOP_SINGLESHOT_TIMER) => {
-                self.timer = None;
+                self.vcpu(vcpu).timer = None;
                 OK
             }
             // There is no periodic timer (Xen's default period is 0 for
@@ -296,7 +323,25 @@ impl Xen {
             Ok(abi::VCPUOP_STOP_PERIODIC_TIMER) => OK,
             Ok(abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA) => {
                 let a: abi::VcpuRegisterRunstateMemoryArea = read(self, cx, arg)?;
-                self.register_runstate(cx, a.addr)?;
+                self.register_runstate(cx, vcpu, a.addr)?;
+                OK
+            }
+            Ok(abi::VCPUOP_GET_RUNSTATE_INFO) if own => {
+                let info = self.runstate_info(cx);
+                write(self, cx, arg, &info)
+            }
+            // Another vCPU's: it is not running (it is descheduled while
+            // this one runs); its area, if any, holds its last update.
+            Ok(abi::VCPUOP_GET_RUNSTATE_INFO) => match self.vcpu_ref(vcpu).runstate {
+                Some(r) => {
+                    let info: abi::VcpuRunstateInfo = read(self, cx, r.gva)?;
+                    write(self, cx, arg, &info)
+                }
+                None => write(self, cx, arg, &abi::VcpuRunstateInfo::default()),
+            },
+            Ok(abi::VCPUOP_REGISTER_VCPU_INFO) => {
+                let r: abi::VcpuRegisterVcpuInfo = read(self, cx, arg)?;
+                self.register_vcpu_info(cx, vcpu, r.mfn, r.offset)?;
                 OK
             }
             _ => Err(-errno::ENOSYS),
@@ -328,27 +373,54 @@ impl Xen {
     /// not offered (-EOPNOTSUPP); unknown reasons -EINVAL.
     fn sched_op(&mut self, cx: &mut GuestCx<'_>, cmd: u64, arg: u64) -> Res {
         match u32::try_from(cmd) {
-            Ok(abi::SCHEDOP_YIELD) | Ok(abi::SCHEDOP_BLOCK) => {
+            // SCHEDOP_yield ends the slice (Xen `vcpu_yield`); SCHEDOP_block
+            // returns at once, as before (the guest sleeps with HLT).
+            Ok(abi::SCHEDOP_YIELD) => {
+                self.update_runstate(cx);
+                if self.vcpus > 1 {
+                    cx.requests.yield_now = true;
+                }
+                OK
+            }
+            Ok(abi::SCHEDOP_BLOCK) => {
                 self.update_runstate(cx);
                 OK
             }
-            // SCHEDOP_poll (sched.h): with one vCPU no other vCPU can send
-            // to the polled port while this one sleeps, and the guest
-            // re-checks its condition after every poll, so returning at
-            // once is a correct (early) wake-up; the arguments are checked
-            // as Xen's `do_poll` does (-EFAULT, -EINVAL).
+            // SCHEDOP_poll (sched.h; Xen `do_poll`, common/sched/core.c):
+            // the arguments are checked as Xen does (-EFAULT, -EINVAL);
+            // it returns at once if a polled port is pending or the
+            // timeout (an ABSOLUTE system time, armed with `set_timer`)
+            // has passed; otherwise the vCPU blocks until an event on one
+            // of the ports (`evtchn_check_pollers`) or the timeout, with
+            // interrupts on or off. The block is the vCPU code's halt
+            // (`Requests::block`), ended by a kick from `set_pending` or
+            // from `poll` at the deadline (or early by a deliverable
+            // interrupt, which Xen's `local_events_need_delivery` check
+            // also honours). With one vCPU nothing can send to the port
+            // while it sleeps and the guest re-checks its condition after
+            // every poll, so it returns at once (an early wake-up), as
+            // before.
             Ok(abi::SCHEDOP_POLL) => {
                 let p: abi::SchedPoll = read(self, cx, arg)?;
                 if p.nr_ports > 128 {
                     return Err(-errno::EINVAL);
                 }
+                let mut ports = 0u64;
+                let mut pending = false;
                 for i in 0..u64::from(p.nr_ports) {
                     let port: u32 = read(self, cx, p.ports.wrapping_add(4 * i))?;
                     if port as usize >= NR_PORTS {
                         return Err(-errno::EINVAL);
                     }
+                    ports |= 1 << port;
+                    pending |= self.port_pending(cx, port);
                 }
                 self.update_runstate(cx);
+                let deadline = (p.timeout != 0).then(|| self.tsc_at(cx.now, p.timeout));
+                let passed = deadline.is_some_and(|d| d <= cx.now);
+                if self.vcpus > 1 && !pending && !passed && ports != 0 {
+                    self.block_poll(cx, ports, deadline);
+                }
                 OK
             }
             Ok(abi::SCHEDOP_SHUTDOWN) => {

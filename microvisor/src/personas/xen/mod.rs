@@ -81,8 +81,11 @@ pub const VERSION: abi::Version = abi::Version {
 /// This domain's id (base+4 ECX): an ordinary domU.
 pub const DOMID: u16 = 1;
 /// Event-channel ports handed out: 1..NR_PORTS (port 0 is reserved, as
-/// Xen's `ECS_RESERVED`), all in the first word of the 2-level ABI.
-pub const NR_PORTS: usize = 16;
+/// Xen's `ECS_RESERVED`), all in the first word of the 2-level ABI (64
+/// ports: a timer and an IPI port per vCPU for up to [`MAX_VCPUS`] fit).
+pub const NR_PORTS: usize = 64;
+/// vCPUs the persona keeps state for (the microvisor's limit).
+pub const MAX_VCPUS: usize = 8;
 /// The `break=` steps this persona knows.
 pub const BREAKS: &[&str] = &[
     "hypercall-page",
@@ -169,9 +172,9 @@ impl Break {
 enum Port {
     /// Not allocated.
     Free,
-    /// A virtual IRQ of vCPU 0 (below `NR_VIRQS`, 24).
+    /// A virtual IRQ (below `NR_VIRQS`, 24) of the port's vCPU.
     Virq(u8),
-    /// An IPI to vCPU 0 (raised by `EVTCHNOP_send`).
+    /// An IPI to the port's vCPU (raised by `EVTCHNOP_send`).
     Ipi,
     /// Allocated by the toolstack for a backend in another domain
     /// (xenstore, console): unbound interdomain, as far as the guest knows.
@@ -183,9 +186,37 @@ enum Port {
 struct Runstate {
     /// Guest-virtual address of the `vcpu_runstate_info`.
     gva: u64,
-    /// System time (ns) of the registration: the vCPU has been running
-    /// since, as far as the persona can tell.
-    since_ns: u64,
+}
+
+/// A `SCHEDOP_poll` in progress (Xen `do_poll`: the vCPU is blocked on
+/// `poll_mask` until one of the ports is set pending or the timer fires).
+#[derive(Clone, Copy, Debug)]
+struct Poll {
+    /// The polled ports (bit `p` = port `p`).
+    ports: u64,
+    /// Host TSC of the timeout, if any.
+    deadline: Option<u64>,
+}
+
+/// One vCPU's state (Xen keeps it in `struct vcpu`).
+#[derive(Clone, Copy, Debug, Default)]
+struct PerVcpu {
+    /// GPA of its `vcpu_info` once moved by `VCPUOP_register_vcpu_info`
+    /// (else shared_info's slot, for vCPUs below `XEN_LEGACY_MAX_VCPUS`).
+    vcpu_info: Option<u64>,
+    /// Its upcall vector (`HVMOP_set_evtchn_upcall_vector`).
+    upcall_vector: Option<u8>,
+    /// Host TSC at which its singleshot timer fires.
+    timer: Option<u64>,
+    runstate: Option<Runstate>,
+    /// System time (ns) the runstate accounting starts at (its first
+    /// registration).
+    since_ns: Option<u64>,
+    /// Time blocked (halted or polling) so far, ns.
+    blocked_ns: u64,
+    /// System time it last blocked at, while it is blocked.
+    blocked_since: Option<u64>,
+    poll: Option<Poll>,
 }
 
 /// Event and call statistics for the end-of-run report.
@@ -210,6 +241,12 @@ struct Stats {
     /// EOIs the guest wrote with nothing in service (the virtual APIC's
     /// count, sampled at every poll).
     idle_eois: u64,
+    /// `SCHEDOP_poll` calls that blocked.
+    polls_blocked: u64,
+    /// Blocked polls ended (an event on a polled port or the timeout).
+    poll_wakes: u64,
+    /// Events sent to another vCPU (an IPI raised).
+    cross_events: u64,
 }
 
 /// The `xen` persona.
@@ -229,13 +266,17 @@ pub struct Xen {
     shared_info: Option<u64>,
     /// `HVM_PARAM_CALLBACK_IRQ` as set by the guest.
     callback: u64,
-    /// vCPU 0's upcall vector (`HVMOP_set_evtchn_upcall_vector`), which
-    /// takes precedence over the callback via.
-    upcall_vector: Option<u8>,
     ports: [Port; NR_PORTS],
-    /// Host TSC at which the singleshot timer fires.
-    timer: Option<u64>,
-    runstate: Option<Runstate>,
+    /// The vCPU each port notifies (Xen `notify_vcpu_id`).
+    notify: [u8; NR_PORTS],
+    /// Per-vCPU state; a vCPU's upcall vector takes precedence over the
+    /// callback via.
+    per: [PerVcpu; MAX_VCPUS],
+    /// The guest's vCPUs ([`Persona::set_vcpus`]; 1 until told).
+    vcpus: usize,
+    /// The vCPU that runs now (as of the last poll or handler), for CPUID
+    /// base+4's vCPU id.
+    current: usize,
     stats: Stats,
     /// Viridian's HV_X64_MSR_GUEST_OS_ID.
     guest_os_id: u64,
@@ -271,10 +312,11 @@ impl Xen {
             hypercall_page: None,
             shared_info: None,
             callback: 0,
-            upcall_vector: None,
             ports,
-            timer: None,
-            runstate: None,
+            notify: [0; NR_PORTS],
+            per: [PerVcpu::default(); MAX_VCPUS],
+            vcpus: 1,
+            current: 0,
             stats: Stats::default(),
             guest_os_id: 0,
             viridian_hypercall: 0,
@@ -313,7 +355,7 @@ impl Xen {
             self.tsc_khz = khz;
             self.time.tsc_to_system_mul = mul;
             self.time.tsc_shift = shift;
-            // One vCPU: trivially synchronised.
+            // One TSC for every vCPU: synchronised.
             self.time.flags = pvclock::FLAG_TSC_STABLE;
         }
     }
@@ -332,18 +374,32 @@ impl Xen {
         }
     }
 
-    /// The callback vector, when `HVM_PARAM_CALLBACK_IRQ` selects vector
-    /// delivery and no per-vCPU upcall vector overrides it.
-    fn callback_vector(&self) -> Option<u8> {
-        (self.upcall_vector.is_none()
+    /// vCPU `vcpu`'s state (clamped to [`MAX_VCPUS`]).
+    fn vcpu(&mut self, vcpu: usize) -> &mut PerVcpu {
+        &mut self.per[vcpu.min(MAX_VCPUS - 1)]
+    }
+
+    /// vCPU `vcpu`'s state, shared.
+    fn vcpu_ref(&self, vcpu: usize) -> &PerVcpu {
+        &self.per[vcpu.min(MAX_VCPUS - 1)]
+    }
+
+    /// vCPU `vcpu`'s callback vector, when `HVM_PARAM_CALLBACK_IRQ`
+    /// selects vector delivery and no upcall vector of its own overrides
+    /// it. The vector type is delivered to every vCPU with an upcall
+    /// pending (Xen `hvm_vcpu_has_pending_irq` checks it per vCPU;
+    /// `hvm_assert_evtchn_irq` kicks any vCPU of such a domain): only the
+    /// GSI and PCI INTx types are vCPU 0's alone (not offered here).
+    fn callback_vector(&self, vcpu: usize) -> Option<u8> {
+        (self.vcpu_ref(vcpu).upcall_vector.is_none()
             && self.callback >> abi::HVM_PARAM_CALLBACK_TYPE_SHIFT
                 == abi::HVM_PARAM_CALLBACK_TYPE_VECTOR)
             .then_some(self.callback as u8)
     }
 
-    /// The delivery model in use, for the report.
+    /// The delivery model in use (vCPU 0's), for the report.
     fn delivery(&self) -> &'static str {
-        match (self.upcall_vector, self.callback_vector()) {
+        match (self.per[0].upcall_vector, self.callback_vector(0)) {
             (Some(_), _) => "upcall-vector",
             (None, Some(_)) => "callback-via",
             (None, None) => "none",
@@ -359,13 +415,16 @@ impl Xen {
         }
     }
 
-    /// Fires the singleshot timer if due.
-    fn fire_timer(&mut self, cx: &mut GuestCx<'_>) {
-        let Some(due) = self.timer else { return };
+    /// Fires vCPU `vcpu`'s singleshot timer if due (Xen `vcpu_singleshot_timer_fn`:
+    /// `send_timer_event`, VIRQ_TIMER on that vCPU's port).
+    fn fire_timer(&mut self, cx: &mut GuestCx<'_>, vcpu: usize) {
+        let Some(due) = self.vcpu_ref(vcpu).timer else {
+            return;
+        };
         if cx.now < due {
             return;
         }
-        self.timer = None;
+        self.vcpu(vcpu).timer = None;
         self.stats.timer_fired += 1;
         // Toolstack traffic in the timer's event word, just before it.
         let port = if self.stats.timer_fired.is_multiple_of(2) {
@@ -374,8 +433,31 @@ impl Xen {
             CONSOLE_PORT
         };
         self.noise(cx, port);
-        self.send_virq(cx, abi::VIRQ_TIMER);
-        self.update_runstate(cx);
+        self.send_virq(cx, abi::VIRQ_TIMER, vcpu);
+        if vcpu == cx.vcpu {
+            self.update_runstate(cx);
+        }
+    }
+
+    /// Ends vCPU `vcpu`'s `SCHEDOP_poll` once its timeout has passed: a
+    /// kick makes it runnable, the hypercall has returned 0 already.
+    fn poll_timeout(&mut self, cx: &mut GuestCx<'_>, vcpu: usize) {
+        let Some(p) = self.vcpu_ref(vcpu).poll else {
+            return;
+        };
+        if p.deadline.is_some_and(|d| cx.now >= d) {
+            self.wake_poller(cx, vcpu);
+        }
+    }
+
+    /// Ends vCPU `vcpu`'s poll (Xen `vcpu_unblock` of a poller).
+    fn wake_poller(&mut self, cx: &mut GuestCx<'_>, vcpu: usize) {
+        if self.vcpu(vcpu).poll.take().is_some() {
+            self.stats.poll_wakes += 1;
+            if vcpu < 32 {
+                cx.requests.kicks |= 1 << vcpu;
+            }
+        }
     }
 }
 
@@ -396,7 +478,7 @@ impl Persona for Xen {
         cpuid::leaf(self, leaf, subleaf)
     }
 
-    fn rdmsr(&mut self, _cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
+    fn rdmsr(&mut self, cx: &mut GuestCx<'_>, msr: u32) -> Option<Result<u64, Gp>> {
         use pvops_abi::hyperv::msr as hm;
         if !self.viridian {
             return None;
@@ -404,7 +486,8 @@ impl Persona for Xen {
         Some(Ok(match msr {
             hm::GUEST_OS_ID => self.guest_os_id,
             hm::HYPERCALL => self.viridian_hypercall,
-            hm::VP_INDEX => 0,
+            // Xen's viridian `vp_index` is the vCPU id.
+            hm::VP_INDEX => cx.vcpu as u64,
             // Not enabled: Xen's "apic_assist" group is not offered.
             hm::VP_ASSIST_PAGE => 0,
             _ => return None,
@@ -431,8 +514,22 @@ impl Persona for Xen {
     }
 
     fn hypercall(&mut self, cx: &mut GuestCx<'_>) -> Hypercall {
+        self.current = cx.vcpu;
         self.set_scale(cx.tsc_khz);
         self.dispatch(cx)
+    }
+
+    fn set_vcpus(&mut self, vcpus: usize) {
+        self.vcpus = vcpus.clamp(1, MAX_VCPUS);
+    }
+
+    fn descheduled(&mut self, cx: &mut GuestCx<'_>, preempted: bool) {
+        if !preempted {
+            let now = self.system_ns(cx.now);
+            let v = self.vcpu(cx.vcpu);
+            v.blocked_since.get_or_insert(now);
+        }
+        self.update_runstate(cx);
     }
 
     fn set_clock(&mut self, tsc_khz: u64, _apic_bus_khz: u64) {
@@ -440,21 +537,38 @@ impl Persona for Xen {
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        self.timer
+        self.per[..self.vcpus]
+            .iter()
+            .flat_map(|v| [v.timer, v.poll.and_then(|p| p.deadline)])
+            .flatten()
+            .min()
     }
 
     fn poll(&mut self, cx: &mut GuestCx<'_>) {
-        if self.timer.is_some() {
-            self.fire_timer(cx);
+        self.current = cx.vcpu;
+        // Every vCPU's timers: one due on a vCPU that does not run now
+        // raises its upcall through an IPI, which wakes it.
+        for vcpu in 0..self.vcpus {
+            self.fire_timer(cx, vcpu);
+            self.poll_timeout(cx, vcpu);
+        }
+        // The vCPU about to run is not blocked (any more).
+        let now = self.system_ns(cx.now);
+        let v = self.vcpu(cx.vcpu);
+        if let Some(since) = v.blocked_since.take() {
+            v.blocked_ns += now.saturating_sub(since);
         }
         if self.shared_info.is_some() {
             self.maybe_refresh(cx);
         }
+        if self.vcpus > 1 && self.vcpu_ref(cx.vcpu).runstate.is_some() {
+            self.update_runstate(cx);
+        }
         // The callback via is level-like: asserted while the upcall flag is
         // set, withdrawn once the guest clears it (Xen checks the flag at
         // every VM entry, `hvm_vcpu_has_pending_irq`).
-        if let Some(v) = self.callback_vector() {
-            if self.upcall_pending(cx) {
+        if let Some(v) = self.callback_vector(cx.vcpu) {
+            if self.upcall_pending(cx, cx.vcpu) {
                 cx.apic.raise(v);
             } else {
                 cx.apic.withdraw(v);
@@ -465,7 +579,7 @@ impl Persona for Xen {
 
     fn on_inject(&mut self, cx: &mut GuestCx<'_>, vector: u8) {
         // Injected as an external interrupt, not through the vLAPIC.
-        if self.callback_vector() == Some(vector) {
+        if self.callback_vector(cx.vcpu) == Some(vector) {
             cx.apic.bypass(vector);
             self.stats.direct_injections += 1;
         }
@@ -479,11 +593,11 @@ impl Persona for Xen {
             hypercall_page = Opt(self.hypercall_page),
             shared_info = Opt(self.shared_info),
             callback = format_args!("{:#x}", self.callback),
-            upcall_vector = Opt(self.upcall_vector.map(u64::from)),
+            upcall_vector = Opt(self.per[0].upcall_vector.map(u64::from)),
             delivery = self.delivery(),
             flavour = if self.knobs.qemu { "qemu" } else { "xen" },
-            timer_port = Opt(self.port_of(abi::VIRQ_TIMER).map(u64::from)),
-            runstate = Opt(self.runstate.map(|r| r.gva)),
+            timer_port = Opt(self.port_of(abi::VIRQ_TIMER, 0).map(u64::from)),
+            runstate = Opt(self.per[0].runstate.map(|r| r.gva)),
             timers_set = s.timer_set,
             timers_fired = s.timer_fired,
             events = s.events,
@@ -493,6 +607,9 @@ impl Persona for Xen {
             noise = s.noise,
             direct_injections = s.direct_injections,
             idle_eois = s.idle_eois,
+            polls_blocked = s.polls_blocked,
+            poll_wakes = s.poll_wakes,
+            cross_events = s.cross_events,
             broken = self.brk.map_or("none", Break::name),
             guest_os_id = format_args!("{:#x}", self.guest_os_id),
         );

@@ -6,7 +6,7 @@
 //! the guest is not running while the persona writes, so no update is ever
 //! seen half done.
 
-use super::{Break, Port, Runstate, Xen, NR_PORTS};
+use super::{Break, Poll, Port, Runstate, Xen, MAX_VCPUS, NR_PORTS};
 use crate::guest::mem::GuestRam;
 use crate::guest::Gp;
 use crate::personas::GuestCx;
@@ -16,11 +16,11 @@ use pvops_abi::xen::{self as abi, VcpuInfo, VcpuRunstateInfo};
 use zerocopy::IntoBytes;
 
 const PAGE: u64 = 4096;
-/// vCPU 0's `vcpu_info` in shared_info.
-const VCPU0: u64 = abi::vcpu_info_offset(0) as u64;
-const UPCALL_PENDING: u64 = VCPU0 + offset_of!(VcpuInfo, evtchn_upcall_pending) as u64;
-const PENDING_SEL: u64 = VCPU0 + offset_of!(VcpuInfo, evtchn_pending_sel) as u64;
-const TIME: u64 = VCPU0 + offset_of!(VcpuInfo, time) as u64;
+/// Offsets in a `vcpu_info`.
+const UPCALL_PENDING: u64 = offset_of!(VcpuInfo, evtchn_upcall_pending) as u64;
+const PENDING_SEL: u64 = offset_of!(VcpuInfo, evtchn_pending_sel) as u64;
+const TIME: u64 = offset_of!(VcpuInfo, time) as u64;
+const VCPU_INFO_SIZE: u64 = core::mem::size_of::<VcpuInfo>() as u64;
 /// The pvclock is re-based at most this often (in ms of TSC): the guest
 /// computes time from the TSC, so the published values stay valid; the
 /// refresh only keeps the deltas small, as Xen's periodic update does.
@@ -112,7 +112,9 @@ impl Xen {
     /// odd version, fields, even version. Under `break=pvclock-odd` the
     /// version is left odd.
     pub(super) fn publish(&mut self, cx: &mut GuestCx<'_>) {
-        let Some(si) = self.shared_info else { return };
+        if self.shared_info.is_none() {
+            return;
+        }
         if self.time.tsc_to_system_mul == 0 {
             // No TSC rate yet: publish nothing (the guest sees mul 0).
             return;
@@ -136,14 +138,77 @@ impl Xen {
             version: odd,
             ..self.time
         };
-        let _ = cx.mem.write(si + TIME, t.as_bytes());
+        // One TSC, one timebase: every vCPU's copy is the same.
+        for vcpu in 0..self.vcpus {
+            if let Some(vi) = self.vcpu_info(vcpu) {
+                let _ = cx.mem.write(vi + TIME, t.as_bytes());
+            }
+        }
         self.stats.publishes += 1;
         if self.brk == Some(Break::PvclockOdd) {
             self.time.version = odd;
             return;
         }
         self.time.version = odd.wrapping_add(1);
-        let _ = cx.mem.write(si + TIME, &self.time.version.to_le_bytes());
+        for vcpu in 0..self.vcpus {
+            if let Some(vi) = self.vcpu_info(vcpu) {
+                let _ = cx.mem.write(vi + TIME, &self.time.version.to_le_bytes());
+            }
+        }
+    }
+
+    /// GPA of vCPU `vcpu`'s `vcpu_info`: where `VCPUOP_register_vcpu_info`
+    /// put it, else its slot in shared_info for vCPUs below
+    /// `XEN_LEGACY_MAX_VCPUS` (xen.h), else nowhere yet.
+    pub(super) fn vcpu_info(&self, vcpu: usize) -> Option<u64> {
+        if let Some(gpa) = self.vcpu_ref(vcpu).vcpu_info {
+            return Some(gpa);
+        }
+        let si = self.shared_info?;
+        (vcpu < abi::XEN_LEGACY_MAX_VCPUS).then(|| si + abi::vcpu_info_offset(vcpu) as u64)
+    }
+
+    /// `VCPUOP_register_vcpu_info` for vCPU `vcpu` (Xen `map_vcpu_info`,
+    /// common/domain.c): the structure must fit in the page (-EINVAL), a
+    /// second registration is -EINVAL (it cannot be moved again), the
+    /// frame must be guest RAM (-EINVAL). The old contents are carried
+    /// over and, as Xen does "just to make sure nothing gets lost", every
+    /// selector bit and the upcall flag are set and the upcall raised.
+    pub(super) fn register_vcpu_info(
+        &mut self,
+        cx: &mut GuestCx<'_>,
+        vcpu: usize,
+        gfn: u64,
+        offset: u32,
+    ) -> Result<(), i64> {
+        let einval = -abi::errno::EINVAL;
+        if u64::from(offset) > PAGE - VCPU_INFO_SIZE {
+            return Err(einval);
+        }
+        if self.vcpu_ref(vcpu).vcpu_info.is_some() {
+            return Err(einval);
+        }
+        let gpa = gfn
+            .checked_mul(PAGE)
+            .ok_or(einval)?
+            .checked_add(u64::from(offset))
+            .ok_or(einval)?;
+        if !cx.mem.contains(gpa, VCPU_INFO_SIZE) {
+            return Err(einval);
+        }
+        let mut info = [0u8; VCPU_INFO_SIZE as usize];
+        if let Some(old) = self.vcpu_info(vcpu) {
+            cx.mem.read(old, &mut info).map_err(|_| einval)?;
+        } else {
+            // No slot before (vCPU 32 and up): the current pvclock.
+            info[TIME as usize..].copy_from_slice(self.time.as_bytes());
+        }
+        cx.mem.write(gpa, &info).map_err(|_| einval)?;
+        self.vcpu(vcpu).vcpu_info = Some(gpa);
+        wr_u64(cx.mem, gpa + PENDING_SEL, u64::MAX);
+        let _ = cx.mem.write(gpa + UPCALL_PENDING, &[1]);
+        self.raise_callback(cx, vcpu);
+        Ok(())
     }
 
     /// Re-publishes the pvclock when the last publication is old.
@@ -158,25 +223,29 @@ impl Xen {
         }
     }
 
-    /// The port `virq` is bound to, if any.
-    pub(super) fn port_of(&self, virq: u32) -> Option<u32> {
-        self.ports
-            .iter()
-            .position(|p| u8::try_from(virq).is_ok_and(|v| *p == Port::Virq(v)))
+    /// The port `virq` of vCPU `vcpu` is bound to, if any (Xen's
+    /// `v->virq_to_evtchn[]`).
+    pub(super) fn port_of(&self, virq: u32, vcpu: usize) -> Option<u32> {
+        (0..NR_PORTS)
+            .find(|&i| {
+                u8::try_from(virq).is_ok_and(|v| self.ports[i] == Port::Virq(v))
+                    && usize::from(self.notify[i]) == vcpu
+            })
             .map(|i| i as u32)
     }
 
-    /// A free port (1..NR_PORTS).
-    pub(super) fn alloc_port(&mut self, what: Port) -> Option<u32> {
+    /// A free port (1..NR_PORTS), notifying vCPU `vcpu`.
+    pub(super) fn alloc_port(&mut self, what: Port, vcpu: usize) -> Option<u32> {
         let i = (1..NR_PORTS).find(|&i| self.ports[i] == Port::Free)?;
         self.ports[i] = what;
+        self.notify[i] = vcpu.min(MAX_VCPUS - 1) as u8;
         Some(i as u32)
     }
 
-    /// Raises `virq` on its port, if bound (Xen `send_guest_vcpu_virq`;
-    /// unbound VIRQs are dropped).
-    pub(super) fn send_virq(&mut self, cx: &mut GuestCx<'_>, virq: u32) {
-        if let Some(port) = self.port_of(virq) {
+    /// Raises `virq` on vCPU `vcpu`'s port, if bound (Xen
+    /// `send_guest_vcpu_virq`; unbound VIRQs are dropped).
+    pub(super) fn send_virq(&mut self, cx: &mut GuestCx<'_>, virq: u32, vcpu: usize) {
+        if let Some(port) = self.port_of(virq, vcpu) {
             self.set_pending(cx, port);
         }
     }
@@ -187,6 +256,9 @@ impl Xen {
     /// 0→1 transition of the latter raises the callback vector — once per
     /// new event, never again while the guest has not acknowledged. Before
     /// shared_info is mapped there is nowhere to record an event: dropped.
+    /// The selector and upcall flag are those of the port's vCPU
+    /// (`notify_vcpu_id`); a vCPU polling the port is woken, masked or not
+    /// (Xen `evtchn_check_pollers`).
     pub(super) fn set_pending(&mut self, cx: &mut GuestCx<'_>, port: u32) {
         let Some(si) = self.shared_info else { return };
         let (word, bit) = abi::port_word_bit(port);
@@ -197,47 +269,76 @@ impl Xen {
         }
         wr_u64(cx.mem, pending_at, pending | 1 << bit);
         self.stats.events += 1;
+        let vcpu = self.notify.get(port as usize).map_or(0, |&v| usize::from(v));
         let mask = rd_u64(cx.mem, si + abi::evtchn_mask_offset(word) as u64);
         if mask & (1 << bit) == 0 {
-            self.mark_selector(cx, si, word);
+            self.mark_selector(cx, vcpu, word);
+        }
+        for v in 0..self.vcpus {
+            if self.per[v].poll.is_some_and(|p| p.ports & (1 << bit) != 0) && word == 0 {
+                self.wake_poller(cx, v);
+            }
         }
     }
 
-    /// Sets the selector bit of `word` and, on its 0→1 transition, the
-    /// upcall.
-    fn mark_selector(&mut self, cx: &mut GuestCx<'_>, si: u64, word: usize) {
-        let sel = rd_u64(cx.mem, si + PENDING_SEL);
+    /// Sets the selector bit of `word` in vCPU `vcpu`'s `vcpu_info` and,
+    /// on its 0→1 transition, the upcall.
+    fn mark_selector(&mut self, cx: &mut GuestCx<'_>, vcpu: usize, word: usize) {
+        let Some(vi) = self.vcpu_info(vcpu) else {
+            return;
+        };
+        let sel = rd_u64(cx.mem, vi + PENDING_SEL);
         if sel & (1 << word) != 0 {
             return;
         }
-        wr_u64(cx.mem, si + PENDING_SEL, sel | 1 << word);
-        self.mark_upcall(cx, si);
-    }
-
-    /// Sets `evtchn_upcall_pending`; on its 0→1 transition raises the
-    /// callback vector (Xen `vcpu_mark_events_pending`).
-    fn mark_upcall(&mut self, cx: &mut GuestCx<'_>, si: u64) {
-        if rd_u8(cx.mem, si + UPCALL_PENDING) != 0 {
+        wr_u64(cx.mem, vi + PENDING_SEL, sel | 1 << word);
+        if rd_u8(cx.mem, vi + UPCALL_PENDING) != 0 {
             return;
         }
-        let _ = cx.mem.write(si + UPCALL_PENDING, &[1]);
-        self.raise_callback(cx);
+        // Xen `vcpu_mark_events_pending`: the 0→1 of the flag raises it.
+        let _ = cx.mem.write(vi + UPCALL_PENDING, &[1]);
+        self.raise_callback(cx, vcpu);
     }
 
-    /// Raises the upcall (Xen `hvm_assert_evtchn_irq`): the per-vCPU
-    /// vector through the virtual APIC, else the callback-via vector (which
-    /// [`Xen::poll`](super::Xen) keeps asserted while the flag is set).
-    pub(super) fn raise_callback(&mut self, cx: &mut GuestCx<'_>) {
-        if let Some(v) = self.upcall_vector.or(self.callback_vector()) {
+    /// Raises vCPU `vcpu`'s upcall (Xen `hvm_assert_evtchn_irq`): its
+    /// upcall vector through its virtual APIC, else the callback-via vector
+    /// (which [`Xen::poll`](super::Xen) keeps asserted while the flag is
+    /// set). Another vCPU's APIC is reached through an IPI request, which
+    /// also wakes it if halted (Xen's `vcpu_kick`).
+    pub(super) fn raise_callback(&mut self, cx: &mut GuestCx<'_>, vcpu: usize) {
+        let Some(v) = self.vcpu_ref(vcpu).upcall_vector.or(self.callback_vector(vcpu)) else {
+            return;
+        };
+        self.stats.upcalls += 1;
+        if vcpu == cx.vcpu {
             cx.apic.raise(v);
-            self.stats.upcalls += 1;
+        } else if vcpu < 32 {
+            self.stats.cross_events += 1;
+            cx.requests.ipi(1 << vcpu, v);
         }
     }
 
-    /// Whether vCPU 0 has an upcall pending.
-    pub(super) fn upcall_pending(&self, cx: &GuestCx<'_>) -> bool {
-        self.shared_info
-            .is_some_and(|si| rd_u8(cx.mem, si + UPCALL_PENDING) != 0)
+    /// Whether vCPU `vcpu` has an upcall pending.
+    pub(super) fn upcall_pending(&self, cx: &GuestCx<'_>, vcpu: usize) -> bool {
+        self.vcpu_info(vcpu)
+            .is_some_and(|vi| rd_u8(cx.mem, vi + UPCALL_PENDING) != 0)
+    }
+
+    /// Whether `port` is pending in shared_info.
+    pub(super) fn port_pending(&self, cx: &GuestCx<'_>, port: u32) -> bool {
+        let Some(si) = self.shared_info else {
+            return false;
+        };
+        let (word, bit) = abi::port_word_bit(port);
+        rd_u64(cx.mem, si + abi::evtchn_pending_offset(word) as u64) & (1 << bit) != 0
+    }
+
+    /// Blocks the calling vCPU in `SCHEDOP_poll` on `ports` until host TSC
+    /// `deadline` (if any).
+    pub(super) fn block_poll(&mut self, cx: &mut GuestCx<'_>, ports: u64, deadline: Option<u64>) {
+        self.stats.polls_blocked += 1;
+        self.vcpu(cx.vcpu).poll = Some(Poll { ports, deadline });
+        cx.requests.block = true;
     }
 
     /// `EVTCHNOP_unmask` (Xen `evtchn_2l_unmask`): clears the mask bit; a
@@ -250,44 +351,77 @@ impl Xen {
         wr_u64(cx.mem, mask_at, mask & !(1 << bit));
         let pending = rd_u64(cx.mem, si + abi::evtchn_pending_offset(word) as u64);
         if mask & (1 << bit) != 0 && pending & (1 << bit) != 0 {
-            self.mark_selector(cx, si, word);
+            let vcpu = self.notify.get(port as usize).map_or(0, |&v| usize::from(v));
+            self.mark_selector(cx, vcpu, word);
         }
     }
 
-    /// Writes the runstate area: vCPU 0 has been `RUNSTATE_running` since
-    /// registration (the persona never deschedules it; halted time is not
-    /// told apart), so `time[running]` is all the time since then and
-    /// runnable/blocked/offline stay 0. `state_entry_time` is the time of
-    /// this update, so the guest's before/after check sees it move.
+    /// Writes the calling vCPU's runstate area (if registered) from
+    /// [`Xen::runstate_info`].
     pub(super) fn update_runstate(&mut self, cx: &mut GuestCx<'_>) {
-        let Some(r) = self.runstate else { return };
-        let now = self.system_ns(cx.now);
-        let mut info = VcpuRunstateInfo {
-            state: abi::RUNSTATE_RUNNING as i32,
-            state_entry_time: now,
-            ..Default::default()
+        let Some(r) = self.vcpu_ref(cx.vcpu).runstate else {
+            return;
         };
-        info.time[abi::RUNSTATE_RUNNING] = now.saturating_sub(r.since_ns);
+        let info = self.runstate_info(cx);
         // An area the guest unmapped since is skipped (Xen ignores a
         // failing copy too).
         let _ = cx.write_virt(r.gva, info.as_bytes());
     }
 
-    /// Registers (or with 0, unregisters) the runstate area at `gva`.
-    pub(super) fn register_runstate(&mut self, cx: &mut GuestCx<'_>, gva: u64) -> Result<(), i64> {
+    /// The calling vCPU's `vcpu_runstate_info` now. It is running (it
+    /// made the call or is about to enter); `time[runnable]` is the
+    /// scheduler's stolen time (runnable while another vCPU ran, exact),
+    /// `time[blocked]` the time it spent halted or polling as far as the
+    /// persona saw it (from [`Persona::descheduled`] to its next entry),
+    /// `time[running]` the rest since the accounting began (its first
+    /// registration, or the first query); offline stays 0 (no vCPU is
+    /// ever paused). With one vCPU steal and blocked stay 0, as before.
+    /// `state_entry_time` is the time of this update, so the guest's
+    /// before/after check sees it move.
+    pub(super) fn runstate_info(&mut self, cx: &mut GuestCx<'_>) -> VcpuRunstateInfo {
+        let now = self.system_ns(cx.now);
+        let smp = self.vcpus > 1;
+        let v = self.vcpu(cx.vcpu);
+        let since = *v.since_ns.get_or_insert(now);
+        let total = now.saturating_sub(since);
+        let (steal, blocked) = if smp {
+            (cx.steal_ns, v.blocked_ns)
+        } else {
+            (0, 0)
+        };
+        let mut info = VcpuRunstateInfo {
+            state: abi::RUNSTATE_RUNNING as i32,
+            state_entry_time: now,
+            ..Default::default()
+        };
+        info.time[abi::RUNSTATE_RUNNABLE] = steal;
+        info.time[abi::RUNSTATE_BLOCKED] = blocked;
+        info.time[abi::RUNSTATE_RUNNING] = total.saturating_sub(steal).saturating_sub(blocked);
+        info
+    }
+
+    /// Registers (or with 0, unregisters) the calling vCPU's runstate area
+    /// at `gva`.
+    /// Any vCPU's area may be registered (Xen `do_vcpu_op` has no
+    /// `v != current` check here); it is written at once for the calling
+    /// vCPU, else when that vCPU next runs (as Xen does).
+    pub(super) fn register_runstate(
+        &mut self,
+        cx: &mut GuestCx<'_>,
+        vcpu: usize,
+        gva: u64,
+    ) -> Result<(), i64> {
         if gva == 0 {
-            self.runstate = None;
+            self.vcpu(vcpu).runstate = None;
             return Ok(());
         }
         // The whole area must be mapped onto guest RAM now.
         let mut probe = [0u8; core::mem::size_of::<VcpuRunstateInfo>()];
         cx.read_virt(gva, &mut probe).ok_or(-abi::errno::EFAULT)?;
-        let since_ns = match self.runstate {
-            Some(r) => r.since_ns,
-            None => self.system_ns(cx.now),
-        };
-        self.runstate = Some(Runstate { gva, since_ns });
-        self.update_runstate(cx);
+        self.vcpu(vcpu).runstate = Some(Runstate { gva });
+        if vcpu == cx.vcpu {
+            self.update_runstate(cx);
+        }
         Ok(())
     }
 }
