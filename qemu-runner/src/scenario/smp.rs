@@ -171,6 +171,33 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:vmware:smp4",
+        description: "microvisor persona vmware with 4 vCPUs on one CPU: each vCPU's steal clock shows the time the scheduler kept it off the CPU; TSC and APIC frequencies from leaf 0x40000010; IPIs and flushes native (VMware offers no PV forms)",
+        boot: mv("vmware", "vcpus=4"),
+        expect: Expect {
+            selftests: crate::verdict::SMP_TESTS,
+            ..VMWARE
+        },
+        native_pair: Some("microvisor:vmware:smp4/native"),
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:vmware:smp4/native",
+        description: "microvisor persona vmware with 4 vCPUs, guest forced to pvops=native (native run of microvisor:vmware:smp4)",
+        boot: mv("vmware", "vcpus=4"),
+        guest_cmdline: "pvops=native",
+        expect: Expect {
+            hypervisor: Some("vmware"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "vmware")],
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[(Metric::Pit, Count::NonZero)],
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:kvm:smp4",
         description: "microvisor persona kvm with 4 vCPUs on one CPU: per-vCPU kvmclock, steal time and PV EOI; PV IPIs, PV TLB flush and PV spinlocks where the persona offers them",
         boot: mv("kvm", "vcpus=4"),
