@@ -269,7 +269,8 @@ fn persona_scenarios_are_declared_completely() {
         .map(|s| s.name)
         .collect();
     let one = ["vmware", "xen", "hyperv", "kvm"].map(|p| format!("microvisor:{p}"));
-    let smp4 = SMP4_PAIRED.map(|p| format!("microvisor:{p}:smp4"));
+    let mut smp4 = SMP4_PAIRED.map(|p| format!("microvisor:{p}:smp4")).to_vec();
+    smp4.push("microvisor:kvm:smp8".to_string());
     let expected: BTreeSet<&str> = one.iter().chain(&smp4).map(String::as_str).collect();
     assert_eq!(paired, expected);
 }

@@ -233,6 +233,42 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:kvm:smp8",
+        description: "microvisor persona kvm with 8 vCPUs (its most) on one CPU: everything of microvisor:kvm:smp4, and the SMP bench's N = 8 figures",
+        boot: mv("kvm", "vcpus=8"),
+        cpus: 8,
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("kvm"),
+            owners: Some(KVM_SMP_OWNS),
+            tsc_source: Some("pvclock"),
+            interfaces: &[(0x4000_0000, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::NonZero)],
+            fewer_than_native: &[Metric::Eoi, Metric::Pit, Metric::TotalNoConsole],
+            ..Expect::PASS
+        },
+        native_pair: Some("microvisor:kvm:smp8/native"),
+        guest_cmdline: "smpbench=cross",
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:kvm:smp8/native",
+        description: "microvisor persona kvm with 8 vCPUs, guest forced to pvops=native (native run of microvisor:kvm:smp8)",
+        boot: mv("kvm", "vcpus=8"),
+        cpus: 8,
+        guest_cmdline: "pvops=native smpbench=cross",
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:none:smp2:no-answer",
         description: "bad input: microvisor with 2 vCPUs, and the guest also starts APIC ID 7, which does not exist: the SIPI is logged (mv.ipi result=absent), the guest reports no-answer and goes on",
         boot: mv("none", "vcpus=2"),
