@@ -791,7 +791,11 @@ mod tests {
             g.regs.rsi = u64::from(r.esi);
             g.regs.rdi = u64::from(r.edi);
             p.hypercall(&mut g.cx());
-            assert_eq!(g.state.rax as u32, StealClockStatus::Enabled.eax(), "vcpu {v}");
+            assert_eq!(
+                g.state.rax as u32,
+                StealClockStatus::Enabled.eax(),
+                "vcpu {v}"
+            );
             assert_eq!(p.steal_of(v).area, Some(area(v)));
         }
         // vCPU 2 was kept off the CPU for 3 ms: 6 000 000 ticks at 2 GHz.
