@@ -80,10 +80,16 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
         .map_err(|e| setup_error(format_args!("command line: {}: {:?}", e.what, e.token)))?;
     mvlog!("pvops microvisor; command line {:?}", info.cmdline());
     // Personas that keep per-vCPU state (clock pages, timers, assist
-    // pages) take several vCPUs once they keep it per vCPU: so far kvm.
-    if cfg.vcpus > 1 && !matches!(cfg.persona, "none" | "bare" | "kvm") {
+    // pages) take several vCPUs once they keep it per vCPU: so far kvm,
+    // hyperv and kvm+hyperv.
+    if cfg.vcpus > 1
+        && !matches!(
+            cfg.persona,
+            "none" | "bare" | "kvm" | "hyperv" | "kvm+hyperv"
+        )
+    {
         return Err(setup_error(format_args!(
-            "vcpus={} needs persona none, bare or kvm (persona {:?} has one vCPU's state only)",
+            "vcpus={} needs persona none, bare, kvm, hyperv or kvm+hyperv (persona {:?} has one vCPU's state only)",
             cfg.vcpus, cfg.persona
         )));
     }
