@@ -47,6 +47,8 @@ pub(crate) mod lazy_eoi;
 mod msrs;
 mod refclock;
 mod stimer;
+#[cfg(test)]
+mod tests;
 
 use super::kvm::KvmInterface;
 use super::{GuestCx, Hypercall, HypercallAction, Persona, SelectError};
@@ -499,7 +501,7 @@ impl Persona for HyperV {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
 
     #[test]
