@@ -81,9 +81,14 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     mvlog!("pvops microvisor; command line {:?}", info.cmdline());
     // Personas that keep per-vCPU state (clock pages, timers, assist
     // pages) take several vCPUs once they keep it per vCPU.
-    if cfg.vcpus > 1 && !matches!(cfg.persona, "none" | "bare" | "kvm" | "vmware") {
+    if cfg.vcpus > 1
+        && !matches!(
+            cfg.persona,
+            "none" | "bare" | "kvm" | "vmware" | "hyperv" | "kvm+hyperv"
+        )
+    {
         return Err(setup_error(format_args!(
-            "vcpus={} needs persona none, bare, kvm or vmware (persona {:?} has one vCPU's state only)",
+            "vcpus={} needs persona none, bare, kvm, vmware, hyperv or kvm+hyperv (persona {:?} has one vCPU's state only)",
             cfg.vcpus, cfg.persona
         )));
     }
