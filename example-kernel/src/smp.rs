@@ -827,7 +827,10 @@ fn kick_waiter(_cpu: usize) {
         waits += 1;
     }
     let seen = KICK_WORD.load(Ordering::SeqCst) != 0;
-    KICK_SEEN_TSC.store(if seen { pvops::cpu::read_tsc() } else { 0 }, Ordering::SeqCst);
+    KICK_SEEN_TSC.store(
+        if seen { pvops::cpu::read_tsc() } else { 0 },
+        Ordering::SeqCst,
+    );
     KICK_WAITS.store(waits, Ordering::SeqCst);
     pvops::irq::restore_flags(flags);
 }

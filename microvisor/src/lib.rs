@@ -79,17 +79,6 @@ fn boot(start_info_paddr: u64) -> Result<vcpu::Vcpu, End> {
     let cfg = config::parse(info.cmdline())
         .map_err(|e| setup_error(format_args!("command line: {}: {:?}", e.what, e.token)))?;
     mvlog!("pvops microvisor; command line {:?}", info.cmdline());
-    // Personas that keep per-vCPU state (clock pages, timers, assist
-    // pages) take several vCPUs once they keep it per vCPU: so far kvm.
-    if cfg.vcpus > 1 && !matches!(
-        cfg.persona,
-        "none" | "bare" | "kvm" | "xen" | "xen+viridian"
-    ) {
-        return Err(setup_error(format_args!(
-            "vcpus={} needs persona none, bare or kvm (persona {:?} has one vCPU's state only)",
-            cfg.vcpus, cfg.persona
-        )));
-    }
     let mut persona = personas::select(cfg.persona, cfg.break_step).map_err(|e| match e {
         personas::SelectError::UnknownPersona => setup_error(format_args!(
             "unknown persona {:?} (known: {:?})",

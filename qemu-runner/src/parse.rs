@@ -462,6 +462,9 @@ pub struct BootResult {
     pub smp_bench: Vec<crate::smp_bench::SmpBench>,
     /// `smpbench.end records=`.
     pub smp_bench_end: Option<u64>,
+    /// `smpbench.steal` records: per CPU, the steal time it saw over the
+    /// bench beside the microvisor's account.
+    pub smp_steal: Vec<crate::smp_bench::StealAgreement>,
     /// KVM's total exits at each `@@ hold`, in order (`None`: that reading
     /// failed); set by the runner, not from the serial console.
     pub hold_exits: Vec<Option<u64>>,
@@ -665,6 +668,10 @@ impl BootResult {
             },
             "smpbench" => match crate::smp_bench::SmpBench::from_record(rec) {
                 Some(b) => self.smp_bench.push(b),
+                None => return false,
+            },
+            "smpbench.steal" => match crate::smp_bench::StealAgreement::from_record(rec) {
+                Some(s) => self.smp_steal.push(s),
                 None => return false,
             },
             "smpbench.end" => match n("records") {

@@ -70,6 +70,7 @@ pub fn to_json(r: &ScenarioReport) -> Value {
         "tsc_hz_configured": r.resolved.tsc_hz,
         "bench": bench_json(&res.bench),
         "smp_bench": crate::smp_bench::to_json(res),
+        "smp_steal": res.smp_steal.iter().map(|s| serde_json::json!({"cpu": s.cpu, "vcpu": s.vcpu, "guest_ns": s.guest_ns, "mv_ns": s.mv_ns})).collect::<Vec<_>>(),
         "dispatch": crate::dispatch::json(res),
     })
 }

@@ -75,6 +75,40 @@ impl SmpBench {
     }
 }
 
+/// One `smpbench.steal` record: over the bench, the steal time one CPU
+/// read through pvops (`time.steal_ns`) and the time the microvisor kept
+/// its vCPU runnable but off the physical CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StealAgreement {
+    /// The pvops CPU index.
+    pub cpu: u64,
+    /// The microvisor's vCPU index (the APIC ID).
+    pub vcpu: u64,
+    /// What the guest saw, ns (negative if its clock went back).
+    pub guest_ns: i64,
+    /// What the microvisor took, ns.
+    pub mv_ns: i64,
+}
+
+impl StealAgreement {
+    /// Decodes a `smpbench.steal` record.
+    pub fn from_record(rec: &Record) -> Option<StealAgreement> {
+        let n = |k: &str| rec.get(k).and_then(parse_u64);
+        let i = |k: &str| rec.get(k).and_then(|v| v.parse::<i64>().ok());
+        Some(StealAgreement {
+            cpu: n("cpu")?,
+            vcpu: n("vcpu")?,
+            guest_ns: i("guest_ns")?,
+            mv_ns: i("mv_ns")?,
+        })
+    }
+
+    /// Guest minus microvisor, ns.
+    pub fn difference_ns(&self) -> i64 {
+        self.guest_ns.saturating_sub(self.mv_ns)
+    }
+}
+
 /// The stretch's exits from whichever counter the run has, before the
 /// base is taken off, and the counter's name.
 fn raw_exits(r: &BootResult, b: &SmpBench) -> Option<(u64, &'static str)> {
@@ -231,7 +265,7 @@ pub fn table(reports: &[ScenarioReport]) -> String {
             ))
         ));
         out.push_str(&format!(
-            "  {:<11} {:>2} {:>12} {:>12} {:>7}   {:>9} {:>9} {:>7}  {}\n",
+            "  {:<14} {:>2} {:>12} {:>12} {:>7}   {:>9} {:>9} {:>7}  {}\n",
             "workload", "N", "cycles/op", "native", "ratio", "exits/op", "native", "ratio", "notes"
         ));
         for (name, cpus) in workloads(&r.result) {
@@ -243,7 +277,7 @@ pub fn table(reports: &[ScenarioReport]) -> String {
             let eb = b.exits_per_op();
             let en = nb.as_ref().and_then(Combined::exits_per_op);
             out.push_str(&format!(
-                "  {:<11} {:>2} {:>12.0} {:>12} {:>7}   {:>9} {:>9} {:>7}  {}\n",
+                "  {:<14} {:>2} {:>12.0} {:>12} {:>7}   {:>9} {:>9} {:>7}  {}\n",
                 name,
                 cpus,
                 cb,
@@ -253,6 +287,16 @@ pub fn table(reports: &[ScenarioReport]) -> String {
                 fmt_opt(en, 2),
                 fmt_ratio(eb.zip(en).and_then(|(b, n)| ratio(b, n))),
                 notes(&r.result, &name, cpus, &b)
+            ));
+        }
+        for st in &r.result.smp_steal {
+            out.push_str(&format!(
+                "  steal time CPU {} (vCPU {}): guest saw {:.3} ms, the microvisor took {:.3} ms, difference {} us\n",
+                st.cpu,
+                st.vcpu,
+                st.guest_ns as f64 / 1e6,
+                st.mv_ns as f64 / 1e6,
+                st.difference_ns() / 1000
             ));
         }
     }
@@ -280,10 +324,10 @@ fn notes(r: &BootResult, name: &str, cpus: u64, b: &Combined) -> String {
             b.kicks
         ));
     }
-    if name == "lock-pv" {
-        if let Some(spin) = combined(r, "lock-spin", cpus) {
+    if let Some(hold) = name.strip_prefix("lock-pv") {
+        if let Some(spin) = combined(r, &format!("lock-spin{hold}"), cpus) {
             n.push(format!(
-                "vs lock-spin: cycles {}, waited {}, exits {}",
+                "vs lock-spin{hold}: cycles {}, waited {}, exits {}",
                 fmt_ratio(ratio(b.cycles_per_op(), spin.cycles_per_op())),
                 fmt_ratio(b.waited.zip(spin.waited).and_then(|(p, s)| ratio(
                     p as f64 / b.ops.max(1) as f64,
@@ -328,6 +372,31 @@ pub fn to_json(r: &BootResult) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_records_and_long_lock_notes() {
+        let r = BootResult::parse(
+            "@@ smpbench name=lock-spin-long cpus=2 ops=8 cycles=800 exits=40 hold=- mark=1 completed=8 waited=400 waits=0 kicks=0\n\
+             @@ smpbench name=lock-pv-long cpus=2 ops=8 cycles=200 exits=10 hold=- mark=2 completed=8 waited=100 waits=5 kicks=4\n\
+             @@ smpbench.steal cpu=1 vcpu=1 guest_ns=2000000 mv_ns=2000500\n",
+        );
+        assert_eq!(
+            r.smp_steal,
+            [StealAgreement {
+                cpu: 1,
+                vcpu: 1,
+                guest_ns: 2_000_000,
+                mv_ns: 2_000_500
+            }]
+        );
+        assert_eq!(r.smp_steal[0].difference_ns(), -500);
+        let pv = combined(&r, "lock-pv-long", 2).unwrap();
+        let n = notes(&r, "lock-pv-long", 2, &pv);
+        assert!(
+            n.contains("vs lock-spin-long: cycles 0.25x, waited 0.25x, exits 0.25x"),
+            "{n}"
+        );
+    }
 
     const KVM_RUN: &str = "\
 @@ smp cpus=4 online=4 madt=ok disabled=0 left_out=0

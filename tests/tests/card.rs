@@ -179,11 +179,15 @@ fn kvm_card_covers_every_entry() {
                 // The no-op saves the port exit of every call; what is left
                 // is the background of the window (host interrupts, more of
                 // them on a loaded host: 0.15 per call was seen in a
-                // clean-clone cargo test), so a fraction of native's.
+                // clean-clone cargo test, 0.455 in another).
+                // That background is measured by a row of the same card that
+                // never exits (`time.tsc_frequency`, a cached value): what
+                // io_delay costs beyond it must be far below one exit.
                 let kvm = exits(&c, "cpu.io_delay");
+                let background = exits(&c, "time.tsc_frequency");
                 assert!(
-                    kvm < native / 3.0,
-                    "kvm io_delay exits/call {kvm}, native {native}\n{}",
+                    kvm - background < 0.5 && kvm < native,
+                    "kvm io_delay exits/call {kvm} (background {background}), native {native}\n{}",
                     context(&r)
                 );
             }

@@ -56,7 +56,7 @@
 //! itself needs none) so that a wake-up an emulation loses, or a waiter
 //! polling with interrupts disabled, cannot hang the CPU; Xen reads that
 //! timeout as an absolute system time, KVM's Xen emulation as a duration,
-//! and one probe poll at set-up tells which ([`poll_timeout_is_relative`]).
+//! and one probe poll at set-up tells which (`poll_timeout_is_relative`).
 //! `lock.kick` is `EVTCHNOP_send` on
 //! the target's port; `lock.vcpu_is_preempted` is the target's runstate
 //! being `RUNSTATE_runnable`. Cross-CPU IPIs and flushes stay native

@@ -21,14 +21,24 @@
 //!   waiters spent between asking and getting (asleep included for
 //!   `lock-pv`, where the vCPU gave its physical CPU up), `cycles=` the
 //!   whole run's.
+//! - `lock-pv-long` / `lock-spin-long` (same order and pairing): the same
+//!   with [`LONG_ROUNDS`] acquisitions per CPU held [`LONG_HOLD_US`] each,
+//!   longer than a time slice (the microvisor's default 1 ms), so the
+//!   holder is preempted while it holds the lock: spinning waiters burn
+//!   their slices behind it, sleeping ones give the CPU back to it.
+//! - Steal time (under the microvisor): each CPU reads its own
+//!   `time::steal_ns` and the microvisor's account of the time it kept
+//!   that vCPU runnable but off the CPU (`VCPU_STOLEN_NS`), at the start
+//!   and at the end of the bench; both differences are recorded.
 //!
 //! Records: `@@ smpbench name=<w> cpus=N ops=<operations> cycles=<C>
 //! exits=<E|-> hold=<K|-> mark=<M> completed=<operations that finished>`
 //! plus `waited=`, `waits=`, `kicks=` for the lock workloads and
 //! `flagged=` (targets the KVM backend flagged instead of interrupting)
 //! for `shootdown`; first `@@ smpbench name=base cpus=1 ops=1 ..`, the
-//! empty stretch, whose exits are the bracket's own; last `@@
-//! smpbench.end records=<n>`.
+//! empty stretch, whose exits are the bracket's own; `@@ smpbench.steal
+//! cpu=<pvops index> vcpu=<APIC ID> guest_ns=<G> mv_ns=<M>` per CPU under
+//! the microvisor; last `@@ smpbench.end records=<n>`.
 
 use super::{apic_of, finished_of, index_of, online, post_to, MAX_CPUS};
 use crate::counted::{self, Count, Stretch};
@@ -44,6 +54,11 @@ pub const OPS: u32 = 100;
 pub const LOCK_ROUNDS: u32 = 100;
 /// TSC cycles a lock holder keeps the lock.
 pub const HOLD_CYCLES: u64 = 2_000;
+/// Acquisitions per CPU in a long-hold lock workload.
+pub const LONG_ROUNDS: u32 = 4;
+/// How long a long-hold lock workload's holder keeps the lock, in µs:
+/// twice the microvisor's default slice.
+pub const LONG_HOLD_US: u64 = 2_000;
 /// The CPU counts measured (those the machine has).
 const SIZES: [usize; 3] = [2, 4, 8];
 
@@ -77,6 +92,9 @@ pub fn run(set: Set, held: bool) {
         return;
     }
     let mv = Microvisor::detect();
+    if mv.is_some() {
+        run_on_every_cpu(steal_at_start);
+    }
     println!();
     println!(
         "SMP bench: {} CPUs online; exits counted by {}",
@@ -104,13 +122,94 @@ pub fn run(set: Set, held: bool) {
             // A-B-B-A: the host's scheduling drifts over a run (the
             // same workload repeated varies several times over under
             // overcommit), so each variant runs twice, around the other.
-            for v in [Variant::Spin, Variant::Pv, Variant::Pv, Variant::Spin] {
-                lock(mv.as_ref(), held, targets, v);
+            for hold in [Hold::Short, Hold::Long] {
+                for v in [Variant::Spin, Variant::Pv, Variant::Pv, Variant::Spin] {
+                    lock(mv.as_ref(), held, targets, v, hold);
+                }
+                records += 4;
             }
-            records += 4;
         }
     }
+    if let Some(mv) = &mv {
+        run_on_every_cpu(steal_at_end);
+        records += steal_records(mv);
+    }
     record!("smpbench.end", records = records);
+}
+
+/// Runs `f(cpu index)` on every online AP and here, waiting for all.
+fn run_on_every_cpu(f: fn(usize)) {
+    let before = post_to(online(), f);
+    f(pvops::percpu::current());
+    finished_of(online(), &before, 5_000);
+}
+
+// ---- steal time -------------------------------------------------------------
+
+/// Per pvops CPU index: its steal readings (`time::steal_ns`, the
+/// microvisor's) at the start and at the end, and its APIC ID.
+static STEAL_GUEST: [[AtomicU64; 2]; pvops::percpu::MAX_CPUS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; pvops::percpu::MAX_CPUS];
+static STEAL_MV: [[AtomicU64; 2]; pvops::percpu::MAX_CPUS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; pvops::percpu::MAX_CPUS];
+/// Set when a CPU took its readings at the start and at the end.
+static STEAL_READ: [AtomicU32; pvops::percpu::MAX_CPUS] =
+    [const { AtomicU32::new(0) }; pvops::percpu::MAX_CPUS];
+
+/// This CPU's two readings, back to back (no exit between the guest's
+/// read and the hypercall but the hypercall's own).
+fn steal_reading(cpu: usize, at: usize) {
+    let (Some(mv), Some(apic)) = (Microvisor::detect(), pvops::percpu::apic_id(cpu)) else {
+        return;
+    };
+    let Some(slot) = STEAL_GUEST.get(cpu) else {
+        return;
+    };
+    let guest = pvops::time::steal_ns();
+    let stolen = mv.call(
+        pvops_abi::microvisor::code::VCPU_STOLEN_NS,
+        [u64::from(apic), 0, 0],
+    );
+    slot[at].store(guest, Ordering::SeqCst);
+    STEAL_MV[cpu][at].store(stolen.max(0) as u64, Ordering::SeqCst);
+    if stolen >= 0 {
+        STEAL_READ[cpu].fetch_or(1 << at, Ordering::SeqCst);
+    }
+}
+
+fn steal_at_start(cpu: usize) {
+    steal_reading(cpu, 0);
+}
+
+fn steal_at_end(cpu: usize) {
+    steal_reading(cpu, 1);
+}
+
+/// One `smpbench.steal` record per CPU that took both readings; returns
+/// how many.
+fn steal_records(_mv: &Microvisor) -> u32 {
+    let mut n = 0;
+    for cpu in 0..pvops::percpu::MAX_CPUS {
+        if STEAL_READ[cpu].load(Ordering::SeqCst) != 3 {
+            continue;
+        }
+        let d = |a: &[AtomicU64; 2]| {
+            a[1].load(Ordering::SeqCst)
+                .wrapping_sub(a[0].load(Ordering::SeqCst)) as i64
+        };
+        let (guest, stolen) = (d(&STEAL_GUEST[cpu]), d(&STEAL_MV[cpu]));
+        let vcpu = pvops::percpu::apic_id(cpu).unwrap_or(u32::MAX);
+        record!(
+            "smpbench.steal",
+            cpu = cpu,
+            vcpu = vcpu,
+            guest_ns = guest,
+            mv_ns = stolen
+        );
+        println!("  steal      CPU {cpu}: guest saw {guest} ns, the microvisor took {stolen} ns");
+        n += 1;
+    }
+    n
 }
 
 fn emit(name: &str, cpus: usize, ops: u32, s: &Stretch, completed: u32, extra: &[(&str, u64)]) {
@@ -229,6 +328,15 @@ fn ipi_fanout(mv: Option<&Microvisor>, held: bool, targets: &[usize]) {
 
 // ---- lock contention ------------------------------------------------------
 
+/// How long a lock workload holds the lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// [`LOCK_ROUNDS`] of [`HOLD_CYCLES`].
+    Short,
+    /// [`LONG_ROUNDS`] of [`LONG_HOLD_US`].
+    Long,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
     /// `pvops::lock::SpinLock`.
@@ -267,6 +375,9 @@ static LOCK_VARIANT: AtomicU32 = AtomicU32::new(0);
 static LOCK_GO: AtomicBool = AtomicBool::new(false);
 static LOCK_READY: AtomicU32 = AtomicU32::new(0);
 static WAITED: AtomicU64 = AtomicU64::new(0);
+/// The running workload's acquisitions per CPU and hold in TSC cycles.
+static ROUNDS: AtomicU32 = AtomicU32::new(LOCK_ROUNDS);
+static HOLD: AtomicU64 = AtomicU64::new(HOLD_CYCLES);
 
 fn hold_for(cycles: u64) {
     let t0 = pvops::cpu::read_tsc();
@@ -277,22 +388,23 @@ fn hold_for(cycles: u64) {
 
 fn lock_worker(_cpu: usize) {
     let pv = LOCK_VARIANT.load(Ordering::Acquire) == 1;
+    let (rounds, hold) = (ROUNDS.load(Ordering::Acquire), HOLD.load(Ordering::Acquire));
     LOCK_READY.fetch_add(1, Ordering::SeqCst);
     while !LOCK_GO.load(Ordering::Acquire) {
         core::hint::spin_loop();
     }
     let mut waited = 0u64;
-    for _ in 0..LOCK_ROUNDS {
+    for _ in 0..rounds {
         let t0 = pvops::cpu::read_tsc();
         if pv {
             let mut g = PV_LOCK.lock();
             waited += pvops::cpu::read_tsc().wrapping_sub(t0);
-            hold_for(HOLD_CYCLES);
+            hold_for(hold);
             *g += 1;
         } else {
             PLAIN_LOCK.lock();
             waited += pvops::cpu::read_tsc().wrapping_sub(t0);
-            hold_for(HOLD_CYCLES);
+            hold_for(hold);
             // Under the lock: a plain read-modify-write.
             let c = PLAIN_COUNT.load(Ordering::Relaxed);
             PLAIN_COUNT.store(c + 1, Ordering::Relaxed);
@@ -302,8 +414,18 @@ fn lock_worker(_cpu: usize) {
     WAITED.fetch_add(waited, Ordering::SeqCst);
 }
 
-fn lock(mv: Option<&Microvisor>, held: bool, targets: &[usize], v: Variant) {
+fn lock(mv: Option<&Microvisor>, held: bool, targets: &[usize], v: Variant, hold: Hold) {
     let n = targets.len() + 1;
+    let rounds = match hold {
+        Hold::Short => LOCK_ROUNDS,
+        Hold::Long => LONG_ROUNDS,
+    };
+    let cycles = match hold {
+        Hold::Short => HOLD_CYCLES,
+        Hold::Long => LONG_HOLD_US * pvops::time::tsc_khz().max(1) / 1_000,
+    };
+    ROUNDS.store(rounds, Ordering::SeqCst);
+    HOLD.store(cycles, Ordering::SeqCst);
     *PV_LOCK.lock() = 0;
     PLAIN_COUNT.store(0, Ordering::SeqCst);
     LOCK_VARIANT.store(u32::from(v == Variant::Pv), Ordering::SeqCst);
@@ -324,7 +446,7 @@ fn lock(mv: Option<&Microvisor>, held: bool, targets: &[usize], v: Variant) {
         Variant::Pv => *PV_LOCK.lock(),
         Variant::Spin => PLAIN_COUNT.load(Ordering::SeqCst),
     };
-    let ops = LOCK_ROUNDS * n as u32;
+    let ops = rounds * n as u32;
     // Every acquisition counted once, by every CPU, under the lock.
     let completed = if done == targets.len() && count == u64::from(ops) {
         ops
@@ -332,9 +454,11 @@ fn lock(mv: Option<&Microvisor>, held: bool, targets: &[usize], v: Variant) {
         count.min(u64::from(ops)) as u32
     };
     let st = PV_LOCK.stats();
-    let name = match v {
-        Variant::Pv => "lock-pv",
-        Variant::Spin => "lock-spin",
+    let name = match (v, hold) {
+        (Variant::Pv, Hold::Short) => "lock-pv",
+        (Variant::Spin, Hold::Short) => "lock-spin",
+        (Variant::Pv, Hold::Long) => "lock-pv-long",
+        (Variant::Spin, Hold::Long) => "lock-spin-long",
     };
     emit(
         name,

@@ -11,8 +11,11 @@
 //!   GETHZ, GETVCPU_INFO and STEALCLOCK. Anything else is answered as VMware
 //!   does: EAX = -1 ([`pvops_abi::vmware::UNSUPPORTED`]), the other registers
 //!   untouched.
-//! - The steal clock: the guest's 64-byte area gets, in TSC ticks, the time
-//!   the vCPU was runnable but not running (see [`StealClock`]).
+//! - The steal clock, per vCPU: each vCPU's 64-byte area gets, in TSC
+//!   ticks, the time that vCPU was runnable but not running (see
+//!   [`StealClock`]). With several vCPUs that is the scheduler's stolen
+//!   time ([`GuestCx::steal_ns`]), which knows exactly when each vCPU
+//!   waited for the physical CPU.
 //!
 //! `break=<step>` switches: `timing-leaf` (leaf 0x4000_0010 reports no
 //! frequencies: the guest must use GETHZ), `no-frequency` (neither the leaf
@@ -28,6 +31,7 @@
 //! every guest entry).
 
 use super::{signature, GuestCx, Hypercall, HypercallAction, Persona, SelectError, HV_LEAF_BASE};
+use crate::config::MAX_VCPUS;
 use pvops_abi::vmware::{
     self as abi, cmd, product, vcpu_info, Channel, Registers, StealClockStatus, StealTime,
     BACKDOOR_VERSION, CPUID_TIMING_LEAF, MAGIC, STEALCLOCK_DISABLE_ADDRESS, STEAL_TIME_ALIGN,
@@ -190,7 +194,10 @@ pub struct Vmware {
     tsc_khz: u64,
     apic_bus_khz: u64,
     broken: Option<Break>,
-    steal: StealClock,
+    /// Each vCPU's steal clock (STEALCLOCK registers the calling vCPU's).
+    steal: [StealClock; MAX_VCPUS],
+    /// vCPUs of the guest.
+    vcpus: usize,
     /// What `break=steal-backwards` shows in the area now.
     backwards: u64,
     stats: Stats,
@@ -207,7 +214,8 @@ impl Vmware {
             tsc_khz: 0,
             apic_bus_khz: 0,
             broken,
-            steal: StealClock::default(),
+            steal: [StealClock::default(); MAX_VCPUS],
+            vcpus: 1,
             backwards: BACKWARDS_START,
             stats: Stats::default(),
         })
@@ -235,15 +243,27 @@ impl Vmware {
         self.stats
     }
 
-    /// The steal clock's state.
+    /// The boot vCPU's steal clock.
     pub fn steal(&self) -> &StealClock {
-        &self.steal
+        &self.steal[0]
+    }
+
+    /// vCPU `i`'s steal clock (the last one's for an index past them).
+    pub fn steal_of(&self, i: usize) -> &StealClock {
+        &self.steal[i.min(MAX_VCPUS - 1)]
     }
 
     /// Answers one backdoor call given the registers the guest loaded, at
     /// privilege level `cpl`, with `ram_size` bytes of guest RAM. Pure: the
     /// caller moves registers and writes a newly registered steal area.
     pub fn backdoor(&mut self, r: Registers, cpl: u8, ram_size: u64) -> Registers {
+        self.backdoor_on(0, r, cpl, ram_size)
+    }
+
+    /// [`Vmware::backdoor`] from vCPU `vcpu` (STEALCLOCK registers its
+    /// area).
+    pub fn backdoor_on(&mut self, vcpu: usize, r: Registers, cpl: u8, ram_size: u64) -> Registers {
+        let vcpu = vcpu.min(MAX_VCPUS - 1);
         let Some(req) =
             abi::Request::from_registers(&r).filter(|_| !self.broken(Break::SignatureOnly))
         else {
@@ -260,8 +280,9 @@ impl Vmware {
             }),
             cmd::GETHZ => self.gethz(r),
             cmd::GETVCPU_INFO => Some(Registers {
-                // One vCPU (trivially synchronised TSCs) and an x2APIC that
-                // needs no interrupt remapping.
+                // Synchronised TSCs (every vCPU runs on the one physical
+                // CPU with TSC_OFFSET 0) and an x2APIC that needs no
+                // interrupt remapping.
                 eax: vcpu_info::SYNC_VTSCS | vcpu_info::LEGACY_X2APIC_OK,
                 ..r
             }),
@@ -271,7 +292,7 @@ impl Vmware {
                 if self.broken(Break::StealClockRefused) && gpa != STEALCLOCK_DISABLE_ADDRESS {
                     return self.unsupported(r);
                 }
-                match self.steal.command(gpa, ram_size) {
+                match self.steal[vcpu].command(gpa, ram_size) {
                     StealClockStatus::NotAvailable => None,
                     s => Some(Registers { eax: s.eax(), ..r }),
                 }
@@ -287,13 +308,18 @@ impl Vmware {
         r.answer_unsupported()
     }
 
-    /// The steal clock value the guest is shown.
-    fn shown_ticks(&self) -> u64 {
+    /// The steal clock value vCPU `vcpu` is shown.
+    fn shown_ticks(&self, vcpu: usize) -> u64 {
         if self.broken(Break::StealBackwards) {
             self.backwards
         } else {
-            self.steal.ticks
+            self.steal_of(vcpu).ticks
         }
+    }
+
+    /// Nanoseconds as TSC ticks (the steal clock's unit).
+    fn ticks_of_ns(&self, ns: u64) -> u64 {
+        (u128::from(ns) * u128::from(self.tsc_khz) / 1_000_000) as u64
     }
 
     /// GETHZ: TSC Hz in EBX:EAX, APIC bus Hz in ECX; unsupported without a
@@ -326,11 +352,18 @@ impl Vmware {
         // QEMU takes the CPL from SS.DPL (bits 5..6 of the packed
         // attributes), and so does hardware in long mode.
         let cpl = ((cx.state.ss.attrib >> 5) & 3) as u8;
-        let before = self.steal.area;
-        let out = self.backdoor(regs, cpl, cx.mem.size());
-        if let Some(gpa) = self.steal.area.filter(|_| self.steal.area != before) {
+        let vcpu = cx.vcpu.min(MAX_VCPUS - 1);
+        let before = self.steal[vcpu].area;
+        let out = self.backdoor_on(vcpu, regs, cpl, cx.mem.size());
+        let after = self.steal[vcpu].area;
+        if let Some(gpa) = after.filter(|_| after != before) {
+            if self.vcpus > 1 {
+                // The vCPU's steal since it started, as the scheduler
+                // counted it (an AP waiting for its SIPI is not runnable).
+                self.steal[vcpu].ticks = self.ticks_of_ns(cx.steal_ns);
+            }
             let area = StealTime {
-                clock: self.shown_ticks(),
+                clock: self.shown_ticks(vcpu),
                 ..StealTime::default()
             };
             // Checked against the RAM size above, so this cannot fail.
@@ -442,8 +475,13 @@ impl Persona for Vmware {
         true
     }
 
+    fn set_vcpus(&mut self, vcpus: usize) {
+        self.vcpus = vcpus.clamp(1, MAX_VCPUS);
+    }
+
     fn poll(&mut self, cx: &mut GuestCx<'_>) {
-        let Some(gpa) = self.steal.area else {
+        let vcpu = cx.vcpu.min(MAX_VCPUS - 1);
+        let Some(gpa) = self.steal[vcpu].area else {
             return;
         };
         if self.broken(Break::StealBackwards) {
@@ -452,8 +490,21 @@ impl Persona for Vmware {
             let _ = cx.mem.write(gpa, &self.backwards.to_le_bytes());
             return;
         }
+        if self.vcpus > 1 {
+            // The scheduler's account, which only grows.
+            let stolen = self.ticks_of_ns(cx.steal_ns);
+            let st = &mut self.steal[vcpu];
+            if stolen > st.ticks {
+                st.ticks = stolen;
+                st.events += 1;
+                // `clock` is at offset 0 (checked in pvops_abi); the area
+                // was checked to lie in guest RAM when it was registered.
+                let _ = cx.mem.write(gpa, &stolen.to_le_bytes());
+            }
+            return;
+        }
         let deliverable = cx.state.rflags & RFLAGS_IF != 0 && cx.apic.pending().is_some();
-        self.steal.look(
+        self.steal[0].look(
             cx.now,
             cx.apic.timer_fires,
             cx.apic.next_deadline(),
@@ -462,19 +513,25 @@ impl Persona for Vmware {
     }
 
     fn on_inject(&mut self, cx: &mut GuestCx<'_>, _vector: u8) {
-        if !self.steal.injected(cx.now) || self.broken(Break::StealBackwards) {
+        // With several vCPUs the scheduler's account is the steal clock.
+        if self.vcpus > 1 {
             return;
         }
-        if let Some(gpa) = self.steal.area {
+        let backwards = self.broken(Break::StealBackwards);
+        let st = &mut self.steal[0];
+        if !st.injected(cx.now) || backwards {
+            return;
+        }
+        if let Some(gpa) = st.area {
             // `clock` is at offset 0 (checked in pvops_abi); the area was
             // checked to lie in guest RAM when it was registered.
-            let _ = cx.mem.write(gpa, &self.steal.ticks.to_le_bytes());
+            let _ = cx.mem.write(gpa, &st.ticks.to_le_bytes());
         }
     }
 
     fn report(&self) {
         let s = &self.stats;
-        let st = &self.steal;
+        let st = &self.steal[0];
         bootkit::record!(
             "mv.vmware",
             channel = self.channel().name(),
@@ -583,7 +640,7 @@ mod tests {
             st(&mut p, Request::steal_clock_enable(0x5000)),
             StealClockStatus::Enabled
         );
-        assert_eq!(p.shown_ticks(), BACKWARDS_START);
+        assert_eq!(p.shown_ticks(0), BACKWARDS_START);
     }
 
     #[test]
@@ -709,5 +766,51 @@ mod tests {
         s.look(5200, 4, Some(6100), true);
         assert!(s.injected(5300));
         assert_eq!(s.ticks, 600);
+    }
+
+    /// With several vCPUs each registers its own area, and each area shows
+    /// that vCPU's stolen time as the scheduler counted it, in TSC ticks,
+    /// never going back.
+    #[test]
+    fn steal_clock_per_vcpu_is_the_schedulers_account() {
+        use crate::personas::test_guest::{Guest, KHZ};
+        let mut p = persona(None);
+        p.set_clock(KHZ, 1_000_000);
+        p.set_vcpus(4);
+        let mut g = Guest::new();
+        g.vcpus = 4;
+        let area = |v: usize| 0x1000 + 64 * v as u64;
+        for v in 0..4 {
+            g.vcpu = v;
+            g.steal_ns = 1_000 * v as u64;
+            let r = Request::steal_clock_enable(area(v)).registers(Channel::Vmmcall);
+            g.state.rax = u64::from(r.eax);
+            g.regs.rbx = u64::from(r.ebx);
+            g.regs.rcx = u64::from(r.ecx);
+            g.regs.rdx = u64::from(r.edx);
+            g.regs.rsi = u64::from(r.esi);
+            g.regs.rdi = u64::from(r.edi);
+            p.hypercall(&mut g.cx());
+            assert_eq!(
+                g.state.rax as u32,
+                StealClockStatus::Enabled.eax(),
+                "vcpu {v}"
+            );
+            assert_eq!(p.steal_of(v).area, Some(area(v)));
+        }
+        // vCPU 2 was kept off the CPU for 3 ms: 6 000 000 ticks at 2 GHz.
+        g.vcpu = 2;
+        g.steal_ns = 3_000_000;
+        p.poll(&mut g.cx());
+        let shown = |g: &Guest, v: usize| g.get::<u64>(area(v));
+        assert_eq!(shown(&g, 2), 6_000_000);
+        assert_eq!(shown(&g, 1), 2_000, "vcpu 1 untouched");
+        // An earlier reading never moves the clock back.
+        g.steal_ns = 1_000;
+        p.poll(&mut g.cx());
+        assert_eq!(shown(&g, 2), 6_000_000);
+        // The one-vCPU delay model stays out of it.
+        p.on_inject(&mut g.cx(), 0x30);
+        assert_eq!(shown(&g, 2), 6_000_000);
     }
 }

@@ -40,6 +40,30 @@ pub const KVM_SMP_OWNS: Owners = Owners {
     ],
 };
 
+/// The hyperv backend with several VPs under the microvisor's `hyperv`
+/// persona: what it owns with one (`HYPERV_OWNS`: flush and IPIs by
+/// hypercall, the persona recommends both), and `lock.wait`, since with
+/// more than one VP the persona recommends notifying long spin waits
+/// (CPUID 0x4000_0004 EBX 0xFFF), as `nested:hyperv:smp2` gets it from
+/// KVM's `hv-spinlocks`.
+pub const MV_HYPERV_SMP_OWNS: Owners = Owners {
+    backend: &[
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "time.apic_timer_khz",
+        "time.timer_setup",
+        "time.timer_arm",
+        "time.timer_cancel",
+        "irq.eoi",
+        "system.report_crash",
+        "mmu.flush_remote",
+        "irq.send_ipi",
+        "irq.send_ipi_mask",
+        "lock.wait",
+    ],
+    optional: &[],
+};
+
 /// The KVM machine of `kvm:smp4` and its native pair: `-cpu host` (see
 /// `kvm`), 4 vCPUs.
 const KVM_SMP4: Scenario = Scenario {
@@ -171,6 +195,33 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:vmware:smp4",
+        description: "microvisor persona vmware with 4 vCPUs on one CPU: each vCPU's steal clock shows the time the scheduler kept it off the CPU; TSC and APIC frequencies from leaf 0x40000010; IPIs and flushes native (VMware offers no PV forms)",
+        boot: mv("vmware", "vcpus=4"),
+        expect: Expect {
+            selftests: crate::verdict::SMP_TESTS,
+            ..VMWARE
+        },
+        native_pair: Some("microvisor:vmware:smp4/native"),
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:vmware:smp4/native",
+        description: "microvisor persona vmware with 4 vCPUs, guest forced to pvops=native (native run of microvisor:vmware:smp4)",
+        boot: mv("vmware", "vcpus=4"),
+        guest_cmdline: "pvops=native",
+        expect: Expect {
+            hypervisor: Some("vmware"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "vmware")],
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[(Metric::Pit, Count::NonZero)],
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:kvm:smp4",
         description: "microvisor persona kvm with 4 vCPUs on one CPU: per-vCPU kvmclock, steal time and PV EOI; PV IPIs, PV TLB flush and PV spinlocks where the persona offers them",
         boot: mv("kvm", "vcpus=4"),
@@ -201,6 +252,93 @@ pub const SCENARIOS: &[Scenario] = &[
             owners: Some(Owners::NATIVE),
             interfaces: &[(0x4000_0000, "kvm")],
             selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:kvm:smp8",
+        description: "microvisor persona kvm with 8 vCPUs (its most) on one CPU: everything of microvisor:kvm:smp4, and the SMP bench's N = 8 figures",
+        boot: mv("kvm", "vcpus=8"),
+        cpus: 8,
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("kvm"),
+            owners: Some(KVM_SMP_OWNS),
+            tsc_source: Some("pvclock"),
+            interfaces: &[(0x4000_0000, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::NonZero)],
+            fewer_than_native: &[Metric::Eoi, Metric::Pit, Metric::TotalNoConsole],
+            ..Expect::PASS
+        },
+        native_pair: Some("microvisor:kvm:smp8/native"),
+        guest_cmdline: "smpbench=cross",
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:kvm:smp8/native",
+        description: "microvisor persona kvm with 8 vCPUs, guest forced to pvops=native (native run of microvisor:kvm:smp8)",
+        boot: mv("kvm", "vcpus=8"),
+        cpus: 8,
+        guest_cmdline: "pvops=native smpbench=cross",
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:hyperv:smp4",
+        description: "microvisor persona hyperv with 4 vCPUs on one CPU: VP index, VP assist page (lazy EOI) and synthetic timers per VP; remote TLB flush and cluster IPIs by hypercall, long spin waits notified",
+        boot: mv("hyperv", "vcpus=4"),
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            backend: Some("hyperv"),
+            owners: Some(MV_HYPERV_SMP_OWNS),
+            tsc_source: Some("hyperv-msr"),
+            interfaces: &[(0x4000_0000, "hyperv")],
+            selftests: crate::verdict::SMP_TESTS,
+            // Every VP's synthetic timer (no PIT), flush and IPI hypercalls.
+            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::NonZero)],
+            fewer_than_native: &[Metric::Pit, Metric::TotalNoConsole],
+            ..Expect::PASS
+        },
+        native_pair: Some("microvisor:hyperv:smp4/native"),
+        guest_cmdline: "smpbench=cross",
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:hyperv:smp4/native",
+        description: "microvisor persona hyperv with 4 vCPUs, guest forced to pvops=native (native run of microvisor:hyperv:smp4)",
+        boot: mv("hyperv", "vcpus=4"),
+        guest_cmdline: "pvops=native smpbench=cross",
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "hyperv")],
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:kvm+hyperv:smp4",
+        description: "microvisor persona kvm+hyperv with 4 vCPUs: Hyper-V per VP at 0x40000000, KVM at 0x40000100; the kvm backend wins, as with one vCPU",
+        boot: mv("kvm+hyperv", "vcpus=4"),
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            backend: Some("kvm"),
+            owners: Some(KVM_SMP_OWNS),
+            tsc_source: Some("pvclock"),
+            interfaces: &[(0x4000_0000, "hyperv"), (0x4000_0100, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[(Metric::Pit, Count::Zero)],
             ..Expect::PASS
         },
         ..MV_SMP4

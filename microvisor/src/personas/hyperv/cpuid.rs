@@ -49,7 +49,21 @@ pub const HINTS: Hints = Hints::HYPERCALL_REMOTE_FLUSH
 pub const SPIN_RETRIES_NEVER: u32 = 0xFFFF_FFFF;
 
 /// The leaf's EAX, EBX, ECX, EDX.
-pub fn leaf(kvm: bool, knobs: super::Knobs, leaf: u32) -> [u32; 4] {
+/// What 0x4000_0004 adds with more than one VP, as Hyper-V recommends to
+/// an SMP partition (TLFS, Feature and Interface Discovery: Implementation
+/// Recommendations, EAX bit 2 remote TLB flush and bit 10 cluster IPI are
+/// already in [`HINTS`]; bit 11 "UseExProcessorMasks").
+pub const SMP_HINTS: Hints = Hints::EX_PROCESSOR_MASKS;
+
+/// 0x4000_0004 EBX with more than one VP: spin 4095 times before
+/// HvCallNotifyLongSpinWait (the TLFS leaves the count to the hypervisor;
+/// 0xFFF is this persona's choice, KVM's and QEMU's `hv-spinlocks=0xfff`
+/// examples use the same order). With one VP nobody else could run, so
+/// [`SPIN_RETRIES_NEVER`] stays.
+pub const SMP_SPIN_RETRIES: u32 = 0x0FFF;
+
+/// The leaf for a partition of `vcpus` VPs.
+pub fn leaf(kvm: bool, knobs: super::Knobs, vcpus: usize, leaf: u32) -> [u32; 4] {
     let (privileges, features) = if knobs.no_frequencies {
         (
             PRIVILEGES.0 & !Privileges::FREQUENCY_REGS.0,
@@ -71,9 +85,13 @@ pub fn leaf(kvm: bool, knobs: super::Knobs, leaf: u32) -> [u32; 4] {
             0,
         ],
         cpuid::FEATURES => [privileges as u32, (privileges >> 32) as u32, 0, features],
+        cpuid::ENLIGHTENMENT_INFO if vcpus > 1 => {
+            [HINTS.union(SMP_HINTS).0, SMP_SPIN_RETRIES, 0, 0]
+        }
         cpuid::ENLIGHTENMENT_INFO => [HINTS.0, SPIN_RETRIES_NEVER, 0, 0],
-        // One VP, one logical processor, no interrupt remapping.
-        cpuid::IMPLEMENTATION_LIMITS => [1, 1, 0, 0],
+        // EAX maximum VPs, EBX maximum logical processors (one per vCPU),
+        // no interrupt remapping.
+        cpuid::IMPLEMENTATION_LIMITS => [vcpus as u32, vcpus as u32, 0, 0],
         // MSR permission map and nested paging (the microvisor's SVM setup).
         cpuid::HARDWARE_FEATURES => [
             hardware_features::MSR_BITMAPS_IN_USE | hardware_features::SLAT_IN_USE,
@@ -98,7 +116,7 @@ mod tests {
 
     #[test]
     fn leaves_decode_as_a_conforming_hyperv() {
-        let l = Leaves::decode(|n| leaf(false, Default::default(), n));
+        let l = Leaves::decode(|n| leaf(false, Default::default(), 1, n));
         assert!(l.is_conforming());
         assert_eq!(l.max_leaf, 0x4000_0006);
         let p = l.privileges;
@@ -109,22 +127,35 @@ mod tests {
         assert_eq!(l.features.0, 1 << 8 | 1 << 10 | 1 << 18 | 1 << 19);
         assert_eq!(l.hints.0, 1 << 2 | 1 << 3 | 1 << 10);
         assert_eq!(l.max_vps, 1);
-        assert_eq!(leaf(false, Default::default(), KVM_BASE), [0; 4]);
+        assert_eq!(leaf(false, Default::default(), 1, KVM_BASE), [0; 4]);
         let knobs = crate::personas::hyperv::Knobs {
             no_frequencies: true,
             ..Default::default()
         };
-        let l = Leaves::decode(|n| leaf(false, knobs, n));
+        let l = Leaves::decode(|n| leaf(false, knobs, 1, n));
         assert!(!l.privileges.contains(Privileges::FREQUENCY_REGS));
         assert!(!l.features.contains(Features::FREQUENCY_MSRS));
     }
 
     #[test]
+    fn smp_recommendations_only_with_several_vps() {
+        let l = Leaves::decode(|n| leaf(false, Default::default(), 4, n));
+        assert!(l.is_conforming());
+        // Bits 2 (remote flush), 3 (APIC MSRs), 10 (cluster IPI), 11 (Ex).
+        assert_eq!(l.hints.0, 1 << 2 | 1 << 3 | 1 << 10 | 1 << 11);
+        assert_eq!(l.max_vps, 4);
+        assert_eq!(l.spin_retries, 0xFFF);
+        let one = Leaves::decode(|n| leaf(false, Default::default(), 1, n));
+        assert_eq!(one.spin_retries, SPIN_RETRIES_NEVER);
+        assert_eq!(one.hints.0 & 1 << 11, 0);
+    }
+
+    #[test]
     fn kvm_block_sits_at_0x40000100() {
-        let [max, b, c, d] = leaf(true, Default::default(), KVM_BASE);
+        let [max, b, c, d] = leaf(true, Default::default(), 1, KVM_BASE);
         assert_eq!(max, KVM_BASE + 1);
         assert_eq!([b, c, d], signature(KVM_SIGNATURE));
-        assert_eq!(leaf(true, Default::default(), KVM_BASE + 1), [0; 4]);
-        assert_eq!(leaf(true, Default::default(), 0x4000_0000)[0], MAX_LEAF);
+        assert_eq!(leaf(true, Default::default(), 1, KVM_BASE + 1), [0; 4]);
+        assert_eq!(leaf(true, Default::default(), 1, 0x4000_0000)[0], MAX_LEAF);
     }
 }

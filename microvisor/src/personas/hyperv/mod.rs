@@ -47,6 +47,8 @@ pub(crate) mod lazy_eoi;
 mod msrs;
 mod refclock;
 mod stimer;
+#[cfg(test)]
+mod tests;
 
 use super::kvm::KvmInterface;
 use super::{GuestCx, Hypercall, HypercallAction, Persona, SelectError};
@@ -139,6 +141,21 @@ impl Break {
     }
 }
 
+/// Most VPs: the microvisor's vCPUs.
+pub(crate) const MAX_VPS: usize = crate::config::MAX_VCPUS;
+
+/// What the TLFS keeps per virtual processor: the VP assist page (with its
+/// EOI assist), the synthetic timers, and here a TLB flush another VP asked
+/// for while this one was not running.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Vp {
+    vp_assist_msr: u64,
+    stimers: [stimer::Stimer; m::STIMER_COUNT as usize],
+    lazy: lazy_eoi::LazyEoi,
+    /// Flush this VP's TLB before it next runs.
+    flush_pending: bool,
+}
+
 /// The `hyperv` persona.
 #[derive(Debug)]
 pub struct HyperV {
@@ -156,9 +173,10 @@ pub struct HyperV {
     tsc_page_msr: u64,
     tsc_overlay: Option<refclock::Overlay>,
     tsc_sequence: u32,
-    vp_assist_msr: u64,
-    stimers: [stimer::Stimer; m::STIMER_COUNT as usize],
-    lazy: lazy_eoi::LazyEoi,
+    /// VPs in the partition (1 unless `set_vcpus`).
+    vcpus: usize,
+    /// Per-VP state, indexed by VP index (= vCPU index = APIC ID).
+    vps: [Vp; MAX_VPS],
     crash: crash::Crash,
     calls: hypercalls::Stats,
     /// Hypercalls made through the page so far.
@@ -194,9 +212,8 @@ impl HyperV {
             tsc_page_msr: 0,
             tsc_overlay: None,
             tsc_sequence: 0,
-            vp_assist_msr: 0,
-            stimers: [stimer::Stimer::default(); m::STIMER_COUNT as usize],
-            lazy: lazy_eoi::LazyEoi::default(),
+            vcpus: 1,
+            vps: [Vp::default(); MAX_VPS],
             crash: crash::Crash::default(),
             calls: hypercalls::Stats::default(),
             hypercalls: 0,
@@ -206,6 +223,38 @@ impl HyperV {
     /// The broken step, if any.
     pub fn broken(&self) -> Option<Break> {
         self.broken
+    }
+
+    /// The state of the VP a handler runs for.
+    pub(crate) fn vp(&mut self, cx: &GuestCx<'_>) -> &mut Vp {
+        &mut self.vps[cx.vcpu.min(MAX_VPS - 1)]
+    }
+
+    /// Carries out a call's effects: the calling VP's flush now (before it
+    /// re-enters), the others' on their next entry; IPIs to the calling VP
+    /// into its APIC, to the others through the vCPU code (which wakes a
+    /// halted target); a long spin wait ends the slice when another VP
+    /// could run (a real hypervisor deschedules the spinner).
+    fn apply(&mut self, cx: &mut GuestCx<'_>, e: hypercalls::Effects) {
+        let me = cx.vcpu.min(MAX_VPS - 1);
+        for n in 0..self.vcpus {
+            if e.flush & (1 << n) != 0 {
+                if n == me {
+                    cx.requests.flush_tlb = true;
+                } else {
+                    self.vps[n].flush_pending = true;
+                }
+            }
+        }
+        if let Some((targets, vector)) = e.ipi {
+            if targets & (1 << me) != 0 {
+                cx.apic.raise(vector);
+            }
+            cx.requests.ipi((targets & !(1 << me)) as u32, vector);
+        }
+        if e.spin_wait && self.vcpus > 1 {
+            cx.requests.yield_now = true;
+        }
     }
 }
 
@@ -233,7 +282,7 @@ impl Persona for HyperV {
         if let Some(r) = self.kvm_iface.as_ref().and_then(|k| k.cpuid(leaf)) {
             return r;
         }
-        let mut r = cpuid::leaf(self.kvm, self.knobs, leaf);
+        let mut r = cpuid::leaf(self.kvm, self.knobs, self.vcpus, leaf);
         let hide = match (self.broken, leaf) {
             (
                 Some(Break::NoPrivileges),
@@ -309,16 +358,18 @@ impl Persona for HyperV {
             self.calls.errors += 1;
             HypercallResult::new(Status::ACCESS_DENIED, 0)
         } else {
-            hypercalls::run(
+            let (r, effects) = hypercalls::run(
                 hypercalls::Input {
                     control,
                     input,
                     output,
                 },
                 cx.mem,
-                cx.apic,
+                hypercalls::Partition { vps: self.vcpus },
                 &mut self.calls,
-            )
+            );
+            self.apply(cx, effects);
+            r
         };
         if long {
             cx.state.rax = result.0;
@@ -340,8 +391,31 @@ impl Persona for HyperV {
         self.apic_hz = apic_bus_khz.saturating_mul(1000);
     }
 
+    fn set_vcpus(&mut self, vcpus: usize) {
+        self.vcpus = vcpus.clamp(1, MAX_VPS);
+        if let Some(k) = self.kvm_iface.as_mut() {
+            k.set_vcpus(vcpus);
+        }
+    }
+
+    fn kicks_halted(&self) -> bool {
+        self.kvm_iface
+            .as_ref()
+            .is_some_and(|k| k.features().contains(pvops_abi::kvm::Features::PV_UNHALT))
+    }
+
+    fn descheduled(&mut self, cx: &mut GuestCx<'_>, preempted: bool) {
+        if let Some(k) = self.kvm_iface.as_mut() {
+            k.descheduled(cx, preempted);
+        }
+    }
+
     fn next_deadline(&self) -> Option<u64> {
-        self.stimers.iter().filter_map(|t| t.deadline()).min()
+        self.vps[..self.vcpus]
+            .iter()
+            .flat_map(|v| v.stimers.iter())
+            .filter_map(|t| t.deadline())
+            .min()
     }
 
     fn poll(&mut self, cx: &mut GuestCx<'_>) {
@@ -350,21 +424,35 @@ impl Persona for HyperV {
             self.tsc_valid_at = None;
             self.validate_tsc_page(cx);
         }
-        for t in &mut self.stimers {
-            if let Some(v) = t.poll(&self.clock, cx.now) {
-                cx.apic.raise(v);
+        // Every VP's timers: an expiry goes to its own VP (direct mode), the
+        // running one's APIC or another's through the vCPU code, which
+        // wakes it if halted.
+        let me = cx.vcpu.min(MAX_VPS - 1);
+        for (n, vp) in self.vps[..self.vcpus].iter_mut().enumerate() {
+            for t in &mut vp.stimers {
+                if let Some(v) = t.poll(&self.clock, cx.now) {
+                    if n == me {
+                        cx.apic.raise(v);
+                    } else {
+                        cx.requests.ipi(1 << n, v);
+                    }
+                }
             }
+        }
+        // A flush another VP asked for while this one was not running.
+        if core::mem::take(&mut self.vps[me].flush_pending) {
+            cx.requests.flush_tlb = true;
         }
         // After the timers: a timer interrupt now requested withdraws an
         // outstanding lazy EOI before anything is injected.
-        self.lazy.reconcile(cx);
+        self.vps[me].lazy.reconcile(cx);
         if let Some(k) = self.kvm_iface.as_mut() {
             k.poll(cx);
         }
     }
 
     fn on_inject(&mut self, cx: &mut GuestCx<'_>, vector: u8) {
-        self.lazy.on_inject(cx, vector);
+        self.vp(cx).lazy.on_inject(cx, vector);
         if let Some(k) = self.kvm_iface.as_mut() {
             k.on_inject(cx, vector);
         }
@@ -385,7 +473,9 @@ impl Persona for HyperV {
                 message = self.crash.message(),
             );
         }
-        let fires: u64 = self.stimers.iter().map(|t| t.fires).sum();
+        let vps = &self.vps[..self.vcpus];
+        let sum = |f: fn(&Vp) -> u64| -> u64 { vps.iter().map(f).sum() };
+        let fires = sum(|v| v.stimers.iter().map(|t| t.fires).sum());
         bootkit::record!(
             "mv.hyperv",
             break_step = self.broken.map_or("none", Break::name),
@@ -395,13 +485,15 @@ impl Persona for HyperV {
             hypercall_page =
                 page_msr::is_enabled(self.hypercall_msr) && self.hypercall_overlay.is_some(),
             tsc_page = page_msr::is_enabled(self.tsc_page_msr),
-            vp_assist = self.lazy.page().is_some(),
+            vp_assist = vps.iter().any(|v| v.lazy.page().is_some()),
             stimer_fires = fires,
-            lazy_eoi_offered = self.lazy.offered,
-            lazy_eoi_completed = self.lazy.completed,
-            lazy_eoi_withdrawn = self.lazy.withdrawn,
+            lazy_eoi_offered = sum(|v| v.lazy.offered),
+            lazy_eoi_completed = sum(|v| v.lazy.completed),
+            lazy_eoi_withdrawn = sum(|v| v.lazy.withdrawn),
             flushes = self.calls.flushes,
             ipis = self.calls.ipis,
+            vp_flushes = self.calls.vp_flushes,
+            spin_waits = self.calls.spin_waits,
             hypercall_errors = self.calls.errors,
             crash_notifications = self.crash.notifications,
         );
@@ -409,7 +501,7 @@ impl Persona for HyperV {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
 
     #[test]

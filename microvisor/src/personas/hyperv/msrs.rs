@@ -43,7 +43,9 @@ impl HyperV {
         Ok(match msr {
             m::GUEST_OS_ID => self.guest_os_id,
             m::HYPERCALL => self.hypercall_msr,
-            m::VP_INDEX => 0,
+            // Read-only; a write #GPs below (TLFS: VP index 0..n-1 in
+            // creation order, here the vCPU index, which is the APIC ID).
+            m::VP_INDEX => cx.vcpu as u64,
             m::TIME_REF_COUNT => self.clock.at(cx.now),
             m::REFERENCE_TSC => self.tsc_page_msr,
             m::TSC_FREQUENCY | m::APIC_FREQUENCY
@@ -60,12 +62,12 @@ impl HyperV {
             m::APIC_FREQUENCY => self.apic_hz,
             m::ICR => cx.apic.rdmsr(X2APIC_ICR, cx.now)?,
             m::TPR => cx.apic.rdmsr(X2APIC_TPR, cx.now)?,
-            m::VP_ASSIST_PAGE => self.vp_assist_msr,
+            m::VP_ASSIST_PAGE => self.vp(cx).vp_assist_msr,
             m::CRASH_P0..=m::CRASH_P4 => self.crash.p[(msr - m::CRASH_P0) as usize],
             m::CRASH_CTL => super::crash::CAPABILITIES,
             _ => match stimer_of(msr) {
-                Some((n, true)) => self.stimers[n].count(),
-                Some((n, false)) => self.stimers[n].config(),
+                Some((n, true)) => self.vp(cx).stimers[n].count(),
+                Some((n, false)) => self.vp(cx).stimers[n].config(),
                 None => return Err(Gp),
             },
         })
@@ -99,8 +101,9 @@ impl HyperV {
                 } else {
                     None
                 };
-                self.lazy.set_page(cx, page);
-                self.vp_assist_msr = value;
+                let vp = self.vp(cx);
+                vp.lazy.set_page(cx, page);
+                vp.vp_assist_msr = value;
             }
             m::CRASH_P0..=m::CRASH_P4 => self.crash.p[(msr - m::CRASH_P0) as usize] = value,
             m::CRASH_CTL => {
@@ -116,14 +119,18 @@ impl HyperV {
                 }
             }
             _ => match stimer_of(msr) {
-                Some((n, true)) => self.stimers[n].write_count(value, &self.clock, cx.now),
+                Some((n, true)) => {
+                    let clock = self.clock;
+                    self.vp(cx).stimers[n].write_count(value, &clock, cx.now)
+                }
                 Some((n, false)) => {
                     // `tsc-page-late`: the page turns valid by the time the
                     // guest configures its timer, at the latest.
                     if self.tsc_valid_at.take().is_some() {
                         self.validate_tsc_page(cx);
                     }
-                    self.stimers[n].write_config(value, &self.clock, cx.now)?
+                    let clock = self.clock;
+                    self.vp(cx).stimers[n].write_config(value, &clock, cx.now)?
                 }
                 // VP_INDEX, TIME_REF_COUNT and the frequencies are read-only;
                 // everything else is not offered.
