@@ -25,7 +25,7 @@ const TSC_DEADLINE: u32 = 0x6e0;
 const IO_DELAY_PORT: u16 = 0x80;
 /// The personas whose `microvisor:<persona>:smp4` has a `pvops=native`
 /// pair (issue 14).
-const SMP4_PAIRED: [&str; 3] = ["vmware", "kvm", "hyperv"];
+const SMP4_PAIRED: [&str; 4] = ["vmware", "kvm", "hyperv", "xen"];
 
 fn owner<'a>(r: &'a ScenarioReport, entry: &str) -> Option<&'a str> {
     r.result.owners.get(entry).map(String::as_str)

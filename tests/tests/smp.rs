@@ -244,12 +244,16 @@ fn one_cpu_starts_no_ap_and_runs_no_smp_test() {
 
 /// The personas whose `microvisor:<persona>:smp4` has a `pvops=native`
 /// pair, with the backend the guest must select there.
-const MV_SMP4_PAIRS: &[(&str, &str)] =
-    &[("vmware", "vmware"), ("kvm", "kvm"), ("hyperv", "hyperv")];
+const MV_SMP4_PAIRS: &[(&str, &str)] = &[
+    ("vmware", "vmware"),
+    ("kvm", "kvm"),
+    ("hyperv", "hyperv"),
+    ("xen", "xen"),
+];
 
 /// The personas whose `microvisor:<persona>:smp4` has no pair (another
 /// backend wins), with that backend.
-const MV_SMP4_UNPAIRED: &[(&str, &str)] = &[("kvm+hyperv", "kvm")];
+const MV_SMP4_UNPAIRED: &[(&str, &str)] = &[("kvm+hyperv", "kvm"), ("xen+viridian", "xen")];
 
 /// The microvisor's account of a run with `vcpus` vCPUs: one `mv.sched`
 /// record, one `mv.vcpu` per vCPU, each with exits of its own, and the

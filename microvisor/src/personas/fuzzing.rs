@@ -192,6 +192,7 @@ impl Guest {
             vcpu: 0,
             vcpus: 1,
             steal_ns: 0,
+            idle: false,
             requests: &mut self.requests,
         }
     }

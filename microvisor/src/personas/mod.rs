@@ -57,6 +57,10 @@ pub struct GuestCx<'a> {
     /// This vCPU's stolen time so far in ns: runnable while another vCPU
     /// ran ([`crate::sched`]).
     pub steal_ns: u64,
+    /// The current vCPU is halted and does not run after this call: the
+    /// persona is polled while every vCPU waits for an interrupt (only
+    /// [`Persona::poll`] sees `true`).
+    pub idle: bool,
     /// What the handler asks of the other vCPUs (IPIs, kicks, a yield):
     /// the vCPU code carries it out before the next guest entry.
     pub requests: &'a mut Requests,

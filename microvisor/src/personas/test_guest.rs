@@ -27,6 +27,8 @@ pub struct Guest {
     pub vcpu: usize,
     pub vcpus: usize,
     pub steal_ns: u64,
+    /// Polled from the idle loop (the current vCPU is halted).
+    pub idle: bool,
     /// What the handlers asked of other vCPUs.
     pub requests: crate::personas::Requests,
 }
@@ -49,6 +51,7 @@ impl Guest {
             vcpu: 0,
             vcpus: 1,
             steal_ns: 0,
+            idle: false,
             requests: Default::default(),
         }
     }
@@ -65,6 +68,7 @@ impl Guest {
             vcpu: self.vcpu,
             vcpus: self.vcpus,
             steal_ns: self.steal_ns,
+            idle: self.idle,
             requests: &mut self.requests,
         }
     }

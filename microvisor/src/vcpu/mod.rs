@@ -547,12 +547,16 @@ impl Vcpu {
     }
 
     /// Polls every vCPU's virtual APIC timer at `now` and makes a halted
-    /// vCPU with a deliverable interrupt runnable.
+    /// vCPU with a deliverable interrupt runnable. A vCPU halted by HLT
+    /// has interrupts on; one blocked with them off in a hypervisor wait
+    /// ([`crate::personas::Requests::block`]) is woken by kicks and new
+    /// IPIs only, not by an interrupt it cannot take (else it would wake
+    /// again at every entry).
     fn poll_all(&mut self, now: u64) {
         for i in 0..self.vcpus() {
             let Some(p) = self.parts(i) else { continue };
             p.vapic.poll(now);
-            let deliverable = p.vapic.pending().is_some();
+            let deliverable = p.vapic.pending().is_some() && p.vmcb.state.rflags & RFLAGS_IF != 0;
             if deliverable && self.sched.state(i) == State::Halted {
                 self.wake(i, now);
             }
@@ -819,9 +823,15 @@ impl Vcpu {
             self.sched.end_slice(now);
         }
         if core::mem::take(&mut self.requests.block) {
+            // Returns at once when kicked first or when an interrupt is
+            // deliverable now (Xen `do_poll`: `local_events_need_delivery`,
+            // which for HVM is a pending interrupt the vCPU does not
+            // block, `hvm_local_events_need_delivery`).
+            let deliverable =
+                self.vapic.pending().is_some() && self.vmcb.state.rflags & RFLAGS_IF != 0;
             if self.kicked & (1 << self.id) != 0 {
                 self.kicked &= !(1 << self.id);
-            } else if self.vapic.pending().is_none() {
+            } else if !deliverable {
                 self.sched.set_state(self.id, State::Halted, now);
             }
         }
@@ -840,6 +850,7 @@ impl Vcpu {
         } else {
             0
         };
+        let idle = vcpus > 1 && self.sched.state(self.id) != State::Runnable;
         (
             &mut self.persona,
             GuestCx {
@@ -852,6 +863,7 @@ impl Vcpu {
                 vcpu: self.id,
                 vcpus,
                 steal_ns,
+                idle,
                 requests: &mut self.requests,
             },
         )

@@ -64,6 +64,34 @@ pub const MV_HYPERV_SMP_OWNS: Owners = Owners {
     optional: &[],
 };
 
+/// The xen backend with several vCPUs under the microvisor's `xen`
+/// persona: what it owns with one (`XEN_OWNS`), steal time (each vCPU's
+/// runstate area shows the time the scheduler kept it runnable) and the
+/// lock group (an IPI event channel per vCPU, `SCHEDOP_poll` that blocks
+/// until a send, the target's runstate for `vcpu_is_preempted`).
+/// Cross-CPU IPIs and flushes stay native: Xen HVM offers no hypercall
+/// for them.
+pub const MV_XEN_SMP_OWNS: Owners = Owners {
+    backend: &[
+        "cpu.io_delay",
+        "system.shutdown",
+        "cpu.halt",
+        "time.monotonic_ns",
+        "time.tsc_frequency",
+        "irq.safe_halt",
+        "time.timer_setup",
+        "time.timer_arm",
+        "time.timer_cancel",
+        "time.timer_ack",
+        "irq.eoi",
+        "time.steal_ns",
+        "lock.wait",
+        "lock.kick",
+        "lock.vcpu_is_preempted",
+    ],
+    optional: &[],
+};
+
 /// The KVM machine of `kvm:smp4` and its native pair: `-cpu host` (see
 /// `kvm`), 4 vCPUs.
 const KVM_SMP4: Scenario = Scenario {
@@ -324,6 +352,50 @@ pub const SCENARIOS: &[Scenario] = &[
             interfaces: &[(0x4000_0000, "hyperv")],
             selftests: crate::verdict::SMP_TESTS,
             ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:xen:smp4",
+        description: "microvisor persona xen with 4 vCPUs on one CPU: vcpu_info, upcall vector, VIRQ_TIMER port and singleshot timer per vCPU (another vCPU's timer refused), runstate per vCPU with the scheduler's steal, PV lock by SCHEDOP_poll and IPI event channels",
+        boot: mv("xen", "vcpus=4"),
+        expect: Expect {
+            owners: Some(MV_XEN_SMP_OWNS),
+            selftests: crate::verdict::SMP_TESTS,
+            fewer_than_native: &[Metric::Pit, Metric::TotalNoConsole],
+            ..XEN
+        },
+        native_pair: Some("microvisor:xen:smp4/native"),
+        guest_cmdline: "smpbench=cross",
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:xen:smp4/native",
+        description: "microvisor persona xen with 4 vCPUs, guest forced to pvops=native (native run of microvisor:xen:smp4)",
+        boot: mv("xen", "vcpus=4"),
+        guest_cmdline: "pvops=native smpbench=cross",
+        expect: Expect {
+            hypervisor: Some("xen"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            interfaces: &[(0x4000_0000, "xen")],
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[(Metric::Pit, Count::NonZero), (Metric::Hypercalls, Count::Zero)],
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:xen+viridian:smp4",
+        description: "microvisor persona xen+viridian with 4 vCPUs: minimal Hyper-V at 0x40000000 (VP index per vCPU), Xen per vCPU at 0x40000100; the xen backend wins, as with one vCPU",
+        boot: mv("xen+viridian", "vcpus=4"),
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            interfaces: &[(0x4000_0000, "hyperv"), (0x4000_0100, "xen")],
+            owners: Some(MV_XEN_SMP_OWNS),
+            selftests: crate::verdict::SMP_TESTS,
+            fewer_than_native: &[],
+            ..XEN
         },
         ..MV_SMP4
     },

@@ -279,7 +279,11 @@ impl Xen {
 
     /// A vCPU id of this domain, or -ENOENT (Xen `domain_vcpu`).
     fn vcpu_id(&self, cx: &GuestCx<'_>, id: u32) -> Result<usize, i64> {
-        let n = if self.vcpus > 1 { self.vcpus } else { cx.vcpus.max(1) };
+        let n = if self.vcpus > 1 {
+            self.vcpus
+        } else {
+            cx.vcpus.max(1)
+        };
         match usize::try_from(id) {
             Ok(v) if v < n && v < super::MAX_VCPUS => Ok(v),
             _ => Err(-errno::ENOENT),
@@ -293,9 +297,7 @@ impl Xen {
         let vcpu = self.vcpu_id(cx, u32::try_from(vcpu).unwrap_or(u32::MAX))?;
         let own = vcpu == cx.vcpu;
         match u32::try_from(cmd) {
-            Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER | abi::VCPUOP_STOP_SINGLESHOT_TIMER)
-                if !own =>
-            {
+            Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER | abi::VCPUOP_STOP_SINGLESHOT_TIMER) if !own => {
                 Err(-errno::EINVAL)
             }
             Ok(abi::VCPUOP_SET_SINGLESHOT_TIMER)

@@ -198,6 +198,18 @@ struct Poll {
     deadline: Option<u64>,
 }
 
+impl PerVcpu {
+    /// Starts the runstate accounting at system time `now` (running) if
+    /// it has not started.
+    fn start_accounting(&mut self, now: u64) {
+        if self.since_ns.is_none() {
+            self.since_ns = Some(now);
+            self.state = abi::RUNSTATE_RUNNING;
+            self.entry_ns = now;
+        }
+    }
+}
+
 /// One vCPU's state (Xen keeps it in `struct vcpu`).
 #[derive(Clone, Copy, Debug, Default)]
 struct PerVcpu {
@@ -210,12 +222,15 @@ struct PerVcpu {
     timer: Option<u64>,
     runstate: Option<Runstate>,
     /// System time (ns) the runstate accounting starts at (its first
-    /// registration).
+    /// registration or query).
     since_ns: Option<u64>,
-    /// Time blocked (halted or polling) so far, ns.
-    blocked_ns: u64,
-    /// System time it last blocked at, while it is blocked.
-    blocked_since: Option<u64>,
+    /// Its `RUNSTATE_*` as the scheduler left it (several vCPUs only):
+    /// running, runnable while preempted, blocked while halted or polling.
+    state: usize,
+    /// System time (ns) it entered `state` (`state_entry_time`).
+    entry_ns: u64,
+    /// Time running in finished running spans, ns.
+    running_ns: u64,
     poll: Option<Poll>,
 }
 
@@ -523,13 +538,17 @@ impl Persona for Xen {
         self.vcpus = vcpus.clamp(1, MAX_VCPUS);
     }
 
+    /// Xen updates the runstate area at every context switch
+    /// (`update_runstate_area` from `context_switch`): the outgoing vCPU's
+    /// shows runnable (preempted: other vCPUs' `lock.vcpu_is_preempted`
+    /// reads it) or blocked (halted or polling).
     fn descheduled(&mut self, cx: &mut GuestCx<'_>, preempted: bool) {
-        if !preempted {
-            let now = self.system_ns(cx.now);
-            let v = self.vcpu(cx.vcpu);
-            v.blocked_since.get_or_insert(now);
-        }
-        self.update_runstate(cx);
+        let state = if preempted {
+            abi::RUNSTATE_RUNNABLE
+        } else {
+            abi::RUNSTATE_BLOCKED
+        };
+        self.enter_runstate(cx, state);
     }
 
     fn set_clock(&mut self, tsc_khz: u64, _apic_bus_khz: u64) {
@@ -552,17 +571,13 @@ impl Persona for Xen {
             self.fire_timer(cx, vcpu);
             self.poll_timeout(cx, vcpu);
         }
-        // The vCPU about to run is not blocked (any more).
-        let now = self.system_ns(cx.now);
-        let v = self.vcpu(cx.vcpu);
-        if let Some(since) = v.blocked_since.take() {
-            v.blocked_ns += now.saturating_sub(since);
+        // The vCPU about to run is running again (not when polled while
+        // it waits, halted, for an interrupt).
+        if self.vcpus > 1 && !cx.idle && self.vcpu_ref(cx.vcpu).state != abi::RUNSTATE_RUNNING {
+            self.enter_runstate(cx, abi::RUNSTATE_RUNNING);
         }
         if self.shared_info.is_some() {
             self.maybe_refresh(cx);
-        }
-        if self.vcpus > 1 && self.vcpu_ref(cx.vcpu).runstate.is_some() {
-            self.update_runstate(cx);
         }
         // The callback via is level-like: asserted while the upcall flag is
         // set, withdrawn once the guest clears it (Xen checks the flag at
@@ -628,5 +643,7 @@ impl core::fmt::Display for Opt {
     }
 }
 
+#[cfg(test)]
+mod smp_tests;
 #[cfg(test)]
 mod tests;

@@ -269,7 +269,10 @@ impl Xen {
         }
         wr_u64(cx.mem, pending_at, pending | 1 << bit);
         self.stats.events += 1;
-        let vcpu = self.notify.get(port as usize).map_or(0, |&v| usize::from(v));
+        let vcpu = self
+            .notify
+            .get(port as usize)
+            .map_or(0, |&v| usize::from(v));
         let mask = rd_u64(cx.mem, si + abi::evtchn_mask_offset(word) as u64);
         if mask & (1 << bit) == 0 {
             self.mark_selector(cx, vcpu, word);
@@ -306,7 +309,11 @@ impl Xen {
     /// set). Another vCPU's APIC is reached through an IPI request, which
     /// also wakes it if halted (Xen's `vcpu_kick`).
     pub(super) fn raise_callback(&mut self, cx: &mut GuestCx<'_>, vcpu: usize) {
-        let Some(v) = self.vcpu_ref(vcpu).upcall_vector.or(self.callback_vector(vcpu)) else {
+        let Some(v) = self
+            .vcpu_ref(vcpu)
+            .upcall_vector
+            .or(self.callback_vector(vcpu))
+        else {
             return;
         };
         self.stats.upcalls += 1;
@@ -351,7 +358,10 @@ impl Xen {
         wr_u64(cx.mem, mask_at, mask & !(1 << bit));
         let pending = rd_u64(cx.mem, si + abi::evtchn_pending_offset(word) as u64);
         if mask & (1 << bit) != 0 && pending & (1 << bit) != 0 {
-            let vcpu = self.notify.get(port as usize).map_or(0, |&v| usize::from(v));
+            let vcpu = self
+                .notify
+                .get(port as usize)
+                .map_or(0, |&v| usize::from(v));
             self.mark_selector(cx, vcpu, word);
         }
     }
@@ -368,35 +378,60 @@ impl Xen {
         let _ = cx.write_virt(r.gva, info.as_bytes());
     }
 
-    /// The calling vCPU's `vcpu_runstate_info` now. It is running (it
-    /// made the call or is about to enter); `time[runnable]` is the
-    /// scheduler's stolen time (runnable while another vCPU ran, exact),
-    /// `time[blocked]` the time it spent halted or polling as far as the
-    /// persona saw it (from [`Persona::descheduled`] to its next entry),
-    /// `time[running]` the rest since the accounting began (its first
-    /// registration, or the first query); offline stays 0 (no vCPU is
-    /// ever paused). With one vCPU steal and blocked stay 0, as before.
-    /// `state_entry_time` is the time of this update, so the guest's
-    /// before/after check sees it move.
+    /// Moves the calling vCPU to runstate `state` now (several vCPUs: a
+    /// context switch, [`Persona::descheduled`], or its next entry) and
+    /// writes its area.
+    pub(super) fn enter_runstate(&mut self, cx: &mut GuestCx<'_>, state: usize) {
+        let now = self.system_ns(cx.now);
+        let v = self.vcpu(cx.vcpu);
+        v.start_accounting(now);
+        if v.state == abi::RUNSTATE_RUNNING {
+            v.running_ns += now.saturating_sub(v.entry_ns);
+        }
+        v.state = state;
+        v.entry_ns = now;
+        self.update_runstate(cx);
+    }
+
+    /// The calling vCPU's `vcpu_runstate_info` now, since the accounting
+    /// began (its first registration or query).
+    ///
+    /// With one vCPU it is always running: `time[running]` is all the
+    /// time since, the rest 0, and `state_entry_time` the time of this
+    /// update, so the guest's before/after check sees it move.
+    ///
+    /// With several, `state` is what the scheduler made it
+    /// ([`Xen::enter_runstate`]) since `state_entry_time`;
+    /// `time[running]` is the time it ran as the persona saw it (entry
+    /// to descheduling), `time[runnable]` the scheduler's stolen time
+    /// (runnable while another vCPU ran: exact, the figure the steal
+    /// agreement checks), `time[blocked]` the rest (halted or polling);
+    /// offline stays 0 (no vCPU is ever paused).
     pub(super) fn runstate_info(&mut self, cx: &mut GuestCx<'_>) -> VcpuRunstateInfo {
         let now = self.system_ns(cx.now);
         let smp = self.vcpus > 1;
         let v = self.vcpu(cx.vcpu);
-        let since = *v.since_ns.get_or_insert(now);
-        let total = now.saturating_sub(since);
-        let (steal, blocked) = if smp {
-            (cx.steal_ns, v.blocked_ns)
-        } else {
-            (0, 0)
-        };
+        v.start_accounting(now);
+        let total = now.saturating_sub(v.since_ns.unwrap_or(now));
         let mut info = VcpuRunstateInfo {
             state: abi::RUNSTATE_RUNNING as i32,
             state_entry_time: now,
             ..Default::default()
         };
-        info.time[abi::RUNSTATE_RUNNABLE] = steal;
-        info.time[abi::RUNSTATE_BLOCKED] = blocked;
-        info.time[abi::RUNSTATE_RUNNING] = total.saturating_sub(steal).saturating_sub(blocked);
+        if !smp {
+            info.time[abi::RUNSTATE_RUNNING] = total;
+            return info;
+        }
+        let mut running = v.running_ns;
+        if v.state == abi::RUNSTATE_RUNNING {
+            running += now.saturating_sub(v.entry_ns);
+        }
+        info.state = v.state as i32;
+        info.state_entry_time = v.entry_ns;
+        info.time[abi::RUNSTATE_RUNNING] = running;
+        info.time[abi::RUNSTATE_RUNNABLE] = cx.steal_ns;
+        info.time[abi::RUNSTATE_BLOCKED] =
+            total.saturating_sub(running).saturating_sub(cx.steal_ns);
         info
     }
 
