@@ -289,7 +289,22 @@ pub fn table(reports: &[ScenarioReport]) -> String {
                 notes(&r.result, &name, cpus, &b)
             ));
         }
-        for st in &r.result.smp_steal {
+        // A backend without a steal-time source reads 0: say so rather
+        // than print a disagreement.
+        let steal_owned = r
+            .result
+            .owners
+            .get("time.steal_ns")
+            .is_some_and(|o| o != "native");
+        for st in r.result.smp_steal.iter().filter(|_| !steal_owned) {
+            out.push_str(&format!(
+                "  steal time CPU {} (vCPU {}): the microvisor took {:.3} ms; the guest has no steal-time source (time.steal_ns native)\n",
+                st.cpu,
+                st.vcpu,
+                st.mv_ns as f64 / 1e6,
+            ));
+        }
+        for st in r.result.smp_steal.iter().filter(|_| steal_owned) {
             out.push_str(&format!(
                 "  steal time CPU {} (vCPU {}): guest saw {:.3} ms, the microvisor took {:.3} ms, difference {} us\n",
                 st.cpu,

@@ -400,6 +400,26 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:xen:callback-via:smp4",
+        description: "microvisor persona xen with 4 vCPUs and no per-vCPU upcall vector (Xen before 4.17), toolstack ports noisy: every vCPU's upcalls come by the callback-via vector, each vCPU's own",
+        boot: mv("xen", "vcpus=4 break=callback-via+noisy-ports"),
+        expect: Expect {
+            owners: Some(MV_XEN_SMP_OWNS),
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[
+                (Metric::Pit, Count::Zero),
+                (Metric::Hypercall(XEN_SET_SINGLESHOT_TIMER), Count::NonZero),
+                // HVMOP_set_evtchn_upcall_vector (34 << 8 | 23): not
+                // advertised, never called.
+                (Metric::Hypercall(0x2217), Count::Zero),
+            ],
+            fewer_than_native: &[],
+            logged: &["upcalls by callback via vector (HVM_PARAM_CALLBACK_IRQ)"],
+            ..XEN
+        },
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:kvm+hyperv:smp4",
         description: "microvisor persona kvm+hyperv with 4 vCPUs: Hyper-V per VP at 0x40000000, KVM at 0x40000100; the kvm backend wins, as with one vCPU",
         boot: mv("kvm+hyperv", "vcpus=4"),
