@@ -44,6 +44,7 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:kvm/native",
     // smp.rs
     "microvisor:none:smp4",
+    "microvisor:bare:smp4",
     "microvisor:vmware:smp4",
     "microvisor:vmware:smp4/native",
     "microvisor:kvm:smp4",

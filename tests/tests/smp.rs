@@ -339,11 +339,13 @@ fn microvisor_xen_callback_via_smp4() {
     assert!(injected >= 5 + 3 * 3, "{xen:?}");
 }
 
-/// Persona none with 4 vCPUs (the bare-hardware case, native), and the
-/// personas whose own backend loses to another's.
+/// Personas none (the bare-hardware case) and bare (an unknown
+/// hypervisor) with 4 vCPUs, native, and the personas whose own backend
+/// loses to another's.
 #[test]
 fn microvisor_smp4_without_pairs() {
-    for &(persona, backend) in [("none", "native")].iter().chain(MV_SMP4_UNPAIRED) {
+    let native = [("none", "native"), ("bare", "native")];
+    for &(persona, backend) in native.iter().chain(MV_SMP4_UNPAIRED) {
         let r = boot(&format!("microvisor:{persona}:smp4")).expect("TCG scenario must run");
         assert_verdict_pass(&r);
         assert_all_online(&r, 4, backend, &[]);

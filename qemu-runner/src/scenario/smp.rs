@@ -205,6 +205,19 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:bare:smp4",
+        description: "microvisor persona bare (hypervisor bit, no signature) with 4 vCPUs on one CPU: an unknown hypervisor, every AP started and tested, native",
+        boot: mv("bare", "vcpus=4"),
+        expect: Expect {
+            hypervisor: Some("unknown"),
+            backend: Some("native"),
+            owners: Some(Owners::NATIVE),
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:none:smp8",
         description: "microvisor persona none with 8 vCPUs (its most) on one CPU: every AP started and tested, native, and the SMP bench's N = 8 figures",
         boot: mv("none", "vcpus=8"),
