@@ -57,6 +57,8 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:xen:smp4/native",
     "microvisor:xen+viridian:smp4",
     "microvisor:xen:callback-via:smp4",
+    "microvisor:kvm+hyperv:smp4/hyperv",
+    "microvisor:xen+viridian:smp4/hyperv",
     "microvisor:kvm:smp8/native",
     "microvisor:smp2:fault-ap-triple",
     "microvisor:smp2:fault-ap-spin",

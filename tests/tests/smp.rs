@@ -354,6 +354,28 @@ fn microvisor_smp4_without_pairs() {
     }
 }
 
+/// The personas with two interfaces, each with the guest forced to the
+/// backend that loses the selection (`pvops=hyperv`): every backend that
+/// runs on a persona runs there with 4 vCPUs. Under kvm+hyperv each AP
+/// gets its own VP index, assist page and synthetic timer (no per-CPU
+/// fallback) and the flushes and IPIs go by hypercall; under
+/// xen+viridian (Viridian's base group: VP index and the EOI MSR, no
+/// assist page on any CPU) the APs follow the boot CPU and write the EOI
+/// MSR, with nothing recorded as a fallback.
+#[test]
+fn microvisor_smp4_other_backends() {
+    for persona in ["kvm+hyperv", "xen+viridian"] {
+        let r = boot(&format!("microvisor:{persona}:smp4/hyperv")).expect("TCG scenario must run");
+        assert_verdict_pass(&r);
+        assert_all_online(&r, 4, "hyperv", &[]);
+        assert_smp_tests_pass(&r, 4);
+        assert_per_vcpu_accounting(&r, 4);
+        for a in records(&r, "ap") {
+            assert_eq!(field(&a, "fallbacks"), "0", "{a:?}\n{}", context(&r));
+        }
+    }
+}
+
 /// The SMP bench on the kvm persona with 8 vCPUs and its native pair
 /// (`bench`): N = 2, 4, 8. Exit counts, not timings: a PV shootdown flags
 /// every target (on one physical CPU none runs while the initiator does)

@@ -683,9 +683,13 @@ pub(crate) fn setup(
     }
 
     if offer.apic_msrs {
-        ASSIST_WANTED.store(true, Ordering::Relaxed);
-        if let Err(why) = assist_page(hw, cpu, platform) {
-            log::info!("pvops: hyperv: {}; EOI through the MSR", why);
+        // The APs follow the boot CPU: where its page enabled, an AP whose
+        // page does not has lost lazy EOI (a per-CPU fallback); where it
+        // did not (Xen's Viridian base group), every CPU writes the EOI MSR
+        // and no AP has anything to fall back from.
+        match assist_page(hw, cpu, platform) {
+            Ok(()) => ASSIST_WANTED.store(true, Ordering::Relaxed),
+            Err(why) => log::info!("pvops: hyperv: {}; EOI through the MSR", why),
         }
         patch.set(slot::IRQ_EOI, eoi::eoi);
     } else {
@@ -867,7 +871,8 @@ fn hypercall_page(hw: &mut dyn Hw, platform: &mut dyn Platform) -> Result<(), &'
     Ok(())
 }
 
-/// Lazy EOI wanted (the boot CPU's offer): each AP enables its own page.
+/// Lazy EOI in use (offered, and the boot CPU's page enabled): each AP
+/// enables its own page.
 static ASSIST_WANTED: AtomicBool = AtomicBool::new(false);
 /// The synthetic timer entries are owned: each AP checks its own MSRs.
 static STIMER_OWNED: AtomicBool = AtomicBool::new(false);

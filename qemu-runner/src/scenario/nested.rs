@@ -153,6 +153,11 @@ const NESTED_XEN_SMP2: NestedSpec = NestedSpec {
     l2_timeout_secs: 300,
     ..NestedSpec::new(NestedMode::Xen, "")
 };
+const NESTED_XEN_HYPERV_SMP2: NestedSpec = NestedSpec {
+    cpus: 2,
+    l2_timeout_secs: 300,
+    ..NestedSpec::new(NestedMode::XenHyperv, HV_ALL)
+};
 const NESTED_KVM_SMP2: NestedSpec = NestedSpec {
     cpus: 2,
     l2_timeout_secs: 300,
@@ -456,6 +461,22 @@ pub const SCENARIOS: &[Scenario] = &[
             ..XEN_TODAY
         },
         native_pair: Some("nested:xen+hyperv/native"),
+        ..NESTED
+    },
+    Scenario {
+        name: "nested:xen+hyperv:smp2",
+        description: "2 vCPUs under QEMU/KVM's Xen emulation with Hyper-V enlightenments (L1 single-threaded TCG, 2 vCPUs): the xen backend found at 0x40000100 sets up each vCPU as under nested:xen:smp2",
+        boot: Boot::Nested(&NESTED_XEN_HYPERV_SMP2),
+        cpus: 2,
+        timeout_secs: 900,
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            interfaces: XEN_HYPERV_IF,
+            owners: Some(XEN_SMP_OWNS),
+            selftests: crate::verdict::SMP_TESTS,
+            fewer_than_native: &[],
+            ..XEN_TODAY
+        },
         ..NESTED
     },
     Scenario {

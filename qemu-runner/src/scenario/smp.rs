@@ -413,6 +413,21 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:xen+viridian:smp4/hyperv",
+        description: "microvisor persona xen+viridian with 4 vCPUs, guest forced to pvops=hyperv: the other backend that runs there, on Viridian's base group (each VP's own index, the EOI MSR) with everything else native",
+        boot: mv("xen+viridian", "vcpus=4"),
+        guest_cmdline: "pvops=hyperv",
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            backend: Some("hyperv"),
+            owners: Some(VIRIDIAN_OWNS),
+            interfaces: &[(0x4000_0000, "hyperv"), (0x4000_0100, "xen")],
+            selftests: crate::verdict::SMP_TESTS,
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:xen:callback-via:smp4",
         description: "microvisor persona xen with 4 vCPUs and no per-vCPU upcall vector (Xen before 4.17), toolstack ports noisy: every vCPU's upcalls come by the callback-via vector, each vCPU's own",
         boot: mv("xen", "vcpus=4 break=callback-via+noisy-ports"),
@@ -444,6 +459,23 @@ pub const SCENARIOS: &[Scenario] = &[
             interfaces: &[(0x4000_0000, "hyperv"), (0x4000_0100, "kvm")],
             selftests: crate::verdict::SMP_TESTS,
             counts: &[(Metric::Pit, Count::Zero)],
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:kvm+hyperv:smp4/hyperv",
+        description: "microvisor persona kvm+hyperv with 4 vCPUs, guest forced to pvops=hyperv: the other backend that runs there, with every VP's index, assist page and synthetic timer, flushes and IPIs by hypercall with processor sets",
+        boot: mv("kvm+hyperv", "vcpus=4"),
+        guest_cmdline: "pvops=hyperv",
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            backend: Some("hyperv"),
+            owners: Some(MV_HYPERV_SMP_OWNS),
+            tsc_source: Some("hyperv-msr"),
+            interfaces: &[(0x4000_0000, "hyperv"), (0x4000_0100, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[(Metric::Pit, Count::Zero), (Metric::Hypercalls, Count::NonZero)],
             ..Expect::PASS
         },
         ..MV_SMP4
