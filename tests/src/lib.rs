@@ -59,6 +59,8 @@ pub const DEDICATED: &[&str] = &[
     "microvisor:xen:callback-via:smp4",
     "microvisor:kvm+hyperv:smp4/hyperv",
     "microvisor:xen+viridian:smp4/hyperv",
+    "microvisor:kvm:smp4:break=last-vcpu-refuses",
+    "microvisor:hyperv:smp4:break=sets-refused",
     "microvisor:kvm:smp8/native",
     "microvisor:smp2:fault-ap-triple",
     "microvisor:smp2:fault-ap-spin",

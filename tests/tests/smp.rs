@@ -376,6 +376,63 @@ fn microvisor_smp4_other_backends() {
     }
 }
 
+/// Bad input per CPU (issue 13). A per-CPU set-up that fails on one CPU:
+/// under `break=last-vcpu-refuses` the kvm persona's last vCPU refuses its
+/// steal-time and PV EOI MSRs, so that AP alone records both entries as
+/// fallbacks (its kvmclock is its own), the persona saw no area of it, and
+/// the remote flush, which cannot flag it, still reaches it by IPI
+/// (`smp.tlb-shootdown`). A hypervisor that rejects a processor set: under
+/// `break=sets-refused` every hyperv flush or IPI naming VP 3 fails, and
+/// each such call goes native while calls without VP 3 stay hypercalls.
+#[test]
+fn microvisor_smp4_per_cpu_bad_input() {
+    let r = boot("microvisor:kvm:smp4:break=last-vcpu-refuses").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_all_online(&r, 4, "kvm", &[]);
+    assert_smp_tests_pass(&r, 4);
+    for a in records(&r, "ap") {
+        let want = if field(&a, "apic") == "3" { "2" } else { "0" };
+        assert_eq!(field(&a, "fallbacks"), want, "{a:?}\n{}", context(&r));
+    }
+    for v in records(&r, "mv.kvm.vcpu") {
+        let last = field(&v, "index") == "3";
+        assert_eq!(field(&v, "clock"), "true", "{v:?}");
+        assert_eq!(field(&v, "steal"), (!last).to_string(), "{v:?}");
+        assert_eq!(field(&v, "pv_eoi"), (!last).to_string(), "{v:?}");
+    }
+
+    let r = boot("microvisor:hyperv:smp4:break=sets-refused").expect("TCG scenario must run");
+    assert_verdict_pass(&r);
+    assert_all_online(&r, 4, "hyperv", &[]);
+    assert_smp_tests_pass(&r, 4);
+    let hv = record(&r, "mv.hyperv");
+    let n = |k: &str| -> u64 { field(&hv, k).parse().unwrap() };
+    assert!(n("sets_refused") >= 2, "{hv:?}\n{}", context(&r));
+    assert_eq!(n("hypercall_errors"), n("sets_refused"), "{hv:?}");
+    assert!(n("flushes") >= 1 && n("ipis") >= 1, "{hv:?}");
+    // Shootdowns to VP 1 alone stay one hypercall; to VPs 1-3 the refused
+    // call and then an IPI (and its EOI) per target.
+    let sd = |cpus: u64| {
+        let b = r
+            .result
+            .smp_bench
+            .iter()
+            .find(|b| b.name == "shootdown" && b.cpus == cpus)
+            .unwrap_or_else(|| panic!("no shootdown N={cpus}\n{}", context(&r)));
+        assert_eq!(b.completed, b.ops, "{b:?}");
+        qemu_runner::smp_bench::exits_per_op(&r.result, b)
+            .unwrap()
+            .0
+    };
+    let (two, four) = (sd(2), sd(4));
+    assert!(two < 1.5, "N=2: {two} exits per shootdown\n{}", context(&r));
+    assert!(
+        four >= 7.0,
+        "N=4: {four} exits per shootdown\n{}",
+        context(&r)
+    );
+}
+
 /// The SMP bench on the kvm persona with 8 vCPUs and its native pair
 /// (`bench`): N = 2, 4, 8. Exit counts, not timings: a PV shootdown flags
 /// every target (on one physical CPU none runs while the initiator does)

@@ -481,6 +481,46 @@ pub const SCENARIOS: &[Scenario] = &[
         ..MV_SMP4
     },
     Scenario {
+        name: "microvisor:kvm:smp4:break=last-vcpu-refuses",
+        description: "bad input: 4 vCPUs under the kvm persona, whose last vCPU's steal-time and PV EOI MSRs raise #GP: that CPU's steal time and EOI run native (logged, its `@@ ap` says fallbacks=2), the others keep theirs, and a remote flush names it by IPI",
+        boot: mv("kvm", "vcpus=4 break=last-vcpu-refuses"),
+        expect: Expect {
+            hypervisor: Some("kvm"),
+            backend: Some("kvm"),
+            owners: Some(KVM_SMP_OWNS),
+            tsc_source: Some("pvclock"),
+            interfaces: &[(0x4000_0000, "kvm")],
+            selftests: crate::verdict::SMP_TESTS,
+            logged: &[
+                "cpu 3: time.steal_ns runs native on this CPU",
+                "cpu 3: irq.eoi runs native on this CPU",
+            ],
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
+        name: "microvisor:hyperv:smp4:break=sets-refused",
+        description: "bad input: 4 VPs under the hyperv persona, which rejects every flush or IPI hypercall whose processor set names VP 3 (INVALID_PARAMETER): each such call falls back to IPIs (logged once), the others stay hypercalls, and every shootdown and IPI still arrives",
+        boot: mv("hyperv", "vcpus=4 break=sets-refused"),
+        guest_cmdline: "smpbench=cross",
+        expect: Expect {
+            hypervisor: Some("hyperv"),
+            backend: Some("hyperv"),
+            owners: Some(MV_HYPERV_SMP_OWNS),
+            tsc_source: Some("hyperv-msr"),
+            interfaces: &[(0x4000_0000, "hyperv")],
+            selftests: crate::verdict::SMP_TESTS,
+            counts: &[(Metric::Hypercalls, Count::NonZero)],
+            logged: &[
+                "TLB flush hypercall failed",
+                "synthetic cluster IPI hypercall failed",
+            ],
+            ..Expect::PASS
+        },
+        ..MV_SMP4
+    },
+    Scenario {
         name: "microvisor:none:smp2:no-answer",
         description: "bad input: microvisor with 2 vCPUs, and the guest also starts APIC ID 7, which does not exist: the SIPI is logged (mv.ipi result=absent), the guest reports no-answer and goes on",
         boot: mv("none", "vcpus=2"),

@@ -36,7 +36,10 @@
 //! specified VP index is invalid"; KVM silently ignores such VPs, the
 //! stricter answer lets a host test see it). No XMM fast input is offered
 //! (CPUID 0x4000_0003 EDX bit 4 clear), so an Ex call in the fast form is
-//! INVALID_HYPERCALL_INPUT. HvCallNotifyLongSpinWait (0x0008, simple,
+//! INVALID_HYPERCALL_INPUT. Under `break=sets-refused` a valid flush or
+//! IPI whose targets include a [`Partition::refused`] VP returns
+//! INVALID_PARAMETER instead (bad input for the guest: a hypervisor that
+//! rejects a processor set). HvCallNotifyLongSpinWait (0x0008, simple,
 //! fast): counted, and with several VPs the spinner's slice ends
 //! ([`Effects::spin_wait`]).
 
@@ -63,6 +66,9 @@ pub struct Input {
 pub struct Partition {
     /// Number of VPs (VP indexes 0..vps).
     pub vps: usize,
+    /// VPs (bit n = VP n) that no flush or IPI set may name: such a call
+    /// returns INVALID_PARAMETER (`break=sets-refused`; 0 normally).
+    pub refused: u64,
 }
 
 impl Partition {
@@ -142,6 +148,8 @@ pub struct Stats {
     pub spin_waits: u64,
     /// Calls that returned an error status.
     pub errors: u64,
+    /// Of those, calls refused for naming a [`Partition::refused`] VP.
+    pub sets_refused: u64,
 }
 
 /// Checks that `len` bytes at `gpa` are 8-byte aligned, in one page and in
@@ -219,7 +227,16 @@ pub fn run(
     part: Partition,
     stats: &mut Stats,
 ) -> (HypercallResult, Effects) {
+    let refused = |e: &Effects| (e.flush | e.ipi.map_or(0, |(t, _)| t)) & part.refused != 0;
     match dispatch(i, mem, part) {
+        Ok((_, e)) if refused(&e) => {
+            stats.errors += 1;
+            stats.sets_refused += 1;
+            (
+                HypercallResult::new(Status::INVALID_PARAMETER, 0),
+                Effects::default(),
+            )
+        }
         Ok((reps, e)) => {
             if matches!(
                 i.control.code(),
@@ -402,8 +419,8 @@ mod tests {
         }
     }
 
-    const ONE: Partition = Partition { vps: 1 };
-    const FOUR: Partition = Partition { vps: 4 };
+    const ONE: Partition = Partition { vps: 1, refused: 0 };
+    const FOUR: Partition = Partition { vps: 4, refused: 0 };
 
     fn call(
         c: Control,
@@ -610,6 +627,43 @@ mod tests {
         assert_eq!(
             go(c.with_rep_count(1), 0x1FFF, 0, &mem),
             Status::INVALID_HYPERCALL_INPUT
+        );
+    }
+
+    #[test]
+    fn sets_naming_a_refused_vp_are_rejected() {
+        let mut ram = Ram::new();
+        let mem = ram.mem();
+        let part = Partition {
+            refused: 1 << 3,
+            ..FOUR
+        };
+        let mut st = Stats::default();
+        let ipi = Control::new(call::SEND_SYNTHETIC_CLUSTER_IPI).fast();
+        let mut go = |c: Control, input: u64, output: u64| {
+            let i = Input {
+                control: c,
+                input,
+                output,
+            };
+            run(i, &mem, part, &mut st)
+        };
+        // VPs 1 and 2: delivered; VP 3 named: refused, nothing delivered.
+        assert_eq!(go(ipi, 0xF0, 0b0110).1.ipi, Some((0b0110, 0xF0)));
+        let (r, e) = go(ipi, 0xF0, 0b1010);
+        assert_eq!(
+            (r.status(), e),
+            (Status::INVALID_PARAMETER, Effects::default())
+        );
+        // A flush of every processor names VP 3 as well.
+        put(&mem, 0x1000, &[0, flush_flags::ALL_PROCESSORS, 0]);
+        let flush = Control::new(call::FLUSH_VIRTUAL_ADDRESS_SPACE);
+        assert_eq!(go(flush, 0x1000, 0).0.status(), Status::INVALID_PARAMETER);
+        put(&mem, 0x1000, &[0, 0, 0b0010]);
+        assert_eq!(go(flush, 0x1000, 0).1.flush, 0b0010);
+        assert_eq!(
+            (st.errors, st.sets_refused, st.flushes, st.ipis),
+            (2, 2, 1, 1)
         );
     }
 

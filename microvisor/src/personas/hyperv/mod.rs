@@ -84,6 +84,10 @@ pub enum Break {
     /// too low), the reference TSC page keeps sequence 0 (KVM validates it
     /// only on a TSC-based master clock), the reference counter is right.
     MiscalibratedFrequency,
+    /// `sets-refused`: with several VPs, a flush or IPI hypercall whose
+    /// processor set names the last VP returns INVALID_PARAMETER (a
+    /// hypervisor that rejects a processor set); sets without it succeed.
+    SetsRefused,
 }
 
 /// `break=miscalibrated-frequency`'s ratio: the MSR reads the true TSC
@@ -107,6 +111,7 @@ pub const BREAK_STEPS: &[&str] = &[
     "hypercall-second-fails",
     "msrs-gp",
     "miscalibrated-frequency",
+    "sets-refused",
 ];
 /// Behaviour words `break=` also takes.
 pub const KNOBS: &[&str] = &["no-frequencies", "tsc-page-late"];
@@ -132,6 +137,7 @@ impl Break {
             "hypercall-second-fails" => Some(Break::HypercallSecondFails),
             "msrs-gp" => Some(Break::MsrsGp),
             "miscalibrated-frequency" => Some(Break::MiscalibratedFrequency),
+            "sets-refused" => Some(Break::SetsRefused),
             _ => None,
         }
     }
@@ -365,7 +371,14 @@ impl Persona for HyperV {
                     output,
                 },
                 cx.mem,
-                hypercalls::Partition { vps: self.vcpus },
+                hypercalls::Partition {
+                    vps: self.vcpus,
+                    refused: if self.broken == Some(Break::SetsRefused) && self.vcpus > 1 {
+                        1 << (self.vcpus - 1)
+                    } else {
+                        0
+                    },
+                },
                 &mut self.calls,
             );
             self.apply(cx, effects);
@@ -495,6 +508,7 @@ impl Persona for HyperV {
             vp_flushes = self.calls.vp_flushes,
             spin_waits = self.calls.spin_waits,
             hypercall_errors = self.calls.errors,
+            sets_refused = self.calls.sets_refused,
             crash_notifications = self.crash.notifications,
         );
     }

@@ -109,6 +109,10 @@ pub enum Break {
     AbsurdFrequency,
     /// `pvclock-backwards`.
     PvclockBackwards,
+    /// `last-vcpu-refuses`: with several vCPUs, the last one's writes of
+    /// `MSR_KVM_STEAL_TIME` and `MSR_KVM_PV_EOI_EN` raise #GP (a per-CPU
+    /// set-up that fails on one CPU only); the other vCPUs are served.
+    LastVcpuRefuses,
 }
 
 /// How far behind `break=pvclock-backwards` publishes (5 ms: more than a
@@ -138,6 +142,7 @@ pub const BREAK_STEPS: &[&str] = &[
     "steal-backwards",
     "absurd-frequency",
     "pvclock-backwards",
+    "last-vcpu-refuses",
 ];
 
 impl Break {
@@ -154,6 +159,7 @@ impl Break {
             "steal-backwards" => Some(Break::StealBackwards),
             "absurd-frequency" => Some(Break::AbsurdFrequency),
             "pvclock-backwards" => Some(Break::PvclockBackwards),
+            "last-vcpu-refuses" => Some(Break::LastVcpuRefuses),
             _ => None,
         }
     }
@@ -351,8 +357,14 @@ impl KvmInterface {
         r
     }
 
+    /// Whether `break=last-vcpu-refuses` refuses this vCPU's per-CPU areas.
+    fn refuses_areas(&self, cx: &GuestCx<'_>) -> bool {
+        self.broken == Some(Break::LastVcpuRefuses) && self.vcpus > 1 && cx.vcpu == self.vcpus - 1
+    }
+
     fn write(&mut self, cx: &mut GuestCx<'_>, index: u32, value: u64) -> Result<(), Gp> {
         match index {
+            m::STEAL_TIME | m::PV_EOI_EN if self.refuses_areas(cx) => Err(Gp),
             m::SYSTEM_TIME_NEW | m::SYSTEM_TIME if self.broken == Some(Break::ClockGp) => Err(Gp),
             m::SYSTEM_TIME_NEW | m::SYSTEM_TIME => {
                 let v = self.at(cx);

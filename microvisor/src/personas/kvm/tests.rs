@@ -220,6 +220,32 @@ fn every_vcpu_has_its_own_registrations() {
 }
 
 #[test]
+fn last_vcpu_refuses_its_steal_and_pv_eoi_areas_only() {
+    let mut g = Guest::new();
+    g.vcpus = 4;
+    let mut k = iface(Some(Break::LastVcpuRefuses));
+    k.set_vcpus(4);
+    for v in 0..4u64 {
+        g.vcpu = v as usize;
+        let page = PAGE + v * 0x100;
+        let clock = k.wrmsr(&mut g.cx(), m::SYSTEM_TIME_NEW, m::system_time(page));
+        let steal = k.wrmsr(&mut g.cx(), m::STEAL_TIME, m::steal_time(page + 64));
+        let eoi = k.wrmsr(&mut g.cx(), m::PV_EOI_EN, m::pv_eoi(page + 128));
+        assert_eq!(clock, Ok(()), "vCPU {v}'s kvmclock is served");
+        let want = if v == 3 { Err(Gp) } else { Ok(()) };
+        assert_eq!((steal, eoi), (want, want), "vCPU {v}");
+    }
+    assert_eq!(k.stats.refused, 2);
+    // With one vCPU nothing is refused: it is the boot CPU.
+    let mut one = iface(Some(Break::LastVcpuRefuses));
+    g.vcpu = 0;
+    assert_eq!(
+        one.wrmsr(&mut g.cx(), m::STEAL_TIME, m::steal_time(PAGE)),
+        Ok(())
+    );
+}
+
+#[test]
 fn steal_time_preempted_flag_and_pv_tlb_flush() {
     let (mut g, mut k) = smp_guest();
     g.vcpu = 2;
