@@ -231,6 +231,15 @@ impl HyperV {
         self.broken
     }
 
+    /// The VPs no processor set may name: the last one under
+    /// `break=sets-refused` with several VPs, else none.
+    fn refused_vps(&self) -> u64 {
+        match self.broken {
+            Some(Break::SetsRefused) if self.vcpus > 1 => 1 << (self.vcpus - 1),
+            _ => 0,
+        }
+    }
+
     /// The state of the VP a handler runs for.
     pub(crate) fn vp(&mut self, cx: &GuestCx<'_>) -> &mut Vp {
         &mut self.vps[cx.vcpu.min(MAX_VPS - 1)]
@@ -373,11 +382,7 @@ impl Persona for HyperV {
                 cx.mem,
                 hypercalls::Partition {
                     vps: self.vcpus,
-                    refused: if self.broken == Some(Break::SetsRefused) && self.vcpus > 1 {
-                        1 << (self.vcpus - 1)
-                    } else {
-                        0
-                    },
+                    refused: self.refused_vps(),
                 },
                 &mut self.calls,
             );
